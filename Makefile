@@ -1,0 +1,35 @@
+# Two commands do all set-up from a fresh clone: `make demo` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: demo test install dataset clean
+
+demo: install dataset
+	$(VENV)/bin/pipeline build --target cpu
+	@echo "Results: runs/resnet20-fmnist-cpu/ (manifest.json, export/*.onnx, bench/bench.json)"
+
+test: install dataset
+	$(PY) -m pytest -q
+
+install: $(STAMP)
+
+# torch/torchvision are pinned in pyproject.toml to the releases served from local disk.
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	touch $(STAMP)
+
+# Fashion-MNIST is the evaluation set of the embedded teachers; installed when we are root.
+dataset:
+	@if [ -f /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz ] || [ -n "$$FASHION_MNIST_DIR" ]; then \
+		true; \
+	elif [ "$$(id -u)" = 0 ]; then \
+		apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist; \
+	else \
+		echo "note: Fashion-MNIST not installed (sudo apt-get install dataset-fashion-mnist); accuracy will not be measured"; \
+	fi
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

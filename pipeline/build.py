@@ -1,0 +1,148 @@
+"""`pipeline build`: the stages in order in one run folder, then a summary of teacher vs student."""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline.assets import resolve_teacher
+from pipeline.bench.stage import BenchConfig, BenchStage
+from pipeline.budgets import Budget, get_budget
+from pipeline.data import fashion_mnist
+from pipeline.distill.stage import DistillConfig, DistillStage
+from pipeline.errors import PipelineError
+from pipeline.export.stage import ExportConfig, ExportStage
+from pipeline.models import default_student
+from pipeline.models.load import LoadedModel
+from pipeline.stage import RunFolder
+from pipeline.synthesize.dafl import DaflConfig
+from pipeline.synthesize.stage import SynthesizeConfig, SynthesizeStage
+from pipeline.targets import Target, load_target
+from pipeline.teacher_spec import TeacherSpec
+
+STAGE_ORDER = ("synthesize", "distill", "export", "bench")
+
+
+@dataclass
+class BuildOptions:
+    teacher: str | None = None  # path, 'embedded:NAME' or None for the default teacher
+    arch: str | None = None
+    target: str = "cpu"
+    budget: str = "quick"
+    out: Path | None = None
+    student: str | None = None
+    eval: str | None = None  # 'fmnist', an image folder, 'none'; default: fmnist for the embedded teachers
+    input_shape: tuple[int, int, int] | None = None
+    num_classes: int | None = None
+    trust_checkpoint: bool = False
+    dafl_preset: str = "fast"
+    seed: int = 0
+    force: bool = False
+    command: str = ""
+
+
+@dataclass
+class BuildContext:
+    options: BuildOptions
+    teacher_path: Path
+    teacher: LoadedModel
+    spec: TeacherSpec
+    target: Target
+    budget: Budget
+    run: RunFolder
+    eval: str | None
+
+
+def prepare(options: BuildOptions) -> BuildContext:
+    """Resolve and validate everything before any stage runs, so bad input fails in one line, early."""
+    teacher_path = resolve_teacher(options.teacher)
+    target = load_target(options.target)
+    budget = get_budget(options.budget)
+    input_shape = options.input_shape
+    spec = TeacherSpec(options.arch, None, options.num_classes, options.trust_checkpoint)
+    teacher = spec.load(teacher_path)
+    if input_shape is None and target.input_size is not None and tuple(target.input_size) != teacher.input_shape[1:]:
+        input_shape = (teacher.input_shape[0], *target.input_size)
+    if input_shape is not None:
+        spec = TeacherSpec(options.arch, tuple(input_shape), options.num_classes, options.trust_checkpoint)
+        teacher = spec.load(teacher_path)
+    out = options.out or Path("runs") / f"{teacher_path.stem}-{target.name}"
+    eval_spec = _choose_eval(options, teacher)
+    return BuildContext(options, teacher_path, teacher, spec, target, budget, RunFolder(out), eval_spec)
+
+
+def _choose_eval(options: BuildOptions, teacher: LoadedModel) -> str | None:
+    if options.eval is not None:
+        return None if options.eval.lower() == "none" else options.eval
+    trained_on = teacher.metadata.get("training", {}).get("dataset")
+    if trained_on == "fashion-mnist" and fashion_mnist.is_available():
+        return "fmnist"
+    return None
+
+
+def synthesize_stage(ctx: BuildContext) -> SynthesizeStage:
+    return SynthesizeStage(ctx.teacher_path, SynthesizeConfig(
+        seconds=ctx.budget.synthesize_seconds, batch_size=ctx.budget.batch_size, seed=ctx.options.seed,
+        dafl=DaflConfig.preset_config(ctx.options.dafl_preset), teacher=ctx.spec))
+
+
+def distill_stage(ctx: BuildContext) -> DistillStage:
+    student = ctx.options.student or default_student(ctx.teacher.arch, ctx.teacher.input_shape)
+    return DistillStage(ctx.teacher_path, ctx.run.artifact("synthesize", "generator"), DistillConfig(
+        student=student, seconds=ctx.budget.distill_seconds, batch_size=ctx.budget.batch_size, seed=ctx.options.seed,
+        dafl=DaflConfig.preset_config(ctx.options.dafl_preset), teacher=ctx.spec))
+
+
+def export_stage(ctx: BuildContext) -> ExportStage:
+    models = {"teacher": ctx.teacher_path, "student": ctx.run.artifact("distill", "student")}
+    return ExportStage(models, ExportConfig(eval=ctx.eval, seed=ctx.options.seed, specs={"teacher": ctx.spec}))
+
+
+def bench_stage(ctx: BuildContext) -> BenchStage:
+    models = {name: ctx.run.artifact("export", name) for name in ("teacher", "student")}
+    return BenchStage(models, BenchConfig(
+        runtime=ctx.target.runtime, batch=ctx.target.batch, threads=ctx.target.threads,
+        warmup=min(ctx.target.warmup, ctx.budget.bench_warmup), runs=min(ctx.target.runs, ctx.budget.bench_runs),
+        preprocess=ctx.teacher.preprocess.to_dict(), eval=ctx.eval, eval_limit=ctx.budget.eval_limit,
+        seed=ctx.options.seed))
+
+
+STAGE_FACTORIES = {"synthesize": synthesize_stage, "distill": distill_stage, "export": export_stage, "bench": bench_stage}
+
+
+def run_build(options: BuildOptions, *, until: str = "bench") -> dict:
+    """Run the stages up to and including `until`; finished, unchanged stages are skipped."""
+    if until not in STAGE_ORDER:
+        raise PipelineError(f"unknown stage {until!r}")
+    ctx = prepare(options)
+    ctx.run.set_run_info(
+        command=options.command, teacher=str(ctx.teacher_path), teacher_arch=ctx.teacher.arch,
+        teacher_format=ctx.teacher.source_format, target=ctx.target.to_dict(), budget=ctx.budget.to_dict(),
+        preprocess=ctx.teacher.preprocess.to_dict(), num_classes=ctx.teacher.num_classes, eval=ctx.eval)
+    for name in STAGE_ORDER[:STAGE_ORDER.index(until) + 1]:
+        ctx.run.run(STAGE_FACTORIES[name](ctx), force=options.force)
+    return summarize(ctx.run)
+
+
+def summarize(run: RunFolder) -> dict:
+    """Teacher and student side by side: accuracy, size, latency (from the manifest)."""
+    stages = run.manifest["stages"]
+    export = stages.get("export", {}).get("metrics", {})
+    bench = stages.get("bench", {}).get("metrics", {})
+    rows = []
+    for name in ("teacher", "student"):
+        if name not in export:
+            continue
+        latency = bench.get(name, {}).get("latency", {})
+        rows.append({
+            "model": name,
+            "arch": export[name].get("arch"),
+            "parameters": export[name].get("parameters"),
+            "onnx_bytes": export[name].get("size_bytes"),
+            "accuracy": bench.get(name, {}).get("accuracy"),
+            "eval_images": bench.get(name, {}).get("eval_images"),
+            "latency_median_ms": latency.get("median_ms"),
+            "latency_p90_ms": latency.get("p90_ms"),
+            "latency_cv": latency.get("cv"),
+            "onnx": str(run.root / f"export/{name}.onnx"),
+        })
+    return {"run_folder": str(run.root), "manifest": str(run.manifest_path), "rows": rows,
+            "stages": {name: {"wall_s": entry.get("wall_s")} for name, entry in stages.items()}}

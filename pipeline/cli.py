@@ -1,0 +1,258 @@
+"""Command line: parse, call, print. Every user error ends in one line and a non-zero exit."""
+
+import json
+import shlex
+import sys
+import traceback
+from pathlib import Path
+from typing import Callable, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from pipeline import progress
+
+app = typer.Typer(
+    help="Turn a trained PyTorch image classifier into a small, fast, verified edge artifact — without its training data.\n\n"
+         "Typical use: `pipeline build --teacher r34.pt --target cpu`. With no --teacher, the embedded "
+         "Fashion-MNIST ResNet-20 teacher is used.",
+    no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+teacher_app = typer.Typer(help="Train and inspect teachers.", no_args_is_help=True)
+app.add_typer(teacher_app, name="teacher")
+stdout = Console()
+
+# Options shared by several commands (typer needs them spelled out per command).
+TEACHER = typer.Option(None, "--teacher", "-t", help="Teacher checkpoint: state_dict .pt (torchvision or registry arch), "
+                       "pipeline checkpoint, TorchScript, torch.export .pt2, or 'embedded:NAME'. Default: embedded resnet20-fmnist.")
+ARCH = typer.Option(None, "--arch", help="Registry architecture of a state_dict checkpoint (inferred from keys when omitted; see `pipeline models`).")
+TARGET = typer.Option("cpu", "--target", help="Deployment target name from targets/*.toml, or a path to a target TOML file.")
+BUDGET = typer.Option("quick", "--budget", help="smoke (~1 min, for tests), quick (default, <=15 min on 2 cores) or full (quality).")
+OUT = typer.Option(None, "--out", "-o", help="Run folder (default runs/<teacher>-<target>). Re-running resumes and skips finished stages.")
+TRUST = typer.Option(False, "--trust-checkpoint", help="Allow loading a fully pickled module (runs code from the file; only for files you trust).")
+INPUT_SHAPE = typer.Option(None, "--input-shape", help="Model input as C,H,W (e.g. 3,224,224); needed for TorchScript teachers.")
+NUM_CLASSES = typer.Option(None, "--num-classes", help="Expected class count (checked against the model's output).")
+EVAL = typer.Option(None, "--eval", help="Labelled set for accuracy: 'fmnist' (Fashion-MNIST test split), an image folder "
+                    "(<dir>/<class>/<img>), or 'none'. Default: fmnist for the embedded teachers.")
+JSON = typer.Option(False, "--json", help="Print a machine-readable JSON summary on stdout.")
+DEBUG = typer.Option(False, "--debug", help="Show full tracebacks.")
+QUIET = typer.Option(False, "--quiet", "-q", help="No progress bars or status lines.")
+SEED = typer.Option(0, "--seed", help="Random seed.")
+
+
+def _run(debug: bool, quiet: bool, action: Callable[[], object], *, out_hint: str | None = None) -> object:
+    from pipeline.errors import PipelineError
+
+    progress.set_quiet(quiet)
+    try:
+        return action()
+    except PipelineError as error:
+        if debug:
+            traceback.print_exc()
+        print(f"error: {error}", file=sys.stderr)
+        raise typer.Exit(error.exit_code)
+    except KeyboardInterrupt:
+        where = f" in {out_hint}" if out_hint else ""
+        print(f"interrupted: finished stages are kept{where}; run the same command again to resume", file=sys.stderr)
+        raise typer.Exit(130)
+    except Exception as error:  # a bug or an environment problem: still one line unless --debug
+        if debug:
+            traceback.print_exc()
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        print(f"error: unexpected {type(error).__name__}: {first_line} (run with --debug for the traceback)", file=sys.stderr)
+        raise typer.Exit(1)
+
+
+def _input_shape(text: Optional[str]):
+    if text is None:
+        return None
+    from pipeline.models.load import parse_input_shape
+
+    return parse_input_shape(text)
+
+
+def _print_summary(summary: dict, as_json: bool) -> None:
+    if as_json:
+        stdout.print_json(json.dumps(summary, default=str))
+        return
+    table = Table(title=f"edge-pipeline — {summary['run_folder']}")
+    for column in ("model", "arch", "params", "ONNX MB", "top-1", "latency median ms", "p90 ms", "CV"):
+        table.add_column(column, justify="right" if column not in ("model", "arch") else "left")
+    for row in summary["rows"]:
+        accuracy = f"{row['accuracy'] * 100:.2f} %" if row.get("accuracy") is not None else "—"
+        table.add_row(row["model"], str(row["arch"]), f"{row['parameters']:,}", f"{row['onnx_bytes'] / 1e6:.3f}", accuracy,
+                      _fmt(row.get("latency_median_ms")), _fmt(row.get("latency_p90_ms")), _fmt(row.get("latency_cv"), 2))
+    stdout.print(table)
+    stdout.print(f"manifest: {summary['manifest']}")
+
+
+def _fmt(value, digits: int = 3) -> str:
+    return "—" if value is None else f"{value:.{digits}f}"
+
+
+def _build(stage: str, teacher, arch, target, budget, out, trust, input_shape, num_classes, eval_, student, seed, force,
+           as_json, debug, quiet) -> None:
+    def action():
+        from pipeline.build import BuildOptions, run_build
+
+        options = BuildOptions(teacher=teacher, arch=arch, target=target, budget=budget, out=out, student=student,
+                               eval=eval_, input_shape=_input_shape(input_shape), num_classes=num_classes,
+                               trust_checkpoint=trust, seed=seed, force=force,
+                               command=" ".join(["pipeline", *map(shlex.quote, sys.argv[1:])]))
+        return run_build(options, until=stage)
+
+    summary = _run(debug, quiet, action, out_hint=str(out) if out else None)
+    _print_summary(summary, as_json)
+
+
+@app.command()
+def build(teacher: Optional[str] = TEACHER, arch: Optional[str] = ARCH, target: str = TARGET, budget: str = BUDGET,
+          out: Optional[Path] = OUT, trust_checkpoint: bool = TRUST, input_shape: Optional[str] = INPUT_SHAPE,
+          num_classes: Optional[int] = NUM_CLASSES, eval: Optional[str] = EVAL,
+          student: Optional[str] = typer.Option(None, "--student", help="Student architecture (default: a smaller relative of the teacher)."),
+          seed: int = SEED, force: bool = typer.Option(False, "--force", help="Re-run every stage even if up to date."),
+          json_output: bool = JSON, debug: bool = DEBUG, quiet: bool = QUIET):
+    """Run every stage: synthesize -> distill -> export -> bench, into one run folder.
+
+    Data-free: the student never sees a labelled image; accuracy is measured afterwards on the
+    exported ONNX model when --eval (or the embedded teacher's dataset) is available.
+    """
+    _build("bench", teacher, arch, target, budget, out, trust_checkpoint, input_shape, num_classes, eval, student, seed,
+           force, json_output, debug, quiet)
+
+
+@app.command()
+def synthesize(teacher: Optional[str] = TEACHER, arch: Optional[str] = ARCH, target: str = TARGET, budget: str = BUDGET,
+               out: Optional[Path] = OUT, trust_checkpoint: bool = TRUST, input_shape: Optional[str] = INPUT_SHAPE,
+               num_classes: Optional[int] = NUM_CLASSES, seed: int = SEED,
+               force: bool = typer.Option(False, "--force", help="Re-run even if up to date."),
+               json_output: bool = JSON, debug: bool = DEBUG, quiet: bool = QUIET):
+    """Train a DAFL generator against the frozen teacher (writes <out>/synthesize/generator.pt and samples.png)."""
+    _build("synthesize", teacher, arch, target, budget, out, trust_checkpoint, input_shape, num_classes, "none", None,
+           seed, force, json_output, debug, quiet)
+
+
+@app.command()
+def distill(teacher: Optional[str] = TEACHER, arch: Optional[str] = ARCH, target: str = TARGET, budget: str = BUDGET,
+            out: Optional[Path] = OUT, trust_checkpoint: bool = TRUST, input_shape: Optional[str] = INPUT_SHAPE,
+            num_classes: Optional[int] = NUM_CLASSES,
+            student: Optional[str] = typer.Option(None, "--student", help="Student architecture."), seed: int = SEED,
+            force: bool = typer.Option(False, "--force", help="Re-run even if up to date."),
+            json_output: bool = JSON, debug: bool = DEBUG, quiet: bool = QUIET):
+    """Distil a student on generated images (runs `synthesize` first if it has not finished in --out)."""
+    _build("distill", teacher, arch, target, budget, out, trust_checkpoint, input_shape, num_classes, "none", student,
+           seed, force, json_output, debug, quiet)
+
+
+@app.command()
+def export(teacher: Optional[str] = TEACHER, arch: Optional[str] = ARCH, out: Path = typer.Option(..., "--out", "-o", help="Output folder."),
+           trust_checkpoint: bool = TRUST, input_shape: Optional[str] = INPUT_SHAPE, num_classes: Optional[int] = NUM_CLASSES,
+           eval: Optional[str] = EVAL, opset: int = typer.Option(17, "--opset", help="ONNX opset (>= 17)."),
+           json_output: bool = JSON, debug: bool = DEBUG, quiet: bool = QUIET):
+    """Export a checkpoint directly to ONNX (dynamic batch), checked and compared with PyTorch.
+
+    Example: pipeline export --teacher r34.pt --arch resnet34 --out exported/
+    """
+    def action():
+        from pipeline.assets import resolve_teacher
+        from pipeline.export.stage import ExportConfig, ExportStage
+        from pipeline.stage import RunFolder
+        from pipeline.teacher_spec import TeacherSpec
+
+        spec = TeacherSpec(arch, _input_shape(input_shape), num_classes, trust_checkpoint)
+        stage = ExportStage({"model": resolve_teacher(teacher)}, ExportConfig(opset=opset, eval=eval, specs={"model": spec}))
+        entry = RunFolder(out).run(stage, force=True)
+        return {"onnx": str(Path(out) / entry["artifacts"]["model"]["path"]), **entry["metrics"]["model"]}
+
+    result = _run(debug, quiet, action)
+    if json_output:
+        stdout.print_json(json.dumps(result, default=str))
+    else:
+        stdout.print(f"{result['onnx']}: {result['size_bytes'] / 1e6:.2f} MB, parity max |diff| "
+                     f"{result['parity_max_abs_diff']:.2e}, top-1 agreement {result['parity_top1_agreement']:.4f}")
+
+
+@app.command()
+def models(json_output: bool = JSON):
+    """List the architectures in the registry."""
+    from pipeline.models import get_spec, list_models
+
+    rows = [get_spec(name) for name in list_models()]
+    if json_output:
+        stdout.print_json(json.dumps([{"name": s.name, "family": s.family, "input": s.default_input,
+                                       "classes": s.default_classes} for s in rows]))
+        return
+    table = Table(title="architectures")
+    for column in ("name", "family", "default input", "classes", "description"):
+        table.add_column(column)
+    for spec in rows:
+        table.add_row(spec.name, spec.family, "x".join(map(str, spec.default_input)), str(spec.default_classes), spec.description)
+    stdout.print(table)
+
+
+@app.command()
+def targets(json_output: bool = JSON, debug: bool = DEBUG):
+    """List the deployment targets (targets/*.toml)."""
+    def action():
+        from pipeline.targets import available_targets, load_target
+
+        return [load_target(name).to_dict() for name in available_targets()]
+
+    rows = _run(debug, False, action)
+    if json_output:
+        stdout.print_json(json.dumps(rows, default=str))
+        return
+    table = Table(title="targets")
+    for column in ("name", "runtime", "device", "precision", "batch", "description"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(row["name"], row["runtime"], row["device"], row["precision"], str(row["batch"]), row["description"])
+    stdout.print(table)
+
+
+@teacher_app.command("train")
+def teacher_train(arch: str = typer.Option(..., "--arch", help="Registry architecture, e.g. lenet5 or resnet20."),
+                  out: Path = typer.Option(..., "--out", "-o", help="Checkpoint file to write."),
+                  epochs: int = typer.Option(..., "--epochs", help="Training epochs over the 60k Fashion-MNIST images."),
+                  seed: int = SEED, batch_size: int = typer.Option(128, "--batch-size"),
+                  lr: float = typer.Option(0.1, "--lr", help="Peak learning rate (SGD, one-cycle)."),
+                  json_output: bool = JSON, debug: bool = DEBUG, quiet: bool = QUIET):
+    """Train a teacher on Fashion-MNIST (how the embedded teachers were made). The test split is used only
+    once, after training, to record the final accuracy."""
+    def action():
+        from pipeline.teacher.train import train_teacher
+
+        return train_teacher(arch, out, epochs=epochs, seed=seed, batch_size=batch_size, lr=lr)
+
+    record = _run(debug, quiet, action)
+    if json_output:
+        stdout.print_json(json.dumps(record, default=str))
+    else:
+        stdout.print(f"{out}: test accuracy {record['test_accuracy'] * 100:.2f} % after {epochs} epochs")
+
+
+@teacher_app.command("inspect")
+def teacher_inspect(teacher: Optional[str] = TEACHER, arch: Optional[str] = ARCH, trust_checkpoint: bool = TRUST,
+                    input_shape: Optional[str] = INPUT_SHAPE, num_classes: Optional[int] = NUM_CLASSES,
+                    json_output: bool = JSON, debug: bool = DEBUG):
+    """Show what a checkpoint is: format, architecture, input shape, classes, preprocessing."""
+    def action():
+        from pipeline.assets import resolve_teacher
+        from pipeline.teacher_spec import TeacherSpec
+
+        loaded = TeacherSpec(arch, _input_shape(input_shape), num_classes, trust_checkpoint).load(resolve_teacher(teacher))
+        return {"path": str(loaded.path), "format": loaded.source_format, "arch": loaded.arch,
+                "input_shape": list(loaded.input_shape), "num_classes": loaded.num_classes,
+                "parameters": sum(p.numel() for p in loaded.model.parameters()),
+                "preprocess": loaded.preprocess.to_dict(), "metadata": loaded.metadata}
+
+    info = _run(debug, False, action)
+    if json_output:
+        stdout.print_json(json.dumps(info, default=str))
+    else:
+        for key, value in info.items():
+            stdout.print(f"{key}: {value}", highlight=False)
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,1 @@
+"""Knowledge distillation of a student on generated images (DAFL's student step)."""

@@ -1,0 +1,13 @@
+"""Top-1 accuracy of a PyTorch module on an already-normalised labelled tensor set."""
+
+import torch
+
+
+@torch.no_grad()
+def predict_torch(model: torch.nn.Module, images: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
+    model.eval()
+    return torch.cat([model(images[i:i + batch_size]).argmax(1) for i in range(0, len(images), batch_size)])
+
+
+def accuracy_torch(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 500) -> float:
+    return float((predict_torch(model, images, batch_size) == labels).float().mean())

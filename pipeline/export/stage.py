@@ -1,0 +1,67 @@
+"""`export` stage: each model to ONNX (dynamic batch), checked by onnx's checker and shape inference,
+and compared with PyTorch on synthetic and (when given) real images; the stage fails past tolerance."""
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from pipeline.data import load_eval_dataset
+from pipeline.export.onnx_export import export_onnx
+from pipeline.export.parity import check_parity, raise_on_failure
+from pipeline.fileio import atomic_write_json
+from pipeline.progress import log
+from pipeline.stage import Stage, StageOutput
+from pipeline.teacher_spec import TeacherSpec
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    opset: int = 17
+    tolerance: float = 1e-4
+    synthetic_samples: int = 64
+    real_samples: int = 256
+    eval: str | None = None  # labelled set for the "real" parity inputs
+    seed: int = 0
+    specs: dict[str, TeacherSpec] = field(default_factory=dict)  # loading options per model name
+
+
+class ExportStage(Stage):
+    name = "export"
+    version = 1
+
+    def __init__(self, models: dict[str, Path], config: ExportConfig):
+        super().__init__(config)
+        self.models = {name: Path(path) for name, path in models.items()}
+
+    def inputs(self) -> dict[str, Path]:
+        return dict(self.models)
+
+    def run(self, workdir: Path) -> StageOutput:
+        artifacts, metrics, reports = {}, {}, {}
+        for name, path in self.models.items():
+            loaded = self.config.specs.get(name, TeacherSpec()).load(path)
+            onnx_path = workdir / f"{name}.onnx"
+            result = export_onnx(loaded.model, loaded.preprocess, onnx_path, opset=self.config.opset)
+            parity = check_parity(loaded.model, onnx_path, self._parity_inputs(loaded), tolerance=self.config.tolerance)
+            reports[name] = {"export": result.to_dict(), "parity": parity.to_dict(), "preprocess": loaded.preprocess.to_dict(),
+                             "arch": loaded.arch, "num_classes": loaded.num_classes}
+            raise_on_failure(parity, name)
+            log(f"export: {name} -> {onnx_path.name} ({result.size_bytes / 1e6:.2f} MB, {result.exporter}); "
+                f"parity max |diff| {parity.max_abs_diff:.2e}, top-1 agreement {parity.top1_agreement:.4f}")
+            artifacts[name] = onnx_path.name
+            metrics[name] = {"size_bytes": result.size_bytes, "node_count": result.node_count,
+                             "exporter": result.exporter, "opset": result.opset,
+                             "parity_max_abs_diff": parity.max_abs_diff, "parity_top1_agreement": parity.top1_agreement,
+                             "preprocess": loaded.preprocess.to_dict(), "arch": loaded.arch,
+                             "parameters": sum(p.numel() for p in loaded.model.parameters())}
+        atomic_write_json(workdir / "parity.json", reports)
+        artifacts["parity_report"] = "parity.json"
+        return StageOutput(artifacts=artifacts, metrics=metrics)
+
+    def _parity_inputs(self, loaded) -> dict[str, torch.Tensor]:
+        generator = torch.Generator().manual_seed(self.config.seed)
+        inputs = {"synthetic": torch.randn(self.config.synthetic_samples, *loaded.input_shape, generator=generator)}
+        if self.config.eval:
+            inputs["real"] = load_eval_dataset(self.config.eval, loaded.preprocess, limit=self.config.real_samples).images
+        return inputs

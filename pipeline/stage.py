@@ -1,0 +1,180 @@
+"""The Stage contract and the run folder that executes stages with caching, resume and atomic writes.
+
+A stage turns input files + a typed config into artifacts in its own sub-folder and one manifest
+entry (input hashes, config, metrics, wall time, library versions). Re-running skips a stage whose
+cache key (stage version + config + input hashes) is unchanged and whose artifacts are intact.
+A stage works in `.partial-<name>/`, which survives an interruption so that long training loops
+can resume from their own checkpoints there; it is renamed into place only when the stage succeeds.
+"""
+
+import dataclasses
+import json
+import platform
+import shutil
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from pipeline import __version__
+from pipeline.errors import PipelineError
+from pipeline.fileio import atomic_write_json, atomic_write_text, sha256_file, sha256_json
+from pipeline.progress import log
+
+MANIFEST_FORMAT = "edge-pipeline/run-v1"
+
+
+@dataclass
+class StageOutput:
+    artifacts: dict[str, str]  # artifact name -> file name inside the stage folder
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+
+class Stage(ABC):
+    name: str = ""
+    version: int = 1  # bump when a code change alters what the stage produces
+
+    def __init__(self, config):
+        self.config = config
+
+    @abstractmethod
+    def inputs(self) -> dict[str, Path]:
+        """Files whose content decides this stage's output (hashed into the cache key)."""
+
+    @abstractmethod
+    def run(self, workdir: Path) -> StageOutput:
+        """Do the work, writing artifacts into `workdir`; may resume from files already there."""
+
+    def config_dict(self) -> dict:
+        return dataclasses.asdict(self.config) if dataclasses.is_dataclass(self.config) else dict(self.config)
+
+
+def library_versions() -> dict[str, str]:
+    versions = {"edge-pipeline": __version__, "python": platform.python_version()}
+    for module in ("torch", "torchvision", "onnx", "onnxruntime", "numpy"):
+        try:
+            versions[module] = __import__(module).__version__
+        except Exception:  # a missing optional library is simply not recorded
+            pass
+    return versions
+
+
+class RunFolder:
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        self.manifest_path = self.root / "manifest.json"
+        if self.root.exists() and not self.root.is_dir():
+            raise PipelineError(f"run folder {self.root} exists and is not a directory")
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.manifest = self._read_manifest()
+
+    def _read_manifest(self) -> dict:
+        if not self.manifest_path.exists():
+            return {"format": MANIFEST_FORMAT, "created": _now(), "stages": {}}
+        try:
+            manifest = json.loads(self.manifest_path.read_text())
+        except ValueError as error:
+            raise PipelineError(f"{self.manifest_path} is not valid JSON ({error}); delete the run folder or pick another --out") from None
+        if manifest.get("format") != MANIFEST_FORMAT:
+            raise PipelineError(f"{self.root} is not an edge-pipeline run folder (manifest format {manifest.get('format')!r})")
+        return manifest
+
+    def save_manifest(self) -> None:
+        atomic_write_json(self.manifest_path, self.manifest)
+
+    def set_run_info(self, **info) -> None:
+        self.manifest.update(info)
+        self.save_manifest()
+
+    def entry(self, name: str) -> dict | None:
+        return self.manifest["stages"].get(name)
+
+    def artifact(self, stage_name: str, artifact_name: str) -> Path:
+        entry = self.entry(stage_name)
+        if entry is None or entry.get("status") != "done" or artifact_name not in entry["artifacts"]:
+            raise PipelineError(f"stage {stage_name!r} has not finished in {self.root}; run it first")
+        return self.root / entry["artifacts"][artifact_name]["path"]
+
+    def _is_current(self, entry: dict | None, key: str) -> bool:
+        if not entry or entry.get("status") != "done" or entry.get("key") != key:
+            return False
+        for artifact in entry["artifacts"].values():
+            path = self.root / artifact["path"]
+            if not path.exists() or sha256_file(path) != artifact["sha256"]:
+                return False
+        return True
+
+    def run(self, stage: Stage, *, force: bool = False) -> dict:
+        inputs = {name: Path(path) for name, path in stage.inputs().items()}
+        for name, path in inputs.items():
+            if not path.is_file():
+                raise PipelineError(f"stage {stage.name}: input {name} ({path}) does not exist")
+        input_hashes = {name: sha256_file(path) for name, path in inputs.items()}
+        config = stage.config_dict()
+        key = sha256_json({"stage": stage.name, "version": stage.version, "config": config, "inputs": input_hashes})
+        if not force and self._is_current(self.entry(stage.name), key):
+            log(f"[dim]{stage.name}: up to date, skipped[/dim]")
+            return self.entry(stage.name)
+
+        workdir = self._prepare_workdir(stage.name, key, fresh=force)
+        log(f"[bold]{stage.name}[/bold]: running")
+        started, start_clock = _now(), time.monotonic()
+        output = stage.run(workdir)
+        wall_s = round(time.monotonic() - start_clock, 2)
+        for name, filename in output.artifacts.items():
+            if not (workdir / filename).is_file():
+                raise RuntimeError(f"stage {stage.name} promised artifact {name} ({filename}) but did not write it")
+
+        final_dir = self.root / stage.name
+        self._swap_into_place(workdir, final_dir)
+        artifacts = {
+            name: {"path": f"{stage.name}/{filename}", "sha256": sha256_file(final_dir / filename),
+                   "bytes": (final_dir / filename).stat().st_size}
+            for name, filename in output.artifacts.items()
+        }
+        entry = {
+            "status": "done",
+            "key": key,
+            "stage_version": stage.version,
+            "config": config,
+            "inputs": {name: {"path": str(path), "sha256": input_hashes[name]} for name, path in inputs.items()},
+            "artifacts": artifacts,
+            "metrics": output.metrics,
+            "wall_s": wall_s,
+            "started_at": started,
+            "finished_at": _now(),
+            "versions": library_versions(),
+        }
+        self.manifest["stages"][stage.name] = entry
+        self.save_manifest()
+        log(f"{stage.name}: done in {wall_s:.1f} s")
+        return entry
+
+    def _prepare_workdir(self, name: str, key: str, *, fresh: bool) -> Path:
+        """Keep an interrupted attempt's folder when it was for the same key, so the stage can resume."""
+        workdir = self.root / f".partial-{name}"
+        key_file = workdir / ".key"
+        if workdir.exists() and (fresh or not key_file.exists() or key_file.read_text() != key):
+            shutil.rmtree(workdir)
+        if workdir.exists():
+            log(f"{name}: resuming an interrupted attempt")
+        workdir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(key_file, key)
+        return workdir
+
+    def _swap_into_place(self, workdir: Path, final_dir: Path) -> None:
+        (workdir / ".key").unlink(missing_ok=True)
+        old = final_dir.with_name(f".old-{final_dir.name}")
+        if old.exists():
+            shutil.rmtree(old)
+        if final_dir.exists():
+            final_dir.rename(old)
+        workdir.rename(final_dir)
+        if old.exists():
+            shutil.rmtree(old)
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")

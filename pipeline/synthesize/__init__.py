@@ -1,0 +1,1 @@
+"""Data-free synthesis: generators trained against a frozen teacher (DAFL, with BN-statistics matching)."""

@@ -1,0 +1,1 @@
+"""Train the embedded default teachers on Fashion-MNIST (`pipeline teacher train`)."""

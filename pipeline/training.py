@@ -1,0 +1,68 @@
+"""Shared pieces of the wall-time-budgeted training loops: periodic resume checkpoints and seeding."""
+
+import os
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pipeline.fileio import atomic_torch_save
+
+RESUME_FILE = "resume.pt"
+# Tests shorten this to exercise resume within a smoke budget.
+RESUME_EVERY_S = float(os.environ.get("PIPELINE_RESUME_EVERY_S", "20"))
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+class ResumableLoop:
+    """Tracks budget time across interruptions: the elapsed time and all states are checkpointed
+    into the stage's work folder every RESUME_EVERY_S seconds and restored on the next attempt."""
+
+    def __init__(self, workdir: Path, seconds: float, states: dict):
+        self.path = Path(workdir) / RESUME_FILE
+        self.seconds = seconds
+        self.states = states  # name -> object with state_dict()/load_state_dict()
+        self.step = 0
+        self._elapsed_before = 0.0
+        self.resumed = False
+        if self.path.exists():
+            saved = torch.load(self.path, weights_only=False)  # our own file, written by this class
+            for name, state in self.states.items():
+                state.load_state_dict(saved["states"][name])
+            self.step, self._elapsed_before = saved["step"], saved["elapsed"]
+            torch.set_rng_state(saved["torch_rng"])
+            self.resumed = True
+        self._start = time.monotonic()
+        self._last_save = self._start
+
+    @property
+    def elapsed(self) -> float:
+        return self._elapsed_before + time.monotonic() - self._start
+
+    @property
+    def fraction_done(self) -> float:
+        return min(1.0, self.elapsed / self.seconds) if self.seconds > 0 else 1.0
+
+    def running(self) -> bool:
+        return self.elapsed < self.seconds
+
+    def end_step(self) -> None:
+        self.step += 1
+        if time.monotonic() - self._last_save >= RESUME_EVERY_S:
+            self.save()
+
+    def save(self) -> None:
+        atomic_torch_save({"states": {name: state.state_dict() for name, state in self.states.items()},
+                           "step": self.step, "elapsed": self.elapsed, "torch_rng": torch.get_rng_state()}, self.path)
+        self._last_save = time.monotonic()
+
+    def finish(self) -> None:
+        self.path.unlink(missing_ok=True)

@@ -1,0 +1,103 @@
+"""End to end through the real CLI, with the smoke budget: build, skip on re-run, resume after Ctrl-C or kill."""
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import onnx
+import pytest
+
+from pipeline.data import fashion_mnist
+from tests.conftest import ROOT, run_cli
+
+pytestmark = pytest.mark.slow
+
+
+def _manifest(run: Path) -> dict:
+    return json.loads((run / "manifest.json").read_text())
+
+
+def test_smoke_build_of_the_embedded_default_teacher(tmp_path):
+    run = tmp_path / "run"
+    result = run_cli("build", "--budget", "smoke", "--out", str(run), "--json")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    rows = {row["model"]: row for row in summary["rows"]}
+    assert set(rows) == {"teacher", "student"}
+    assert rows["teacher"]["arch"] == "resnet20" and rows["student"]["arch"] == "resnet14"
+    for row in rows.values():
+        assert row["latency_median_ms"] > 0 and row["latency_p90_ms"] >= row["latency_median_ms"]
+        model = onnx.load(row["onnx"])
+        onnx.checker.check_model(model)
+        assert model.graph.input[0].type.tensor_type.shape.dim[0].dim_param  # dynamic batch
+    manifest = _manifest(run)
+    assert list(manifest["stages"]) == ["synthesize", "distill", "export", "bench"]
+    assert manifest["preprocess"]["mean"] and manifest["preprocess"]["channels"] == 1
+    for name in ("teacher", "student"):
+        export = manifest["stages"]["export"]["metrics"][name]
+        assert export["parity_max_abs_diff"] <= 1e-3 and export["parity_top1_agreement"] >= 0.99
+        assert export["preprocess"]["height"] == 28
+    if fashion_mnist.is_available():
+        # the embedded teacher is a real Fashion-MNIST model; the smoke student is only checked to be a classifier
+        assert rows["teacher"]["accuracy"] > 0.88
+        assert 0.0 <= rows["student"]["accuracy"] <= 1.0 and rows["teacher"]["eval_images"] == 1000
+
+    again = run_cli("build", "--budget", "smoke", "--out", str(run), "--json")
+    assert again.returncode == 0, again.stderr
+    assert again.stderr.count("up to date, skipped") == 4
+    assert _manifest(run)["stages"]["distill"]["finished_at"] == manifest["stages"]["distill"]["finished_at"]
+
+
+def _start_build(run: Path, env: dict | None = None) -> subprocess.Popen:
+    import os
+
+    return subprocess.Popen([sys.executable, "-m", "pipeline.cli", "build", "--teacher", "embedded:lenet5-fmnist",
+                             "--budget", "smoke", "--out", str(run), "--eval", "none"],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
+
+
+def _wait_for(condition, timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError("condition not reached")
+        time.sleep(0.2)
+
+
+def test_ctrl_c_keeps_finished_stages_and_rerun_resumes(tmp_path):
+    run = tmp_path / "run"
+    process = _start_build(run)
+    _wait_for(lambda: (run / ".partial-distill").exists())
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130
+    assert "interrupted: finished stages are kept" in stderr and "Traceback" not in stderr
+    finished = _manifest(run)["stages"]["synthesize"]["finished_at"]
+    assert "distill" not in _manifest(run)["stages"]
+
+    result = run_cli("build", "--teacher", "embedded:lenet5-fmnist", "--budget", "smoke", "--out", str(run),
+                     "--eval", "none")
+    assert result.returncode == 0, result.stderr
+    assert "synthesize: up to date, skipped" in result.stderr
+    manifest = _manifest(run)
+    assert manifest["stages"]["synthesize"]["finished_at"] == finished
+    assert list(manifest["stages"]) == ["synthesize", "distill", "export", "bench"]
+
+
+def test_killed_training_resumes_from_its_checkpoint(tmp_path):
+    run = tmp_path / "run"
+    env = {"PIPELINE_RESUME_EVERY_S": "1"}
+    process = _start_build(run, env)
+    _wait_for(lambda: (run / ".partial-distill" / "resume.pt").exists())
+    process.kill()  # SIGKILL: no cleanup code runs
+    process.communicate(timeout=30)
+    result = run_cli("build", "--teacher", "embedded:lenet5-fmnist", "--budget", "smoke", "--out", str(run),
+                     "--eval", "none", env=env)
+    assert result.returncode == 0, result.stderr
+    assert "distill: resuming an interrupted attempt" in result.stderr
+    distill = _manifest(run)["stages"]["distill"]
+    assert distill["metrics"]["resumed"] is True and distill["metrics"]["steps"] > 0

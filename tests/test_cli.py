@@ -1,0 +1,81 @@
+"""The command line as a user meets it: --help teaches, errors are one line with a non-zero exit."""
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from pipeline.cli import app
+from tests.conftest import run_cli
+
+runner = CliRunner()
+COMMANDS = [["build"], ["synthesize"], ["distill"], ["export"], ["models"], ["targets"],
+            ["teacher"], ["teacher", "train"], ["teacher", "inspect"]]
+
+
+def test_top_level_help_lists_every_command():
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0
+    for command in ("build", "synthesize", "distill", "export", "models", "targets", "teacher"):
+        assert command in result.output
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=" ".join)
+def test_every_command_has_help(command):
+    result = runner.invoke(app, [*command, "--help"])
+    assert result.exit_code == 0, result.output
+    assert "Usage" in result.output
+
+
+def test_build_help_documents_the_contract():
+    text = runner.invoke(app, ["build", "--help"], terminal_width=200).output
+    for option in ("--teacher", "--arch", "--target", "--budget", "--out", "--trust-checkpoint", "--json", "--debug"):
+        assert option in text
+
+
+def _assert_one_line_error(result, *fragments):
+    assert result.returncode != 0
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: ")
+    assert "Traceback" not in result.stderr + result.stdout
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+def test_missing_teacher_file(tmp_path):
+    _assert_one_line_error(run_cli("build", "--teacher", str(tmp_path / "r34.pt"), "--out", str(tmp_path / "run")), "r34.pt")
+
+
+def test_corrupt_teacher_file(tmp_path):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"\x00not a checkpoint" * 10)
+    _assert_one_line_error(run_cli("build", "--teacher", str(bad), "--out", str(tmp_path / "run")), "bad.pt")
+
+
+def test_wrong_arch_names_keys(tmp_path):
+    from pipeline.models import create_model
+
+    path = tmp_path / "lenet.pt"
+    torch.save(create_model("lenet5").state_dict(), path)
+    _assert_one_line_error(run_cli("export", "--teacher", str(path), "--arch", "resnet20", "--out", str(tmp_path / "x")),
+                           "resnet20")
+
+
+def test_wrong_input_shape(tmp_path):
+    _assert_one_line_error(run_cli("teacher", "inspect", "--teacher", "embedded:lenet5-fmnist", "--input-shape", "3,4,4"),
+                           "input shape")
+
+
+def test_unknown_target_and_budget(tmp_path):
+    _assert_one_line_error(run_cli("build", "--target", "nowhere", "--out", str(tmp_path / "r")), "nowhere")
+    _assert_one_line_error(run_cli("build", "--budget", "huge", "--out", str(tmp_path / "r")), "huge")
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    result = run_cli("build", "--teacher", str(tmp_path / "missing.pt"), "--debug")
+    assert result.returncode != 0 and "Traceback" in result.stderr
+
+
+def test_models_and_targets_list():
+    assert "resnet34" in runner.invoke(app, ["models"], terminal_width=200).output
+    assert "cpu" in runner.invoke(app, ["targets"], terminal_width=200).output
