@@ -21,10 +21,10 @@ class Budget:
 
 BUDGETS = {
     # smoke: exercises every code path in about a minute (tests, CI); its accuracy means nothing.
-    "smoke": Budget("smoke", synthesize_seconds=5, distill_seconds=12, batch_size=64,
+    "smoke": Budget("smoke", synthesize_seconds=5, distill_seconds=12, batch_size=32,
                     bench_warmup=5, bench_runs=30, eval_limit=1000),
     # quick: the default; the whole build stays under 15 minutes on 2 CPU cores.
-    "quick": Budget("quick", synthesize_seconds=120, distill_seconds=600, batch_size=256,
+    "quick": Budget("quick", synthesize_seconds=120, distill_seconds=600, batch_size=128,
                     bench_warmup=20, bench_runs=300, eval_limit=None),
     # full: the quality setting, about an hour on 2 CPU cores.
     "full": Budget("full", synthesize_seconds=600, distill_seconds=3000, batch_size=256,

@@ -53,9 +53,9 @@ class BuildContext:
 
 def prepare(options: BuildOptions) -> BuildContext:
     """Resolve and validate everything before any stage runs, so bad input fails in one line, early."""
-    teacher_path = resolve_teacher(options.teacher)
     target = load_target(options.target)
     budget = get_budget(options.budget)
+    teacher_path = resolve_teacher(options.teacher)
     input_shape = options.input_shape
     spec = TeacherSpec(options.arch, None, options.num_classes, options.trust_checkpoint)
     teacher = spec.load(teacher_path)
@@ -146,3 +146,44 @@ def summarize(run: RunFolder) -> dict:
         })
     return {"run_folder": str(run.root), "manifest": str(run.manifest_path), "rows": rows,
             "stages": {name: {"wall_s": entry.get("wall_s")} for name, entry in stages.items()}}
+
+
+def run_bench_only(model: str | None, *, spec: TeacherSpec, target_name: str, budget_name: str, out: Path,
+                   eval_spec: str | None) -> dict:
+    """`pipeline bench`: latency (and accuracy with --eval) of one model: a checkpoint (exported first) or an .onnx file."""
+    target, budget = load_target(target_name), get_budget(budget_name)
+    path = resolve_teacher(model)
+    run = RunFolder(out)
+    if path.suffix == ".onnx":
+        preprocess = _onnx_preprocess(path, spec.input_shape)
+    else:
+        loaded = spec.load(path)
+        preprocess = loaded.preprocess
+        if eval_spec is None and loaded.metadata.get("training", {}).get("dataset") == "fashion-mnist" \
+                and fashion_mnist.is_available():
+            eval_spec = "fmnist"
+        run.run(ExportStage({"model": path}, ExportConfig(eval=eval_spec, specs={"model": spec})))
+        path = run.artifact("export", "model")
+    if eval_spec is not None and eval_spec.lower() == "none":
+        eval_spec = None
+    entry = run.run(BenchStage({"model": path}, BenchConfig(
+        runtime=target.runtime, batch=target.batch, threads=target.threads,
+        warmup=min(target.warmup, budget.bench_warmup), runs=min(target.runs, budget.bench_runs),
+        preprocess=preprocess.to_dict(), eval=eval_spec, eval_limit=budget.eval_limit)))
+    return {"run_folder": str(run.root), "onnx": str(path), **entry["metrics"]["model"]}
+
+
+def _onnx_preprocess(path: Path, input_shape):
+    import onnx
+
+    from pipeline.preprocess import default_preprocess
+
+    if input_shape is None:
+        try:
+            dims = onnx.load(str(path), load_external_data=False).graph.input[0].type.tensor_type.shape.dim[1:]
+        except Exception as error:
+            raise PipelineError(f"{path} is not a readable ONNX model: {error}") from None
+        if len(dims) != 3 or not all(d.dim_value > 0 for d in dims):
+            raise PipelineError(f"{path}: input shape is not fixed; pass --input-shape C,H,W")
+        input_shape = tuple(d.dim_value for d in dims)
+    return default_preprocess(*input_shape)

@@ -20,7 +20,7 @@ app = typer.Typer(
     no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 teacher_app = typer.Typer(help="Train and inspect teachers.", no_args_is_help=True)
 app.add_typer(teacher_app, name="teacher")
-stdout = Console()
+stdout = Console(width=None if sys.stdout.isatty() else 120)  # CI logs: wide enough for the summary table
 
 # Options shared by several commands (typer needs them spelled out per command).
 TEACHER = typer.Option(None, "--teacher", "-t", help="Teacher checkpoint: state_dict .pt (torchvision or registry arch), "
@@ -170,6 +170,32 @@ def export(teacher: Optional[str] = TEACHER, arch: Optional[str] = ARCH, out: Pa
     else:
         stdout.print(f"{result['onnx']}: {result['size_bytes'] / 1e6:.2f} MB, parity max |diff| "
                      f"{result['parity_max_abs_diff']:.2e}, top-1 agreement {result['parity_top1_agreement']:.4f}")
+
+
+@app.command()
+def bench(teacher: Optional[str] = typer.Option(None, "--teacher", "-t", help="Model to measure: any checkpoint `build` accepts, "
+                                                "or an exported .onnx file. Default: the embedded teacher."),
+          arch: Optional[str] = ARCH, target: str = TARGET, budget: str = BUDGET,
+          out: Path = typer.Option(..., "--out", "-o", help="Folder for the export and bench results."),
+          trust_checkpoint: bool = TRUST, input_shape: Optional[str] = INPUT_SHAPE, num_classes: Optional[int] = NUM_CLASSES,
+          eval: Optional[str] = EVAL, json_output: bool = JSON, debug: bool = DEBUG, quiet: bool = QUIET):
+    """Measure latency on the target's runtime (warm-up, then median/p90/p99/CV with pinned threads), and top-1
+    accuracy when a labelled set is given. Checkpoints are exported to ONNX (with parity check) first."""
+    def action():
+        from pipeline.build import run_bench_only
+        from pipeline.teacher_spec import TeacherSpec
+
+        spec = TeacherSpec(arch, _input_shape(input_shape), num_classes, trust_checkpoint)
+        return run_bench_only(teacher, spec=spec, target_name=target, budget_name=budget, out=out, eval_spec=eval)
+
+    result = _run(debug, quiet, action)
+    if json_output:
+        stdout.print_json(json.dumps(result, default=str))
+        return
+    latency = result["latency"]
+    accuracy = f", top-1 {result['accuracy'] * 100:.2f} % on {result['eval_images']} images" if "accuracy" in result else ""
+    stdout.print(f"{result['onnx']}: median {latency['median_ms']:.3f} ms, p90 {latency['p90_ms']:.3f} ms, "
+                 f"p99 {latency['p99_ms']:.3f} ms, CV {latency['cv']:.2f}{accuracy}")
 
 
 @app.command()

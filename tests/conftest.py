@@ -11,7 +11,7 @@ from pipeline.data import fashion_mnist
 ROOT = Path(__file__).resolve().parents[1]
 
 # Two cores: keep torch from oversubscribing when tests run beside subprocesses.
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", min(2, os.cpu_count() or 1))))
 
 needs_fmnist = pytest.mark.skipif(not fashion_mnist.is_available(),
                                   reason="Fashion-MNIST not installed (apt-get install dataset-fashion-mnist)")

@@ -8,14 +8,14 @@ from pipeline.cli import app
 from tests.conftest import run_cli
 
 runner = CliRunner()
-COMMANDS = [["build"], ["synthesize"], ["distill"], ["export"], ["models"], ["targets"],
+COMMANDS = [["build"], ["synthesize"], ["distill"], ["export"], ["bench"], ["models"], ["targets"],
             ["teacher"], ["teacher", "train"], ["teacher", "inspect"]]
 
 
 def test_top_level_help_lists_every_command():
     result = runner.invoke(app, ["--help"])
     assert result.exit_code == 0
-    for command in ("build", "synthesize", "distill", "export", "models", "targets", "teacher"):
+    for command in ("build", "synthesize", "distill", "export", "bench", "models", "targets", "teacher"):
         assert command in result.output
 
 
@@ -35,11 +35,11 @@ def test_build_help_documents_the_contract():
 def _assert_one_line_error(result, *fragments):
     assert result.returncode != 0
     lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("error: ")
+    errors = [line for line in lines if line.startswith("error: ")]
+    assert len(errors) == 1 and lines[-1] == errors[0], result.stderr  # status lines may precede it
     assert "Traceback" not in result.stderr + result.stdout
     for fragment in fragments:
-        assert fragment in lines[0]
+        assert fragment in errors[0]
 
 
 def test_missing_teacher_file(tmp_path):

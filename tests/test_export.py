@@ -87,7 +87,7 @@ def test_dynamo_is_the_default_exporter(name, opset, tmp_path):
     assert (result.exporter, result.opset, result.fallback_reason) == ("dynamo", opset, None)
     proto = assert_valid_file(result, preprocess)
     assert "edge_pipeline.preprocess" in {p.key for p in proto.metadata_props}
-    assert_parity(model, result, preprocess)  # would fail had BN been exported with batch statistics
+    assert_parity(model, result, preprocess)  # BN exported with running statistics, as TorchRunner (eval) runs it
 
 
 @pytest.mark.skipif(not os.environ.get("EDGE_PIPELINE_SLOW"), reason="dynamo export of all 12 architectures "
@@ -102,6 +102,7 @@ def test_every_architecture_with_dynamo(name, tmp_path):
     assert_parity(model, result, preprocess)
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:FutureWarning")
 def test_torchscript_module_exports_with_the_legacy_exporter(tmp_path):
     model, preprocess = build("lenet5")
     scripted = torch.jit.script(model)
@@ -125,8 +126,10 @@ def test_torch_export_graph_module_exports(tmp_path):
 def test_fixed_batch_graph_module_is_refused(tmp_path):
     model, preprocess = build("lenet5-half")
     graph_module = torch.export.export(model, (random_inputs(preprocess, 4),)).module()  # batch baked in as 4
-    with pytest.raises(PipelineError, match="symbolic batch"):
-        export_onnx(graph_module, preprocess, tmp_path / "fixed.onnx")
+    with pytest.raises(PipelineError, match="only accepts a batch of 4.*dynamic batch dimension"):
+        export_onnx(graph_module, preprocess, tmp_path / "fixed.onnx")  # traced at batch 1: guard fails
+    with pytest.raises(PipelineError, match="fixed batch of 4 where a symbolic batch.*dynamic batch dimension"):
+        export_onnx(graph_module, preprocess, tmp_path / "fixed.onnx", batch=4)  # exports, but with batch 4 fixed
     assert not any(tmp_path.iterdir())
 
 

@@ -82,6 +82,17 @@ def _unsupported_op(errors: list[BaseException]) -> str | None:
     return None
 
 
+_FIXED_BATCH = re.compile(r"Guard failed: \w+\.size\(\)\[0\] == (\d+)")  # ep.module() of a fixed-batch program
+
+
+def _fixed_batch(errors: list[BaseException]) -> str | None:
+    for error in errors:
+        for link in _error_chain(error):
+            if match := _FIXED_BATCH.search(str(link)):
+                return match.group(1)
+    return None
+
+
 def _root_cause(error: BaseException) -> str:
     return _first_line(_error_chain(error)[-1])
 
@@ -90,7 +101,8 @@ def _root_cause(error: BaseException) -> str:
 def _quiet():
     """The exporters print progress, deprecation notices and whole IR dumps on failure; the pipeline reports
     failures itself, in one line."""
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+    sink = io.StringIO()
+    with warnings.catch_warnings(), contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
         warnings.simplefilter("ignore")
         yield
 
@@ -145,8 +157,13 @@ def _exporter_order(model: nn.Module, exporter: str) -> list[str]:
         return [exporter]
     if exporter != "auto":
         raise PipelineError(f"unknown exporter {exporter!r}; use auto, dynamo or torchscript")
-    if isinstance(model, (torch.jit.ScriptModule, torch.jit.ScriptFunction)):
+    if isinstance(model, torch.jit.ScriptModule):
         return ["torchscript"]  # torch.export cannot trace TorchScript
+    if isinstance(model, torch.fx.GraphModule):
+        try:
+            model.train(model.training)  # no-op for an ordinary module
+        except NotImplementedError:
+            return ["dynamo"]  # torch.export's ep.module(): the legacy exporter's train()/eval() calls fail on it
     return ["dynamo", "torchscript"]
 
 
@@ -168,10 +185,13 @@ def _validate(proto: onnx.ModelProto, preprocess: Preprocess, model_name: str) -
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as error:
         raise PipelineError(f"exported ONNX for {model_name} is invalid: {_first_line(error)}") from None
     input_dims, output_dims = _dims(inputs[0]), _dims(graph.output[0])
-    if len(input_dims) != 4 or not isinstance(input_dims[0], str) or input_dims[1:] != list(preprocess.input_shape):
-        raise PipelineError(f"export of {model_name} has input shape {input_dims}; expected [batch, "
-                            f"{', '.join(map(str, preprocess.input_shape))}] with a symbolic batch (the model "
-                            "probably ties its batch size to a constant, e.g. x.view(1, -1) or a fixed-batch .pt2)")
+    if len(input_dims) != 4 or input_dims[1:] != list(preprocess.input_shape):
+        raise PipelineError(f"export of {model_name} has input shape {input_dims}, which does not match the "
+                            f"preprocessing's (C, H, W) = {preprocess.input_shape}")
+    if not isinstance(input_dims[0], str):
+        raise PipelineError(f"export of {model_name} has a fixed batch of {input_dims[0]} where a symbolic batch is "
+                            "needed: the model ties its batch size to a constant (e.g. x.view(1, -1), or a torch.export "
+                            "program with a fixed batch); re-export it with a dynamic batch dimension")
     if not output_dims or not isinstance(output_dims[0], str):
         raise PipelineError(f"export of {model_name} has a fixed output batch {output_dims}; expected a symbolic one")
 
@@ -179,7 +199,8 @@ def _validate(proto: onnx.ModelProto, preprocess: Preprocess, model_name: str) -
 def _require_embedded_weights(proto: onnx.ModelProto) -> None:
     for tensor in proto.graph.initializer:
         if tensor.data_location == onnx.TensorProto.EXTERNAL:
-            raise PipelineError(f"initializer {tensor.name!r} refers to external data; expected one self-contained file")
+            raise PipelineError(f"initializer {tensor.name!r} refers to external data; expected one self-contained "
+                                "file")
 
 
 def export_onnx(model: nn.Module, preprocess: Preprocess, path: Path, *, opset: int = 17, batch: int = 1,
@@ -213,9 +234,14 @@ def export_onnx(model: nn.Module, preprocess: Preprocess, path: Path, *, opset: 
     finally:
         restore_modes(previous_modes)
     if proto is None:
-        op = _unsupported_op(list(errors.values()))
-        reason = (f"operator {op} has no ONNX conversion at opset {opset}" if op
-                  else "; ".join(f"{name}: {_root_cause(error)}" for name, error in errors.items()))
+        op, fixed = _unsupported_op(list(errors.values())), _fixed_batch(list(errors.values()))
+        if op:
+            reason = f"operator {op} has no ONNX conversion at opset {opset}"
+        elif fixed:
+            reason = (f"the model only accepts a batch of {fixed} (a torch.export program with a fixed batch?); "
+                      "re-export it with a dynamic batch dimension (torch.export.Dim)")
+        else:
+            reason = "; ".join(f"{name}: {_root_cause(error)}" for name, error in errors.items())
         raise PipelineError(f"ONNX export of {model_name} failed ({', '.join(errors)} exporter"
                             f"{'s' if len(errors) > 1 else ''}): {reason}")
 
@@ -232,6 +258,7 @@ def export_onnx(model: nn.Module, preprocess: Preprocess, path: Path, *, opset: 
 
     written_opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), opset)
     fallback = f"dynamo: {_root_cause(errors['dynamo'])}" if "dynamo" in errors else None
-    return ExportResult(path=path, opset=written_opset, exporter=used, input_name=INPUT_NAME, output_name=OUTPUT_NAME,
-                        node_count=len(proto.graph.node), op_types=dict(sorted(Counter(n.op_type for n in proto.graph.node).items())),
+    op_types = dict(sorted(Counter(node.op_type for node in proto.graph.node).items()))
+    return ExportResult(path=path, opset=written_opset, exporter=used, input_name=INPUT_NAME,
+                        output_name=OUTPUT_NAME, node_count=len(proto.graph.node), op_types=op_types,
                         size_bytes=len(data), fallback_reason=fallback)

@@ -52,7 +52,7 @@ class DaflObjective:
         if self.bn_stats is not None and self.bn_stats.layers:
             terms["bn"] = self.bn_stats.pop_loss()
             loss = loss + self.config.gamma_bn * terms["bn"]
-        return loss, logits, {name: float(value) for name, value in terms.items()}
+        return loss, logits, {name: float(value.detach()) for name, value in terms.items()}
 
     def close(self) -> None:
         self.features.close()
