@@ -242,13 +242,15 @@ def teacher_train(arch: str = typer.Option(..., "--arch", help="Registry archite
                   epochs: int = typer.Option(..., "--epochs", help="Training epochs over the 60k Fashion-MNIST images."),
                   seed: int = SEED, batch_size: int = typer.Option(128, "--batch-size"),
                   lr: float = typer.Option(0.1, "--lr", help="Peak learning rate (SGD, one-cycle)."),
+                  train_images: Optional[int] = typer.Option(None, "--train-images", help="Use only the first N training images (quick checks)."),
                   json_output: bool = JSON, debug: bool = DEBUG, quiet: bool = QUIET):
     """Train a teacher on Fashion-MNIST (how the embedded teachers were made). The test split is used only
     once, after training, to record the final accuracy."""
     def action():
         from pipeline.teacher.train import train_teacher
 
-        return train_teacher(arch, out, epochs=epochs, seed=seed, batch_size=batch_size, lr=lr)
+        return train_teacher(arch, out, epochs=epochs, seed=seed, batch_size=batch_size, lr=lr,
+                             train_images=train_images)
 
     record = _run(debug, quiet, action)
     if json_output:

@@ -92,12 +92,12 @@ class DistillStage(Stage):
                                   "method": "dafl", "steps": loop.step})
         save_generator(workdir / "generator.pt", generator, config.dafl)
         loop.finish()
-        log(f"distill: {loop.step} steps, final KD loss {float(kd):.4f}, "
+        log(f"distill: {loop.step} steps, final KD loss {kd.item():.4f}, "
             f"top-1 agreement with the teacher on fresh synthetic images {agreement:.3f}")
         return StageOutput(
             artifacts={"student": "student.pt", "generator": "generator.pt"},
             metrics={"student": config.student, "steps": loop.step, "images_seen": loop.step * config.batch_size,
-                     "final_kd_loss": float(kd), "synthetic_top1_agreement": agreement, "resumed": loop.resumed,
+                     "final_kd_loss": kd.item(), "synthetic_top1_agreement": agreement, "resumed": loop.resumed,
                      "student_parameters": sum(p.numel() for p in student.parameters())},
         )
 

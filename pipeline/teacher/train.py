@@ -8,7 +8,6 @@ import platform
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -19,6 +18,7 @@ from pipeline.models import create_model
 from pipeline.models.checkpoint import save_checkpoint
 from pipeline.preprocess import FASHION_MNIST_MEAN, FASHION_MNIST_STD, Preprocess
 from pipeline.progress import log, progress_bar
+from pipeline.training import seed_everything
 
 FMNIST_PREPROCESS = Preprocess(1, 28, 28, FASHION_MNIST_MEAN, FASHION_MNIST_STD, "gray")
 
@@ -39,10 +39,10 @@ def random_shift_flip(batch: torch.Tensor, generator: torch.Generator, pad: int 
 
 
 def train_teacher(arch: str, out: Path, *, epochs: int, seed: int = 0, batch_size: int = 128, lr: float = 0.1,
-                  weight_decay: float = 5e-4) -> dict:
-    torch.manual_seed(seed)
-    generator = torch.Generator().manual_seed(seed)
+                  weight_decay: float = 5e-4, train_images: int | None = None) -> dict:
+    generator = seed_everything(seed)
     images, labels = fashion_mnist.load_split("train")
+    images, labels = images[:train_images], labels[:train_images]  # a subset only for quick checks
     x_train = normalise(torch.from_numpy(images.copy()).unsqueeze(1), FMNIST_PREPROCESS)
     y_train = torch.from_numpy(labels.copy())
     model = create_model(arch, in_channels=1, num_classes=10, image_size=28)
@@ -84,13 +84,10 @@ def train_teacher(arch: str, out: Path, *, epochs: int, seed: int = 0, batch_siz
         "train_wall_s": round(time.monotonic() - start, 1),
         "cpu": platform.processor() or platform.machine(),
         "torch": str(torch.__version__),  # TorchVersion is not weights_only-loadable
-        "command": f"pipeline teacher train --arch {arch} --epochs {epochs} --seed {seed}",
+        "train_images": len(x_train),
+        "command": f"pipeline teacher train --arch {arch} --epochs {epochs} --seed {seed}"
+                   + (f" --train-images {train_images}" if train_images else ""),
     }
     save_checkpoint(out, model, arch=arch, preprocess=FMNIST_PREPROCESS, num_classes=10, metadata={"training": record})
     log(f"{arch}: test accuracy {accuracy:.4f} -> {out}")
     return record
-
-
-def seed_everything(seed: int) -> None:
-    torch.manual_seed(seed)
-    np.random.seed(seed)
