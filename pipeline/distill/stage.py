@@ -16,6 +16,7 @@ from pipeline.progress import log, progress_bar
 from pipeline.stage import Stage, StageOutput
 from pipeline.synthesize.dafl import DaflConfig, DaflObjective, cosine_lr, freeze
 from pipeline.synthesize.losses import kd_loss
+from pipeline.synthesize.preview import chunked_sample_logits, diagnostic_sample_count
 from pipeline.synthesize.stage import load_generator, save_generator
 from pipeline.teacher_spec import TeacherSpec
 from pipeline.training import ResumableLoop, seed_everything
@@ -102,8 +103,8 @@ class DistillStage(Stage):
         )
 
 
-@torch.no_grad()
-def synthetic_agreement(teacher, student, generator, samples: int = 1024) -> float:
+def synthetic_agreement(teacher, student, generator) -> float:
     """How often student and teacher agree on generator samples: a label-free training signal check."""
-    images = generator.sample(samples, torch.Generator().manual_seed(1))
-    return float((teacher(images).argmax(1) == student(images).argmax(1)).float().mean())
+    samples = diagnostic_sample_count(generator.image_size)
+    teacher_logits, student_logits = chunked_sample_logits([teacher, student], generator, samples, seed=1)
+    return float((teacher_logits.argmax(1) == student_logits.argmax(1)).float().mean())
