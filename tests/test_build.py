@@ -101,3 +101,22 @@ def test_killed_training_resumes_from_its_checkpoint(tmp_path):
     assert "distill: resuming an interrupted attempt" in result.stderr
     distill = _manifest(run)["stages"]["distill"]
     assert distill["metrics"]["resumed"] is True and distill["metrics"]["steps"] > 0
+
+
+def test_headline_usage_with_a_plain_torchvision_state_dict(tmp_path):
+    """`pipeline build --teacher r34.pt` with nothing but torch.save(model.state_dict()): no --arch needed.
+    (A ResNet-18 at 64 px keeps the smoke run short; test_load covers ResNet-34 identification.)"""
+    import torch
+    import torchvision
+
+    teacher = tmp_path / "r18.pt"
+    torch.save(torchvision.models.resnet18(num_classes=10).state_dict(), teacher)
+    run = tmp_path / "run"
+    result = run_cli("build", "--teacher", str(teacher), "--budget", "smoke", "--input-shape", "3,64,64",
+                     "--out", str(run), "--json")
+    assert result.returncode == 0, result.stderr
+    rows = {row["model"]: row for row in json.loads(result.stdout)["rows"]}
+    assert rows["teacher"]["arch"] == "resnet18" and rows["teacher"]["accuracy"] is None
+    manifest = _manifest(run)
+    assert manifest["teacher_format"] == "state_dict" and manifest["preprocess"]["channel_order"] == "RGB"
+    assert manifest["preprocess"]["height"] == 64 and manifest["num_classes"] == 10

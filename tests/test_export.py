@@ -1,7 +1,6 @@
 """ONNX export: every registry architecture, both exporters, TorchScript and torch.export inputs, parity that can
 fail, and atomic writes."""
 
-import os
 
 import numpy as np
 import onnx
@@ -90,9 +89,7 @@ def test_dynamo_is_the_default_exporter(name, opset, tmp_path):
     assert_parity(model, result, preprocess)  # BN exported with running statistics, as TorchRunner (eval) runs it
 
 
-@pytest.mark.skipif(not os.environ.get("EDGE_PIPELINE_SLOW"), reason="dynamo export of all 12 architectures "
-                    "takes ~2 min on 2 cores; set EDGE_PIPELINE_SLOW=1 to run it")
-@pytest.mark.slow
+@pytest.mark.slow  # ~100 s on 2 cores, but this is the exporter `pipeline build` uses: always run it
 @pytest.mark.parametrize("name", list_models())
 def test_every_architecture_with_dynamo(name, tmp_path):
     model, preprocess = build(name)
