@@ -1,6 +1,6 @@
 """`pipeline build`: the stages in order in one run folder, then a summary of teacher vs student."""
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from pipeline.assets import resolve_teacher
@@ -56,13 +56,12 @@ def prepare(options: BuildOptions) -> BuildContext:
     target = load_target(options.target)
     budget = get_budget(options.budget)
     teacher_path = resolve_teacher(options.teacher)
-    input_shape = options.input_shape
-    spec = TeacherSpec(options.arch, None, options.num_classes, options.trust_checkpoint)
+    spec = TeacherSpec(options.arch, options.input_shape, options.num_classes, options.trust_checkpoint)
     teacher = spec.load(teacher_path)
-    if input_shape is None and target.input_size is not None and tuple(target.input_size) != teacher.input_shape[1:]:
-        input_shape = (teacher.input_shape[0], *target.input_size)
-    if input_shape is not None:
-        spec = TeacherSpec(options.arch, tuple(input_shape), options.num_classes, options.trust_checkpoint)
+    if options.input_shape is None and target.input_size is not None \
+            and tuple(target.input_size) != teacher.input_shape[1:]:
+        # the target asks for another resolution than the checkpoint's default: reload (and re-probe) at that size
+        spec = replace(spec, input_shape=(teacher.input_shape[0], *target.input_size))
         teacher = spec.load(teacher_path)
     out = options.out or Path("runs") / f"{teacher_path.stem}-{target.name}"
     eval_spec = _choose_eval(options, teacher)

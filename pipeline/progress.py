@@ -1,7 +1,6 @@
 """rich progress bars that stay quiet when output is not a terminal (CI logs) or with --quiet."""
 
 import sys
-import time
 from contextlib import contextmanager
 
 from rich.console import Console
@@ -14,10 +13,6 @@ _quiet = False
 def set_quiet(quiet: bool) -> None:
     global _quiet
     _quiet = quiet
-
-
-def is_quiet() -> bool:
-    return _quiet
 
 
 def log(message: str) -> None:
@@ -49,18 +44,3 @@ def progress_bar(description: str, total: int | None):
     columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn()]
     with Progress(*columns, console=console, transient=True) as progress:
         yield _Task(progress, progress.add_task(description, total=total), total)
-
-
-class Deadline:
-    """Wall-clock budget for a training loop: `--budget` caps time, not just steps."""
-
-    def __init__(self, seconds: float):
-        self.seconds = seconds
-        self.start = time.monotonic()
-
-    @property
-    def elapsed(self) -> float:
-        return time.monotonic() - self.start
-
-    def expired(self) -> bool:
-        return self.elapsed >= self.seconds

@@ -120,3 +120,16 @@ def test_headline_usage_with_a_plain_torchvision_state_dict(tmp_path):
     manifest = _manifest(run)
     assert manifest["teacher_format"] == "state_dict" and manifest["preprocess"]["channel_order"] == "RGB"
     assert manifest["preprocess"]["height"] == 64 and manifest["num_classes"] == 10
+
+
+def test_prepare_passes_the_users_input_shape_to_the_first_load(tmp_path):
+    """A traced TorchScript teacher has no recorded input shape: --input-shape must reach the loader at once."""
+    import torch
+
+    from pipeline.build import BuildOptions, prepare
+    from pipeline.models import create_model
+
+    path = tmp_path / "traced.pt"
+    torch.jit.save(torch.jit.trace(create_model("lenet5").eval(), torch.randn(1, 1, 28, 28)), path)
+    ctx = prepare(BuildOptions(teacher=str(path), input_shape=(1, 28, 28), out=tmp_path / "run"))
+    assert ctx.teacher.source_format == "torchscript" and ctx.teacher.input_shape == (1, 28, 28)
