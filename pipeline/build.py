@@ -12,6 +12,7 @@ from pipeline.errors import PipelineError
 from pipeline.export.stage import ExportConfig, ExportStage
 from pipeline.models import default_student
 from pipeline.models.load import LoadedModel
+from pipeline.preprocess import Preprocess, default_preprocess
 from pipeline.stage import RunFolder
 from pipeline.synthesize.dafl import DaflConfig
 from pipeline.synthesize.stage import SynthesizeConfig, SynthesizeStage
@@ -64,17 +65,25 @@ def prepare(options: BuildOptions) -> BuildContext:
         spec = replace(spec, input_shape=(teacher.input_shape[0], *target.input_size))
         teacher = spec.load(teacher_path)
     out = options.out or Path("runs") / f"{teacher_path.stem}-{target.name}"
-    eval_spec = _choose_eval(options, teacher)
+    eval_spec = choose_eval(options.eval, teacher)
     return BuildContext(options, teacher_path, teacher, spec, target, budget, RunFolder(out), eval_spec)
 
 
-def _choose_eval(options: BuildOptions, teacher: LoadedModel) -> str | None:
-    if options.eval is not None:
-        return None if options.eval.lower() == "none" else options.eval
-    trained_on = teacher.metadata.get("training", {}).get("dataset")
+def choose_eval(requested: str | None, teacher: LoadedModel | None) -> str | None:
+    """--eval as given ('none' turns it off); unset: Fashion-MNIST for teachers trained on it, else nothing."""
+    if requested is not None:
+        return None if requested.lower() == "none" else requested
+    trained_on = teacher.metadata.get("training", {}).get("dataset") if teacher is not None else None
     if trained_on == "fashion-mnist" and fashion_mnist.is_available():
         return "fmnist"
     return None
+
+
+def bench_config(target: Target, budget: Budget, preprocess: Preprocess, eval_spec: str | None, seed: int = 0) -> BenchConfig:
+    """The target says what to measure; the budget may only lower the number of timed runs."""
+    return BenchConfig(runtime=target.runtime, batch=target.batch, threads=target.threads,
+                       warmup=min(target.warmup, budget.bench_warmup), runs=min(target.runs, budget.bench_runs),
+                       preprocess=preprocess.to_dict(), eval=eval_spec, eval_limit=budget.eval_limit, seed=seed)
 
 
 def synthesize_stage(ctx: BuildContext) -> SynthesizeStage:
@@ -97,11 +106,7 @@ def export_stage(ctx: BuildContext) -> ExportStage:
 
 def bench_stage(ctx: BuildContext) -> BenchStage:
     models = {name: ctx.run.artifact("export", name) for name in ("teacher", "student")}
-    return BenchStage(models, BenchConfig(
-        runtime=ctx.target.runtime, batch=ctx.target.batch, threads=ctx.target.threads,
-        warmup=min(ctx.target.warmup, ctx.budget.bench_warmup), runs=min(ctx.target.runs, ctx.budget.bench_runs),
-        preprocess=ctx.teacher.preprocess.to_dict(), eval=ctx.eval, eval_limit=ctx.budget.eval_limit,
-        seed=ctx.options.seed))
+    return BenchStage(models, bench_config(ctx.target, ctx.budget, ctx.teacher.preprocess, ctx.eval, ctx.options.seed))
 
 
 STAGE_FACTORIES = {"synthesize": synthesize_stage, "distill": distill_stage, "export": export_stage, "bench": bench_stage}
@@ -155,27 +160,19 @@ def run_bench_only(model: str | None, *, spec: TeacherSpec, target_name: str, bu
     run = RunFolder(out)
     if path.suffix == ".onnx":
         preprocess = _onnx_preprocess(path, spec.input_shape)
+        eval_spec = choose_eval(eval_spec, None)
     else:
         loaded = spec.load(path)
         preprocess = loaded.preprocess
-        if eval_spec is None and loaded.metadata.get("training", {}).get("dataset") == "fashion-mnist" \
-                and fashion_mnist.is_available():
-            eval_spec = "fmnist"
+        eval_spec = choose_eval(eval_spec, loaded)
         run.run(ExportStage({"model": path}, ExportConfig(eval=eval_spec, specs={"model": spec})))
         path = run.artifact("export", "model")
-    if eval_spec is not None and eval_spec.lower() == "none":
-        eval_spec = None
-    entry = run.run(BenchStage({"model": path}, BenchConfig(
-        runtime=target.runtime, batch=target.batch, threads=target.threads,
-        warmup=min(target.warmup, budget.bench_warmup), runs=min(target.runs, budget.bench_runs),
-        preprocess=preprocess.to_dict(), eval=eval_spec, eval_limit=budget.eval_limit)))
+    entry = run.run(BenchStage({"model": path}, bench_config(target, budget, preprocess, eval_spec)))
     return {"run_folder": str(run.root), "onnx": str(path), **entry["metrics"]["model"]}
 
 
 def _onnx_preprocess(path: Path, input_shape):
     import onnx
-
-    from pipeline.preprocess import default_preprocess
 
     if input_shape is None:
         try:

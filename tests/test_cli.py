@@ -79,3 +79,14 @@ def test_debug_shows_the_traceback(tmp_path):
 def test_models_and_targets_list():
     assert "resnet34" in runner.invoke(app, ["models"], terminal_width=200).output
     assert "cpu" in runner.invoke(app, ["targets"], terminal_width=200).output
+
+
+def test_bench_a_checkpoint_with_eval_turned_off(tmp_path):
+    import json
+
+    result = run_cli("bench", "--teacher", "embedded:lenet5-fmnist", "--budget", "smoke", "--eval", "none",
+                     "--out", str(tmp_path / "bench"), "--json", "--quiet")
+    assert result.returncode == 0, result.stderr
+    measured = json.loads(result.stdout)
+    assert "accuracy" not in measured and measured["latency"]["median_ms"] > 0
+    assert measured["onnx"].endswith("model.onnx")
