@@ -51,7 +51,7 @@ def main() -> None:
         "stage_wall_s": {name: entry["wall_s"] for name, entry in manifest["stages"].items()},
         "versions": next(iter(manifest["stages"].values()))["versions"],
         "training_steps": {name: manifest["stages"][name]["metrics"].get(key)
-                           for name, key in (("synthesize", "generator_steps"), ("distill", "steps"))
+                           for name, key in (("synthesize", "steps"), ("distill", "steps"))
                            if name in manifest["stages"]},
         "rows": rows,
     }

@@ -1,6 +1,6 @@
 """`--budget smoke|quick|full`: how much wall time and how many measurements each stage may spend."""
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 from pipeline.errors import PipelineError
 
@@ -14,6 +14,7 @@ class Budget:
     bench_warmup: int
     bench_runs: int
     eval_limit: int | None  # labelled images used for accuracy (None = the whole test split)
+    curve_every_s: float = 0.0  # distill: student accuracy on the labelled set every N budget seconds (0 = off)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -25,15 +26,33 @@ BUDGETS = {
                     bench_warmup=5, bench_runs=30, eval_limit=1000),
     # quick: the default; the whole build stays under 15 minutes on 2 CPU cores.
     "quick": Budget("quick", synthesize_seconds=120, distill_seconds=600, batch_size=128,
-                    bench_warmup=20, bench_runs=300, eval_limit=None),
+                    bench_warmup=20, bench_runs=300, eval_limit=None, curve_every_s=60),
     # full: the quality setting, about an hour on 2 CPU cores.
     "full": Budget("full", synthesize_seconds=600, distill_seconds=3000, batch_size=256,
-                   bench_warmup=50, bench_runs=1000, eval_limit=None),
+                   bench_warmup=50, bench_runs=1000, eval_limit=None, curve_every_s=300),
 }
 
 
 def get_budget(name: str) -> Budget:
-    try:
+    """A named budget, or a duration ('30m', '900s', '1.5h') for the data-free training, split as in `quick`."""
+    if name in BUDGETS:
         return BUDGETS[name]
-    except KeyError:
-        raise PipelineError(f"unknown budget {name!r}; choose one of {', '.join(BUDGETS)}") from None
+    seconds = parse_duration(name)
+    if seconds is None:
+        raise PipelineError(f"unknown budget {name!r}; choose one of {', '.join(BUDGETS)} or a duration such as 30m")
+    quick = BUDGETS["quick"]
+    synth_share = quick.synthesize_seconds / (quick.synthesize_seconds + quick.distill_seconds)
+    return replace(quick, name=name, synthesize_seconds=round(seconds * synth_share, 1),
+                   distill_seconds=round(seconds * (1 - synth_share), 1), curve_every_s=max(30.0, seconds / 15))
+
+
+def parse_duration(text: str) -> float | None:
+    units = {"s": 1, "m": 60, "h": 3600}
+    text = text.strip().lower()
+    if len(text) < 2 or text[-1] not in units:
+        return None
+    try:
+        value = float(text[:-1]) * units[text[-1]]
+    except ValueError:
+        return None
+    return value if value > 0 else None

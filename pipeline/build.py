@@ -1,12 +1,13 @@
 """`pipeline build`: the stages in order in one run folder, then a summary of teacher vs student."""
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from pipeline.assets import resolve_teacher
 from pipeline.bench.stage import BenchConfig, BenchStage
 from pipeline.budgets import Budget, get_budget
 from pipeline.data import fashion_mnist
+from pipeline.distill.engine import StudentTraining
 from pipeline.distill.stage import DistillConfig, DistillStage
 from pipeline.errors import PipelineError
 from pipeline.export.stage import ExportConfig, ExportStage
@@ -14,12 +15,13 @@ from pipeline.models import default_student
 from pipeline.models.load import LoadedModel
 from pipeline.preprocess import Preprocess, default_preprocess
 from pipeline.stage import RunFolder
-from pipeline.synthesize.dafl import DaflConfig
+from pipeline.synthesize.base import resolve_options
 from pipeline.synthesize.stage import SynthesizeConfig, SynthesizeStage
 from pipeline.targets import Target, load_target
 from pipeline.teacher_spec import TeacherSpec
 
 STAGE_ORDER = ("synthesize", "distill", "export", "bench")
+DEFAULT_SYNTHESIZER = "bn-inversion"
 
 
 @dataclass
@@ -34,7 +36,14 @@ class BuildOptions:
     input_shape: tuple[int, int, int] | None = None
     num_classes: int | None = None
     trust_checkpoint: bool = False
-    dafl_preset: str = "fast"
+    synthesizer: str = DEFAULT_SYNTHESIZER
+    synth_preset: str | None = None
+    synth_options: dict = field(default_factory=dict)  # --synth-option key=value overrides
+    temperature: float | None = None
+    ema: float | None = None
+    feature_weight: float | None = None
+    kd_steps: int | None = None
+    device: str = "auto"
     seed: int = 0
     force: bool = False
     command: str = ""
@@ -86,17 +95,38 @@ def bench_config(target: Target, budget: Budget, preprocess: Preprocess, eval_sp
                        preprocess=preprocess.to_dict(), eval=eval_spec, eval_limit=budget.eval_limit, seed=seed)
 
 
+def synthesizer_options(options: BuildOptions, budget: Budget) -> dict:
+    """Method defaults <- preset <- the budget's batch size (unless the preset sets its own) <- --synth-option."""
+    name = options.synthesizer
+    defaults, resolved = resolve_options(name), resolve_options(name, options.synth_preset)
+    if "batch_size" in resolved and resolved["batch_size"] == defaults["batch_size"]:
+        resolved["batch_size"] = budget.batch_size
+    checked = resolve_options(name, None, options.synth_options)  # validates names, casts types
+    resolved.update({key: checked[key] for key in options.synth_options})
+    return resolved
+
+
+def student_training(options: BuildOptions, budget: Budget) -> StudentTraining:
+    overrides = {name: value for name, value in (("temperature", options.temperature), ("ema", options.ema),
+                                                 ("feature_weight", options.feature_weight),
+                                                 ("kd_steps", options.kd_steps)) if value is not None}
+    return replace(StudentTraining(batch_size=budget.batch_size), **overrides)
+
+
 def synthesize_stage(ctx: BuildContext) -> SynthesizeStage:
     return SynthesizeStage(ctx.teacher_path, SynthesizeConfig(
-        seconds=ctx.budget.synthesize_seconds, batch_size=ctx.budget.batch_size, seed=ctx.options.seed,
-        dafl=DaflConfig.preset_config(ctx.options.dafl_preset), teacher=ctx.spec))
+        seconds=ctx.budget.synthesize_seconds, method=ctx.options.synthesizer,
+        options=synthesizer_options(ctx.options, ctx.budget), seed=ctx.options.seed, device=ctx.options.device,
+        teacher=ctx.spec))
 
 
 def distill_stage(ctx: BuildContext) -> DistillStage:
     student = ctx.options.student or default_student(ctx.teacher.arch, ctx.teacher.input_shape)
-    return DistillStage(ctx.teacher_path, ctx.run.artifact("synthesize", "generator"), DistillConfig(
-        student=student, seconds=ctx.budget.distill_seconds, batch_size=ctx.budget.batch_size, seed=ctx.options.seed,
-        dafl=DaflConfig.preset_config(ctx.options.dafl_preset), teacher=ctx.spec))
+    return DistillStage(
+        ctx.teacher_path, ctx.run.artifact("synthesize", "transfer_set"), ctx.run.artifact("synthesize", "synthesizer"),
+        DistillConfig(student=student, seconds=ctx.budget.distill_seconds, seed=ctx.options.seed,
+                      training=student_training(ctx.options, ctx.budget), eval=ctx.eval,
+                      eval_every_s=ctx.budget.curve_every_s, device=ctx.options.device, teacher=ctx.spec))
 
 
 def export_stage(ctx: BuildContext) -> ExportStage:

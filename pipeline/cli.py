@@ -27,7 +27,8 @@ TEACHER = typer.Option(None, "--teacher", "-t", help="Teacher checkpoint: state_
                        "pipeline checkpoint, TorchScript, torch.export .pt2, or 'embedded:NAME'. Default: embedded resnet20-fmnist.")
 ARCH = typer.Option(None, "--arch", help="Registry architecture of a state_dict checkpoint (inferred from keys when omitted; see `pipeline models`).")
 TARGET = typer.Option("cpu", "--target", help="Deployment target name from targets/*.toml, or a path to a target TOML file.")
-BUDGET = typer.Option("quick", "--budget", help="smoke (~1 min, for tests), quick (default, <=15 min on 2 cores) or full (quality).")
+BUDGET = typer.Option("quick", "--budget", help="smoke (~1 min, for tests), quick (default: 12 min of data-free training), full (1 h), "
+                      "or a duration for the data-free training such as 30m (split 1:5 between synthesize and distill).")
 OUT = typer.Option(None, "--out", "-o", help="Run folder (default runs/<teacher>-<target>). Re-running resumes and skips finished stages.")
 TRUST = typer.Option(False, "--trust-checkpoint", help="Allow loading a fully pickled module (runs code from the file; only for files you trust).")
 INPUT_SHAPE = typer.Option(None, "--input-shape", help="Model input as C,H,W (e.g. 3,224,224); needed for TorchScript teachers.")
@@ -90,58 +91,131 @@ def _fmt(value, digits: int = 3) -> str:
     return "—" if value is None else f"{value:.{digits}f}"
 
 
-def _build(stage: str, teacher, arch, target, budget, out, trust, input_shape, num_classes, eval_, student, seed, force,
-           as_json, debug, quiet) -> None:
+def _parse_synth_options(pairs: Optional[list[str]]) -> dict:
+    from pipeline.errors import PipelineError
+
+    parsed = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise PipelineError(f"--synth-option expects KEY=VALUE, got {pair!r}")
+        parsed[key.strip().replace("-", "_")] = _literal(value.strip())
+    return parsed
+
+
+def _literal(text: str):
+    lowered = text.lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text
+
+
+def _build(stage: str, *, out, debug, quiet, as_json, input_shape=None, synth_option=None, **options) -> None:
     def action():
         from pipeline.build import BuildOptions, run_build
 
-        options = BuildOptions(teacher=teacher, arch=arch, target=target, budget=budget, out=out, student=student,
-                               eval=eval_, input_shape=_input_shape(input_shape), num_classes=num_classes,
-                               trust_checkpoint=trust, seed=seed, force=force,
-                               command=" ".join(["pipeline", *map(shlex.quote, sys.argv[1:])]))
-        return run_build(options, until=stage)
+        build_options = BuildOptions(out=out, input_shape=_input_shape(input_shape),
+                                     synth_options=_parse_synth_options(synth_option),
+                                     command=" ".join(["pipeline", *map(shlex.quote, sys.argv[1:])]), **options)
+        return run_build(build_options, until=stage)
 
     summary = _run(debug, quiet, action, out_hint=str(out) if out else None)
     _print_summary(summary, as_json)
 
 
+SYNTHESIZER = typer.Option("bn-inversion", "--synthesizer", "-s", help="How the transfer set is made: bn-inversion "
+                           "(default; BN teachers), dafl, soft-target, images (real images from a folder). See `pipeline synthesizers`.")
+SYNTH_PRESET = typer.Option(None, "--synth-preset", help="Named option set of the synthesizer, e.g. `--synthesizer dafl --synth-preset paper`.")
+SYNTH_OPTION = typer.Option(None, "--synth-option", help="Override one synthesizer option, KEY=VALUE (repeatable), "
+                            "e.g. --synth-option path=few_shot/ --synth-option per_class=10.")
+DEVICE = typer.Option("auto", "--device", help="auto (a GPU when PyTorch sees one), cpu, cuda, cuda:N. Under torchrun each rank uses its LOCAL_RANK GPU.")
+STUDENT = typer.Option(None, "--student", help="Student architecture (default: a smaller relative of the teacher).")
+TEMPERATURE = typer.Option(None, "--temperature", help="KD temperature tau (default 4).")
+EMA = typer.Option(None, "--ema", help="Hand on an exponential moving average of the student weights with this decay (e.g. 0.999).")
+FEATURE_WEIGHT = typer.Option(None, "--feature-weight", help="Weight of a pre-pooling feature-matching loss (registry models; default 0 = off).")
+KD_STEPS = typer.Option(None, "--kd-steps", help="Student steps per synthesizer step (default 1).")
+
+
 @app.command()
 def build(teacher: Optional[str] = TEACHER, arch: Optional[str] = ARCH, target: str = TARGET, budget: str = BUDGET,
           out: Optional[Path] = OUT, trust_checkpoint: bool = TRUST, input_shape: Optional[str] = INPUT_SHAPE,
-          num_classes: Optional[int] = NUM_CLASSES, eval: Optional[str] = EVAL,
-          student: Optional[str] = typer.Option(None, "--student", help="Student architecture (default: a smaller relative of the teacher)."),
+          num_classes: Optional[int] = NUM_CLASSES, eval: Optional[str] = EVAL, student: Optional[str] = STUDENT,
+          synthesizer: str = SYNTHESIZER, synth_preset: Optional[str] = SYNTH_PRESET,
+          synth_option: Optional[list[str]] = SYNTH_OPTION, device: str = DEVICE, temperature: Optional[float] = TEMPERATURE,
+          ema: Optional[float] = EMA, feature_weight: Optional[float] = FEATURE_WEIGHT, kd_steps: Optional[int] = KD_STEPS,
           seed: int = SEED, force: bool = typer.Option(False, "--force", help="Re-run every stage even if up to date."),
           json_output: bool = JSON, debug: bool = DEBUG, quiet: bool = QUIET):
     """Run every stage: synthesize -> distill -> export -> bench, into one run folder.
 
-    Data-free: the student never sees a labelled image; accuracy is measured afterwards on the
-    exported ONNX model when --eval (or the embedded teacher's dataset) is available.
+    Data-free: the student never sees a labelled image (unless you choose `--synthesizer images`); accuracy
+    is measured afterwards on the exported ONNX model when --eval (or the embedded teacher's dataset) is available.
+    Data-parallel: `torchrun --nproc-per-node 2 -m pipeline build ...` (gloo on CPU, NCCL on GPUs).
     """
-    _build("bench", teacher, arch, target, budget, out, trust_checkpoint, input_shape, num_classes, eval, student, seed,
-           force, json_output, debug, quiet)
+    _build("bench", teacher=teacher, arch=arch, target=target, budget=budget, out=out, trust_checkpoint=trust_checkpoint,
+           input_shape=input_shape, num_classes=num_classes, eval=eval, student=student, synthesizer=synthesizer,
+           synth_preset=synth_preset, synth_option=synth_option, device=device, temperature=temperature, ema=ema,
+           feature_weight=feature_weight, kd_steps=kd_steps, seed=seed, force=force, as_json=json_output, debug=debug,
+           quiet=quiet)
 
 
 @app.command()
 def synthesize(teacher: Optional[str] = TEACHER, arch: Optional[str] = ARCH, target: str = TARGET, budget: str = BUDGET,
                out: Optional[Path] = OUT, trust_checkpoint: bool = TRUST, input_shape: Optional[str] = INPUT_SHAPE,
-               num_classes: Optional[int] = NUM_CLASSES, seed: int = SEED,
+               num_classes: Optional[int] = NUM_CLASSES, synthesizer: str = SYNTHESIZER,
+               synth_preset: Optional[str] = SYNTH_PRESET, synth_option: Optional[list[str]] = SYNTH_OPTION,
+               device: str = DEVICE, seed: int = SEED,
                force: bool = typer.Option(False, "--force", help="Re-run even if up to date."),
                json_output: bool = JSON, debug: bool = DEBUG, quiet: bool = QUIET):
-    """Train a DAFL generator against the frozen teacher (writes <out>/synthesize/generator.pt and samples.png)."""
-    _build("synthesize", teacher, arch, target, budget, out, trust_checkpoint, input_shape, num_classes, "none", None,
-           seed, force, json_output, debug, quiet)
+    """Make a transfer set from the frozen teacher: <out>/synthesize/transfer_set.pt (uint8 images + teacher
+    logits), synthesizer.pt (generator state, continued by `distill`) and samples.png."""
+    _build("synthesize", teacher=teacher, arch=arch, target=target, budget=budget, out=out,
+           trust_checkpoint=trust_checkpoint, input_shape=input_shape, num_classes=num_classes, eval="none",
+           synthesizer=synthesizer, synth_preset=synth_preset, synth_option=synth_option, device=device, seed=seed,
+           force=force, as_json=json_output, debug=debug, quiet=quiet)
 
 
 @app.command()
 def distill(teacher: Optional[str] = TEACHER, arch: Optional[str] = ARCH, target: str = TARGET, budget: str = BUDGET,
             out: Optional[Path] = OUT, trust_checkpoint: bool = TRUST, input_shape: Optional[str] = INPUT_SHAPE,
-            num_classes: Optional[int] = NUM_CLASSES,
-            student: Optional[str] = typer.Option(None, "--student", help="Student architecture."), seed: int = SEED,
+            num_classes: Optional[int] = NUM_CLASSES, eval: Optional[str] = EVAL, student: Optional[str] = STUDENT,
+            synthesizer: str = SYNTHESIZER, synth_preset: Optional[str] = SYNTH_PRESET,
+            synth_option: Optional[list[str]] = SYNTH_OPTION, device: str = DEVICE,
+            temperature: Optional[float] = TEMPERATURE, ema: Optional[float] = EMA,
+            feature_weight: Optional[float] = FEATURE_WEIGHT, kd_steps: Optional[int] = KD_STEPS, seed: int = SEED,
             force: bool = typer.Option(False, "--force", help="Re-run even if up to date."),
             json_output: bool = JSON, debug: bool = DEBUG, quiet: bool = QUIET):
-    """Distil a student on generated images (runs `synthesize` first if it has not finished in --out)."""
-    _build("distill", teacher, arch, target, budget, out, trust_checkpoint, input_shape, num_classes, "none", student,
-           seed, force, json_output, debug, quiet)
+    """Distil the student on the transfer set while the synthesizer keeps producing (runs `synthesize` first
+    if needed). --eval only draws an accuracy-vs-time curve; it never picks a checkpoint.
+    Data-parallel: `torchrun --nproc-per-node 2 -m pipeline distill ...`."""
+    _build("distill", teacher=teacher, arch=arch, target=target, budget=budget, out=out, trust_checkpoint=trust_checkpoint,
+           input_shape=input_shape, num_classes=num_classes, eval=eval, student=student, synthesizer=synthesizer,
+           synth_preset=synth_preset, synth_option=synth_option, device=device, temperature=temperature, ema=ema,
+           feature_weight=feature_weight, kd_steps=kd_steps, seed=seed, force=force, as_json=json_output, debug=debug,
+           quiet=quiet)
+
+
+@app.command()
+def synthesizers(json_output: bool = JSON):
+    """List the synthesizers, their presets and options (set with --synth-preset / --synth-option KEY=VALUE)."""
+    from pipeline.synthesize.base import list_synthesizers, synthesizer_class
+
+    rows = [{"name": name, "description": text, "presets": list(synthesizer_class(name).presets),
+             "options": synthesizer_class(name).defaults} for name, text in list_synthesizers().items()]
+    if json_output:
+        stdout.print_json(json.dumps(rows))
+        return
+    table = Table(title="synthesizers")
+    for column in ("name", "description", "presets", "options (defaults)"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(row["name"], row["description"], ", ".join(row["presets"]) or "—",
+                      ", ".join(f"{k}={v}" for k, v in row["options"].items()))
+    stdout.print(table)
 
 
 @app.command()

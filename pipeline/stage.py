@@ -20,7 +20,12 @@ from typing import Any
 
 from pipeline import __version__
 from pipeline.errors import PipelineError
-from pipeline.fileio import atomic_write_json, atomic_write_text, sha256_file, sha256_json
+from pipeline.fileio import (
+    atomic_write_json,
+    atomic_write_text,
+    sha256_file,
+    sha256_json,
+)
 from pipeline.progress import log
 
 MANIFEST_FORMAT = "edge-pipeline/run-v1"
@@ -82,7 +87,10 @@ class RunFolder:
         return manifest
 
     def save_manifest(self) -> None:
-        atomic_write_json(self.manifest_path, self.manifest)
+        from pipeline import distributed
+
+        if distributed.is_main():  # under torchrun only rank 0 writes the run folder
+            atomic_write_json(self.manifest_path, self.manifest)
 
     def set_run_info(self, **info) -> None:
         self.manifest.update(info)
@@ -114,14 +122,28 @@ class RunFolder:
         input_hashes = {name: sha256_file(path) for name, path in inputs.items()}
         config = stage.config_dict()
         key = sha256_json({"stage": stage.name, "version": stage.version, "config": config, "inputs": input_hashes})
-        if not force and self._is_current(self.entry(stage.name), key):
+        from pipeline import distributed
+
+        # under torchrun, rank 0 decides; the other ranks work in a private sub-folder that is discarded
+        if distributed.broadcast_object(not force and self._is_current(self.entry(stage.name), key)):
             log(f"[dim]{stage.name}: up to date, skipped[/dim]")
             return self.entry(stage.name)
 
-        workdir = self._prepare_workdir(stage.name, key, fresh=force)
+        workdir = self._prepare_workdir(stage.name, key, fresh=force) if distributed.is_main() else None
+        distributed.barrier()
+        if not distributed.is_main():
+            workdir = self.root / f".partial-{stage.name}" / f"rank-{distributed.rank()}"
+            workdir.mkdir(parents=True, exist_ok=True)
         log(f"[bold]{stage.name}[/bold]: running")
         started, start_clock = _now(), time.monotonic()
         output = stage.run(workdir)
+        distributed.barrier()
+        if not distributed.is_main():
+            distributed.barrier()  # wait for rank 0 to publish the stage, then read what it wrote
+            self.manifest = self._read_manifest()
+            return self.entry(stage.name)
+        for rank_dir in workdir.glob("rank-*"):
+            shutil.rmtree(rank_dir)
         wall_s = round(time.monotonic() - start_clock, 2)
         for name, filename in output.artifacts.items():
             if not (workdir / filename).is_file():
@@ -149,6 +171,7 @@ class RunFolder:
         }
         self.manifest["stages"][stage.name] = entry
         self.save_manifest()
+        distributed.barrier()
         log(f"{stage.name}: done in {wall_s:.1f} s")
         return entry
 

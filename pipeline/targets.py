@@ -1,9 +1,10 @@
 """Deployment targets: one TOML file per target in `targets/` (data only; see targets/README.md)."""
 
 import os
-import tomllib
 from dataclasses import dataclass, fields
 from pathlib import Path
+
+import tomllib
 
 from pipeline.errors import PipelineError
 

@@ -1,8 +1,10 @@
 """Shared pieces of the wall-time-budgeted training loops: periodic resume checkpoints and seeding."""
 
+import math
 import os
 import random
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -42,17 +44,30 @@ class ResumableLoop:
             self.resumed = True
         self._start = time.monotonic()
         self._last_save = self._start
+        self._excluded = 0.0
 
     @property
     def elapsed(self) -> float:
-        return self._elapsed_before + time.monotonic() - self._start
+        return self._elapsed_before + time.monotonic() - self._start - self._excluded
+
+    @contextmanager
+    def paused(self):
+        """Time spent inside (e.g. evaluating on a labelled set for the accuracy curve) is not budget time."""
+        start = time.monotonic()
+        try:
+            yield
+        finally:
+            self._excluded += time.monotonic() - start
 
     @property
     def fraction_done(self) -> float:
         return min(1.0, self.elapsed / self.seconds) if self.seconds > 0 else 1.0
 
     def running(self) -> bool:
-        return self.elapsed < self.seconds
+        """Rank 0's clock decides under torchrun, so every rank takes the same number of steps."""
+        from pipeline import distributed
+
+        return bool(distributed.broadcast_object(self.elapsed < self.seconds))
 
     def end_step(self) -> None:
         self.step += 1
@@ -60,9 +75,29 @@ class ResumableLoop:
             self.save()
 
     def save(self) -> None:
+        from pipeline import distributed
+
+        if not distributed.is_main():
+            return
         atomic_torch_save({"states": {name: state.state_dict() for name, state in self.states.items()},
                            "step": self.step, "elapsed": self.elapsed, "torch_rng": torch.get_rng_state()}, self.path)
         self._last_save = time.monotonic()
 
     def finish(self) -> None:
         self.path.unlink(missing_ok=True)
+
+
+def cosine_lr(base_lr: float, fraction_done: float) -> float:
+    """Cosine decay over the wall-time budget (the budget is time, not steps)."""
+    return base_lr * cosine_scale(fraction_done)
+
+
+def cosine_scale(fraction_done: float) -> float:
+    return 0.5 * (1 + math.cos(math.pi * min(1.0, max(0.0, fraction_done))))
+
+
+def freeze(model):
+    model.eval()
+    for parameter in model.parameters():
+        parameter.requires_grad_(False)
+    return model

@@ -12,8 +12,18 @@ import torchvision
 from pipeline.errors import PipelineError
 from pipeline.models import create_model, get_spec, list_models
 from pipeline.models.checkpoint import save_checkpoint
-from pipeline.models.load import LoadedModel, identify_arch, load_model, parse_input_shape
-from pipeline.preprocess import FASHION_MNIST_MEAN, FASHION_MNIST_STD, IMAGENET_MEAN, Preprocess
+from pipeline.models.load import (
+    LoadedModel,
+    identify_arch,
+    load_model,
+    parse_input_shape,
+)
+from pipeline.preprocess import (
+    FASHION_MNIST_MEAN,
+    FASHION_MNIST_STD,
+    IMAGENET_MEAN,
+    Preprocess,
+)
 
 SMALL_FAMILIES = ("lenet", "cifar-resnet")
 

@@ -8,13 +8,23 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.bench import accuracy_with_runner, measure_latency, predictions_with_runner
+from pipeline.bench import (
+    accuracy_with_runner,
+    measure_latency,
+    predictions_with_runner,
+)
 from pipeline.errors import MissingDependency, PipelineError
 from pipeline.export import export_onnx
 from pipeline.lazy import is_available
 from pipeline.models import create_model
 from pipeline.preprocess import default_preprocess
-from pipeline.runtimes import TRT_INSTALL, OnnxRuntimeRunner, Runner, TensorRtRunner, TorchRunner
+from pipeline.runtimes import (
+    TRT_INSTALL,
+    OnnxRuntimeRunner,
+    Runner,
+    TensorRtRunner,
+    TorchRunner,
+)
 
 
 @pytest.fixture(scope="module")

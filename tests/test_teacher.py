@@ -4,7 +4,7 @@ import json
 
 import torch
 
-from pipeline.assets import embedded_teachers, embedded_teacher_path
+from pipeline.assets import embedded_teacher_path, embedded_teachers
 from pipeline.models.load import load_model
 from tests.conftest import needs_fmnist, run_cli
 

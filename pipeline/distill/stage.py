@@ -1,23 +1,24 @@
-"""`distill` stage: train the student by KD on generator samples, continuing the generator jointly as DAFL does.
+"""`distill` stage: train the student by KD on the transfer set while the synthesizer keeps producing
+(with the student as its critic when the method is adversarial). No labelled image is used for training;
+an optional labelled set only draws the accuracy-vs-time curve, on the side (its time is not budget
+time), and never selects a checkpoint: the stage hands on its final weights (or their EMA)."""
 
-Each step: x = G(z); the generator takes a DAFL step on x (if `joint_generator`), then the student
-takes a KD step on x.detach() against the teacher's logits. The stage sees no labelled data and
-hands on its final weights (no checkpoint selection).
-"""
-
+import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
+from pipeline import distributed
+from pipeline.distill.engine import DataFreeLoop, StudentTraining
 from pipeline.models import create_model
 from pipeline.models.checkpoint import save_checkpoint
-from pipeline.progress import log, progress_bar
+from pipeline.progress import log
 from pipeline.stage import Stage, StageOutput
-from pipeline.synthesize.dafl import DaflConfig, DaflObjective, cosine_lr, freeze
-from pipeline.synthesize.losses import kd_loss
-from pipeline.synthesize.preview import chunked_sample_logits, diagnostic_sample_count
-from pipeline.synthesize.stage import load_generator, save_generator
+from pipeline.synthesize.preview import teacher_class_balance
+from pipeline.synthesize.stage import merge_rank_pools, rank_seed, teacher_view
+from pipeline.synthesize.state import load_synthesizer, save_synthesizer
+from pipeline.synthesize.transfer_set import TransferSet
 from pipeline.teacher_spec import TeacherSpec
 from pipeline.training import ResumableLoop, seed_everything
 
@@ -26,85 +27,120 @@ from pipeline.training import ResumableLoop, seed_everything
 class DistillConfig:
     student: str
     seconds: float
-    batch_size: int
     seed: int = 0
-    lr_student: float = 2e-3  # DAFL's MNIST setting (Adam)
-    temperature: float = 1.0  # DAFL's public code uses tau = 1
-    joint_generator: bool = True
-    dafl: DaflConfig = field(default_factory=DaflConfig)
+    training: StudentTraining = field(default_factory=StudentTraining)
+    continue_synthesis: bool = True  # keep the synthesizer running during distillation
+    eval: str | None = None  # labelled set for the accuracy curve only ('fmnist', a folder, None)
+    eval_every_s: float = 0.0  # 0: no curve
+    eval_limit: int = 2000
+    device: str = "auto"
     teacher: TeacherSpec = field(default_factory=TeacherSpec)
+
+
+class AccuracyCurve:
+    """Student accuracy on a labelled set at regular budget-time intervals (monitoring only)."""
+
+    def __init__(self, spec: str | None, preprocess, every_s: float, limit: int, device: torch.device):
+        self.points: list[dict] = []
+        self.every_s, self.next_at = every_s, every_s
+        self.data = None
+        if spec and every_s > 0 and distributed.is_main():
+            from pipeline.data.datasets import load_eval_dataset
+
+            self.data = load_eval_dataset(spec, preprocess, limit)
+        self.device = device
+
+    @torch.no_grad()
+    def accuracy(self, model) -> float:
+        was = model.training
+        model.eval()
+        correct = 0
+        for start in range(0, len(self.data), 500):
+            images = self.data.images[start:start + 500].to(self.device)
+            correct += int((model(images).argmax(1).cpu() == self.data.labels[start:start + 500]).sum())
+        model.train(was)
+        return correct / len(self.data)
+
+    def tick(self, loop: ResumableLoop, engine: DataFreeLoop) -> None:
+        if self.data is None or loop.elapsed < self.next_at:
+            return
+        with loop.paused():
+            self.points.append({"seconds": round(loop.elapsed, 1), "step": loop.step,
+                                "accuracy": round(self.accuracy(engine.student), 4)})
+            self.next_at += self.every_s
+
+
+def parameter_checksum(model) -> str:
+    digest = hashlib.sha256()
+    for tensor in model.state_dict().values():
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
 
 
 class DistillStage(Stage):
     name = "distill"
-    version = 1
+    version = 2
 
-    def __init__(self, teacher_path: Path, generator_path: Path, config: DistillConfig):
+    def __init__(self, teacher_path: Path, transfer_set_path: Path, synthesizer_path: Path, config: DistillConfig):
         super().__init__(config)
-        self.teacher_path, self.generator_path = Path(teacher_path), Path(generator_path)
+        self.teacher_path, self.transfer_set_path = Path(teacher_path), Path(transfer_set_path)
+        self.synthesizer_path = Path(synthesizer_path)
 
     def inputs(self) -> dict[str, Path]:
-        return {"teacher": self.teacher_path, "generator": self.generator_path}
+        return {"teacher": self.teacher_path, "transfer_set": self.transfer_set_path, "synthesizer": self.synthesizer_path}
 
     def run(self, workdir: Path) -> StageOutput:
         config = self.config
-        seed_everything(config.seed)
-        loaded = config.teacher.load(self.teacher_path)
-        teacher = freeze(loaded.model)
-        channels, height, _ = loaded.input_shape
-        student = create_model(config.student, in_channels=channels, num_classes=loaded.num_classes, image_size=height)
-        generator = load_generator(self.generator_path)
-        student_optimizer = torch.optim.Adam(student.parameters(), lr=config.lr_student)
-        generator_optimizer = torch.optim.Adam(generator.parameters(), lr=config.dafl.lr_generator, betas=(0.5, 0.999))
-        objective = DaflObjective(teacher, config.dafl)
-        loop = ResumableLoop(workdir, config.seconds, {"student": student, "generator": generator,
-                                                       "student_optimizer": student_optimizer,
-                                                       "generator_optimizer": generator_optimizer})
-        kd = torch.zeros(())
-        student.train()
-        generator.train()
-        with progress_bar(f"distill ({config.student})", None) as bar:
-            while loop.running():
-                student_optimizer.param_groups[0]["lr"] = cosine_lr(config.lr_student, loop.fraction_done)
-                generator_optimizer.param_groups[0]["lr"] = cosine_lr(config.dafl.lr_generator, loop.fraction_done)
-                images = generator.sample(config.batch_size)
-                if config.joint_generator:
-                    generator_loss, teacher_logits, _ = objective(images)
-                    generator_optimizer.zero_grad(set_to_none=True)
-                    generator_loss.backward()
-                    generator_optimizer.step()
-                else:
-                    with torch.no_grad():
-                        teacher_logits = teacher(images)
-                images, teacher_logits = images.detach(), teacher_logits.detach()
-                kd = kd_loss(student(images), teacher_logits, config.temperature)
-                student_optimizer.zero_grad(set_to_none=True)
-                kd.backward()
-                student_optimizer.step()
-                loop.end_step()
-                bar.advance()
-        objective.close()
-        student.eval()
-        generator.eval()
-        agreement = synthetic_agreement(teacher, student, generator)
-        save_checkpoint(workdir / "student.pt", student, arch=config.student, preprocess=loaded.preprocess,
-                        num_classes=loaded.num_classes,
-                        metadata={"distilled_from": str(self.teacher_path), "teacher_arch": loaded.arch,
-                                  "method": "dafl", "steps": loop.step})
-        save_generator(workdir / "generator.pt", generator, config.dafl)
+        seed_everything(config.seed)  # same student initialisation on every rank
+        view = teacher_view(config.teacher, self.teacher_path, config.device)
+        channels, height, _ = view.input_shape
+        student = create_model(config.student, in_channels=channels, num_classes=view.num_classes,
+                               image_size=height).to(view.device)
+        seed_everything(rank_seed(config.seed))
+        pool = TransferSet.load(self.transfer_set_path)
+        synthesizer = load_synthesizer(self.synthesizer_path, view, rank_seed(config.seed)) if config.continue_synthesis else None
+        engine = DataFreeLoop(view, synthesizer, pool, student, config.training, rank_seed(config.seed))
+        loop = ResumableLoop(workdir, config.seconds, engine.states())
+        curve = AccuracyCurve(config.eval, view.preprocess, config.eval_every_s, config.eval_limit, view.device)
+        method = synthesizer.name if synthesizer is not None else "transfer-set"
+        cost = engine.run(loop, f"distill ({config.student}, {method})", lambda lp: curve.tick(lp, engine))
+        if synthesizer is not None:
+            synthesizer.close()
+        final = engine.final_student()
+        checksums = distributed.gather_objects(parameter_checksum(final))
+        pool = merge_rank_pools(pool)
+        metrics = {"student": config.student, "method": method, "steps": loop.step, "device": str(view.device),
+                   "world_size": distributed.world_size(), "rank_parameter_checksums": checksums,
+                   "ranks_agree": len(set(checksums)) == 1, "first_kd_loss": engine.first_kd,
+                   "final_kd_loss": engine.last.get("kd"), "student_steps": engine.student_steps, "cost": cost,
+                   "synthetic_top1_agreement": synthetic_agreement(view, final, pool),
+                   "transfer_set": pool.summary(), "resumed": loop.resumed, "ema": config.training.ema > 0,
+                   "student_parameters": sum(p.numel() for p in final.parameters()),
+                   **teacher_class_balance(pool.logits, view.num_classes)}
+        if curve.data is not None:
+            curve.points.append({"seconds": round(loop.elapsed, 1), "step": loop.step,
+                                 "accuracy": round(curve.accuracy(final), 4), "final": True})
+            metrics["accuracy_curve"] = curve.points
+        save_checkpoint(workdir / "student.pt", final.cpu(), arch=config.student, preprocess=view.preprocess,
+                        num_classes=view.num_classes,
+                        metadata={"distilled_from": str(self.teacher_path), "method": method, "steps": loop.step,
+                                  "data_free": method != "images"})
+        pool.save(workdir / "transfer_set.pt", method=method)
+        artifacts = {"student": "student.pt", "transfer_set": "transfer_set.pt"}
+        if synthesizer is not None:
+            save_synthesizer(workdir / "synthesizer.pt", synthesizer, config.seed)
+            artifacts["synthesizer"] = "synthesizer.pt"
         loop.finish()
-        log(f"distill: {loop.step} steps, final KD loss {kd.item():.4f}, "
-            f"top-1 agreement with the teacher on fresh synthetic images {agreement:.3f}")
-        return StageOutput(
-            artifacts={"student": "student.pt", "generator": "generator.pt"},
-            metrics={"student": config.student, "steps": loop.step, "images_seen": loop.step * config.batch_size,
-                     "final_kd_loss": kd.item(), "synthetic_top1_agreement": agreement, "resumed": loop.resumed,
-                     "student_parameters": sum(p.numel() for p in student.parameters())},
-        )
+        log(f"distill: {loop.step} steps, final KD loss {metrics['final_kd_loss']}, top-1 agreement with the teacher "
+            f"on held-back transfer images {metrics['synthetic_top1_agreement']}")
+        return StageOutput(artifacts=artifacts, metrics=metrics)
 
 
-def synthetic_agreement(teacher, student, generator) -> float:
-    """How often student and teacher agree on generator samples: a label-free training signal check."""
-    samples = diagnostic_sample_count(generator.image_size)
-    teacher_logits, student_logits = chunked_sample_logits([teacher, student], generator, samples, seed=1)
-    return float((teacher_logits.argmax(1) == student_logits.argmax(1)).float().mean())
+@torch.no_grad()
+def synthetic_agreement(view, student, pool: TransferSet, samples: int = 1024) -> float | None:
+    """Student/teacher top-1 agreement on the newest transfer images: a label-free check that KD worked."""
+    if len(pool) == 0:
+        return None
+    pixels, logits = pool.pixels[-samples:], pool.logits[-samples:].float()
+    predictions = torch.cat([student(view.from_uint8(pixels[i:i + 256])).argmax(1).cpu() for i in range(0, len(pixels), 256)])
+    return round(float((predictions == logits.argmax(1)).float().mean()), 4)

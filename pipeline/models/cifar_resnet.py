@@ -59,8 +59,11 @@ class CifarResNet(nn.Module):
             x = getattr(self, name)(x)
         return x
 
+    def head(self, features: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.flatten(self.avgpool(features), 1))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(torch.flatten(self.avgpool(self.forward_features(x)), 1))
+        return self.head(self.forward_features(x))
 
 
 _LAYOUTS = {

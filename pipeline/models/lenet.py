@@ -25,8 +25,11 @@ class LeNet5(nn.Module):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.features(x)
 
+    def head(self, features: torch.Tensor) -> torch.Tensor:
+        return self.classifier(torch.flatten(self.pool(features), 1))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(torch.flatten(self.pool(self.features(x)), 1))
+        return self.head(self.forward_features(x))
 
 
 @register_model("lenet5", family="lenet", default_input=(1, 28, 28), default_classes=10,

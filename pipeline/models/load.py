@@ -16,8 +16,17 @@ import torch.nn as nn
 
 from pipeline.errors import PipelineError
 from pipeline.models.checkpoint import is_pipeline_checkpoint
-from pipeline.models.identify import (WRAPPER_KEYS, default_input_shape, describe_mismatch, expected_signature,
-                                      identify_arch, infer_dims, signature, strip_prefixes, unwrap_state_dict)
+from pipeline.models.identify import (
+    WRAPPER_KEYS,
+    default_input_shape,
+    describe_mismatch,
+    expected_signature,
+    identify_arch,
+    infer_dims,
+    signature,
+    strip_prefixes,
+    unwrap_state_dict,
+)
 from pipeline.models.registry import create_model, get_spec, list_models
 from pipeline.preprocess import Preprocess, default_preprocess
 

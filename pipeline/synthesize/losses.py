@@ -5,6 +5,8 @@ torchvision, pickled modules). Teachers without module structure (TorchScript, t
 graphs) simply provide no feature tap / no BN layers and those terms drop out.
 """
 
+from contextlib import contextmanager
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -87,3 +89,52 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperat
     """KL(softmax(t/T) || softmax(s/T)) * T^2 (Hinton et al. 2015)."""
     t = temperature
     return F.kl_div(F.log_softmax(student_logits / t, 1), F.softmax(teacher_logits / t, 1), reduction="batchmean") * t * t
+
+
+def first_conv(model: nn.Module) -> nn.Conv2d | None:
+    return next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
+
+
+class OutputTap:
+    """Keeps the output of one module from the last forward (e.g. the first conv, for Wang 2021's activation term)."""
+
+    def __init__(self, module: nn.Module | None):
+        self.output: torch.Tensor | None = None
+        self._handle = module.register_forward_hook(self._hook) if module is not None else None
+
+    def _hook(self, module, inputs, output):
+        self.output = output
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.remove()
+
+
+def disagreement_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
+    """Adversarial term (Fang et al.): minus the student-teacher KL, only where both still agree on the class,
+    so the synthesizer seeks the student's blind spots without drifting off the teacher's decision regions."""
+    agree = (student_logits.argmax(1) == teacher_logits.argmax(1)).float()
+    kl = F.kl_div(F.log_softmax(student_logits, 1), F.softmax(teacher_logits, 1), reduction="none").sum(1)
+    return -(kl * agree).mean()
+
+
+@contextmanager
+def student_as_critic(student: nn.Module):
+    """The student judges synthetic images without learning from them: eval-mode BN (its running statistics must
+    not move) and no parameter gradients (saves a third of the backward pass)."""
+    was_training = student.training
+    flags = [p.requires_grad for p in student.parameters()]
+    student.eval()
+    for parameter in student.parameters():
+        parameter.requires_grad_(False)
+    try:
+        yield student
+    finally:
+        for parameter, flag in zip(student.parameters(), flags):
+            parameter.requires_grad_(flag)
+        student.train(was_training)
+
+
+def total_variation(images: torch.Tensor) -> torch.Tensor:
+    """Image prior of DeepInversion: mean absolute difference of neighbouring pixels."""
+    return (images[..., 1:, :] - images[..., :-1, :]).abs().mean() + (images[..., :, 1:] - images[..., :, :-1]).abs().mean()

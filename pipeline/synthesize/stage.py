@@ -1,48 +1,64 @@
-"""`synthesize` stage: pre-train a DAFL generator against the frozen teacher for the budget's time."""
+"""`synthesize` stage: run a synthesizer against the frozen teacher for its time budget and keep the result
+as a transfer set (uint8 images + teacher logits) and a synthesizer checkpoint that `distill` continues."""
 
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from pipeline.fileio import atomic_torch_save
-from pipeline.progress import log, progress_bar
+from pipeline import distributed
+from pipeline.distill.engine import DataFreeLoop, StudentTraining
+from pipeline.progress import log
 from pipeline.stage import Stage, StageOutput
-from pipeline.synthesize.dafl import DaflConfig, DaflObjective, cosine_lr, freeze, make_generator
+from pipeline.synthesize.base import TeacherView, create_synthesizer
 from pipeline.synthesize.preview import save_preview, teacher_class_balance
+from pipeline.synthesize.state import save_synthesizer
+from pipeline.synthesize.transfer_set import TransferSet, default_capacity
 from pipeline.teacher_spec import TeacherSpec
-from pipeline.training import ResumableLoop, seed_everything
-
-GENERATOR_FORMAT = "edge-pipeline/generator-v1"
+from pipeline.training import ResumableLoop, freeze, seed_everything
 
 
 @dataclass(frozen=True)
 class SynthesizeConfig:
     seconds: float
-    batch_size: int
+    method: str = "bn-inversion"
+    options: dict = field(default_factory=dict)  # fully resolved (defaults + preset + overrides)
     seed: int = 0
-    dafl: DaflConfig = field(default_factory=DaflConfig)
+    capacity: int | None = None  # transfer-set images kept (default: by image size, ~256 MB)
+    device: str = "auto"
     teacher: TeacherSpec = field(default_factory=TeacherSpec)
 
 
-def save_generator(path: Path, generator, config: DaflConfig, **extra) -> None:
-    atomic_torch_save({"format": GENERATOR_FORMAT, "hyperparameters": generator.hyperparameters(),
-                       "dafl": config.__dict__, "state_dict": generator.state_dict(), **extra}, path)
+def teacher_view(spec: TeacherSpec, path: Path, device_name: str) -> TeacherView:
+    device = distributed.local_device(device_name)
+    distributed.init(device)
+    loaded = spec.load(path)
+    return TeacherView(freeze(loaded.model.to(device)), loaded.preprocess, loaded.num_classes, device)
 
 
-def load_generator(path: Path):
-    from pipeline.synthesize.generator import Generator
+def rank_seed(seed: int) -> int:
+    """Each torchrun rank synthesises different images."""
+    return seed + 1000 * distributed.rank()
 
-    saved = torch.load(path, weights_only=True)
-    hp = saved["hyperparameters"]
-    generator = Generator(hp["image_size"], hp["channels"], latent_dim=hp["latent_dim"], width=hp["width"])
-    generator.load_state_dict(saved["state_dict"])
-    return generator
+
+def merge_rank_pools(pool: TransferSet) -> TransferSet:
+    """Under torchrun, rank 0 keeps the union of every rank's images (up to capacity)."""
+    if not distributed.active():
+        return pool
+    parts = distributed.gather_objects((pool.pixels, pool.logits, pool.sources, pool.added))
+    merged = TransferSet(pool.shape, pool.num_classes, pool.capacity)
+    for pixels, logits, sources, _ in parts:
+        merged.pixels, merged.logits, merged.sources = (torch.cat([a, b]) for a, b in
+                                                        zip((merged.pixels, merged.logits, merged.sources),
+                                                            (pixels, logits, sources)))
+    merged.pixels, merged.logits, merged.sources = (t[:pool.capacity] for t in (merged.pixels, merged.logits, merged.sources))
+    merged.added = sum(part[3] for part in parts)
+    return merged
 
 
 class SynthesizeStage(Stage):
     name = "synthesize"
-    version = 1
+    version = 2
 
     def __init__(self, teacher_path: Path, config: SynthesizeConfig):
         super().__init__(config)
@@ -53,39 +69,30 @@ class SynthesizeStage(Stage):
 
     def run(self, workdir: Path) -> StageOutput:
         config = self.config
-        seed_everything(config.seed)
-        loaded = config.teacher.load(self.teacher_path)
-        teacher = freeze(loaded.model)
-        channels, height, width = loaded.input_shape
-        if height != width:
-            raise ValueError("non-square inputs are not supported by the generator yet")
-        generator = make_generator(height, channels, config.dafl)
-        optimizer = torch.optim.Adam(generator.parameters(), lr=config.dafl.lr_generator, betas=(0.5, 0.999))
-        objective = DaflObjective(teacher, config.dafl)
-        loop = ResumableLoop(workdir, config.seconds, {"generator": generator, "optimizer": optimizer})
-        terms: dict = {}
-        generator.train()
-        with progress_bar("synthesize (DAFL generator)", None) as bar:
-            while loop.running():
-                for group in optimizer.param_groups:
-                    group["lr"] = cosine_lr(config.dafl.lr_generator, loop.fraction_done)
-                images = generator.sample(config.batch_size)
-                loss, _, terms = objective(images)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                loop.end_step()
-                bar.advance()
-        objective.close()
-        generator.eval()
-        balance = teacher_class_balance(teacher, generator, loaded.num_classes)
-        save_generator(workdir / "generator.pt", generator, config.dafl)
-        save_preview(workdir / "samples.png", generator, loaded.preprocess)
+        seed_everything(rank_seed(config.seed))
+        view = teacher_view(config.teacher, self.teacher_path, config.device)
+        synthesizer = create_synthesizer(config.method, view, config.options, rank_seed(config.seed))
+        pool = TransferSet(view.input_shape, view.num_classes, config.capacity or default_capacity(view.input_shape))
+        engine = DataFreeLoop(view, synthesizer, pool, None, StudentTraining(), rank_seed(config.seed))
+        loop = ResumableLoop(workdir, config.seconds, engine.states())
+        cost = {}
+        if config.method == "images":  # nothing to optimise: the folder's images are the transfer set
+            if len(pool) == 0:
+                engine.add_images(synthesizer.step(), real=True)
+        else:
+            cost = engine.run(loop, f"synthesize ({config.method})")
+        synthesizer.close()
+        pool = merge_rank_pools(pool)
+        pool.save(workdir / "transfer_set.pt", method=config.method, options=config.options)
+        save_synthesizer(workdir / "synthesizer.pt", synthesizer, config.seed)
+        save_preview(workdir / "samples.png", pool.pixels[:64])
         loop.finish()
-        log(f"synthesize: {loop.step} generator steps, teacher confidence {balance['mean_confidence']:.3f}, "
-            f"class entropy {balance['class_entropy']:.3f} of {balance['max_entropy']:.3f}")
+        balance = teacher_class_balance(pool.logits, view.num_classes)
+        log(f"synthesize: {loop.step} steps, {len(pool)} images, teacher confidence {balance.get('mean_confidence')}, "
+            f"class entropy {balance.get('class_entropy')} of {balance.get('max_entropy')}")
         return StageOutput(
-            artifacts={"generator": "generator.pt", "preview": "samples.png"},
-            metrics={"generator_steps": loop.step, "images_generated": loop.step * config.batch_size,
-                     "final_loss_terms": terms, "resumed": loop.resumed, **balance},
+            artifacts={"transfer_set": "transfer_set.pt", "synthesizer": "synthesizer.pt", "preview": "samples.png"},
+            metrics={"method": config.method, "steps": loop.step, "device": str(view.device),
+                     "world_size": distributed.world_size(), "transfer_set": pool.summary(),
+                     "final_loss_terms": getattr(synthesizer, "last_terms", {}), "resumed": loop.resumed, "cost": cost, **balance},
         )

@@ -1,0 +1,189 @@
+"""Data-free student training against the published anchors (issue 4).
+
+Each measurement is one sub-command writing one JSON file under benchmarks/results/datafree/, so runs can
+be done one by one (and resumed); `report` aggregates them into datafree.json / datafree.md / datafree.png.
+
+    python benchmarks/datafree.py teacher --pair lenet
+    python benchmarks/datafree.py ceiling --pair lenet --seed 0 --epochs 20
+    python benchmarks/datafree.py method  --pair lenet --method bn-inversion --seed 0 --budget quick
+    python benchmarks/datafree.py report
+
+Pairs: lenet = embedded LeNet-5 -> lenet5-half; resnet = embedded ResNet-20 -> resnet14. A `method` run is the
+product itself: `pipeline build --synthesizer M --budget B` (synthesize + distill + export + bench); its
+accuracy is that of the exported final student on the full Fashion-MNIST test split (10k images), never a
+best checkpoint; wall_s is the synthesize + distill wall time (the data-free training).
+"""
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+RUNS = RESULTS / "datafree"
+PAIRS = {"lenet": ("lenet5-fmnist", "lenet5-half"), "resnet": ("resnet20-fmnist", "resnet14")}
+# Published Fashion-MNIST / MNIST anchors (../shared/docs/METHODS.md section 1).
+ANCHORS = [
+    {"paper": "ZSKD (Nayak et al. 2019)", "dataset": "Fashion-MNIST", "teacher": 0.9084, "kd_real": 0.8966,
+     "data_free": 0.7962},
+    {"paper": "DAFL (Chen et al. 2019)", "dataset": "MNIST", "teacher": 0.9891, "kd_real": 0.9891, "data_free": 0.9820},
+]
+METHOD_ROWS = {  # row name -> (synthesizer, extra CLI arguments, real images used)
+    "bn-inversion": ("bn-inversion", [], 0),
+    "dafl": ("dafl", [], 0),
+    "dafl-paper": ("dafl", ["--synth-preset", "paper"], 0),
+    "soft-target": ("soft-target", [], 0),
+    "noise": ("noise", [], 0),
+    "images-10-per-class": ("images", ["--synth-option", "path=fmnist-train", "--synth-option", "per_class=10"], 100),
+}
+
+
+def cpu_name() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor()
+
+
+def machine() -> dict:
+    return {"cpu": cpu_name(), "cores": os.cpu_count(), "threads": int(os.environ.get("OMP_NUM_THREADS", "0")) or None,
+            "gpu": None, "platform": platform.platform()}
+
+
+def write(name: str, record: dict) -> None:
+    from pipeline.fileio import atomic_write_json
+
+    record = {**record, "recorded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "machine": machine(),
+              "command": " ".join(["python", "benchmarks/datafree.py", *sys.argv[1:]])}
+    atomic_write_json(RUNS / f"{name}.json", record)
+    print(json.dumps({k: v for k, v in record.items() if k != "curve"}, indent=1))
+
+
+def teacher_accuracy(pair: str) -> None:
+    import torch
+
+    from pipeline.assets import resolve_teacher
+    from pipeline.data.datasets import fashion_mnist_split
+    from pipeline.models.load import load_model
+
+    loaded = load_model(resolve_teacher(f"embedded:{PAIRS[pair][0]}"))
+    test = fashion_mnist_split("test", loaded.preprocess)
+    with torch.no_grad():
+        predictions = torch.cat([loaded.model.eval()(test.images[i:i + 1000]).argmax(1) for i in range(0, len(test), 1000)])
+    write(f"{pair}-teacher", {"pair": pair, "teacher": PAIRS[pair][0], "student": None, "method": "teacher",
+                              "real_images": 60000, "seed": 0,
+                              "accuracy": float((predictions == test.labels).float().mean()), "wall_s": None})
+
+
+def kd_real_ceiling(pair: str, seed: int, epochs: int, batch_size: int, lr: float, temperature: float) -> None:
+    """The ceiling: the same student, KD from the same teacher on all 60k real training images, to convergence."""
+    import torch
+
+    from pipeline.assets import resolve_teacher
+    from pipeline.data.datasets import fashion_mnist_split
+    from pipeline.models import create_model
+    from pipeline.models.load import load_model
+    from pipeline.synthesize.losses import kd_loss
+    from pipeline.synthesize.real_images import random_shift
+
+    torch.manual_seed(seed)
+    teacher_name, student_name = PAIRS[pair]
+    loaded = load_model(resolve_teacher(f"embedded:{teacher_name}"))
+    train, test = fashion_mnist_split("train", loaded.preprocess), fashion_mnist_split("test", loaded.preprocess)
+    start = time.monotonic()
+    teacher = loaded.model.eval()
+    student = create_model(student_name, in_channels=1, num_classes=10, image_size=28)
+    optimizer = torch.optim.Adam(student.parameters(), lr=lr)
+    steps_per_epoch = len(train) // batch_size
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, epochs * steps_per_epoch)
+    generator = torch.Generator().manual_seed(seed)
+    for epoch in range(epochs):
+        student.train()
+        order = torch.randperm(len(train), generator=generator)
+        for step in range(steps_per_epoch):
+            index = order[step * batch_size:(step + 1) * batch_size]
+            # shift augmentation changes the image, so the teacher labels the shifted image
+            images = random_shift(train.images[index], 2, generator)
+            with torch.no_grad():
+                targets = teacher(images)
+            loss = kd_loss(student(images), targets, temperature)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+        print(f"epoch {epoch + 1}/{epochs} loss {loss.item():.4f} {time.monotonic() - start:.0f} s", flush=True)
+    student.eval()
+    with torch.no_grad():
+        predictions = torch.cat([student(test.images[i:i + 1000]).argmax(1) for i in range(0, len(test), 1000)])
+    write(f"{pair}-kd-real-s{seed}", {
+        "pair": pair, "teacher": teacher_name, "student": student_name, "method": "kd-real", "real_images": len(train),
+        "seed": seed, "accuracy": float((predictions == test.labels).float().mean()),
+        "wall_s": round(time.monotonic() - start, 1), "epochs": epochs, "batch_size": batch_size, "lr": lr,
+        "temperature": temperature})
+
+
+def method_run(pair: str, row: str, seed: int, budget: str, extra: list[str]) -> None:
+    """The product end to end: `pipeline build` with one synthesizer; accuracy of the exported final student."""
+    teacher_name, student_name = PAIRS[pair]
+    synthesizer, arguments, real_images = METHOD_ROWS[row]
+    out = ROOT / "runs" / "bench-datafree" / f"{pair}-{row}-{budget}-s{seed}"
+    command = [sys.executable, "-m", "pipeline.cli", "build", "--teacher", f"embedded:{teacher_name}",
+               "--student", student_name, "--synthesizer", synthesizer, *arguments, *extra, "--budget", budget,
+               "--seed", str(seed), "--eval", "fmnist", "--out", str(out), "--json", "--quiet"]
+    started = time.monotonic()
+    result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
+    if result.returncode != 0:
+        raise SystemExit(f"pipeline build failed: {result.stderr.strip().splitlines()[-1:]}")
+    manifest = json.loads((out / "manifest.json").read_text())
+    stages = manifest["stages"]
+    student = stages["bench"]["metrics"]["student"]
+    distill = stages["distill"]["metrics"]
+    write(f"{pair}-{row}-{budget}-s{seed}", {
+        "pair": pair, "teacher": teacher_name, "student": student_name, "method": row, "budget": budget,
+        "real_images": real_images, "seed": seed, "accuracy": student["accuracy"], "eval_images": student["eval_images"],
+        "wall_s": round(stages["synthesize"]["wall_s"] + stages["distill"]["wall_s"], 1),
+        "build_wall_s": round(time.monotonic() - started, 1), "pipeline_command": manifest.get("command"),
+        "student_steps": distill.get("student_steps"), "transfer_images": distill["transfer_set"]["images_added"],
+        "curve": distill.get("accuracy_curve", []), "synthetic_top1_agreement": distill.get("synthetic_top1_agreement")})
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    p = commands.add_parser("teacher")
+    p.add_argument("--pair", choices=PAIRS, required=True)
+    p = commands.add_parser("ceiling")
+    p.add_argument("--pair", choices=PAIRS, required=True)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--temperature", type=float, default=4.0)
+    p = commands.add_parser("method")
+    p.add_argument("--pair", choices=PAIRS, required=True)
+    p.add_argument("--method", choices=METHOD_ROWS, required=True)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--budget", default="quick")
+    p.add_argument("extra", nargs="*", help="more `pipeline build` arguments, after --")
+    commands.add_parser("report")
+    args = parser.parse_args()
+    if args.command == "teacher":
+        teacher_accuracy(args.pair)
+    elif args.command == "ceiling":
+        kd_real_ceiling(args.pair, args.seed, args.epochs, args.batch_size, args.lr, args.temperature)
+    elif args.command == "method":
+        method_run(args.pair, args.method, args.seed, args.budget, args.extra)
+    else:
+        sys.path.insert(0, str(ROOT))
+        from benchmarks.datafree_report import report
+
+        report(RUNS, RESULTS, ANCHORS)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,115 @@
+"""Aggregate benchmarks/results/datafree/*.json into datafree.json, datafree.md and datafree.png."""
+
+import json
+import statistics
+from collections import defaultdict
+from pathlib import Path
+
+from pipeline.fileio import atomic_write_bytes, atomic_write_json, atomic_write_text
+
+ROW_ORDER = ["teacher", "kd-real", "noise", "bn-inversion", "dafl", "dafl-paper", "soft-target", "images-10-per-class"]
+
+
+def load_records(runs: Path) -> list[dict]:
+    return [json.loads(path.read_text()) for path in sorted(runs.glob("*.json"))]
+
+
+def aggregate(records: list[dict]) -> tuple[list[dict], dict]:
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    teacher_accuracy = {}
+    for record in records:
+        if record["method"] == "teacher":
+            teacher_accuracy[record["teacher"]] = record["accuracy"]
+            continue
+        groups[(record["pair"], record["method"], record.get("budget"))].append(record)
+    rows = []
+    for (pair, method, budget), group in groups.items():
+        accuracies = [r["accuracy"] for r in group]
+        walls = [r["wall_s"] for r in group if r.get("wall_s") is not None]
+        first = group[0]
+        rows.append({
+            "pair": pair, "teacher": first["teacher"], "student": first["student"], "method": method, "budget": budget,
+            "real_images": first["real_images"], "accuracy": round(statistics.mean(accuracies), 4),
+            "accuracy_std": round(statistics.stdev(accuracies), 4) if len(accuracies) > 1 else 0.0,
+            "seeds": sorted(r["seed"] for r in group), "wall_s": round(statistics.mean(walls), 1) if walls else None,
+            "cpu": first["machine"]["cpu"], "threads": first["machine"].get("threads"),
+            "teacher_accuracy": teacher_accuracy.get(first["teacher"]),
+        })
+    for row in rows:  # fraction of the KD-with-real-data ceiling of the same pair
+        ceiling = next((r["accuracy"] for r in rows if r["pair"] == row["pair"] and r["method"] == "kd-real"), None)
+        row["fraction_of_kd_real"] = round(row["accuracy"] / ceiling, 4) if ceiling else None
+    rows.sort(key=lambda r: (r["pair"], ROW_ORDER.index(r["method"]) if r["method"] in ROW_ORDER else 99,
+                             r["wall_s"] or 0))
+    return rows, teacher_accuracy
+
+
+def markdown(rows: list[dict], teachers: dict, anchors: list[dict], records: list[dict]) -> str:
+    lines = ["# Data-free student training (issue 4)", "",
+             "Produced by `python benchmarks/datafree.py ...` (one JSON per run in `benchmarks/results/datafree/`, "
+             "commands inside) and `python benchmarks/datafree.py report`.",
+             f"Machine: {records[0]['machine']['cpu']}, {records[0]['machine']['cores']} cores, no GPU.", "",
+             "Accuracy: final student (no checkpoint selection), exported ONNX, full Fashion-MNIST test split (10k). "
+             "wall_s: synthesize + distill wall time. threads: torch threads per run.", "",
+             "| pair | teacher (acc) | student | method | budget | real images | accuracy (mean ± std) | seeds | "
+             "of KD-real | wall s | threads |",
+             "| --- | --- | --- | --- | --- | ---: | ---: | --- | ---: | ---: | ---: |"]
+    for r in rows:
+        fraction = f"{r['fraction_of_kd_real'] * 100:.1f} %" if r["fraction_of_kd_real"] else "—"
+        teacher = f"{r['teacher']} ({teachers.get(r['teacher'], 0) * 100:.2f} %)"
+        lines.append(f"| {r['pair']} | {teacher} | {r['student']} | {r['method']} | {r['budget'] or '—'} | "
+                     f"{r['real_images']:,} | {r['accuracy'] * 100:.2f} ± {r['accuracy_std'] * 100:.2f} % | "
+                     f"{','.join(map(str, r['seeds']))} | {fraction} | {r['wall_s'] or '—'} | {r['threads'] or '—'} |")
+    lines += ["", "Published anchors (not re-run here):", "",
+              "| paper | dataset | teacher | KD with real data | data-free | data-free / KD-real |",
+              "| --- | --- | ---: | ---: | ---: | ---: |"]
+    for a in anchors:
+        lines.append(f"| {a['paper']} | {a['dataset']} | {a['teacher'] * 100:.2f} | {a['kd_real'] * 100:.2f} | "
+                     f"{a['data_free'] * 100:.2f} | {a['data_free'] / a['kd_real'] * 100:.1f} % |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(records: list[dict], path: Path) -> None:
+    """Student accuracy (monitoring curve on 2k test images) against data-free training time, per method."""
+    import io
+
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    pairs = sorted({r["pair"] for r in records if r.get("curve")})
+    figure, axes = plt.subplots(1, max(1, len(pairs)), figsize=(6 * max(1, len(pairs)), 4.5), squeeze=False)
+    for axis, pair in zip(axes[0], pairs):
+        colours: dict[str, str] = {}
+        for record in records:
+            if record["pair"] != pair or not record.get("curve"):
+                continue
+            curve = record["curve"]
+            offset = record["wall_s"] - curve[-1]["seconds"] if record.get("wall_s") else 0  # synthesize time first
+            xs = [(point["seconds"] + offset) / 60 for point in curve]
+            label = None if record["method"] in colours else record["method"]
+            line, = axis.plot(xs, [p["accuracy"] * 100 for p in curve], label=label, alpha=0.8,
+                              color=colours.get(record["method"]))
+            colours[record["method"]] = line.get_color()
+        for record in records:
+            if record["pair"] == pair and record["method"] in ("kd-real", "teacher"):
+                axis.axhline(record["accuracy"] * 100, linestyle="--", color="grey" if record["method"] == "teacher" else "black",
+                             linewidth=0.8)
+        axis.set_title(f"{pair}: dashed = teacher (grey), KD with 60k real images (black)")
+        axis.set_xlabel("data-free training wall time (min)")
+        axis.set_ylabel("student top-1 (%)")
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=8)
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=110)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def report(runs: Path, results: Path, anchors: list[dict]) -> None:
+    records = load_records(runs)
+    rows, teachers = aggregate(records)
+    atomic_write_json(results / "datafree.json", {"rows": rows, "teacher_accuracy": teachers, "anchors": anchors,
+                                                  "runs": sorted(p.name for p in runs.glob("*.json"))})
+    atomic_write_text(results / "datafree.md", markdown(rows, teachers, anchors, records))
+    plot(records, results / "datafree.png")
+    print((results / "datafree.md").read_text())
