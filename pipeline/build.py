@@ -21,7 +21,7 @@ from pipeline.targets import Target, load_target
 from pipeline.teacher_spec import TeacherSpec
 
 STAGE_ORDER = ("synthesize", "distill", "export", "bench")
-DEFAULT_SYNTHESIZER = "bn-inversion"
+DEFAULT_SYNTHESIZER = "auto"  # bn-inversion for teachers with BatchNorm, else dafl
 
 
 @dataclass
@@ -73,9 +73,19 @@ def prepare(options: BuildOptions) -> BuildContext:
         # the target asks for another resolution than the checkpoint's default: reload (and re-probe) at that size
         spec = replace(spec, input_shape=(teacher.input_shape[0], *target.input_size))
         teacher = spec.load(teacher_path)
+    if options.synthesizer == "auto":
+        options = replace(options, synthesizer=auto_synthesizer(teacher))
     out = options.out or Path("runs") / f"{teacher_path.stem}-{target.name}"
     eval_spec = choose_eval(options.eval, teacher)
     return BuildContext(options, teacher_path, teacher, spec, target, budget, RunFolder(out), eval_spec)
+
+
+def auto_synthesizer(teacher: LoadedModel) -> str:
+    """BN-statistics inversion needs BatchNorm layers it can hook; TorchScript/exported graphs and BN-free nets get DAFL."""
+    import torch.nn as nn
+
+    has_bn = isinstance(teacher.model, nn.Module) and any(isinstance(m, nn.BatchNorm2d) for m in teacher.model.modules())
+    return "bn-inversion" if has_bn else "dafl"
 
 
 def choose_eval(requested: str | None, teacher: LoadedModel | None) -> str | None:
@@ -142,17 +152,33 @@ def bench_stage(ctx: BuildContext) -> BenchStage:
 STAGE_FACTORIES = {"synthesize": synthesize_stage, "distill": distill_stage, "export": export_stage, "bench": bench_stage}
 
 
+DATA_PARALLEL_STAGES = ("synthesize", "distill")
+
+
 def run_build(options: BuildOptions, *, until: str = "bench") -> dict:
-    """Run the stages up to and including `until`; finished, unchanged stages are skipped."""
+    """Run the stages up to and including `until`; finished, unchanged stages are skipped.
+
+    Under torchrun every rank runs synthesize and distill together; then the other ranks leave and rank 0
+    exports and measures alone (a second process would distort the latency figures)."""
+    from pipeline import distributed
+
     if until not in STAGE_ORDER:
         raise PipelineError(f"unknown stage {until!r}")
+    distributed.init(distributed.local_device(options.device))
     ctx = prepare(options)
     ctx.run.set_run_info(
         command=options.command, teacher=str(ctx.teacher_path), teacher_arch=ctx.teacher.arch,
         teacher_format=ctx.teacher.source_format, target=ctx.target.to_dict(), budget=ctx.budget.to_dict(),
-        preprocess=ctx.teacher.preprocess.to_dict(), num_classes=ctx.teacher.num_classes, eval=ctx.eval)
+        preprocess=ctx.teacher.preprocess.to_dict(), num_classes=ctx.teacher.num_classes, eval=ctx.eval,
+        world_size=distributed.world_size())
     for name in STAGE_ORDER[:STAGE_ORDER.index(until) + 1]:
+        if name not in DATA_PARALLEL_STAGES and distributed.active():
+            main = distributed.is_main()
+            distributed.finish()
+            if not main:
+                break
         ctx.run.run(STAGE_FACTORIES[name](ctx), force=options.force)
+    distributed.finish()
     return summarize(ctx.run)
 
 

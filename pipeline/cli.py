@@ -124,12 +124,18 @@ def _build(stage: str, *, out, debug, quiet, as_json, input_shape=None, synth_op
                                      command=" ".join(["pipeline", *map(shlex.quote, sys.argv[1:])]), **options)
         return run_build(build_options, until=stage)
 
+    from pipeline.distributed import env_rank
+
+    if env_rank() != 0:  # torchrun: one rank reports
+        quiet = True
     summary = _run(debug, quiet, action, out_hint=str(out) if out else None)
-    _print_summary(summary, as_json)
+    if env_rank() == 0:
+        _print_summary(summary, as_json)
 
 
-SYNTHESIZER = typer.Option("bn-inversion", "--synthesizer", "-s", help="How the transfer set is made: bn-inversion "
-                           "(default; BN teachers), dafl, soft-target, images (real images from a folder). See `pipeline synthesizers`.")
+SYNTHESIZER = typer.Option("auto", "--synthesizer", "-s", help="How the transfer set is made: bn-inversion, dafl, "
+                           "soft-target, images (real images from a folder), noise (baseline). auto = bn-inversion for "
+                           "teachers with BatchNorm, else dafl. See `pipeline synthesizers`.")
 SYNTH_PRESET = typer.Option(None, "--synth-preset", help="Named option set of the synthesizer, e.g. `--synthesizer dafl --synth-preset paper`.")
 SYNTH_OPTION = typer.Option(None, "--synth-option", help="Override one synthesizer option, KEY=VALUE (repeatable), "
                             "e.g. --synth-option path=few_shot/ --synth-option per_class=10.")

@@ -16,10 +16,27 @@ def launched_by_torchrun() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
+_finished = False
+
+
 def init(device: torch.device) -> None:
-    if launched_by_torchrun() and not dist.is_initialized():
+    if launched_by_torchrun() and not dist.is_initialized() and not _finished:
         backend = "nccl" if device.type == "cuda" else "gloo"
         dist.init_process_group(backend, timeout=timedelta(minutes=30))
+
+
+def finish() -> None:
+    """Leave the process group (after the data-parallel stages; export and bench run on rank 0 alone)."""
+    global _finished
+    if active():
+        dist.barrier()
+        dist.destroy_process_group()
+        _finished = True
+
+
+def env_rank() -> int:
+    """The launcher's rank, valid before the process group exists."""
+    return int(os.environ.get("RANK", "0"))
 
 
 def active() -> bool:
@@ -59,6 +76,19 @@ def gather_objects(value) -> list:
     gathered = [None] * world_size()
     dist.all_gather_object(gathered, value)
     return gathered
+
+
+def average_buffers(model: torch.nn.Module) -> None:
+    """DDP syncs gradients, not BatchNorm running statistics, which each rank updates from its own last batches:
+    average them (integer counters come from rank 0) so every rank ends with the same model."""
+    if not active():
+        return
+    for buffer in model.buffers():
+        if buffer.is_floating_point():
+            dist.all_reduce(buffer, op=dist.ReduceOp.SUM)
+            buffer.div_(world_size())
+        else:
+            dist.broadcast(buffer, src=0)
 
 
 def local_device(requested: str) -> torch.device:

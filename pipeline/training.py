@@ -45,6 +45,7 @@ class ResumableLoop:
         self._start = time.monotonic()
         self._last_save = self._start
         self._excluded = 0.0
+        self._agreed_elapsed: float | None = None
 
     @property
     def elapsed(self) -> float:
@@ -61,13 +62,16 @@ class ResumableLoop:
 
     @property
     def fraction_done(self) -> float:
-        return min(1.0, self.elapsed / self.seconds) if self.seconds > 0 else 1.0
+        """From the clock reading of the last running() check (rank 0's under torchrun, so LR schedules agree)."""
+        elapsed = self._agreed_elapsed if self._agreed_elapsed is not None else self.elapsed
+        return min(1.0, elapsed / self.seconds) if self.seconds > 0 else 1.0
 
     def running(self) -> bool:
         """Rank 0's clock decides under torchrun, so every rank takes the same number of steps."""
         from pipeline import distributed
 
-        return bool(distributed.broadcast_object(self.elapsed < self.seconds))
+        self._agreed_elapsed = float(distributed.broadcast_object(self.elapsed))
+        return self._agreed_elapsed < self.seconds
 
     def end_step(self) -> None:
         self.step += 1

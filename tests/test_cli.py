@@ -8,7 +8,7 @@ from pipeline.cli import app
 from tests.conftest import run_cli
 
 runner = CliRunner()
-COMMANDS = [["build"], ["synthesize"], ["distill"], ["export"], ["bench"], ["models"], ["targets"],
+COMMANDS = [["build"], ["synthesize"], ["distill"], ["export"], ["bench"], ["models"], ["targets"], ["synthesizers"],
             ["teacher"], ["teacher", "train"], ["teacher", "inspect"]]
 
 

@@ -107,6 +107,7 @@ class DistillStage(Stage):
         if synthesizer is not None:
             synthesizer.close()
         final = engine.final_student()
+        distributed.average_buffers(final)
         checksums = distributed.gather_objects(parameter_checksum(final))
         pool = merge_rank_pools(pool)
         metrics = {"student": config.student, "method": method, "steps": loop.step, "device": str(view.device),

@@ -82,7 +82,8 @@ class BnInversionSynthesizer(Synthesizer):
             self.generator.train()
             self.generator_optimizer.param_groups[0]["lr"] = o["lr"] * lr_scale
         images = self._images(batch["variable"], batch["targets"])
-        logits = self.teacher.model(images)
+        with self.bn_stats.recording():
+            logits = self.teacher.model(images)
         terms = {"bn": self.bn_stats.pop_loss(), "ce": F.cross_entropy(logits, batch["targets"])}
         loss = o["w_bn"] * terms["bn"] + o["w_ce"] * terms["ce"]
         if o["w_tv"] > 0:

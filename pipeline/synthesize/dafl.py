@@ -45,7 +45,11 @@ class DaflSynthesizer(Synthesizer):
         self.optimizer.param_groups[0]["lr"] = o["lr"] * lr_scale
         self.generator.train()
         images = self.generator(self.randn(o["batch_size"], o["latent_dim"]))
-        logits = self.teacher.model(images)
+        if self.bn_stats is not None:
+            with self.bn_stats.recording():
+                logits = self.teacher.model(images)
+        else:
+            logits = self.teacher.model(images)
         terms = {"one_hot": one_hot_loss(logits), "entropy": information_entropy_loss(logits)}
         loss = terms["one_hot"] + o["beta_entropy"] * terms["entropy"]
         if self.features.available and self.features.features is not None:

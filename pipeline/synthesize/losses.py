@@ -45,6 +45,7 @@ class BatchNormStatistics:
 
     def __init__(self, model: nn.Module):
         self._terms: list[torch.Tensor] = []
+        self._recording = False  # only forwards inside `recording()` count (the teacher is also used elsewhere)
         self._handles = [m.register_forward_hook(self._hook) for m in model.modules()
                          if isinstance(m, nn.BatchNorm2d) and m.running_mean is not None]
 
@@ -52,7 +53,17 @@ class BatchNormStatistics:
     def layers(self) -> int:
         return len(self._handles)
 
+    @contextmanager
+    def recording(self):
+        self._terms, self._recording = [], True
+        try:
+            yield self
+        finally:
+            self._recording = False
+
     def _hook(self, module: nn.BatchNorm2d, inputs, output):
+        if not self._recording:
+            return
         x = inputs[0]
         mean = x.mean(dim=(0, 2, 3))
         var = x.var(dim=(0, 2, 3), unbiased=False)

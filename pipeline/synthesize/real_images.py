@@ -63,6 +63,8 @@ def random_shift(images: torch.Tensor, pixels: int, rng: torch.Generator) -> tor
         return images
     n, _, h, w = images.shape
     padded = F.pad(images, (pixels,) * 4, mode="replicate")
-    dx = torch.randint(2 * pixels + 1, (n,), generator=rng)
-    dy = torch.randint(2 * pixels + 1, (n,), generator=rng)
-    return torch.stack([padded[i, :, dy[i]:dy[i] + h, dx[i]:dx[i] + w] for i in range(n)])
+    dy = torch.randint(2 * pixels + 1, (n, 1, 1), generator=rng)
+    dx = torch.randint(2 * pixels + 1, (n, 1, 1), generator=rng)
+    rows = (dy + torch.arange(h).view(1, h, 1)).expand(n, h, w)  # one gather for the whole batch
+    cols = (dx + torch.arange(w).view(1, 1, w)).expand(n, h, w)
+    return padded[torch.arange(n).view(n, 1, 1), :, rows, cols].permute(0, 3, 1, 2).contiguous()
