@@ -44,6 +44,8 @@ class BuildOptions:
     feature_weight: float | None = None
     kd_steps: int | None = None
     device: str = "auto"
+    mix_images: str | None = None  # a folder (or fmnist-train) of real images mixed into the transfer set
+    mix_per_class: int = 10
     seed: int = 0
     force: bool = False
     command: str = ""
@@ -116,6 +118,13 @@ def synthesizer_options(options: BuildOptions, budget: Budget) -> dict:
     return resolved
 
 
+def mix_options(options: BuildOptions, budget: Budget) -> dict | None:
+    if not options.mix_images:
+        return None
+    return resolve_options("images", None, {"path": options.mix_images, "per_class": options.mix_per_class,
+                                            "batch_size": max(1, budget.batch_size // 4)})
+
+
 def student_training(options: BuildOptions, budget: Budget) -> StudentTraining:
     overrides = {name: value for name, value in (("temperature", options.temperature), ("ema", options.ema),
                                                  ("feature_weight", options.feature_weight),
@@ -127,7 +136,7 @@ def synthesize_stage(ctx: BuildContext) -> SynthesizeStage:
     return SynthesizeStage(ctx.teacher_path, SynthesizeConfig(
         seconds=ctx.budget.synthesize_seconds, method=ctx.options.synthesizer,
         options=synthesizer_options(ctx.options, ctx.budget), seed=ctx.options.seed, device=ctx.options.device,
-        teacher=ctx.spec))
+        mix=mix_options(ctx.options, ctx.budget), teacher=ctx.spec))
 
 
 def distill_stage(ctx: BuildContext) -> DistillStage:
@@ -136,7 +145,8 @@ def distill_stage(ctx: BuildContext) -> DistillStage:
         ctx.teacher_path, ctx.run.artifact("synthesize", "transfer_set"), ctx.run.artifact("synthesize", "synthesizer"),
         DistillConfig(student=student, seconds=ctx.budget.distill_seconds, seed=ctx.options.seed,
                       training=student_training(ctx.options, ctx.budget), eval=ctx.eval,
-                      eval_every_s=ctx.budget.curve_every_s, device=ctx.options.device, teacher=ctx.spec))
+                      eval_every_s=ctx.budget.curve_every_s, device=ctx.options.device,
+                      mix=mix_options(ctx.options, ctx.budget), teacher=ctx.spec))
 
 
 def export_stage(ctx: BuildContext) -> ExportStage:

@@ -144,6 +144,9 @@ STUDENT = typer.Option(None, "--student", help="Student architecture (default: a
 TEMPERATURE = typer.Option(None, "--temperature", help="KD temperature tau (default 4).")
 EMA = typer.Option(None, "--ema", help="Hand on an exponential moving average of the student weights with this decay (e.g. 0.999).")
 FEATURE_WEIGHT = typer.Option(None, "--feature-weight", help="Weight of a pre-pooling feature-matching loss (registry models; default 0 = off).")
+MIX_IMAGES = typer.Option(None, "--mix-images", help="Mix a few real images into the synthetic transfer set: an image "
+                          "folder (<dir>/<class>/<img>, labels unused) or fmnist-train.")
+MIX_PER_CLASS = typer.Option(10, "--mix-per-class", help="Real images per class taken for --mix-images (0 = all).")
 KD_STEPS = typer.Option(None, "--kd-steps", help="Student steps per synthesizer step (default 1).")
 
 
@@ -153,6 +156,7 @@ def build(teacher: Optional[str] = TEACHER, arch: Optional[str] = ARCH, target: 
           num_classes: Optional[int] = NUM_CLASSES, eval: Optional[str] = EVAL, student: Optional[str] = STUDENT,
           synthesizer: str = SYNTHESIZER, synth_preset: Optional[str] = SYNTH_PRESET,
           synth_option: Optional[list[str]] = SYNTH_OPTION, device: str = DEVICE, temperature: Optional[float] = TEMPERATURE,
+          mix_images: Optional[str] = MIX_IMAGES, mix_per_class: int = MIX_PER_CLASS,
           ema: Optional[float] = EMA, feature_weight: Optional[float] = FEATURE_WEIGHT, kd_steps: Optional[int] = KD_STEPS,
           seed: int = SEED, force: bool = typer.Option(False, "--force", help="Re-run every stage even if up to date."),
           json_output: bool = JSON, debug: bool = DEBUG, quiet: bool = QUIET):
@@ -165,6 +169,7 @@ def build(teacher: Optional[str] = TEACHER, arch: Optional[str] = ARCH, target: 
     _build("bench", teacher=teacher, arch=arch, target=target, budget=budget, out=out, trust_checkpoint=trust_checkpoint,
            input_shape=input_shape, num_classes=num_classes, eval=eval, student=student, synthesizer=synthesizer,
            synth_preset=synth_preset, synth_option=synth_option, device=device, temperature=temperature, ema=ema,
+           mix_images=mix_images, mix_per_class=mix_per_class,
            feature_weight=feature_weight, kd_steps=kd_steps, seed=seed, force=force, as_json=json_output, debug=debug,
            quiet=quiet)
 
@@ -174,7 +179,8 @@ def synthesize(teacher: Optional[str] = TEACHER, arch: Optional[str] = ARCH, tar
                out: Optional[Path] = OUT, trust_checkpoint: bool = TRUST, input_shape: Optional[str] = INPUT_SHAPE,
                num_classes: Optional[int] = NUM_CLASSES, synthesizer: str = SYNTHESIZER,
                synth_preset: Optional[str] = SYNTH_PRESET, synth_option: Optional[list[str]] = SYNTH_OPTION,
-               device: str = DEVICE, seed: int = SEED,
+               device: str = DEVICE, mix_images: Optional[str] = MIX_IMAGES, mix_per_class: int = MIX_PER_CLASS,
+               seed: int = SEED,
                force: bool = typer.Option(False, "--force", help="Re-run even if up to date."),
                json_output: bool = JSON, debug: bool = DEBUG, quiet: bool = QUIET):
     """Make a transfer set from the frozen teacher: <out>/synthesize/transfer_set.pt (uint8 images + teacher
@@ -182,6 +188,7 @@ def synthesize(teacher: Optional[str] = TEACHER, arch: Optional[str] = ARCH, tar
     _build("synthesize", teacher=teacher, arch=arch, target=target, budget=budget, out=out,
            trust_checkpoint=trust_checkpoint, input_shape=input_shape, num_classes=num_classes, eval="none",
            synthesizer=synthesizer, synth_preset=synth_preset, synth_option=synth_option, device=device, seed=seed,
+           mix_images=mix_images, mix_per_class=mix_per_class,
            force=force, as_json=json_output, debug=debug, quiet=quiet)
 
 
@@ -191,7 +198,7 @@ def distill(teacher: Optional[str] = TEACHER, arch: Optional[str] = ARCH, target
             num_classes: Optional[int] = NUM_CLASSES, eval: Optional[str] = EVAL, student: Optional[str] = STUDENT,
             synthesizer: str = SYNTHESIZER, synth_preset: Optional[str] = SYNTH_PRESET,
             synth_option: Optional[list[str]] = SYNTH_OPTION, device: str = DEVICE,
-            temperature: Optional[float] = TEMPERATURE, ema: Optional[float] = EMA,
+            mix_images: Optional[str] = MIX_IMAGES, mix_per_class: int = MIX_PER_CLASS, temperature: Optional[float] = TEMPERATURE, ema: Optional[float] = EMA,
             feature_weight: Optional[float] = FEATURE_WEIGHT, kd_steps: Optional[int] = KD_STEPS, seed: int = SEED,
             force: bool = typer.Option(False, "--force", help="Re-run even if up to date."),
             json_output: bool = JSON, debug: bool = DEBUG, quiet: bool = QUIET):
@@ -201,6 +208,7 @@ def distill(teacher: Optional[str] = TEACHER, arch: Optional[str] = ARCH, target
     _build("distill", teacher=teacher, arch=arch, target=target, budget=budget, out=out, trust_checkpoint=trust_checkpoint,
            input_shape=input_shape, num_classes=num_classes, eval=eval, student=student, synthesizer=synthesizer,
            synth_preset=synth_preset, synth_option=synth_option, device=device, temperature=temperature, ema=ema,
+           mix_images=mix_images, mix_per_class=mix_per_class,
            feature_weight=feature_weight, kd_steps=kd_steps, seed=seed, force=force, as_json=json_output, debug=debug,
            quiet=quiet)
 

@@ -26,6 +26,7 @@ def _manifest(run: Path) -> dict:
     ("dafl", ["--synth-preset", "paper", "--synth-option", "batch_size=32"]),
     ("soft-target", ["--synth-option", "inner_steps=5"]),
     ("images", ["--synth-option", "path=fmnist-train", "--synth-option", "per_class=5"]),
+    ("bn-inversion", ["--mix-images", "fmnist-train", "--mix-per-class", "3", "--ema", "0.99", "--feature-weight", "1"]),
 ])
 def test_every_synthesizer_runs_through_distill(method, extra, tmp_path):
     run = tmp_path / "run"
@@ -38,8 +39,10 @@ def test_every_synthesizer_runs_through_distill(method, extra, tmp_path):
     assert distill["method"] == method and distill["student_steps"] > 0
     assert distill["transfer_set"]["images"] > 0
     assert distill["cost"]["seconds_per_iteration"] > 0 and distill["cost"]["peak_host_memory_mb"] > 0
-    if method == "images":
+    if method == "images" or "--mix-images" in extra:
         assert distill["transfer_set"]["real_images"] > 0
+    else:
+        assert distill["transfer_set"]["real_images"] == 0
     pool = TransferSet.load(run / "distill" / "transfer_set.pt")
     assert pool.pixels.dtype == torch.uint8 and len(pool) == distill["transfer_set"]["images"]
     student = load_model(run / "distill" / "student.pt")
@@ -85,7 +88,7 @@ def test_imagenet_shaped_resnet34_teacher_goes_through_the_same_path(tmp_path):
     torch.save(torchvision.models.resnet34(num_classes=1000).state_dict(), teacher)
     run = tmp_path / "run"
     result = run_cli("distill", "--teacher", str(teacher), "--budget", "smoke", "--out", str(run), "--eval", "none",
-                     "--synth-option", "batch_size=8", "--quiet", timeout=900)
+                     "--synth-option", "batch_size=4", "--kd-steps", "1", "--quiet", timeout=900)
     assert result.returncode == 0, result.stderr
     stages = _manifest(run)["stages"]
     distill = stages["distill"]["metrics"]

@@ -58,8 +58,11 @@ class FeatureProjection(nn.Module):
 
 class DataFreeLoop:
     def __init__(self, teacher: TeacherView, synthesizer: Synthesizer | None, pool: TransferSet,
-                 student: nn.Module | None, settings: StudentTraining, seed: int):
+                 student: nn.Module | None, settings: StudentTraining, seed: int,
+                 mix: Synthesizer | None = None, mix_every: int = 4):
         self.teacher, self.synthesizer, self.pool, self.settings = teacher, synthesizer, pool, settings
+        # mixing: a few real images (an `images` synthesizer) join the pool every `mix_every` iterations
+        self.mix, self.mix_every, self.iterations = mix, max(1, mix_every), 0
         self.rng = torch.Generator().manual_seed(seed)
         self.student = student
         self.ddp_student = student
@@ -103,6 +106,8 @@ class DataFreeLoop:
         states = {"pool": self.pool, "rng": _GeneratorState(self.rng)}
         if self.synthesizer is not None:
             states["synthesizer"] = self.synthesizer
+        if self.mix is not None:
+            states["mix"] = self.mix
         if self.student is not None:
             states.update(student=self.student, optimizer=self.optimizer)
             if self.projection is not None:
@@ -124,6 +129,9 @@ class DataFreeLoop:
             images = self.synthesizer.step(critic, lr_scale=scale)
             if images is not None:
                 self.add_images(images)
+        if self.mix is not None and self.iterations % self.mix_every == 0:
+            self.add_images(self.mix.step(), real=True)
+        self.iterations += 1
         if self.student is None or len(self.pool) == 0 or len(self.pool) < self.settings.warmup_images:
             return
         for group in self.optimizer.param_groups:

@@ -16,7 +16,7 @@ from pipeline.models.checkpoint import save_checkpoint
 from pipeline.progress import log
 from pipeline.stage import Stage, StageOutput
 from pipeline.synthesize.preview import teacher_class_balance
-from pipeline.synthesize.stage import merge_rank_pools, rank_seed, teacher_view
+from pipeline.synthesize.stage import merge_rank_pools, mix_synthesizer, rank_seed, teacher_view
 from pipeline.synthesize.state import load_synthesizer, save_synthesizer
 from pipeline.synthesize.transfer_set import TransferSet
 from pipeline.teacher_spec import TeacherSpec
@@ -34,6 +34,7 @@ class DistillConfig:
     eval_every_s: float = 0.0  # 0: no curve
     eval_limit: int = 2000
     device: str = "auto"
+    mix: dict | None = None  # options of an `images` synthesizer whose real images join the pool
     teacher: TeacherSpec = field(default_factory=TeacherSpec)
 
 
@@ -44,7 +45,7 @@ class AccuracyCurve:
         self.points: list[dict] = []
         self.every_s, self.next_at = every_s, every_s
         self.data = None
-        if spec and every_s > 0 and distributed.is_main():
+        if spec and distributed.is_main():  # with every_s 0 only the final point is recorded
             from pipeline.data.datasets import load_eval_dataset
 
             self.data = load_eval_dataset(spec, preprocess, limit)
@@ -62,7 +63,7 @@ class AccuracyCurve:
         return correct / len(self.data)
 
     def tick(self, loop: ResumableLoop, engine: DataFreeLoop) -> None:
-        if self.data is None or loop.elapsed < self.next_at:
+        if self.data is None or self.every_s <= 0 or loop.elapsed < self.next_at:
             return
         with loop.paused():
             self.points.append({"seconds": round(loop.elapsed, 1), "step": loop.step,
@@ -99,7 +100,8 @@ class DistillStage(Stage):
         seed_everything(rank_seed(config.seed))
         pool = TransferSet.load(self.transfer_set_path)
         synthesizer = load_synthesizer(self.synthesizer_path, view, rank_seed(config.seed)) if config.continue_synthesis else None
-        engine = DataFreeLoop(view, synthesizer, pool, student, config.training, rank_seed(config.seed))
+        engine = DataFreeLoop(view, synthesizer, pool, student, config.training, rank_seed(config.seed),
+                              mix=mix_synthesizer(view, config.mix, rank_seed(config.seed)))
         loop = ResumableLoop(workdir, config.seconds, engine.states())
         curve = AccuracyCurve(config.eval, view.preprocess, config.eval_every_s, config.eval_limit, view.device)
         method = synthesizer.name if synthesizer is not None else "transfer-set"
@@ -125,7 +127,7 @@ class DistillStage(Stage):
         save_checkpoint(workdir / "student.pt", final.cpu(), arch=config.student, preprocess=view.preprocess,
                         num_classes=view.num_classes,
                         metadata={"distilled_from": str(self.teacher_path), "method": method, "steps": loop.step,
-                                  "data_free": method != "images"})
+                                  "data_free": method != "images" and not config.mix})
         pool.save(workdir / "transfer_set.pt", method=method)
         artifacts = {"student": "student.pt", "transfer_set": "transfer_set.pt"}
         if synthesizer is not None:

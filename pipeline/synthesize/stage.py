@@ -26,7 +26,12 @@ class SynthesizeConfig:
     seed: int = 0
     capacity: int | None = None  # transfer-set images kept (default: by image size, ~256 MB)
     device: str = "auto"
+    mix: dict | None = None  # options of an `images` synthesizer whose real images join the pool
     teacher: TeacherSpec = field(default_factory=TeacherSpec)
+
+
+def mix_synthesizer(view: TeacherView, options: dict | None, seed: int):
+    return create_synthesizer("images", view, options, seed) if options else None
 
 
 def teacher_view(spec: TeacherSpec, path: Path, device_name: str) -> TeacherView:
@@ -73,7 +78,8 @@ class SynthesizeStage(Stage):
         view = teacher_view(config.teacher, self.teacher_path, config.device)
         synthesizer = create_synthesizer(config.method, view, config.options, rank_seed(config.seed))
         pool = TransferSet(view.input_shape, view.num_classes, config.capacity or default_capacity(view.input_shape))
-        engine = DataFreeLoop(view, synthesizer, pool, None, StudentTraining(), rank_seed(config.seed))
+        engine = DataFreeLoop(view, synthesizer, pool, None, StudentTraining(), rank_seed(config.seed),
+                              mix=mix_synthesizer(view, config.mix, rank_seed(config.seed)))
         loop = ResumableLoop(workdir, config.seconds, engine.states())
         cost = {}
         if config.method == "images":  # nothing to optimise: the folder's images are the transfer set
