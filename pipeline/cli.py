@@ -133,6 +133,13 @@ def _build(stage: str, *, out, debug, quiet, as_json, input_shape=None, synth_op
         _print_summary(summary, as_json)
 
 
+def _command_options(values: dict) -> dict:
+    """The command's parameters, as `_build` takes them (build, synthesize and distill share most options)."""
+    values = dict(values)
+    values["as_json"] = values.pop("json_output")
+    return values
+
+
 SYNTHESIZER = typer.Option("auto", "--synthesizer", "-s", help="How the transfer set is made: bn-inversion, dafl, "
                            "soft-target, images (real images from a folder), noise (baseline). auto = bn-inversion for "
                            "teachers with BatchNorm, else dafl. See `pipeline synthesizers`.")
@@ -166,12 +173,7 @@ def build(teacher: Optional[str] = TEACHER, arch: Optional[str] = ARCH, target: 
     is measured afterwards on the exported ONNX model when --eval (or the embedded teacher's dataset) is available.
     Data-parallel: `torchrun --nproc-per-node 2 -m pipeline build ...` (gloo on CPU, NCCL on GPUs).
     """
-    _build("bench", teacher=teacher, arch=arch, target=target, budget=budget, out=out, trust_checkpoint=trust_checkpoint,
-           input_shape=input_shape, num_classes=num_classes, eval=eval, student=student, synthesizer=synthesizer,
-           synth_preset=synth_preset, synth_option=synth_option, device=device, temperature=temperature, ema=ema,
-           mix_images=mix_images, mix_per_class=mix_per_class,
-           feature_weight=feature_weight, kd_steps=kd_steps, seed=seed, force=force, as_json=json_output, debug=debug,
-           quiet=quiet)
+    _build("bench", **_command_options(locals()))
 
 
 @app.command()
@@ -185,11 +187,7 @@ def synthesize(teacher: Optional[str] = TEACHER, arch: Optional[str] = ARCH, tar
                json_output: bool = JSON, debug: bool = DEBUG, quiet: bool = QUIET):
     """Make a transfer set from the frozen teacher: <out>/synthesize/transfer_set.pt (uint8 images + teacher
     logits), synthesizer.pt (generator state, continued by `distill`) and samples.png."""
-    _build("synthesize", teacher=teacher, arch=arch, target=target, budget=budget, out=out,
-           trust_checkpoint=trust_checkpoint, input_shape=input_shape, num_classes=num_classes, eval="none",
-           synthesizer=synthesizer, synth_preset=synth_preset, synth_option=synth_option, device=device, seed=seed,
-           mix_images=mix_images, mix_per_class=mix_per_class,
-           force=force, as_json=json_output, debug=debug, quiet=quiet)
+    _build("synthesize", **_command_options(locals()), eval="none")
 
 
 @app.command()
@@ -205,12 +203,7 @@ def distill(teacher: Optional[str] = TEACHER, arch: Optional[str] = ARCH, target
     """Distil the student on the transfer set while the synthesizer keeps producing (runs `synthesize` first
     if needed). --eval only draws an accuracy-vs-time curve; it never picks a checkpoint.
     Data-parallel: `torchrun --nproc-per-node 2 -m pipeline distill ...`."""
-    _build("distill", teacher=teacher, arch=arch, target=target, budget=budget, out=out, trust_checkpoint=trust_checkpoint,
-           input_shape=input_shape, num_classes=num_classes, eval=eval, student=student, synthesizer=synthesizer,
-           synth_preset=synth_preset, synth_option=synth_option, device=device, temperature=temperature, ema=ema,
-           mix_images=mix_images, mix_per_class=mix_per_class,
-           feature_weight=feature_weight, kd_steps=kd_steps, seed=seed, force=force, as_json=json_output, debug=debug,
-           quiet=quiet)
+    _build("distill", **_command_options(locals()))
 
 
 @app.command()
