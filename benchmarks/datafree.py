@@ -34,12 +34,14 @@ ANCHORS = [
     {"paper": "DAFL (Chen et al. 2019)", "dataset": "MNIST", "teacher": 0.9891, "kd_real": 0.9891, "data_free": 0.9820},
 ]
 METHOD_ROWS = {  # row name -> (synthesizer, extra CLI arguments, real images used)
-    "bn-inversion": ("bn-inversion", [], 0),
-    "dafl": ("dafl", [], 0),
-    "dafl-paper": ("dafl", ["--synth-preset", "paper"], 0),
-    "soft-target": ("soft-target", [], 0),
-    "noise": ("noise", [], 0),
-    "images-10-per-class": ("images", ["--synth-option", "path=fmnist-train", "--synth-option", "per_class=10"], 100),
+    "bn-inversion": ("bn-inversion", ["--no-augment"], 0),
+    "bn-inversion+augment": ("bn-inversion", ["--augment"], 0),
+    "dafl": ("dafl", ["--no-augment"], 0),
+    "dafl-paper": ("dafl", ["--synth-preset", "paper", "--no-augment"], 0),
+    "soft-target": ("soft-target", ["--no-augment"], 0),
+    "noise": ("noise", ["--no-augment"], 0),
+    "images-10-per-class": ("images", ["--synth-option", "path=fmnist-train", "--synth-option", "per_class=10",
+                                       "--no-augment"], 100),
 }
 
 

@@ -43,6 +43,7 @@ class BuildOptions:
     ema: float | None = None
     feature_weight: float | None = None
     kd_steps: int | None = None
+    augment: bool | None = None
     device: str = "auto"
     mix_images: str | None = None  # a folder (or fmnist-train) of real images mixed into the transfer set
     mix_per_class: int = 10
@@ -128,7 +129,8 @@ def mix_options(options: BuildOptions, budget: Budget) -> dict | None:
 def student_training(options: BuildOptions, budget: Budget) -> StudentTraining:
     overrides = {name: value for name, value in (("temperature", options.temperature), ("ema", options.ema),
                                                  ("feature_weight", options.feature_weight),
-                                                 ("kd_steps", options.kd_steps)) if value is not None}
+                                                 ("kd_steps", options.kd_steps), ("augment", options.augment))
+                 if value is not None}
     return replace(StudentTraining(batch_size=budget.batch_size), **overrides)
 
 

@@ -154,6 +154,8 @@ FEATURE_WEIGHT = typer.Option(None, "--feature-weight", help="Weight of a pre-po
 MIX_IMAGES = typer.Option(None, "--mix-images", help="Mix a few real images into the synthetic transfer set: an image "
                           "folder (<dir>/<class>/<img>, labels unused) or fmnist-train.")
 MIX_PER_CLASS = typer.Option(10, "--mix-per-class", help="Real images per class taken for --mix-images (0 = all).")
+AUGMENT = typer.Option(None, "--augment/--no-augment", help="KD on shifted/flipped/mixed-up views of the transfer "
+                       "images, labelled by the teacher (costs one teacher forward per student step).")
 KD_STEPS = typer.Option(None, "--kd-steps", help="Student steps per synthesizer step (default 1).")
 
 
@@ -165,7 +167,7 @@ def build(teacher: Optional[str] = TEACHER, arch: Optional[str] = ARCH, target: 
           synth_option: Optional[list[str]] = SYNTH_OPTION, device: str = DEVICE, temperature: Optional[float] = TEMPERATURE,
           mix_images: Optional[str] = MIX_IMAGES, mix_per_class: int = MIX_PER_CLASS,
           ema: Optional[float] = EMA, feature_weight: Optional[float] = FEATURE_WEIGHT, kd_steps: Optional[int] = KD_STEPS,
-          seed: int = SEED, force: bool = typer.Option(False, "--force", help="Re-run every stage even if up to date."),
+          augment: Optional[bool] = AUGMENT, seed: int = SEED, force: bool = typer.Option(False, "--force", help="Re-run every stage even if up to date."),
           json_output: bool = JSON, debug: bool = DEBUG, quiet: bool = QUIET):
     """Run every stage: synthesize -> distill -> export -> bench, into one run folder.
 
@@ -197,7 +199,8 @@ def distill(teacher: Optional[str] = TEACHER, arch: Optional[str] = ARCH, target
             synthesizer: str = SYNTHESIZER, synth_preset: Optional[str] = SYNTH_PRESET,
             synth_option: Optional[list[str]] = SYNTH_OPTION, device: str = DEVICE,
             mix_images: Optional[str] = MIX_IMAGES, mix_per_class: int = MIX_PER_CLASS, temperature: Optional[float] = TEMPERATURE, ema: Optional[float] = EMA,
-            feature_weight: Optional[float] = FEATURE_WEIGHT, kd_steps: Optional[int] = KD_STEPS, seed: int = SEED,
+            feature_weight: Optional[float] = FEATURE_WEIGHT, kd_steps: Optional[int] = KD_STEPS,
+            augment: Optional[bool] = AUGMENT, seed: int = SEED,
             force: bool = typer.Option(False, "--force", help="Re-run even if up to date."),
             json_output: bool = JSON, debug: bool = DEBUG, quiet: bool = QUIET):
     """Distil the student on the transfer set while the synthesizer keeps producing (runs `synthesize` first

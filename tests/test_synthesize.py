@@ -155,3 +155,21 @@ def test_auto_picks_bn_inversion_only_for_teachers_with_batchnorm(lenet_view):
     assert auto_synthesizer(SimpleNamespace(model=plain)) == "dafl"
     scripted = torch.jit.script(torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.BatchNorm2d(4)))
     assert auto_synthesizer(SimpleNamespace(model=scripted)) == "dafl"  # no hookable BN modules in TorchScript
+
+
+def test_augmented_kd_batches_are_new_views_labelled_by_the_teacher(lenet_view):
+    from pipeline.distill.engine import augment_batch
+
+    images = lenet_view.from_pixels(torch.rand(64, 1, 28, 28, generator=torch.Generator().manual_seed(0)))
+    a = augment_batch(images, torch.Generator().manual_seed(1))
+    b = augment_batch(images, torch.Generator().manual_seed(1))
+    assert a.shape == images.shape and torch.equal(a, b)  # seeded
+    assert not torch.equal(a, images)
+    low, high = lenet_view.pixel_bounds()
+    assert a.min() >= low.min() - 1e-5 and a.max() <= high.max() + 1e-5  # still valid pixels
+    student = create_model("lenet5-half", in_channels=1, num_classes=10, image_size=28)
+    pool = TransferSet(lenet_view.input_shape, 10, 100)
+    pool.add(lenet_view.to_uint8(images), lenet_view.model(images).detach())
+    engine = DataFreeLoop(lenet_view, None, pool, student, StudentTraining(batch_size=16, augment=True), 0)
+    engine.iteration(0.0)
+    assert engine.student_steps == 3 and engine.last["kd"] > 0

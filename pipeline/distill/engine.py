@@ -33,6 +33,7 @@ class StudentTraining:
     kd_steps: int = 3  # student steps per synthesizer step (3 beat 1 and 6 on LeNet, 2-min runs)
     feature_weight: float = 0.0  # MSE on pre-pooling features through a learned 1x1 projection; 0 = off
     ema: float = 0.0  # decay of an exponential moving average of the student's weights; 0 = off
+    augment: bool = True  # shift/flip/mixup the pool images and let the teacher label what the student sees (+2 points, LeNet)
     warmup_images: int = 0  # pool size before the student starts (0: as soon as there is an image)
 
 
@@ -54,6 +55,23 @@ class FeatureProjection(nn.Module):
         if projected.shape[-2:] != teacher_features.shape[-2:]:
             projected = F.adaptive_avg_pool2d(projected, teacher_features.shape[-2:])
         return F.mse_loss(projected, teacher_features)
+
+
+def augment_batch(images: torch.Tensor, rng: torch.Generator) -> torch.Tensor:
+    """New views of pool images: 2-px shifts, horizontal flips, and mixup of half the batch with other images.
+    The teacher labels the result, so the student learns the teacher's function between and around the
+    synthetic points, not only at them."""
+    from pipeline.synthesize.real_images import random_shift
+
+    n = len(images)
+    images = random_shift(images.cpu(), 2, rng)
+    flip = torch.rand(n, generator=rng) < 0.5
+    images[flip] = images[flip].flip(-1)
+    mixed = torch.rand(n, generator=rng) < 0.5
+    weight = torch.rand(n, 1, 1, 1, generator=rng)
+    partner = images[torch.randperm(n, generator=rng)]
+    images = torch.where(mixed.view(n, 1, 1, 1), weight * images + (1 - weight) * partner, images)
+    return images
 
 
 class DataFreeLoop:
@@ -143,6 +161,10 @@ class DataFreeLoop:
         pixels, teacher_logits = self.pool.batch(self.settings.batch_size, self.rng)
         images = self.teacher.from_uint8(pixels)
         teacher_logits = teacher_logits.to(self.teacher.device)
+        if self.settings.augment:
+            images = augment_batch(images, self.rng).to(self.teacher.device)
+            with torch.no_grad():
+                teacher_logits = self.teacher.model(images)
         self.student.train()
         if self.projection is not None:
             with torch.no_grad():
