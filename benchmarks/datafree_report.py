@@ -53,7 +53,7 @@ def markdown(rows: list[dict], teachers: dict, anchors: list[dict], records: lis
              "allows; a few short test runs also overlapped some of them. `bn-inversion` (no augmentation) and the "
              "other methods ran with `--no-augment`; `bn-inversion+augment` is the current default "
              "(`pipeline build` on a BN teacher). kd-real: KD (tau 4, Adam 2e-3 cosine, batch 128, 2-px shifts "
-             "labelled by the teacher) on all 60k training images for 20 epochs (LeNet).", "",
+             "labelled by the teacher) on all 60k training images: 20 epochs for LeNet; only 2 epochs (one seed) for ResNet-14, for lack of session time — short of convergence, so the ResNet ratios against it are upper bounds.", "",
              "| pair | teacher (acc) | student | method | budget | real images | accuracy (mean ± std) | seeds | "
              "of KD-real | wall s | threads |",
              "| --- | --- | --- | --- | --- | ---: | ---: | --- | ---: | ---: | ---: |"]
