@@ -91,12 +91,8 @@ class ResumableLoop:
         self.path.unlink(missing_ok=True)
 
 
-def cosine_lr(base_lr: float, fraction_done: float) -> float:
-    """Cosine decay over the wall-time budget (the budget is time, not steps)."""
-    return base_lr * cosine_scale(fraction_done)
-
-
 def cosine_scale(fraction_done: float) -> float:
+    """Cosine decay factor over the wall-time budget (the budget is time, not steps)."""
     return 0.5 * (1 + math.cos(math.pi * min(1.0, max(0.0, fraction_done))))
 
 

@@ -33,7 +33,9 @@ class StudentTraining:
     kd_steps: int = 3  # student steps per synthesizer step (3 beat 1 and 6 on LeNet, 2-min runs)
     feature_weight: float = 0.0  # MSE on pre-pooling features through a learned 1x1 projection; 0 = off
     ema: float = 0.0  # decay of an exponential moving average of the student's weights; 0 = off
-    augment: bool = True  # shift/flip/mixup the pool images and let the teacher label what the student sees (+2 points, LeNet)
+    # shift/flip/mixup pool images, labelled by the teacher: +2 points in a 4-min LeNet A/B, but no clear
+    # difference over 3 seeds x 12 min (benchmarks/results/datafree.md)
+    augment: bool = True
     warmup_images: int = 0  # pool size before the student starts (0: as soon as there is an image)
 
 

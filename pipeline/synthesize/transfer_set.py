@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from pipeline.errors import PipelineError
-from pipeline.fileio import atomic_torch_save, sha256_file
+from pipeline.fileio import atomic_torch_save
 
 TRANSFER_SET_FORMAT = "edge-pipeline/transfer-set-v1"
 
@@ -83,7 +83,3 @@ class TransferSet:
 def default_capacity(shape: tuple[int, int, int], max_bytes: int = 256 * 2 ** 20, max_images: int = 100_000) -> int:
     """100k images for small inputs; fewer for large ones so the pool stays ~256 MB in memory and on disk."""
     return max(256, min(max_images, max_bytes // (shape[0] * shape[1] * shape[2])))
-
-
-def checksum(path: Path) -> str:
-    return sha256_file(path)
