@@ -67,19 +67,17 @@ def write(name: str, record: dict) -> None:
 
 
 def teacher_accuracy(pair: str) -> None:
-    import torch
 
     from pipeline.assets import resolve_teacher
     from pipeline.data.datasets import fashion_mnist_split
+    from pipeline.evaluate import accuracy_torch
     from pipeline.models.load import load_model
 
     loaded = load_model(resolve_teacher(f"embedded:{PAIRS[pair][0]}"))
     test = fashion_mnist_split("test", loaded.preprocess)
-    with torch.no_grad():
-        predictions = torch.cat([loaded.model.eval()(test.images[i:i + 1000]).argmax(1) for i in range(0, len(test), 1000)])
     write(f"{pair}-teacher", {"pair": pair, "teacher": PAIRS[pair][0], "student": None, "method": "teacher",
                               "real_images": 60000, "seed": 0,
-                              "accuracy": float((predictions == test.labels).float().mean()), "wall_s": None})
+                              "accuracy": accuracy_torch(loaded.model, test.images, test.labels), "wall_s": None})
 
 
 def kd_real_ceiling(pair: str, seed: int, epochs: int, batch_size: int, lr: float, temperature: float) -> None:
@@ -88,6 +86,7 @@ def kd_real_ceiling(pair: str, seed: int, epochs: int, batch_size: int, lr: floa
 
     from pipeline.assets import resolve_teacher
     from pipeline.data.datasets import fashion_mnist_split
+    from pipeline.evaluate import accuracy_torch
     from pipeline.models import create_model
     from pipeline.models.load import load_model
     from pipeline.synthesize.losses import kd_loss
@@ -119,12 +118,9 @@ def kd_real_ceiling(pair: str, seed: int, epochs: int, batch_size: int, lr: floa
             optimizer.step()
             scheduler.step()
         print(f"epoch {epoch + 1}/{epochs} loss {loss.item():.4f} {time.monotonic() - start:.0f} s", flush=True)
-    student.eval()
-    with torch.no_grad():
-        predictions = torch.cat([student(test.images[i:i + 1000]).argmax(1) for i in range(0, len(test), 1000)])
     write(f"{pair}-kd-real-s{seed}", {
         "pair": pair, "teacher": teacher_name, "student": student_name, "method": "kd-real", "real_images": len(train),
-        "seed": seed, "accuracy": float((predictions == test.labels).float().mean()),
+        "seed": seed, "accuracy": accuracy_torch(student, test.images, test.labels),
         "wall_s": round(time.monotonic() - start, 1), "epochs": epochs, "batch_size": batch_size, "lr": lr,
         "temperature": temperature})
 

@@ -5,8 +5,10 @@ import torch
 
 @torch.no_grad()
 def predict_torch(model: torch.nn.Module, images: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
+    """Predicted classes (on the CPU); batches go to the model's device. Leaves the model in eval mode."""
     model.eval()
-    return torch.cat([model(images[i:i + batch_size]).argmax(1) for i in range(0, len(images), batch_size)])
+    device = next(model.parameters()).device
+    return torch.cat([model(images[i:i + batch_size].to(device)).argmax(1).cpu() for i in range(0, len(images), batch_size)])
 
 
 def accuracy_torch(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 500) -> float:

@@ -11,6 +11,7 @@ import torch
 
 from pipeline import distributed
 from pipeline.distill.engine import DataFreeLoop, StudentTraining
+from pipeline.evaluate import accuracy_torch
 from pipeline.models import create_model
 from pipeline.models.checkpoint import save_checkpoint
 from pipeline.progress import log
@@ -41,7 +42,7 @@ class DistillConfig:
 class AccuracyCurve:
     """Student accuracy on a labelled set at regular budget-time intervals (monitoring only)."""
 
-    def __init__(self, spec: str | None, preprocess, every_s: float, limit: int, device: torch.device):
+    def __init__(self, spec: str | None, preprocess, every_s: float, limit: int):
         self.points: list[dict] = []
         self.every_s, self.next_at = every_s, every_s
         self.data = None
@@ -49,18 +50,12 @@ class AccuracyCurve:
             from pipeline.data.datasets import load_eval_dataset
 
             self.data = load_eval_dataset(spec, preprocess, limit)
-        self.device = device
 
-    @torch.no_grad()
     def accuracy(self, model) -> float:
         was = model.training
-        model.eval()
-        correct = 0
-        for start in range(0, len(self.data), 500):
-            images = self.data.images[start:start + 500].to(self.device)
-            correct += int((model(images).argmax(1).cpu() == self.data.labels[start:start + 500]).sum())
+        accuracy = accuracy_torch(model, self.data.images, self.data.labels)
         model.train(was)
-        return correct / len(self.data)
+        return accuracy
 
     def tick(self, loop: ResumableLoop, engine: DataFreeLoop) -> None:
         if self.data is None or self.every_s <= 0 or loop.elapsed < self.next_at:
@@ -103,7 +98,7 @@ class DistillStage(Stage):
         engine = DataFreeLoop(view, synthesizer, pool, student, config.training, rank_seed(config.seed),
                               mix=mix_synthesizer(view, config.mix, rank_seed(config.seed)))
         loop = ResumableLoop(workdir, config.seconds, engine.states())
-        curve = AccuracyCurve(config.eval, view.preprocess, config.eval_every_s, config.eval_limit, view.device)
+        curve = AccuracyCurve(config.eval, view.preprocess, config.eval_every_s, config.eval_limit)
         method = synthesizer.name if synthesizer is not None else "transfer-set"
         cost = engine.run(loop, f"distill ({config.student}, {method})", lambda lp: curve.tick(lp, engine))
         if synthesizer is not None:
