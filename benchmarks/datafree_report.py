@@ -7,11 +7,21 @@ from pathlib import Path
 
 from pipeline.fileio import atomic_write_bytes, atomic_write_json, atomic_write_text
 
-ROW_ORDER = ["teacher", "kd-real", "noise", "bn-inversion+augment", "bn-inversion", "dafl", "dafl-paper", "soft-target", "images-10-per-class"]
+ROW_ORDER = ["teacher", "kd-real", "noise", "bn-inversion+jitter+kd8", "bn-inversion+augment", "bn-inversion", "dafl", "dafl-paper", "soft-target", "images-10-per-class"]
 
 
 def load_records(runs: Path) -> list[dict]:
     return [json.loads(path.read_text()) for path in sorted(runs.glob("*.json"))]
+
+
+def settings(record: dict) -> str | None:
+    """Student steps per synthesis step and seconds synthesize + distill; runs recorded before these fields
+    existed used the defaults of their day: kd_steps 3, quick = 120 + 600 s."""
+    if record["method"] in ("teacher", "kd-real"):
+        return None
+    kd_steps = record.get("training", {}).get("kd_steps", 3)
+    seconds = record.get("seconds", {"synthesize": 120, "distill": 600})
+    return f"kd {kd_steps}, {seconds['synthesize']:g}+{seconds['distill']:g} s"
 
 
 def aggregate(records: list[dict]) -> tuple[list[dict], dict]:
@@ -32,6 +42,7 @@ def aggregate(records: list[dict]) -> tuple[list[dict], dict]:
             "seeds": sorted(r["seed"] for r in group), "wall_s": round(statistics.mean(walls), 1) if walls else None,
             "cpu": first["machine"]["cpu"], "threads": first["machine"].get("threads"),
             "teacher_accuracy": teacher_accuracy.get(first["teacher"]),
+            "settings": settings(first),
         })
     for row in rows:  # fraction of the KD-with-real-data ceiling of the same pair
         ceiling = next((r["accuracy"] for r in rows if r["pair"] == row["pair"] and r["method"] == "kd-real"), None)
@@ -55,14 +66,15 @@ def markdown(rows: list[dict], teachers: dict, anchors: list[dict], records: lis
              "(`pipeline build` on a BN teacher). kd-real: KD (tau 4, Adam 2e-3 cosine, batch 128, 2-px shifts "
              "labelled by the teacher) on all 60k training images: 20 epochs for LeNet; only 2 epochs (one seed) for ResNet-14, for lack of session time — short of convergence, so the ResNet ratios against it are upper bounds.", "",
              "| pair | teacher (acc) | student | method | budget | real images | accuracy (mean ± std) | seeds | "
-             "of KD-real | wall s | threads |",
-             "| --- | --- | --- | --- | --- | ---: | ---: | --- | ---: | ---: | ---: |"]
+             "of KD-real | wall s | threads | settings |",
+             "| --- | --- | --- | --- | --- | ---: | ---: | --- | ---: | ---: | ---: | --- |"]
     for r in rows:
         fraction = f"{r['fraction_of_kd_real'] * 100:.1f} %" if r["fraction_of_kd_real"] else "—"
         teacher = f"{r['teacher']} ({teachers.get(r['teacher'], 0) * 100:.2f} %)"
         lines.append(f"| {r['pair']} | {teacher} | {r['student']} | {r['method']} | {r['budget'] or '—'} | "
                      f"{r['real_images']:,} | {r['accuracy'] * 100:.2f} ± {r['accuracy_std'] * 100:.2f} % | "
-                     f"{','.join(map(str, r['seeds']))} | {fraction} | {r['wall_s'] or '—'} | {r['threads'] or '—'} |")
+                     f"{','.join(map(str, r['seeds']))} | {fraction} | {r['wall_s'] or '—'} | {r['threads'] or '—'} | "
+                     f"{r['settings'] or '—'} |")
     lines += ["", "Published anchors (not re-run here):", "",
               "| paper | dataset | teacher | KD with real data | data-free | data-free / KD-real |",
               "| --- | --- | ---: | ---: | ---: | ---: |"]

@@ -27,8 +27,8 @@ TEACHER = typer.Option(None, "--teacher", "-t", help="Teacher checkpoint: state_
                        "pipeline checkpoint, TorchScript, torch.export .pt2, or 'embedded:NAME'. Default: embedded resnet20-fmnist.")
 ARCH = typer.Option(None, "--arch", help="Registry architecture of a state_dict checkpoint (inferred from keys when omitted; see `pipeline models`).")
 TARGET = typer.Option("cpu", "--target", help="Deployment target name from targets/*.toml, or a path to a target TOML file.")
-BUDGET = typer.Option("quick", "--budget", help="smoke (~1 min, for tests), quick (default: 12 min of data-free training), full (1 h), "
-                      "or a duration for the data-free training such as 30m (split 1:5 between synthesize and distill).")
+BUDGET = typer.Option("quick", "--budget", help="smoke (~1 min, for tests), quick (default: 14 min of data-free training), full (1 h), "
+                      "or a duration for the data-free training such as 30m (split between synthesize and distill as in quick, 1:13).")
 OUT = typer.Option(None, "--out", "-o", help="Run folder (default runs/<teacher>-<target>). Re-running resumes and skips finished stages.")
 TRUST = typer.Option(False, "--trust-checkpoint", help="Allow loading a fully pickled module (runs code from the file; only for files you trust).")
 INPUT_SHAPE = typer.Option(None, "--input-shape", help="Model input as C,H,W (e.g. 3,224,224); needed for TorchScript teachers.")
@@ -156,7 +156,7 @@ MIX_IMAGES = typer.Option(None, "--mix-images", help="Mix a few real images into
 MIX_PER_CLASS = typer.Option(10, "--mix-per-class", help="Real images per class taken for --mix-images (0 = all).")
 AUGMENT = typer.Option(None, "--augment/--no-augment", help="KD on shifted/flipped/mixed-up views of the transfer "
                        "images, labelled by the teacher (costs one teacher forward per student step).")
-KD_STEPS = typer.Option(None, "--kd-steps", help="Student steps per synthesizer step (default 1).")
+KD_STEPS = typer.Option(None, "--kd-steps", help="Student steps per synthesizer step (default 8).")
 
 
 @app.command()

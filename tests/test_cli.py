@@ -32,6 +32,15 @@ def test_build_help_documents_the_contract():
         assert option in text
 
 
+def test_help_quotes_the_training_defaults_the_code_uses():
+    # cli.py stays free of torch imports, so the defaults are written out in its help: keep them true
+    from pipeline import cli
+    from pipeline.distill.engine import StudentTraining
+
+    assert f"(default {StudentTraining.kd_steps})" in cli.KD_STEPS.help
+    assert f"(default {StudentTraining.temperature:g})" in cli.TEMPERATURE.help
+
+
 def _assert_one_line_error(result, *fragments):
     assert result.returncode != 0
     lines = [line for line in result.stderr.splitlines() if line.strip()]

@@ -113,6 +113,31 @@ def test_teacher_logits_in_the_pool_are_the_teachers_on_the_stored_pixels(lenet_
     synthesizer.close()
 
 
+def test_bn_inversion_jitter_shows_the_teacher_shifted_or_flipped_views(lenet_view):
+    """jitter=2: every image the teacher judges is the generated one moved by <= 2 px (edge-padded), maybe mirrored,
+    and the gradient still reaches the generated pixels."""
+    import torch.nn.functional as F
+
+    plain = create_synthesizer("bn-inversion", lenet_view,
+                               resolve_options("bn-inversion", None, {"batch_size": 8, "jitter": 0}), 0)
+    images = torch.rand(8, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    assert plain._jittered(images) is images  # jitter=0: the teacher sees the images as generated
+    plain.close()
+    synthesizer = create_synthesizer("bn-inversion", lenet_view,
+                                     resolve_options("bn-inversion", None, {"batch_size": 8, "jitter": 2}), 0)
+    images.requires_grad_(True)
+    seen = synthesizer._jittered(images)
+    padded = F.pad(images.detach(), (2, 2, 2, 2), mode="replicate")
+    views = [view for dy in range(5) for dx in range(5) for view in
+             (padded[..., dy:dy + 28, dx:dx + 28], padded[..., dy:dy + 28, dx:dx + 28].flip(-1))]
+    for i in range(len(images)):
+        assert any(torch.equal(seen[i].detach(), view[i]) for view in views), i
+    assert not torch.equal(seen.detach(), images.detach())
+    seen.sum().backward()
+    assert images.grad is not None and images.grad.abs().sum() > 0
+    synthesizer.close()
+
+
 @needs_fmnist
 def test_real_images_few_shot_per_class(lenet_view):
     options = resolve_options("images", None, {"path": "fmnist-train", "per_class": 3, "batch_size": 8})
@@ -135,7 +160,7 @@ def test_a_short_data_free_run_teaches_the_student_far_above_chance(lenet_view, 
     options = resolve_options("bn-inversion", None, {"batch_size": 64})
     synthesizer = create_synthesizer("bn-inversion", lenet_view, options, 0)
     pool = TransferSet(lenet_view.input_shape, 10, 20_000)
-    engine = DataFreeLoop(lenet_view, synthesizer, pool, student, StudentTraining(batch_size=64, kd_steps=3), 0)
+    engine = DataFreeLoop(lenet_view, synthesizer, pool, student, StudentTraining(batch_size=64), 0)
     engine.run(ResumableLoop(tmp_path, 20, engine.states()), "test")
     test = fashion_mnist_split("test", lenet_view.preprocess, 1000)
     with torch.no_grad():
@@ -172,4 +197,4 @@ def test_augmented_kd_batches_are_new_views_labelled_by_the_teacher(lenet_view):
     pool.add(lenet_view.to_uint8(images), lenet_view.model(images).detach())
     engine = DataFreeLoop(lenet_view, None, pool, student, StudentTraining(batch_size=16, augment=True), 0)
     engine.iteration(0.0)
-    assert engine.student_steps == 3 and engine.last["kd"] > 0
+    assert engine.student_steps == StudentTraining().kd_steps and engine.last["kd"] > 0
