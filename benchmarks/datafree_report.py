@@ -61,9 +61,12 @@ def markdown(rows: list[dict], teachers: dict, anchors: list[dict], records: lis
              "wall_s: synthesize + distill wall time. threads: torch threads per run.", "",
              "How the runs shared the machine: each run used one torch thread and two runs went at a time on the "
              "2-core machine, so every run had about one core — half of what the issue's '15 minutes on 2 CPU cores' "
-             "allows; a few short test runs also overlapped some of them. `bn-inversion` (no augmentation) and the "
-             "other methods ran with `--no-augment`; `bn-inversion+augment` is the current default "
-             "(`pipeline build` on a BN teacher). kd-real: KD (tau 4, Adam 2e-3 cosine, batch 128, 2-px shifts "
+             "allows; a few short test runs also overlapped some of them. `bn-inversion+jitter+kd8` is the current "
+             "default (`pipeline build` on a BN teacher; quick = 60 s synthesize + 780 s distill); rows with "
+             "'kd 3, 120+600 s' ran with the previous defaults (3 student steps per synthesis step, no jitter, "
+             "quick = 120 + 600 s), `bn-inversion+augment` being the previous default. `bn-inversion` (no "
+             "augmentation) and the other methods ran with `--no-augment`. The A/B runs that chose the current "
+             "defaults: `datafree-ablation.md`. kd-real: KD (tau 4, Adam 2e-3 cosine, batch 128, 2-px shifts "
              "labelled by the teacher) on all 60k training images: 20 epochs for LeNet; only 2 epochs (one seed) for ResNet-14, for lack of session time — short of convergence, so the ResNet ratios against it are upper bounds.", "",
              "| pair | teacher (acc) | student | method | budget | real images | accuracy (mean ± std) | seeds | "
              "of KD-real | wall s | threads | settings |",
