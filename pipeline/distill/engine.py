@@ -65,12 +65,10 @@ def augment_batch(images: torch.Tensor, rng: torch.Generator) -> torch.Tensor:
     """New views of pool images: 2-px shifts, horizontal flips, and mixup of half the batch with other images.
     The teacher labels the result, so the student learns the teacher's function between and around the
     synthetic points, not only at them."""
-    from pipeline.synthesize.real_images import random_shift
+    from pipeline.synthesize.real_images import random_shift_flip
 
     n = len(images)
-    images = random_shift(images.cpu(), 2, rng)
-    flip = torch.rand(n, generator=rng) < 0.5
-    images[flip] = images[flip].flip(-1)
+    images = random_shift_flip(images.cpu(), 2, rng)
     mixed = torch.rand(n, generator=rng) < 0.5
     weight = torch.rand(n, 1, 1, 1, generator=rng)
     partner = images[torch.randperm(n, generator=rng)]

@@ -80,11 +80,9 @@ class BnInversionSynthesizer(Synthesizer):
         shifts of up to `jitter` pixels and horizontal flips, so images must work under small changes."""
         if not self.options["jitter"]:
             return images
-        from pipeline.synthesize.real_images import random_shift
+        from pipeline.synthesize.real_images import random_shift_flip
 
-        shifted = random_shift(images, int(self.options["jitter"]), self.rng)
-        flip = (torch.rand(len(images), generator=self.rng) < 0.5).to(images.device).view(-1, 1, 1, 1)
-        return torch.where(flip, shifted.flip(-1), shifted)
+        return random_shift_flip(images, int(self.options["jitter"]), self.rng)
 
     def step(self, student: nn.Module | None = None, lr_scale: float = 1.0) -> torch.Tensor | None:
         o = self.options

@@ -68,3 +68,10 @@ def random_shift(images: torch.Tensor, pixels: int, rng: torch.Generator) -> tor
     rows = (dy + torch.arange(h).view(1, h, 1)).expand(n, h, w)  # one gather for the whole batch
     cols = (dx + torch.arange(w).view(1, 1, w)).expand(n, h, w)
     return padded[torch.arange(n).view(n, 1, 1), :, rows, cols].permute(0, 3, 1, 2).contiguous()
+
+
+def random_shift_flip(images: torch.Tensor, pixels: int, rng: torch.Generator) -> torch.Tensor:
+    """random_shift, then a random half mirrored left-right; differentiable, so synthesizers can use it too."""
+    shifted = random_shift(images, pixels, rng)
+    flip = (torch.rand(len(images), generator=rng) < 0.5).to(images.device).view(-1, 1, 1, 1)
+    return torch.where(flip, shifted.flip(-1), shifted)
