@@ -18,6 +18,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
 import time
@@ -42,6 +43,9 @@ METHOD_ROWS = {  # row name -> (synthesizer, extra CLI arguments, real images us
     "dafl-paper": ("dafl", ["--synth-preset", "paper", "--no-augment"], 0),
     "soft-target": ("soft-target", ["--no-augment"], 0),
     "noise": ("noise", ["--no-augment"], 0),
+    # mixing: the default synthesizer plus 10 real training images per class in its transfer set
+    "bn-inversion+mix-10-per-class": ("bn-inversion", ["--augment", "--kd-steps", "8", "--synth-option", "jitter=2",
+                                                       "--mix-images", "fmnist-train", "--mix-per-class", "10"], 100),
     "images-10-per-class": ("images", ["--synth-option", "path=fmnist-train", "--synth-option", "per_class=10",
                                        "--no-augment"], 100),
 }
@@ -55,8 +59,16 @@ def cpu_name() -> str:
 
 
 def machine() -> dict:
-    return {"cpu": cpu_name(), "cores": os.cpu_count(), "threads": int(os.environ.get("OMP_NUM_THREADS", "0")) or None,
-            "gpu": None, "platform": platform.platform()}
+    # torch uses one thread per core unless OMP_NUM_THREADS says otherwise
+    threads = int(os.environ.get("OMP_NUM_THREADS", "0")) or os.cpu_count()
+    return {"cpu": cpu_name(), "cores": os.cpu_count(), "threads": threads, "gpu": None, "platform": platform.platform()}
+
+
+def machine_tag() -> str:
+    """Part of a run's file name, so that the same row measured on another CPU or thread count is kept beside
+    the earlier one instead of replacing it (machines differ between sessions)."""
+    words = re.sub(r"\(r\)|\(tm\)|processor|cpu", " ", cpu_name().lower())
+    return "-".join(re.findall(r"[a-z0-9]+", words)[:2]) + f"-{machine()['threads']}t"
 
 
 def write(name: str, record: dict) -> None:
@@ -131,7 +143,8 @@ def method_run(pair: str, row: str, seed: int, budget: str, extra: list[str]) ->
     """The product end to end: `pipeline build` with one synthesizer; accuracy of the exported final student."""
     teacher_name, student_name = PAIRS[pair]
     synthesizer, arguments, real_images = METHOD_ROWS[row]
-    out = ROOT / "runs" / "bench-datafree" / f"{pair}-{row}-{budget}-s{seed}"
+    name = f"{pair}-{row}-{budget}-s{seed}-{machine_tag()}"
+    out = ROOT / "runs" / "bench-datafree" / name
     command = [sys.executable, "-m", "pipeline.cli", "build", "--teacher", f"embedded:{teacher_name}",
                "--student", student_name, "--synthesizer", synthesizer, *arguments, *extra, "--budget", budget,
                "--seed", str(seed), "--eval", "fmnist", "--out", str(out), "--json", "--quiet"]
@@ -143,7 +156,7 @@ def method_run(pair: str, row: str, seed: int, budget: str, extra: list[str]) ->
     stages = manifest["stages"]
     student = stages["bench"]["metrics"]["student"]
     distill = stages["distill"]["metrics"]
-    write(f"{pair}-{row}-{budget}-s{seed}", {
+    write(name, {
         "pair": pair, "teacher": teacher_name, "student": student_name, "method": row, "budget": budget,
         "real_images": real_images, "seed": seed, "accuracy": student["accuracy"], "eval_images": student["eval_images"],
         "wall_s": round(stages["synthesize"]["wall_s"] + stages["distill"]["wall_s"], 1),

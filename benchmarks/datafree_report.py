@@ -7,7 +7,7 @@ from pathlib import Path
 
 from pipeline.fileio import atomic_write_bytes, atomic_write_json, atomic_write_text
 
-ROW_ORDER = ["teacher", "kd-real", "noise", "bn-inversion+jitter+kd8", "bn-inversion+augment", "bn-inversion", "dafl", "dafl-paper", "soft-target", "images-10-per-class"]
+ROW_ORDER = ["teacher", "kd-real", "noise", "bn-inversion+jitter+kd8", "bn-inversion+mix-10-per-class", "bn-inversion+augment", "bn-inversion", "dafl", "dafl-paper", "soft-target", "images-10-per-class"]
 
 
 def load_records(runs: Path) -> list[dict]:
@@ -27,10 +27,11 @@ def settings(record: dict) -> str | None:
 def aggregate(records: list[dict]) -> tuple[list[dict], dict]:
     groups: dict[tuple, list[dict]] = defaultdict(list)
     teacher_accuracy = {r["teacher"]: r["accuracy"] for r in records if r["method"] == "teacher"}
-    for record in records:
-        groups[(record["pair"], record["method"], record.get("budget"))].append(record)
+    for record in records:  # the same row measured on another machine or thread count is another row
+        machine = record["machine"]
+        groups[(record["pair"], record["method"], record.get("budget"), machine["cpu"], machine.get("threads"))].append(record)
     rows = []
-    for (pair, method, budget), group in groups.items():
+    for (pair, method, budget, _, _), group in groups.items():
         accuracies = [r["accuracy"] for r in group]
         walls = [r["wall_s"] for r in group if r.get("wall_s") is not None]
         first = group[0]
@@ -56,7 +57,8 @@ def markdown(rows: list[dict], teachers: dict, anchors: list[dict], records: lis
     lines = ["# Data-free student training (issue 4)", "",
              "Produced by `python benchmarks/datafree.py ...` (one JSON per run in `benchmarks/results/datafree/`, "
              "commands inside) and `python benchmarks/datafree.py report`.",
-             f"Machine: {records[0]['machine']['cpu']}, {records[0]['machine']['cores']} cores, no GPU.", "",
+             "Machines: " + "; ".join(sorted({f"{r['machine']['cpu']}, {r['machine']['cores']} cores"
+                                              for r in records})) + "; no GPU.", "",
              "Accuracy: final student (no checkpoint selection), exported ONNX, full Fashion-MNIST test split (10k). "
              "wall_s: synthesize + distill wall time. threads: torch threads per run.", "",
              "How the runs shared the machine: each run used one torch thread and two runs went at a time on the "
@@ -69,14 +71,14 @@ def markdown(rows: list[dict], teachers: dict, anchors: list[dict], records: lis
              "defaults: `datafree-ablation.md`. kd-real: KD (tau 4, Adam 2e-3 cosine, batch 128, 2-px shifts "
              "labelled by the teacher) on all 60k training images: 20 epochs for LeNet; only 2 epochs (one seed) for ResNet-14, for lack of session time — short of convergence, so the ResNet ratios against it are upper bounds.", "",
              "| pair | teacher (acc) | student | method | budget | real images | accuracy (mean ± std) | seeds | "
-             "of KD-real | wall s | threads | settings |",
-             "| --- | --- | --- | --- | --- | ---: | ---: | --- | ---: | ---: | ---: | --- |"]
+             "of KD-real | wall s | cpu | threads | settings |",
+             "| --- | --- | --- | --- | --- | ---: | ---: | --- | ---: | ---: | --- | ---: | --- |"]
     for r in rows:
         fraction = f"{r['fraction_of_kd_real'] * 100:.1f} %" if r["fraction_of_kd_real"] else "—"
         teacher = f"{r['teacher']} ({teachers.get(r['teacher'], 0) * 100:.2f} %)"
         lines.append(f"| {r['pair']} | {teacher} | {r['student']} | {r['method']} | {r['budget'] or '—'} | "
                      f"{r['real_images']:,} | {r['accuracy'] * 100:.2f} ± {r['accuracy_std'] * 100:.2f} % | "
-                     f"{','.join(map(str, r['seeds']))} | {fraction} | {r['wall_s'] or '—'} | {r['threads'] or '—'} | "
+                     f"{','.join(map(str, r['seeds']))} | {fraction} | {r['wall_s'] or '—'} | {r['cpu']} | {r['threads'] or '—'} | "
                      f"{r['settings'] or '—'} |")
     lines += ["", "Published anchors (not re-run here):", "",
               "| paper | dataset | teacher | KD with real data | data-free | data-free / KD-real |",
@@ -85,6 +87,12 @@ def markdown(rows: list[dict], teachers: dict, anchors: list[dict], records: lis
         lines.append(f"| {a['paper']} | {a['dataset']} | {a['teacher'] * 100:.2f} | {a['kd_real'] * 100:.2f} | "
                      f"{a['data_free'] * 100:.2f} | {a['data_free'] / a['kd_real'] * 100:.1f} % |")
     return "\n".join(lines) + "\n"
+
+
+def line_label(record: dict) -> str:
+    """Method, CPU vendor and threads: one colour per row of the table."""
+    machine = record["machine"]
+    return f"{record['method']} ({machine['cpu'].split()[0]}, {machine.get('threads') or '?'} thr)"
 
 
 def plot(records: list[dict], path: Path) -> None:
@@ -105,10 +113,10 @@ def plot(records: list[dict], path: Path) -> None:
             curve = record["curve"]
             offset = record["wall_s"] - curve[-1]["seconds"] if record.get("wall_s") else 0  # synthesize time first
             xs = [(point["seconds"] + offset) / 60 for point in curve]
-            label = None if record["method"] in colours else record["method"]
-            line, = axis.plot(xs, [p["accuracy"] * 100 for p in curve], label=label, alpha=0.8,
-                              color=colours.get(record["method"]))
-            colours[record["method"]] = line.get_color()
+            key = line_label(record)
+            line, = axis.plot(xs, [p["accuracy"] * 100 for p in curve], label=None if key in colours else key,
+                              alpha=0.8, color=colours.get(key))
+            colours[key] = line.get_color()
         for record in records:
             if record["pair"] == pair and record["method"] in ("kd-real", "teacher"):
                 axis.axhline(record["accuracy"] * 100, linestyle="--", color="grey" if record["method"] == "teacher" else "black",
