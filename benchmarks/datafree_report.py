@@ -61,15 +61,21 @@ def markdown(rows: list[dict], teachers: dict, anchors: list[dict], records: lis
                                               for r in records})) + "; no GPU.", "",
              "Accuracy: final student (no checkpoint selection), exported ONNX, full Fashion-MNIST test split (10k). "
              "wall_s: synthesize + distill wall time. threads: torch threads per run.", "",
-             "How the runs shared the machine: each run used one torch thread and two runs went at a time on the "
-             "2-core machine, so every run had about one core — half of what the issue's '15 minutes on 2 CPU cores' "
-             "allows; a few short test runs also overlapped some of them. `bn-inversion+jitter+kd8` is the current "
-             "default (`pipeline build` on a BN teacher; quick = 60 s synthesize + 780 s distill); rows with "
-             "'kd 3, 120+600 s' ran with the previous defaults (3 student steps per synthesis step, no jitter, "
-             "quick = 120 + 600 s), `bn-inversion+augment` being the previous default. `bn-inversion` (no "
-             "augmentation) and the other methods ran with `--no-augment`. The A/B runs that chose the current "
+             "How the runs shared the machine — compare rows only at the same cpu and threads: rows with 1 thread "
+             "ran with one torch thread, two runs at a time on the 2-core machine, so each had about one core (half of "
+             "what the issue's '15 minutes on 2 CPU cores' allows); rows with 2 threads ran alone on both cores, the "
+             "issue's setting. The machine changed between sessions: the AMD EPYC rows come from the first two, the "
+             "Intel Xeon rows (a CPU with AMX) from the third, and the Xeon is much faster here (ResNet-14 in the "
+             "quick budget: 3,144 student steps alone on 2 threads vs 624-704 on one AMD thread; `student_steps` in "
+             "each run's JSON). `bn-inversion+jitter+kd8` is the current default (`pipeline build` on a BN teacher; "
+             "quick = 60 s synthesize + 780 s distill); rows with 'kd 3, 120+600 s' ran with the previous defaults "
+             "(3 student steps per synthesis step, no jitter, quick = 120 + 600 s), `bn-inversion+augment` being the "
+             "previous default. `bn-inversion` (no augmentation) and the other methods ran with `--no-augment`; "
+             "`bn-inversion+mix-10-per-class` is the default plus 10 real training images per class mixed into the "
+             "transfer set (`--mix-images fmnist-train --mix-per-class 10`). The A/B runs that chose the current "
              "defaults: `datafree-ablation.md`. kd-real: KD (tau 4, Adam 2e-3 cosine, batch 128, 2-px shifts "
-             "labelled by the teacher) on all 60k training images: 20 epochs for LeNet; only 2 epochs (one seed) for ResNet-14, for lack of session time — short of convergence, so the ResNet ratios against it are upper bounds.", "",
+             "labelled by the teacher) on all 60k training images for 20 epochs (LeNet: 3 seeds; ResNet-14: 1 seed, "
+             "per-epoch loss in `datafree-ceiling-resnet.log`).", "",
              "| pair | teacher (acc) | student | method | budget | real images | accuracy (mean ± std) | seeds | "
              "of KD-real | wall s | cpu | threads | settings |",
              "| --- | --- | --- | --- | --- | ---: | ---: | --- | ---: | ---: | --- | ---: | --- |"]
