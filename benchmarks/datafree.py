@@ -68,8 +68,9 @@ def machine() -> dict:
 def machine_tag() -> str:
     """Part of a run's file name, so that the same row measured on another CPU or thread count is kept beside
     the earlier one instead of replacing it (machines differ between sessions)."""
-    words = re.sub(r"\(r\)|\(tm\)|processor|cpu", " ", cpu_name().lower())
-    return "-".join(re.findall(r"[a-z0-9]+", words)[:2]) + f"-{machine()['threads']}t"
+    here = machine()
+    words = re.sub(r"\(r\)|\(tm\)|processor|cpu", " ", here["cpu"].lower())
+    return "-".join(re.findall(r"[a-z0-9]+", words)[:2]) + f"-{here['threads']}t"
 
 
 def write(name: str, record: dict) -> None:
