@@ -15,6 +15,10 @@ class Budget:
     bench_runs: int
     eval_limit: int | None  # labelled images used for accuracy (None = the whole test split)
     curve_every_s: float = 0.0  # distill: student accuracy on the labelled set every N budget seconds (0 = off)
+    # drop: recovery fine-tune iterations, adapter steps per recoverability probe, latency-table rounds
+    drop_iterations: int = 2000
+    drop_adapter_steps: int = 60
+    drop_latency_rounds: int = 5
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -23,14 +27,16 @@ class Budget:
 BUDGETS = {
     # smoke: exercises every code path in about a minute (tests, CI); its accuracy means nothing.
     "smoke": Budget("smoke", synthesize_seconds=5, distill_seconds=12, batch_size=32,
-                    bench_warmup=5, bench_runs=30, eval_limit=1000),
+                    bench_warmup=5, bench_runs=30, eval_limit=1000,
+                    drop_iterations=20, drop_adapter_steps=3, drop_latency_rounds=2),
     # quick: the default; the whole build stays under 15 minutes on 2 CPU cores. Most of it goes to distill,
     # where the synthesizer keeps learning too but the student also learns (synthesize alone trains no student).
     "quick": Budget("quick", synthesize_seconds=60, distill_seconds=780, batch_size=128,
                     bench_warmup=20, bench_runs=300, eval_limit=None, curve_every_s=60),
     # full: the quality setting, about an hour on 2 CPU cores.
     "full": Budget("full", synthesize_seconds=600, distill_seconds=3000, batch_size=256,
-                   bench_warmup=50, bench_runs=1000, eval_limit=None, curve_every_s=300),
+                   bench_warmup=50, bench_runs=1000, eval_limit=None, curve_every_s=300,
+                   drop_iterations=8000, drop_adapter_steps=120, drop_latency_rounds=9),
 }
 
 

@@ -10,6 +10,11 @@ from pipeline.data import fashion_mnist
 from pipeline.distill.engine import StudentTraining
 from pipeline.distill.stage import DistillConfig, DistillStage
 from pipeline.errors import PipelineError
+from pipeline.drop.finetune import RecoverySettings
+from pipeline.drop.latency_table import LatencySettings
+from pipeline.drop.recoverability import RecoverabilitySettings
+from pipeline.drop.select import LatencyBudget
+from pipeline.drop.stage import DropConfig, DropStage
 from pipeline.export.stage import ExportConfig, ExportStage
 from pipeline.models import default_student
 from pipeline.models.load import LoadedModel
@@ -20,7 +25,7 @@ from pipeline.synthesize.stage import SynthesizeConfig, SynthesizeStage
 from pipeline.targets import Target, load_target
 from pipeline.teacher_spec import TeacherSpec
 
-STAGE_ORDER = ("synthesize", "distill", "export", "bench")
+STAGE_ORDER = ("synthesize", "distill", "drop", "export", "bench")
 DEFAULT_SYNTHESIZER = "auto"  # bn-inversion for teachers with BatchNorm, else dafl
 
 
@@ -50,6 +55,14 @@ class BuildOptions:
     seed: int = 0
     force: bool = False
     command: str = ""
+    # block dropping: which model loses blocks ("teacher": `pipeline drop`, "student": build with a latency flag)
+    drop_from: str | None = None
+    latency_reduction: float | None = None
+    latency_ms: float | None = None
+    images: str | None = None  # few-shot drop: real images (a folder or fmnist-train) instead of the transfer set
+    per_class: int = 50
+    drop_iterations: int | None = None
+    drop_lr: float | None = None
 
 
 @dataclass
@@ -76,9 +89,16 @@ def prepare(options: BuildOptions) -> BuildContext:
         # the target asks for another resolution than the checkpoint's default: reload (and re-probe) at that size
         spec = replace(spec, input_shape=(teacher.input_shape[0], *target.input_size))
         teacher = spec.load(teacher_path)
+    if options.drop_from == "teacher":
+        from pipeline.drop.blocks import require_blocks
+
+        require_blocks(teacher.model, f"{teacher_path.name} ({teacher.arch or teacher.source_format})")
+    if options.drop_from is not None:
+        drop_budget(options, target)  # a missing or bad latency budget fails before any stage runs
     if options.synthesizer == "auto":
         options = replace(options, synthesizer=auto_synthesizer(teacher))
-    out = options.out or Path("runs") / f"{teacher_path.stem}-{target.name}"
+    suffix = "-drop" if options.drop_from == "teacher" else ""
+    out = options.out or Path("runs") / f"{teacher_path.stem}-{target.name}{suffix}"
     eval_spec = choose_eval(options.eval, teacher)
     return BuildContext(options, teacher_path, teacher, spec, target, budget, RunFolder(out), eval_spec)
 
@@ -151,8 +171,40 @@ def distill_stage(ctx: BuildContext) -> DistillStage:
                       mix=mix_options(ctx.options, ctx.budget), teacher=ctx.spec))
 
 
+def drop_stage(ctx: BuildContext) -> DropStage:
+    options, budget, target = ctx.options, ctx.budget, ctx.target
+    latency_budget = drop_budget(options, target)
+    reduction, latency_ms = latency_budget.reduction, latency_budget.ms
+    latency = LatencySettings(runtime=target.runtime, batch=target.batch, threads=target.threads,
+                              warmup=min(target.warmup, budget.bench_warmup), runs=min(target.runs, budget.bench_runs),
+                              rounds=budget.drop_latency_rounds)
+    recovery = RecoverySettings(**{k: v for k, v in (("iterations", options.drop_iterations or budget.drop_iterations),
+                                                     ("lr", options.drop_lr)) if v is not None})
+    from_teacher = options.drop_from == "teacher"
+    model = ctx.teacher_path if from_teacher else ctx.run.artifact("distill", "student")
+    transfer_set = None
+    if options.images is None:
+        transfer_set = ctx.run.artifact("synthesize" if from_teacher else "distill", "transfer_set")
+    return DropStage(model, transfer_set, DropConfig(
+        target=target.name, latency=latency, reduction=reduction, latency_ms=latency_ms,
+        recoverability=RecoverabilitySettings(steps=budget.drop_adapter_steps), recovery=recovery,
+        images=options.images, per_class=options.per_class, seed=options.seed, device=options.device,
+        model=ctx.spec if from_teacher else TeacherSpec()), cache_dir=ctx.run.root / "cache")
+
+
+def drop_budget(options: BuildOptions, target: Target) -> LatencyBudget:
+    """--latency-reduction or --latency-ms, else the target's latency_budget_ms."""
+    if options.latency_reduction is None and options.latency_ms is None:
+        if target.latency_budget_ms is None:
+            raise PipelineError("block dropping needs a latency budget: --latency-reduction 0.3 or --latency-ms 1.5 "
+                                f"(or latency_budget_ms in the {target.name} target)")
+        return LatencyBudget(ms=target.latency_budget_ms)
+    return LatencyBudget(options.latency_reduction, options.latency_ms)
+
+
 def export_stage(ctx: BuildContext) -> ExportStage:
-    models = {"teacher": ctx.teacher_path, "student": ctx.run.artifact("distill", "student")}
+    handed_on = ctx.run.artifact("drop", "model") if ctx.options.drop_from else ctx.run.artifact("distill", "student")
+    models = {"teacher": ctx.teacher_path, "student": handed_on}
     return ExportStage(models, ExportConfig(eval=ctx.eval, seed=ctx.options.seed, specs={"teacher": ctx.spec}))
 
 
@@ -161,7 +213,22 @@ def bench_stage(ctx: BuildContext) -> BenchStage:
     return BenchStage(models, bench_config(ctx.target, ctx.budget, ctx.teacher.preprocess, ctx.eval, ctx.options.seed))
 
 
-STAGE_FACTORIES = {"synthesize": synthesize_stage, "distill": distill_stage, "export": export_stage, "bench": bench_stage}
+STAGE_FACTORIES = {"synthesize": synthesize_stage, "distill": distill_stage, "drop": drop_stage,
+                   "export": export_stage, "bench": bench_stage}
+
+
+def stages_to_run(options: BuildOptions, until: str) -> list[str]:
+    """The stages up to `until` that this build needs: `pipeline drop` skips distill (and synthesize when real
+    images are given); a build without a latency budget skips drop."""
+    wanted = list(STAGE_ORDER[:STAGE_ORDER.index(until) + 1])
+    skip = set()
+    if options.drop_from is None:
+        skip.add("drop")
+    elif options.drop_from == "teacher":
+        skip.add("distill")
+        if options.images is not None:
+            skip.add("synthesize")
+    return [name for name in wanted if name not in skip]
 
 
 DATA_PARALLEL_STAGES = ("synthesize", "distill")
@@ -183,7 +250,7 @@ def run_build(options: BuildOptions, *, until: str = "bench") -> dict:
         teacher_format=ctx.teacher.source_format, target=ctx.target.to_dict(), budget=ctx.budget.to_dict(),
         preprocess=ctx.teacher.preprocess.to_dict(), num_classes=ctx.teacher.num_classes, eval=ctx.eval,
         world_size=distributed.world_size())
-    for name in STAGE_ORDER[:STAGE_ORDER.index(until) + 1]:
+    for name in stages_to_run(options, until):
         if name not in DATA_PARALLEL_STAGES and distributed.active():
             main = distributed.is_main()
             distributed.finish()
@@ -216,6 +283,11 @@ def summarize(run: RunFolder) -> dict:
             "latency_cv": latency.get("cv"),
             "onnx": str(run.root / f"export/{name}.onnx"),
         })
+    summary_drop = stages.get("drop", {}).get("metrics")
+    if summary_drop:
+        for row in rows:
+            if row["model"] == "student":
+                row["dropped_blocks"] = summary_drop["dropped_blocks"]
     return {"run_folder": str(run.root), "manifest": str(run.manifest_path), "rows": rows,
             "stages": {name: {"wall_s": entry.get("wall_s")} for name, entry in stages.items()}}
 

@@ -84,6 +84,9 @@ def _print_summary(summary: dict, as_json: bool) -> None:
         table.add_row(row["model"], str(row["arch"]), f"{row['parameters']:,}", f"{row['onnx_bytes'] / 1e6:.3f}", accuracy,
                       _fmt(row.get("latency_median_ms")), _fmt(row.get("latency_p90_ms")), _fmt(row.get("latency_cv"), 2))
     stdout.print(table)
+    for row in summary["rows"]:
+        if row.get("dropped_blocks"):
+            stdout.print(f"{row['model']}: dropped blocks {', '.join(row['dropped_blocks'])}", highlight=False)
     stdout.print(f"manifest: {summary['manifest']}")
 
 
@@ -157,6 +160,16 @@ MIX_PER_CLASS = typer.Option(10, "--mix-per-class", help="Real images per class 
 AUGMENT = typer.Option(None, "--augment/--no-augment", help="KD on shifted/flipped/mixed-up views of the transfer "
                        "images, labelled by the teacher (costs one teacher forward per student step).")
 KD_STEPS = typer.Option(None, "--kd-steps", help="Student steps per synthesizer step (default 8).")
+LATENCY_REDUCTION = typer.Option(None, "--latency-reduction", help="Drop residual blocks until the model is at least this "
+                                 "fraction faster on the target's runtime, measured (e.g. 0.3 = 30 %% lower latency).")
+LATENCY_MS = typer.Option(None, "--latency-ms", help="Drop residual blocks until the measured latency on the target is at "
+                          "most this many milliseconds (default: the target's latency_budget_ms).")
+IMAGES = typer.Option(None, "--images", help="Few-shot block dropping: recover with real images from this folder "
+                      "(<dir>/<class>/<img>; labels unused) or fmnist-train, instead of the synthetic transfer set.")
+PER_CLASS = typer.Option(50, "--per-class", help="Real images per class taken from --images (0 = all).")
+DROP_ITERATIONS = typer.Option(None, "--drop-iterations", help="Recovery fine-tune iterations after dropping (default: "
+                               "by budget; quick 2000, batch 64).")
+DROP_LR = typer.Option(None, "--drop-lr", help="Recovery fine-tune learning rate (SGD, default 0.02, x0.1 at 40 %%).")
 
 
 @app.command()
@@ -167,15 +180,44 @@ def build(teacher: Optional[str] = TEACHER, arch: Optional[str] = ARCH, target: 
           synth_option: Optional[list[str]] = SYNTH_OPTION, device: str = DEVICE, temperature: Optional[float] = TEMPERATURE,
           mix_images: Optional[str] = MIX_IMAGES, mix_per_class: int = MIX_PER_CLASS,
           ema: Optional[float] = EMA, feature_weight: Optional[float] = FEATURE_WEIGHT, kd_steps: Optional[int] = KD_STEPS,
-          augment: Optional[bool] = AUGMENT, seed: int = SEED, force: bool = typer.Option(False, "--force", help="Re-run every stage even if up to date."),
+          augment: Optional[bool] = AUGMENT, latency_reduction: Optional[float] = LATENCY_REDUCTION,
+          latency_ms: Optional[float] = LATENCY_MS, seed: int = SEED, force: bool = typer.Option(False, "--force", help="Re-run every stage even if up to date."),
           json_output: bool = JSON, debug: bool = DEBUG, quiet: bool = QUIET):
-    """Run every stage: synthesize -> distill -> export -> bench, into one run folder.
+    """Run every stage: synthesize -> distill -> [drop] -> export -> bench, into one run folder.
+
+    With --latency-reduction or --latency-ms the distilled student also loses residual blocks until it meets
+    that latency on the target (see `pipeline drop`).
 
     Data-free: the student never sees a labelled image (unless you choose `--synthesizer images`); accuracy
     is measured afterwards on the exported ONNX model when --eval (or the embedded teacher's dataset) is available.
     Data-parallel: `torchrun --nproc-per-node 2 -m pipeline build ...` (gloo on CPU, NCCL on GPUs).
     """
-    _build("bench", **_command_options(locals()))
+    values = _command_options(locals())
+    if latency_reduction is not None or latency_ms is not None:
+        values["drop_from"] = "student"
+    _build("bench", **values)
+
+
+@app.command()
+def drop(teacher: Optional[str] = TEACHER, arch: Optional[str] = ARCH, target: str = TARGET, budget: str = BUDGET,
+         out: Optional[Path] = OUT, trust_checkpoint: bool = TRUST, input_shape: Optional[str] = INPUT_SHAPE,
+         num_classes: Optional[int] = NUM_CLASSES, eval: Optional[str] = EVAL,
+         latency_reduction: Optional[float] = LATENCY_REDUCTION, latency_ms: Optional[float] = LATENCY_MS,
+         images: Optional[str] = IMAGES, per_class: int = PER_CLASS, drop_iterations: Optional[int] = DROP_ITERATIONS,
+         drop_lr: Optional[float] = DROP_LR, synthesizer: str = SYNTHESIZER, synth_preset: Optional[str] = SYNTH_PRESET,
+         synth_option: Optional[list[str]] = SYNTH_OPTION, device: str = DEVICE, seed: int = SEED,
+         force: bool = typer.Option(False, "--force", help="Re-run every stage even if up to date."),
+         json_output: bool = JSON, debug: bool = DEBUG, quiet: bool = QUIET):
+    """Drop whole residual blocks from the teacher where they cost the most latency on the target (PRACTISE).
+
+    Measures each block's latency saving on the target's runtime (cached in <out>/cache/), scores blocks by
+    recoverability / saving with identity-initialised 1x1 adapters, drops greedily until the budget is met
+    (checked by measuring), fine-tunes on the synthetic transfer set (data-free; `synthesize` runs first) or on
+    --images (few-shot), folds the adapters into the convolutions, then exports and benchmarks both models.
+
+    Example: pipeline drop --latency-reduction 0.3 --out runs/r20-drop
+    """
+    _build("bench", **_command_options(locals()), drop_from="teacher")
 
 
 @app.command()

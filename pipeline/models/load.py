@@ -198,8 +198,12 @@ def _from_pipeline_checkpoint(checkpoint: dict, path: Path, arch: str | None, in
     if arch is not None and arch != recorded_arch:
         raise PipelineError(f"{path} is a {recorded_arch} checkpoint but --arch {arch} was given")
     in_channels = infer_dims(state_dict)[0] or preprocess.channels
-    model = _build(recorded_arch, state_dict, in_channels, classes,
-                   f"checkpoint {path} does not match its recorded arch {recorded_arch}")
+    dropped = (checkpoint.get("metadata") or {}).get("dropped_blocks")
+    if dropped:  # written by the drop stage: the architecture minus some residual blocks
+        model = _build_dropped(recorded_arch, dropped, state_dict, in_channels, classes, path)
+    else:
+        model = _build(recorded_arch, state_dict, in_channels, classes,
+                       f"checkpoint {path} does not match its recorded arch {recorded_arch}")
     if input_shape is not None:
         preprocess = replace(preprocess, channels=input_shape[0], height=input_shape[1], width=input_shape[2])
     return LoadedModel(model, recorded_arch, classes, preprocess, "pipeline", path,
@@ -213,6 +217,18 @@ def _build(arch: str, state_dict: dict, in_channels, num_classes, mismatch_prefi
         raise PipelineError(f"{mismatch_prefix}: {problems}")
     model = create_model(arch, in_channels=in_channels, num_classes=num_classes)
     # Shapes were checked exactly above; strict=False only forgives a missing num_batches_tracked.
+    model.load_state_dict(state_dict, strict=False)
+    return model
+
+
+def _build_dropped(arch: str, dropped: list, state_dict: dict, in_channels, num_classes, path: Path) -> nn.Module:
+    from pipeline.drop.blocks import without_blocks
+
+    model = without_blocks(create_model(arch, in_channels=in_channels, num_classes=num_classes), dropped,
+                           copy_model=False)
+    problems = describe_mismatch(signature(model.state_dict()), signature(state_dict))
+    if problems:
+        raise PipelineError(f"checkpoint {path} does not match {arch} without blocks {', '.join(dropped)}: {problems}")
     model.load_state_dict(state_dict, strict=False)
     return model
 

@@ -1,0 +1,191 @@
+"""Block latency table: what removing each block saves on the target's runtime, *measured*.
+
+Each variant (the full model, and the model without one block) is exported to ONNX as it would be
+deployed and timed with the shared routine (`measure_latency`) on the target's runner, batch and input
+size. Variants are timed in interleaved rounds (full, -b1, -b2, ..., then again in a new order) so a
+slow drift of the machine shifts every variant alike instead of biasing the savings. The saving of a
+block is the median over rounds of (full - without block); its noise is the standard error of those
+differences. Blocks whose saving is within twice its noise are re-measured with more rounds.
+"""
+
+import math
+import platform
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch.nn as nn
+
+from pipeline.bench.latency import measure_latency
+from pipeline.bench.stage import make_runner
+from pipeline.drop.blocks import Block, without_blocks
+from pipeline.export.onnx_export import export_onnx
+from pipeline.fileio import atomic_write_json
+from pipeline.preprocess import Preprocess
+from pipeline.progress import log, progress_bar
+
+TABLE_FORMAT = "edge-pipeline/block-latency-table-v1"
+
+
+@dataclass(frozen=True)
+class LatencySettings:
+    """How latency is measured: the target's runtime, batch and threads, plus how long to time."""
+    runtime: str = "onnxruntime"
+    batch: int = 1
+    threads: int | None = None
+    warmup: int = 20
+    runs: int = 200  # timed runs per variant per round
+    rounds: int = 5
+    max_seconds: float | None = 2.0  # per variant per round; the routine still makes >= 10 runs
+    noise_factor: float = 2.0  # savings below noise_factor x noise are re-measured
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def runtime_version(runtime: str) -> str:
+    if runtime == "onnxruntime":
+        import onnxruntime
+
+        return onnxruntime.__version__
+    if runtime == "tensorrt":
+        from pipeline.lazy import lazy_import
+
+        return lazy_import("tensorrt", install="pip install edge-pipeline[trt] on a machine with a CUDA GPU").__version__
+    return "unknown"
+
+
+def cache_key(arch: str, target: str, settings: LatencySettings, input_shape) -> dict:
+    """What a cached table is valid for: the same architecture, target, runtime version, shape and threads."""
+    return {"format": TABLE_FORMAT, "arch": arch, "target": target, "runtime": settings.runtime,
+            "runtime_version": runtime_version(settings.runtime), "batch": settings.batch,
+            "threads": settings.threads, "input_shape": list(input_shape), "machine": platform.node()}
+
+
+def example_input(settings: LatencySettings, preprocess: Preprocess, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal((settings.batch, *preprocess.input_shape)).astype(np.float32)
+
+
+def time_onnx_models(paths: dict[str, Path], settings: LatencySettings, example: np.ndarray, rounds: int,
+                     label: str = "latency") -> dict[str, dict]:
+    """Interleaved rounds over several ONNX files; per model: the round medians and the mean in-round CV."""
+    runners = {name: make_runner(settings.runtime, path, settings.threads) for name, path in paths.items()}
+    medians = {name: [] for name in paths}
+    cvs = {name: [] for name in paths}
+    rng = np.random.default_rng(len(paths) * 7919 + rounds)
+    try:
+        for runner in runners.values():
+            runner.activate()
+        with progress_bar(label, rounds * len(paths)) as bar:
+            for _ in range(rounds):
+                for name in rng.permutation(list(paths)):
+                    stats = measure_latency(runners[name], example, warmup=settings.warmup, runs=settings.runs,
+                                            max_seconds=settings.max_seconds)
+                    medians[name].append(stats.median_ms)
+                    cvs[name].append(stats.cv)
+                    bar.advance()
+    finally:
+        for runner in runners.values():
+            runner.deactivate()
+    return {name: {"round_medians_ms": medians[name], "median_ms": float(np.median(medians[name])),
+                   "cv": float(np.mean(cvs[name]))} for name in paths}
+
+
+def time_models(models: dict[str, "nn.Module | Path"], preprocess: Preprocess, settings: LatencySettings,
+                rounds: int | None = None, label: str = "latency") -> dict[str, dict]:
+    """Export each torch model to a temporary ONNX file (as deployed; an ONNX path is used as it is) and time
+    them interleaved."""
+    with tempfile.TemporaryDirectory(prefix="edge-pipeline-latency-") as folder:
+        paths = {}
+        for name, model in models.items():
+            if isinstance(model, Path):
+                paths[name] = model
+                continue
+            paths[name] = Path(folder) / f"{name.replace('/', '_')}.onnx"
+            export_onnx(model, preprocess, paths[name])
+        return time_onnx_models(paths, settings, example_input(settings, preprocess), rounds or settings.rounds, label)
+
+
+def export_for_timing(model: nn.Module, preprocess: Preprocess, folder: Path, name: str) -> Path:
+    """Export once, time many times (the full model is timed beside every candidate)."""
+    path = Path(folder) / f"{name}.onnx"
+    export_onnx(model, preprocess, path)
+    return path
+
+
+def _saving(full: list[float], without: list[float]) -> tuple[float, float]:
+    differences = np.asarray(full) - np.asarray(without)
+    noise = float(differences.std(ddof=1) / math.sqrt(len(differences))) if len(differences) > 1 else float("inf")
+    return float(np.median(differences)), noise
+
+
+def block_latency_table(model: nn.Module, preprocess: Preprocess, blocks: list[Block],
+                        settings: LatencySettings, key: dict) -> dict:
+    """Measure the full model and the model without each block; re-measure savings within the noise."""
+    log(f"drop: measuring {len(blocks)} blocks on {settings.runtime} (batch {settings.batch}, "
+        f"threads {settings.threads}, {settings.rounds} interleaved rounds)")
+    with tempfile.TemporaryDirectory(prefix="edge-pipeline-latency-") as folder:
+        variants = {"full": export_for_timing(model, preprocess, folder, "full")}
+        for index, block in enumerate(blocks):
+            variants[block.name] = export_for_timing(without_blocks(model, [block.name]), preprocess, folder, f"without-{index}")
+        return _measure_table(variants, preprocess, blocks, settings, key)
+
+
+def _measure_table(variants: dict[str, Path], preprocess: Preprocess, blocks: list[Block], settings: LatencySettings,
+                   key: dict) -> dict:
+    timed = time_models(variants, preprocess, settings, label="block latency table")
+    full = timed["full"]
+    rows = []
+    noisy = []
+    for block in blocks:
+        saving, noise = _saving(full["round_medians_ms"], timed[block.name]["round_medians_ms"])
+        rows.append({"block": block.name, "kind": block.kind, "body_convs": block.body_convs,
+                     "latency_without_ms": timed[block.name]["median_ms"], "saving_ms": saving, "noise_ms": noise,
+                     "saving_fraction": saving / full["median_ms"], "remeasured": False})
+        if saving < settings.noise_factor * noise:
+            noisy.append(block)
+    if noisy:
+        # re-measure the doubtful blocks together with the full model, with twice the rounds
+        log(f"drop: {len(noisy)} block saving(s) within the noise, re-measuring: {', '.join(b.name for b in noisy)}")
+        again = time_models({"full": variants["full"], **{b.name: variants[b.name] for b in noisy}}, preprocess, settings,
+                            rounds=2 * settings.rounds, label="re-measuring noisy blocks")
+        for row in rows:
+            if row["block"] in again:
+                saving, noise = _saving(again["full"]["round_medians_ms"], again[row["block"]]["round_medians_ms"])
+                row.update(latency_without_ms=again[row["block"]]["median_ms"], saving_ms=saving, noise_ms=noise,
+                           saving_fraction=saving / again["full"]["median_ms"], remeasured=True)
+    for row in rows:
+        row["within_noise"] = row["saving_ms"] < settings.noise_factor * row["noise_ms"]
+    return {**key, "settings": settings.to_dict(), "full_ms": full["median_ms"],
+            "full_round_medians_ms": full["round_medians_ms"], "cv": full["cv"], "blocks": rows}
+
+
+def load_or_measure(cache_file: Path, model: nn.Module, preprocess: Preprocess, blocks: list[Block],
+                    settings: LatencySettings, key: dict) -> tuple[dict, bool]:
+    """The cached table when its key matches (same arch, target, runtime version, shape, threads, machine)."""
+    import json
+
+    if cache_file.is_file():
+        try:
+            cached = json.loads(cache_file.read_text())
+            if {k: cached.get(k) for k in key} == key and cached.get("settings") == settings.to_dict() \
+                    and [row["block"] for row in cached["blocks"]] == [b.name for b in blocks]:
+                return cached, True
+        except (ValueError, KeyError, TypeError):
+            pass  # unreadable cache: measure again
+    table = block_latency_table(model, preprocess, blocks, settings, key)
+    cache_file.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(cache_file, table)
+    return table, False
+
+
+def format_table(table: dict) -> str:
+    lines = [f"full model: {table['full_ms']:.3f} ms median (CV {table['cv']:.3f}), {table['runtime']} "
+             f"{table['runtime_version']}, batch {table['batch']}, threads {table['threads']}",
+             "block        kind        saving ms   noise ms   saving %  remeasured"]
+    for row in table["blocks"]:
+        lines.append(f"{row['block']:<12} {row['kind']:<10} {row['saving_ms']:>9.4f} {row['noise_ms']:>10.4f} "
+                     f"{100 * row['saving_fraction']:>9.1f}  {'yes' if row['remeasured'] else ''}"
+                     f"{' (within noise)' if row['within_noise'] else ''}")
+    return "\n".join(lines)

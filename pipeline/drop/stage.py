@@ -1,0 +1,168 @@
+"""`drop` stage: remove the residual blocks that cost the most latency on the target and are easiest to
+recover, fine-tune the rest, fold the adapters away. Input: a model checkpoint (which also serves as its own
+feature teacher) and, in data-free mode, the transfer set; `images` switches to few-shot mode (N real,
+unlabelled images per class). Output: `dropped.pt` (a pipeline checkpoint that records the dropped blocks),
+the block latency table, the selection trace."""
+
+import copy
+import json
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from pipeline.drop.adapters import fuse_adapters
+from pipeline.drop.blocks import require_blocks, without_blocks
+from pipeline.drop.finetune import RecoverySettings, recovery_finetune
+from pipeline.drop.latency_table import (
+    LatencySettings,
+    cache_key,
+    export_for_timing,
+    format_table,
+    load_or_measure,
+    time_models,
+)
+from pipeline.drop.recoverability import RecoverabilityProbe, RecoverabilitySettings
+from pipeline.drop.select import LatencyBudget, greedy_drop
+from pipeline.errors import PipelineError
+from pipeline.fileio import atomic_write_json, atomic_write_text
+from pipeline.models.checkpoint import save_checkpoint
+from pipeline.progress import log
+from pipeline.stage import Stage, StageOutput
+from pipeline.synthesize.base import TeacherView
+from pipeline.synthesize.transfer_set import TransferSet
+from pipeline.teacher_spec import TeacherSpec
+from pipeline.training import freeze, seed_everything
+
+MAX_TRANSFER_IMAGES = 20_000  # newest transfer images used (the pool may hold 100k; memory, not quality, bound)
+
+
+@dataclass(frozen=True)
+class DropConfig:
+    target: str
+    latency: LatencySettings
+    reduction: float | None = None
+    latency_ms: float | None = None
+    recoverability: RecoverabilitySettings = field(default_factory=RecoverabilitySettings)
+    recovery: RecoverySettings = field(default_factory=RecoverySettings)
+    images: str | None = None  # few-shot: an image folder or fmnist-train; None = data-free (transfer set)
+    per_class: int = 50
+    seed: int = 0
+    device: str = "auto"
+    model: TeacherSpec = field(default_factory=TeacherSpec)
+
+
+class DropStage(Stage):
+    name = "drop"
+    version = 1
+
+    def __init__(self, model_path: Path, transfer_set_path: Path | None, config: DropConfig, cache_dir: Path | None = None):
+        super().__init__(config)
+        self.model_path = Path(model_path)
+        self.transfer_set_path = Path(transfer_set_path) if transfer_set_path is not None else None
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else None
+        if config.images is None and transfer_set_path is None:
+            raise PipelineError("data-free block dropping needs a transfer set (run `synthesize` first) or --images")
+        LatencyBudget(config.reduction, config.latency_ms)  # validate early
+
+    def inputs(self) -> dict[str, Path]:
+        inputs = {"model": self.model_path}
+        if self.config.images is None:
+            inputs["transfer_set"] = self.transfer_set_path
+        return inputs
+
+    def run(self, workdir: Path) -> StageOutput:
+        from pipeline import distributed
+
+        config = self.config
+        seed_everything(config.seed)
+        loaded = config.model.load(self.model_path)
+        arch = loaded.arch or "unknown"
+        device = distributed.local_device(config.device)
+        teacher_cpu = freeze(loaded.model)
+        blocks = require_blocks(teacher_cpu, f"{self.model_path.name} ({arch})")
+        view = TeacherView(freeze(copy.deepcopy(teacher_cpu).to(device)), loaded.preprocess, loaded.num_classes, device)
+        images, source = self._images(view)
+        log(f"drop: {arch}, {len(blocks)} droppable blocks, {len(images)} {source} images, budget "
+            f"{LatencyBudget(config.reduction, config.latency_ms).describe()}")
+
+        key = cache_key(arch, config.target, config.latency, loaded.input_shape)
+        cache_dir = self.cache_dir or workdir
+        cache_file = cache_dir / f"latency-{arch}-{config.target}-{key['runtime']}-{key['runtime_version']}.json"
+        table, cached = load_or_measure(cache_file, teacher_cpu, loaded.preprocess, blocks, config.latency, key)
+        atomic_write_json(workdir / "latency_table.json", {**table, "from_cache": cached})
+        log(("drop: block latency table (cached)\n" if cached else "drop: block latency table\n") + format_table(table))
+
+        probe = RecoverabilityProbe(view.model, images, loaded.input_shape, config.recoverability, config.seed)
+        with tempfile.TemporaryDirectory(prefix="edge-pipeline-drop-") as folder:
+            full_onnx = export_for_timing(teacher_cpu, loaded.preprocess, folder, "full")  # timed beside each candidate
+            selection = self._select(workdir, table, probe, full_onnx, teacher_cpu, loaded.preprocess)
+            return self._recover(workdir, selection, probe, view, loaded, teacher_cpu, full_onnx, images, source,
+                                 blocks, table, cached)
+
+    def _recover(self, workdir, selection, probe, view, loaded, teacher_cpu, full_onnx, images, source, blocks,
+                 table, cached) -> StageOutput:
+        config, arch = self.config, loaded.arch or "unknown"
+        dropped = selection["dropped"]
+
+        student = probe.adapted(dropped)
+        finetune = recovery_finetune(student, view.model, images, config.recovery, workdir, config.seed,
+                                     label=f"recovery fine-tune ({len(dropped)} blocks dropped)")
+        student = student.cpu().eval()
+        fused = fuse_adapters(copy.deepcopy(student))
+        check = probe.eval_images[:128].cpu()
+        with torch.no_grad():
+            fused_diff = float((student(check) - fused(check)).abs().max())
+        if fused_diff > 1e-4:
+            raise PipelineError(f"folding the adapters changed the outputs by {fused_diff:.2e}; refusing to hand on")
+        timed = time_models({"full": full_onnx, "dropped": fused}, loaded.preprocess, config.latency,
+                            label="latency: full vs dropped")
+        full_ms, dropped_ms = timed["full"]["median_ms"], timed["dropped"]["median_ms"]
+        save_checkpoint(workdir / "dropped.pt", fused, arch=arch, preprocess=loaded.preprocess,
+                        num_classes=loaded.num_classes,
+                        metadata={"dropped_blocks": dropped, "dropped_from": str(self.model_path),
+                                  "data_free": config.images is None, "real_images": 0 if config.images is None else len(images),
+                                  **({"source_metadata": loaded.metadata} if loaded.metadata else {})})
+        metrics = {"arch": arch, "dropped_blocks": dropped, "blocks_total": len(blocks), "data": source,
+                   "images": len(images), "real_images": 0 if config.images is None else len(images),
+                   "latency_full_ms": full_ms, "latency_dropped_ms": dropped_ms,
+                   "latency_reduction": 1 - dropped_ms / full_ms, "latency_cv": timed["dropped"]["cv"],
+                   "table_from_cache": cached, "table_cv": table["cv"], "fused_max_abs_diff": fused_diff,
+                   "verifications": selection["verifications"], "finetune": finetune,
+                   "parameters_full": sum(p.numel() for p in teacher_cpu.parameters()),
+                   "parameters_dropped": sum(p.numel() for p in fused.parameters())}
+        log(f"drop: dropped {', '.join(dropped)}; {full_ms:.3f} -> {dropped_ms:.3f} ms "
+            f"({100 * metrics['latency_reduction']:.1f} % lower); fused vs unfused max |diff| {fused_diff:.1e}")
+        return StageOutput(artifacts={"model": "dropped.pt", "latency_table": "latency_table.json",
+                                      "selection": "selection.json"}, metrics=metrics)
+
+    def _images(self, view: TeacherView) -> tuple[torch.Tensor, str]:
+        config = self.config
+        if config.images is not None:
+            from pipeline.synthesize.real_images import load_real_images
+
+            data = load_real_images(config.images, view, config.per_class, config.seed)
+            return data.images.to(view.device), f"real ({config.per_class} per class)"
+        pool = TransferSet.load(self.transfer_set_path)
+        if len(pool) == 0:
+            raise PipelineError(f"{self.transfer_set_path} holds no images")
+        pixels = pool.pixels[-MAX_TRANSFER_IMAGES:]
+        return view.from_uint8(pixels), "transfer-set"
+
+    def _select(self, workdir: Path, table: dict, probe: RecoverabilityProbe, full_onnx: Path, teacher_cpu,
+                preprocess) -> dict:
+        """Greedy selection; its result is kept in the work folder so an interrupted fine-tune resumes on it."""
+        path = workdir / "selection.json"
+        if path.is_file():
+            return json.loads(path.read_text())
+        settings = self.config.latency
+
+        def measure(dropped: list[str]) -> tuple[float, float]:
+            timed = time_models({"full": full_onnx, "dropped": without_blocks(teacher_cpu, dropped)}, preprocess,
+                                settings, label="latency: full vs candidate set")
+            return timed["full"]["median_ms"], timed["dropped"]["median_ms"]
+
+        selection = greedy_drop(table, LatencyBudget(self.config.reduction, self.config.latency_ms), probe, measure)
+        atomic_write_text(path, json.dumps(selection, indent=1))
+        return selection
