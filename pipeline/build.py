@@ -176,8 +176,8 @@ def drop_stage(ctx: BuildContext) -> DropStage:
     latency_budget = drop_budget(options, target)
     reduction, latency_ms = latency_budget.reduction, latency_budget.ms
     latency = LatencySettings(runtime=target.runtime, batch=target.batch, threads=target.threads,
-                              warmup=min(target.warmup, budget.bench_warmup), runs=min(target.runs, budget.bench_runs),
-                              rounds=budget.drop_latency_rounds)
+                              warmup=min(target.warmup, budget.bench_warmup), runs=min(target.runs, budget.drop_latency_runs),
+                              rounds=budget.drop_latency_rounds, max_seconds=0.5)
     recovery = RecoverySettings(**{k: v for k, v in (("iterations", options.drop_iterations or budget.drop_iterations),
                                                      ("lr", options.drop_lr)) if v is not None})
     from_teacher = options.drop_from == "teacher"
