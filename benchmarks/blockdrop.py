@@ -177,9 +177,10 @@ def resnet34(threads: int, rounds: int, adapter_steps: int) -> None:
     probe = RecoverabilityProbe(model, torch.randn(48, 3, 224, 224), (3, 224, 224),
                                 RecoverabilitySettings(steps=adapter_steps, batch_size=4, train_images=32, eval_images=16))
 
-    def measure(dropped):
-        timed = time_models({"full": model, "dropped": without_blocks(model, dropped)}, preprocess, settings)
-        return timed["full"]["median_ms"], timed["dropped"]["median_ms"]
+    def measure(dropped, candidates):
+        models = {"full": model, "current": without_blocks(model, dropped)}
+        models.update({name: without_blocks(model, dropped + [name]) for name in candidates})
+        return {name: entry["median_ms"] for name, entry in time_models(models, preprocess, settings).items()}
 
     selection = greedy_drop(table, LatencyBudget(reduction=PRACTISE_REDUCTION), probe, measure)
     last = selection["verifications"][-1]

@@ -20,7 +20,7 @@ class Budget:
     drop_adapter_steps: int = 60
     # many short interleaved rounds beat a few long ones: background bursts last about a second and would
     # otherwise land on one variant's whole measurement (5 rounds x 1 s gave savings summing to 140 % of the model)
-    drop_latency_rounds: int = 20
+    drop_latency_rounds: int = 50
     drop_latency_runs: int = 100  # timed runs per variant per round
 
     def to_dict(self) -> dict:
@@ -39,7 +39,7 @@ BUDGETS = {
     # full: the quality setting, about an hour on 2 CPU cores.
     "full": Budget("full", synthesize_seconds=600, distill_seconds=3000, batch_size=256,
                    bench_warmup=50, bench_runs=1000, eval_limit=None, curve_every_s=300,
-                   drop_iterations=8000, drop_adapter_steps=120, drop_latency_rounds=40),
+                   drop_iterations=8000, drop_adapter_steps=120, drop_latency_rounds=100),
 }
 
 

@@ -8,14 +8,14 @@ from pipeline.cli import app
 from tests.conftest import run_cli
 
 runner = CliRunner()
-COMMANDS = [["build"], ["synthesize"], ["distill"], ["export"], ["bench"], ["models"], ["targets"], ["synthesizers"],
+COMMANDS = [["build"], ["synthesize"], ["distill"], ["drop"], ["export"], ["bench"], ["models"], ["targets"], ["synthesizers"],
             ["teacher"], ["teacher", "train"], ["teacher", "inspect"]]
 
 
 def test_top_level_help_lists_every_command():
     result = runner.invoke(app, ["--help"])
     assert result.exit_code == 0
-    for command in ("build", "synthesize", "distill", "export", "bench", "models", "targets", "teacher"):
+    for command in ("build", "synthesize", "distill", "drop", "export", "bench", "models", "targets", "teacher"):
         assert command in result.output
 
 
@@ -39,6 +39,11 @@ def test_help_quotes_the_training_defaults_the_code_uses():
 
     assert f"(default {StudentTraining.kd_steps})" in cli.KD_STEPS.help
     assert f"(default {StudentTraining.temperature:g})" in cli.TEMPERATURE.help
+    from pipeline.budgets import BUDGETS
+    from pipeline.drop.finetune import RecoverySettings
+
+    assert f"quick {BUDGETS['quick'].drop_iterations}, batch {RecoverySettings.batch_size}" in cli.DROP_ITERATIONS.help
+    assert f"default {RecoverySettings.lr:g}" in cli.DROP_LR.help
 
 
 def _assert_one_line_error(result, *fragments):

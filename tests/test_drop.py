@@ -162,6 +162,15 @@ def _table(savings: dict, full: float = 1.0) -> dict:
     return {"full_ms": full, "blocks": [{"block": name, "saving_ms": s} for name, s in savings.items()]}
 
 
+def _additive_timer(savings: dict, extra: dict | None = None):
+    """Set latencies as a runtime would report them: 1 ms minus the savings, plus an interaction term."""
+    def measure(dropped, candidates):
+        def latency(names):
+            return 1.0 - sum(savings[n] for n in names) + (extra or {}).get(frozenset(names), 0.0)
+        return {"full": 1.0, "current": latency(dropped), **{c: latency(dropped + [c]) for c in candidates}}
+    return measure
+
+
 def test_greedy_drop_takes_lowest_recoverability_per_saving_and_rescoring_each_step():
     calls = []
 
@@ -171,23 +180,22 @@ def test_greedy_drop_takes_lowest_recoverability_per_saving_and_rescoring_each_s
         cost = {"a": 0.1, "b": 0.2, "c": 0.5, "d": 0.05}
         return sum(cost[n] for n in dropped) + (1.0 if {"a", "b"} <= set(dropped) else 0.0)
 
-    def measure(dropped):
-        return 1.0, 1.0 - 0.2 * len(dropped)
-
-    result = greedy_drop(_table({"a": 0.2, "b": 0.2, "c": 0.2, "d": -0.01}), LatencyBudget(reduction=0.35),
-                         recoverability, measure)
+    savings = {"a": 0.2, "b": 0.2, "c": 0.2, "d": -0.01}
+    result = greedy_drop(_table(savings), LatencyBudget(reduction=0.35), recoverability, _additive_timer(savings))
     assert result["dropped"] == ["a", "c"]  # "d" saves nothing; "b" became the worst after "a"
     assert ["d"] not in calls and len(result["steps"]) == 2
+    assert result["steps"][0]["saving_source"] == "table" and result["steps"][1]["saving_source"] == "measured"
     assert result["verifications"][0]["measured_reduction"] == pytest.approx(0.4)
 
 
-def test_greedy_drop_continues_when_the_measurement_misses_the_estimate():
-    measured = iter([(1.0, 0.8), (1.0, 0.6)])  # the first chosen set is slower than its estimate
-    result = greedy_drop(_table({"a": 0.3, "b": 0.2, "c": 0.1}), LatencyBudget(reduction=0.3),
-                         lambda dropped: float(len(dropped)), lambda dropped: next(measured))
-    assert len(result["verifications"]) == 2 and len(result["dropped"]) == 2
+def test_greedy_drop_uses_measured_savings_when_they_do_not_add_up():
+    savings = {"a": 0.2, "b": 0.15, "c": 0.1}
+    # with "a" gone, removing "b" saves almost nothing more (the table's 0.15 does not add up)
+    timer = _additive_timer(savings, {frozenset({"a", "b"}): 0.14})
+    result = greedy_drop(_table(savings), LatencyBudget(reduction=0.25), lambda dropped: 1.0, timer)
+    assert result["dropped"] == ["a", "c"]  # b's measured marginal saving (0.01) scores it out
     with pytest.raises(PipelineError, match="cannot reach"):
-        greedy_drop(_table({"a": 0.1}), LatencyBudget(reduction=0.5), lambda d: 0.0, lambda d: (1.0, 0.9))
+        greedy_drop(_table({"a": 0.1}), LatencyBudget(reduction=0.5), lambda d: 0.0, _additive_timer({"a": 0.1}))
 
 
 @pytest.mark.parametrize("kwargs, message", [({}, "exactly one"), ({"reduction": 0.3, "ms": 1.0}, "exactly one"),
@@ -252,3 +260,21 @@ def test_pipeline_drop_user_errors_are_one_line(tmp_path, args, message):
     result = run_cli("drop", *args, "--out", str(tmp_path / "run"), "--eval", "none")
     assert result.returncode != 0 and message in result.stderr
     assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_build_plans_the_drop_stage_only_when_asked():
+    from pipeline.build import BuildOptions, drop_budget, stages_to_run
+    from pipeline.targets import load_target
+
+    assert stages_to_run(BuildOptions(), "bench") == ["synthesize", "distill", "export", "bench"]
+    assert stages_to_run(BuildOptions(drop_from="student", latency_reduction=0.3), "bench") == \
+        ["synthesize", "distill", "drop", "export", "bench"]
+    assert stages_to_run(BuildOptions(drop_from="teacher"), "bench") == ["synthesize", "drop", "export", "bench"]
+    assert stages_to_run(BuildOptions(drop_from="teacher", images="few/"), "drop") == ["drop"]
+    cpu = load_target("cpu")
+    assert drop_budget(BuildOptions(latency_ms=2.0), cpu) == LatencyBudget(ms=2.0)
+    from dataclasses import replace
+
+    assert drop_budget(BuildOptions(), replace(cpu, latency_budget_ms=0.5)) == LatencyBudget(ms=0.5)
+    with pytest.raises(PipelineError, match="needs a latency budget"):
+        drop_budget(BuildOptions(), cpu)

@@ -1,8 +1,12 @@
-"""Greedy block selection: drop the block with the lowest score = recoverability / measured latency saving,
-recompute every remaining candidate's recoverability given what is already gone, repeat until the
-latency budget is met. Savings come from the single-block table (measured once); since savings of
-several blocks need not add up exactly, the chosen set is then timed for real against the full model
-and the greedy search goes on if the measured latency misses the budget."""
+"""Greedy block selection: drop the block with the lowest score = recoverability / latency saving, then
+recompute every remaining candidate's score given what is already gone, until the latency budget is met.
+
+Both terms are recomputed at every step, in context: recoverability with the earlier drops in place, and
+the saving as *measured* latency(current model) - latency(current model without the candidate), all
+candidate models timed together in one interleaved run. Single-block savings do not add up (on the
+embedded ResNet-20, dropping the three layer1 blocks was estimated at 35 % from the table and measured at
+26 %), so the first step uses the block latency table and every later step measures. The chosen set is
+timed once more against the full model before it is accepted."""
 
 from dataclasses import dataclass
 from typing import Callable
@@ -31,47 +35,59 @@ class LatencyBudget:
         return f"{100 * self.reduction:.1f} % lower latency" if self.reduction is not None else f"{self.ms} ms"
 
 
-def greedy_drop(table: dict, budget: LatencyBudget, recoverability: Callable[[list[str]], float],
-                measure: Callable[[list[str]], tuple[float, float]], max_verifications: int = 4) -> dict:
-    """Returns {"dropped", "steps" (every candidate's score at each step), "verifications"}.
+# measure(dropped, candidates) -> {"full": ms, "current": ms of the model without `dropped`,
+#                                  candidate: ms of the model without `dropped` + [candidate]}, timed together
+SetTimer = Callable[[list[str], list[str]], dict[str, float]]
 
-    `recoverability(dropped)` -> R of the model without `dropped`; `measure(dropped)` -> (full ms, without ms)
-    timed together, interleaved."""
-    savings = {row["block"]: row["saving_ms"] for row in table["blocks"]}
-    candidates = [name for name, saving in savings.items() if saving > 0]
+
+def _from_table(table: dict) -> dict[str, float]:
+    timed = {"full": table["full_ms"], "current": table["full_ms"]}
+    timed.update({row["block"]: table["full_ms"] - row["saving_ms"] for row in table["blocks"]})
+    return timed
+
+
+def greedy_drop(table: dict, budget: LatencyBudget, recoverability: Callable[[list[str]], float],
+                measure: SetTimer, max_verifications: int = 3) -> dict:
+    """Returns {"dropped", "steps" (every candidate's recoverability, measured saving and score at each
+    step), "verifications"}."""
+    blocks = [row["block"] for row in table["blocks"]]
     dropped: list[str] = []
     steps, verifications = [], []
-    estimate = table["full_ms"]
-    limit = budget.limit_ms(table["full_ms"])
     while True:
-        while estimate > limit:
-            remaining = [name for name in candidates if name not in dropped]
-            if not remaining:
-                raise PipelineError(f"cannot reach {budget.describe()} by dropping blocks: with every block whose "
-                                    f"removal saves time gone, the estimate is {estimate:.3f} ms (limit {limit:.3f} ms)")
-            scored = []
-            for name in remaining:
-                r = recoverability(dropped + [name])
-                scored.append({"block": name, "recoverability": r, "saving_ms": savings[name],
-                               "score": r / savings[name]})
-            best = min(scored, key=lambda row: row["score"])
-            dropped.append(best["block"])
-            estimate -= best["saving_ms"]
-            steps.append({"dropped": best["block"], "estimated_ms": estimate, "candidates": scored})
-            log(f"drop: step {len(steps)}: {best['block']} (R {best['recoverability']:.4g}, saves "
-                f"{best['saving_ms']:.4f} ms, score {best['score']:.4g}); estimate {estimate:.3f} ms, limit {limit:.3f}")
-        full_ms, dropped_ms = measure(dropped)
-        measured_limit = budget.limit_ms(full_ms)
-        verifications.append({"dropped": list(dropped), "full_ms": full_ms, "dropped_ms": dropped_ms,
-                              "limit_ms": measured_limit, "estimated_ms": estimate,
-                              "measured_reduction": 1 - dropped_ms / full_ms})
-        log(f"drop: measured {dropped_ms:.3f} ms vs full {full_ms:.3f} ms ({100 * (1 - dropped_ms / full_ms):.1f} % lower; "
-            f"limit {measured_limit:.3f} ms)")
-        if dropped_ms <= measured_limit:
+        remaining = [name for name in blocks if name not in dropped]
+        if not remaining:
+            raise PipelineError(f"cannot reach {budget.describe()} by dropping blocks: even without every droppable "
+                                "block the measured latency is above the budget")
+        timed = _from_table(table) if not dropped else measure(dropped, remaining)
+        limit = budget.limit_ms(timed["full"])
+        scored = []
+        for name in remaining:
+            saving = timed["current"] - timed[name]
+            row = {"block": name, "saving_ms": saving, "latency_ms": timed[name]}
+            if saving > 0:  # a block whose removal saves nothing measurable is never worth its accuracy
+                row["recoverability"] = recoverability(dropped + [name])
+                row["score"] = row["recoverability"] / saving
+            scored.append(row)
+        candidates = [row for row in scored if "score" in row]
+        if not candidates:
+            raise PipelineError(f"cannot reach {budget.describe()} by dropping blocks: no remaining block saves "
+                                f"measurable time (now {timed['current']:.3f} ms, limit {limit:.3f} ms)")
+        best = min(candidates, key=lambda row: row["score"])
+        dropped.append(best["block"])
+        steps.append({"dropped": best["block"], "latency_ms": best["latency_ms"], "full_ms": timed["full"],
+                      "limit_ms": limit, "saving_source": "table" if len(dropped) == 1 else "measured", "candidates": scored})
+        log(f"drop: step {len(steps)}: {best['block']} (R {best['recoverability']:.4g}, saves {best['saving_ms']:.4f} ms, "
+            f"score {best['score']:.4g}); {best['latency_ms']:.3f} ms, limit {limit:.3f} ms")
+        if best["latency_ms"] > limit:
+            continue
+        check = measure(dropped, [])
+        verifications.append({"dropped": list(dropped), "full_ms": check["full"], "dropped_ms": check["current"],
+                              "limit_ms": budget.limit_ms(check["full"]),
+                              "measured_reduction": 1 - check["current"] / check["full"]})
+        log(f"drop: check: {check['current']:.3f} ms vs full {check['full']:.3f} ms "
+            f"({100 * verifications[-1]['measured_reduction']:.1f} % lower; limit {verifications[-1]['limit_ms']:.3f} ms)")
+        if check["current"] <= verifications[-1]["limit_ms"]:
             return {"dropped": dropped, "steps": steps, "verifications": verifications}
         if len(verifications) >= max_verifications:
-            raise PipelineError(f"the measured latency missed {budget.describe()} after {len(verifications)} "
-                                "verifications; the machine may be too noisy (see the latency table's CV)")
-        # the measured model is slower than estimated: scale the estimate to the measurement and go on
-        estimate = dropped_ms * table["full_ms"] / full_ms
-        limit = budget.limit_ms(table["full_ms"]) if budget.reduction is not None else measured_limit * table["full_ms"] / full_ms
+            raise PipelineError(f"the measured latency missed {budget.describe()} in {len(verifications)} checks; "
+                                "the machine may be too noisy (see the latency table's CV)")

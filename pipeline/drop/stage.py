@@ -158,10 +158,11 @@ class DropStage(Stage):
             return json.loads(path.read_text())
         settings = self.config.latency
 
-        def measure(dropped: list[str]) -> tuple[float, float]:
-            timed = time_models({"full": full_onnx, "dropped": without_blocks(teacher_cpu, dropped)}, preprocess,
-                                settings, label="latency: full vs candidate set")
-            return timed["full"]["median_ms"], timed["dropped"]["median_ms"]
+        def measure(dropped: list[str], candidates: list[str]) -> dict[str, float]:
+            models = {"full": full_onnx, "current": without_blocks(teacher_cpu, dropped)}
+            models.update({name: without_blocks(teacher_cpu, dropped + [name]) for name in candidates})
+            timed = time_models(models, preprocess, settings, label=f"latency: {len(candidates)} candidate sets")
+            return {name: entry["median_ms"] for name, entry in timed.items()}
 
         selection = greedy_drop(table, LatencyBudget(self.config.reduction, self.config.latency_ms), probe, measure)
         atomic_write_text(path, json.dumps(selection, indent=1))
