@@ -69,14 +69,15 @@ def _seeded_run_folder(name: str, data_free: bool) -> Path:
     return folder
 
 
-def drop(reduction: float, per_class: int, budget: str, seed: int) -> None:
+def drop(reduction: float, per_class: int, budget: str, seed: int, iterations: int | None = None) -> None:
     from pipeline.build import BuildOptions, run_build
 
     data_free = per_class == 0
-    name = f"drop-{reduction}-{'df' if data_free else f'real{per_class}'}-s{seed}"
+    name = f"drop-{reduction}-{'df' if data_free else f'real{per_class}'}{f'-it{iterations}' if iterations else ''}-s{seed}"
     folder = _seeded_run_folder(name, data_free)
     options = BuildOptions(out=folder, budget=budget, drop_from="teacher", latency_reduction=reduction, eval="fmnist",
-                           images=None if data_free else "fmnist-train", per_class=per_class, seed=seed, command=command())
+                           images=None if data_free else "fmnist-train", per_class=per_class, seed=seed, command=command(),
+                           drop_iterations=iterations)
     started = time.monotonic()
     summary = run_build(options)
     wall = time.monotonic() - started
@@ -202,6 +203,7 @@ def main() -> None:
     p.add_argument("--per-class", type=int, default=0, help="0: data-free")
     p.add_argument("--budget", default="quick")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--iterations", type=int, help="recovery fine-tune iterations (default: the budget's)")
     p = sub.add_parser("filter-prune")
     p.add_argument("--match", required=True, help="name of a block-drop row to match in latency")
     p.add_argument("--budget", default="quick")
@@ -215,7 +217,7 @@ def main() -> None:
     if args.mode == "synthesize":
         synthesize(args.budget)
     elif args.mode == "drop":
-        drop(args.reduction, args.per_class, args.budget, args.seed)
+        drop(args.reduction, args.per_class, args.budget, args.seed, args.iterations)
     elif args.mode == "filter-prune":
         filter_prune(args.match, args.budget, args.seed)
     elif args.mode == "resnet34":

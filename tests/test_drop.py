@@ -196,6 +196,8 @@ def test_greedy_drop_uses_measured_savings_when_they_do_not_add_up():
     assert result["dropped"] == ["a", "c"]  # b's measured marginal saving (0.01) scores it out
     with pytest.raises(PipelineError, match="cannot reach"):
         greedy_drop(_table({"a": 0.1}), LatencyBudget(reduction=0.5), lambda d: 0.0, _additive_timer({"a": 0.1}))
+    already = greedy_drop(_table(savings), LatencyBudget(ms=2.0), lambda d: 1.0, timer)
+    assert already["dropped"] == [] and already["verifications"][0]["full_ms"] == 1.0
 
 
 @pytest.mark.parametrize("kwargs, message", [({}, "exactly one"), ({"reduction": 0.3, "ms": 1.0}, "exactly one"),
@@ -248,6 +250,7 @@ def test_pipeline_drop_few_shot_uses_real_images_and_no_transfer_set(tmp_path):
     assert list(manifest["stages"]) == ["drop", "export", "bench"]
     drop = manifest["stages"]["drop"]["metrics"]
     assert drop["real_images"] == 30 and drop["data"].startswith("real")
+    assert drop["dropped_blocks"] == []  # 1000 ms: the teacher already meets it, nothing is dropped or trained
 
 
 @pytest.mark.parametrize("args, message", [
@@ -278,3 +281,18 @@ def test_build_plans_the_drop_stage_only_when_asked():
     assert drop_budget(BuildOptions(), replace(cpu, latency_budget_ms=0.5)) == LatencyBudget(ms=0.5)
     with pytest.raises(PipelineError, match="needs a latency budget"):
         drop_budget(BuildOptions(), cpu)
+
+
+@pytest.mark.slow
+def test_build_with_a_latency_budget_drops_blocks_from_the_distilled_student(tmp_path):
+    run = tmp_path / "run"
+    result = run_cli("build", "--budget", "smoke", "--latency-reduction", "0.15", "--out", str(run), "--json",
+                     "--eval", "none")
+    assert result.returncode == 0, result.stderr
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert list(manifest["stages"]) == ["synthesize", "distill", "drop", "export", "bench"]
+    drop = manifest["stages"]["drop"]["metrics"]
+    assert drop["arch"] == "resnet14" and drop["dropped_blocks"]
+    assert manifest["stages"]["drop"]["inputs"]["model"]["path"].endswith("distill/student.pt")
+    rows = {row["model"]: row for row in json.loads(result.stdout)["rows"]}
+    assert rows["student"]["dropped_blocks"] == drop["dropped_blocks"]

@@ -53,6 +53,12 @@ def greedy_drop(table: dict, budget: LatencyBudget, recoverability: Callable[[li
     blocks = [row["block"] for row in table["blocks"]]
     dropped: list[str] = []
     steps, verifications = [], []
+    if table["full_ms"] <= budget.limit_ms(table["full_ms"]):
+        check = measure([], [])
+        if check["full"] <= budget.limit_ms(check["full"]):
+            log(f"drop: the full model ({check['full']:.3f} ms) already meets {budget.describe()}; nothing to drop")
+            return {"dropped": [], "steps": [], "verifications": [{"dropped": [], "full_ms": check["full"],
+                    "dropped_ms": check["full"], "limit_ms": budget.limit_ms(check["full"]), "measured_reduction": 0.0}]}
     while True:
         remaining = [name for name in blocks if name not in dropped]
         if not remaining:

@@ -107,8 +107,10 @@ class DropStage(Stage):
         dropped = selection["dropped"]
 
         student = probe.adapted(dropped)
-        finetune = recovery_finetune(student, view.model, images, config.recovery, workdir, config.seed,
-                                     label=f"recovery fine-tune ({len(dropped)} blocks dropped)")
+        finetune = None
+        if dropped:  # nothing dropped (the model already met the budget): hand it on untouched
+            finetune = recovery_finetune(student, view.model, images, config.recovery, workdir, config.seed,
+                                         label=f"recovery fine-tune ({len(dropped)} blocks dropped)")
         student = student.cpu().eval()
         fused = fuse_adapters(copy.deepcopy(student))
         check = probe.eval_images[:128].cpu()
@@ -132,7 +134,7 @@ class DropStage(Stage):
                    "verifications": selection["verifications"], "finetune": finetune,
                    "parameters_full": sum(p.numel() for p in teacher_cpu.parameters()),
                    "parameters_dropped": sum(p.numel() for p in fused.parameters())}
-        log(f"drop: dropped {', '.join(dropped)}; {full_ms:.3f} -> {dropped_ms:.3f} ms "
+        log(f"drop: dropped {', '.join(dropped) or 'nothing'}; {full_ms:.3f} -> {dropped_ms:.3f} ms "
             f"({100 * metrics['latency_reduction']:.1f} % lower); fused vs unfused max |diff| {fused_diff:.1e}")
         return StageOutput(artifacts={"model": "dropped.pt", "latency_table": "latency_table.json",
                                       "selection": "selection.json"}, metrics=metrics)
