@@ -22,13 +22,13 @@ def _time_everything(paths: dict[str, Path], threads: int, rounds: int) -> dict:
     from pipeline.drop.latency_table import LatencySettings, example_input, time_onnx_models
     from pipeline.preprocess import default_preprocess
 
-    settings = LatencySettings(threads=threads, warmup=50, runs=300, rounds=rounds, max_seconds=1.0)
+    settings = LatencySettings(threads=threads, warmup=20, runs=100, rounds=rounds, max_seconds=0.5)
     timed = time_onnx_models(paths, settings, example_input(settings, default_preprocess(1, 28, 28)), rounds,
                              label="report: every model, interleaved")
     return {"settings": settings.to_dict(), "models": timed}
 
 
-def report(threads: int = 2, rounds: int = 5) -> None:
+def report(threads: int = 2, rounds: int = 30) -> None:
     records = _records()
     fmnist = [r for r in records if r.get("method") in ("block-drop", "filter-prune")]
     if not fmnist:
@@ -53,6 +53,8 @@ def report(threads: int = 2, rounds: int = 5) -> None:
                      "wall_s": r.get("drop_stage_wall_s", r.get("wall_s")), "name": r["name"],
                      "latency_cv": latency["models"][r["name"]]["cv"], "dropped_blocks": r.get("dropped_blocks"),
                      "matched_to": r.get("matched_to"), "channels": r.get("channels"),
+                     "requested_reduction": r.get("requested_reduction"),
+                     "finetune_iterations": (r.get("finetune") or {}).get("iterations"),
                      "table_from_cache": r.get("table_from_cache")})
     for r in records:
         if r["name"].startswith("resnet34-224"):
@@ -86,20 +88,23 @@ def markdown(result: dict, records: list[dict]) -> str:
     lines = ["# Block dropping (PRACTISE) vs filter pruning — measured", "",
              f"Machine: {m['cpu']}, {m['cores']} cores; ONNX Runtime CPU, batch 1, {result['latency_run']['threads']} "
              f"threads. Latency: every Fashion-MNIST model below timed in ONE interleaved run ({result['latency_run']['rounds']} "
-             "rounds of up to 300 runs each; median of the round medians), so each row's latency is measured in the same "
+             "rounds of up to 100 runs each, order shuffled per round; median of the round medians), so each row's latency is measured in the same "
              "run as the teacher's. Accuracy: the exported ONNX model on the full Fashion-MNIST test split (10,000 "
              "images); no labelled image is used before that in data-free rows.",
              f"Report command: `{result['command']}`; each row's own command is in `benchmarks/results/blockdrop/<name>.json`.",
-             "", "| model | method | real images | latency ms | reduction | top-1 | Δ vs teacher | fused max abs diff | stage wall s | dropped / channels |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+             "", "| model | method | real images | asked | latency ms | reduction | top-1 | Δ vs teacher | fused max abs diff | stage wall s | fine-tune its | dropped / channels |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     teacher_accuracy = {row["model"]: row["accuracy"] for row in result["rows"] if row["method"] == "teacher"}
     for row in result["rows"]:
         base = teacher_accuracy.get(row["model"])
         delta = f"{100 * (row['accuracy'] - base):+.2f} pt" if row["accuracy"] is not None and base is not None and row["method"] != "teacher" else "—"
         detail = ", ".join(row.get("dropped_blocks") or []) or (str(row.get("channels"))[:60] if row.get("channels") else "")
-        lines.append(f"| {row['model']} | {row['method']} | {row['real_images']} | {row['latency_ms']:.4f} | "
+        asked = f"{100 * row['requested_reduction']:.0f} %" if row.get("requested_reduction") else (
+            f"= {row['matched_to']}" if row.get("matched_to") else "—")
+        lines.append(f"| {row['model']} | {row['method']} | {row['real_images']} | {asked} | {row['latency_ms']:.4f} | "
                      f"{100 * row['latency_reduction']:.1f} % | {_pct(row['accuracy'])} | {delta} | "
-                     f"{_number(row['fused_max_abs_diff'], '.1e')} | {_number(row['wall_s'], '.0f')} | {detail} |")
+                     f"{_number(row['fused_max_abs_diff'], '.1e')} | {_number(row['wall_s'], '.0f')} | "
+                     f"{_number(row.get('finetune_iterations'), 'd')} | {detail} |")
     resnet34 = [r for r in records if r["name"].startswith("resnet34-224")]
     for r in resnet34:
         from pipeline.drop.latency_table import format_table
