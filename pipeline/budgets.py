@@ -19,7 +19,7 @@ class Budget:
     drop_iterations: int = 2000
     drop_adapter_steps: int = 60
     # many short interleaved rounds beat a few long ones: background bursts last about a second and would
-    # otherwise land on one variant's whole measurement (5 rounds x 1 s gave savings summing to 140 % of the model)
+    # otherwise land on one variant's whole measurement (with 5 rounds x 1 s the savings summed to more than the model)
     drop_latency_rounds: int = 50
     drop_latency_runs: int = 100  # timed runs per variant per round
 
@@ -31,7 +31,7 @@ BUDGETS = {
     # smoke: exercises every code path in about a minute (tests, CI); its accuracy means nothing.
     "smoke": Budget("smoke", synthesize_seconds=5, distill_seconds=12, batch_size=32,
                     bench_warmup=5, bench_runs=30, eval_limit=1000,
-                    drop_iterations=20, drop_adapter_steps=3, drop_latency_rounds=3, drop_latency_runs=20),
+                    drop_iterations=20, drop_adapter_steps=3, drop_latency_rounds=6, drop_latency_runs=30),
     # quick: the default; the whole build stays under 15 minutes on 2 CPU cores. Most of it goes to distill,
     # where the synthesizer keeps learning too but the student also learns (synthesize alone trains no student).
     "quick": Budget("quick", synthesize_seconds=60, distill_seconds=780, batch_size=128,

@@ -30,8 +30,8 @@ class RecoverySettings:
     kd_weight: float = 1.0  # logit KD next to the feature MSE; 0 = features only
     temperature: float = 4.0
     augment: bool = True  # shifted/flipped/mixed-up views, labelled by the teacher on the fly
-    # Not in the paper, needed here: right after dropping, the gradient norm is ~200 (features far from the
-    # teacher's, BatchNorm in inference mode) and plain SGD at lr 0.02 diverges within two steps.
+    # Not in the paper, needed here: right after dropping, the gradient is large (features far from the
+    # teacher's, BatchNorm in inference mode) and plain SGD at lr 0.02 diverged within two steps.
     warmup_iterations: int = 50  # linear lr warm-up
     clip_grad_norm: float = 2.0
 
@@ -81,7 +81,7 @@ def recovery_finetune(student: nn.Module, teacher: nn.Module, images: torch.Tens
                 feature_loss = (projection(features, teacher_features) if projection is not None
                                 else F.mse_loss(features, teacher_features))
                 # relative to the teacher features' mean square: the same lr then suits every architecture
-                # (the raw MSE of the embedded ResNet-20 starts near 10 and diverges at lr 0.02)
+                # (the raw MSE of the embedded ResNet-20 is large enough to diverge at lr 0.02)
                 feature_loss = feature_loss / teacher_features.pow(2).mean().clamp_min(1e-8)
                 loss = feature_loss
                 if settings.kd_weight > 0:

@@ -3,9 +3,9 @@ recompute every remaining candidate's score given what is already gone, until th
 
 Both terms are recomputed at every step, in context: recoverability with the earlier drops in place, and
 the saving as *measured* latency(current model) - latency(current model without the candidate), all
-candidate models timed together in one interleaved run. Single-block savings do not add up (on the
-embedded ResNet-20, dropping the three layer1 blocks was estimated at 35 % from the table and measured at
-26 %), so the first step uses the block latency table and every later step measures. The chosen set is
+candidate models timed together in one interleaved run. Single-block savings need not add up (in a
+scratch check on the embedded ResNet-20, three blocks together saved clearly less than the sum of their
+table entries), so the first step uses the block latency table and every later step measures. The chosen set is
 timed once more against the full model before it is accepted."""
 
 from dataclasses import dataclass
