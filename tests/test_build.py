@@ -57,7 +57,10 @@ def _start_build(run: Path, env: dict | None = None) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "pipeline.cli", "build", "--teacher", "embedded:lenet5-fmnist",
                              "--budget", "smoke", "--out", str(run), "--eval", "none"],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
+                            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+                            # a shell's background job (`cmd &`) inherits SIGINT ignored, and Python then never
+                            # turns Ctrl-C into KeyboardInterrupt: give the child the default disposition back
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def _wait_for(condition, timeout: float = 180) -> None:
