@@ -159,8 +159,9 @@ def resnet34(threads: int, rounds: int, adapter_steps: int) -> None:
     real run (on Gaussian-noise images, a few adapter steps) only so that the same code path picks the blocks."""
     import torch
 
-    from pipeline.drop.blocks import droppable_blocks, without_blocks
-    from pipeline.drop.latency_table import LatencySettings, block_latency_table, cache_key, format_table, time_models
+    from pipeline.drop.blocks import droppable_blocks
+    from pipeline.drop.latency_table import (LatencySettings, block_latency_table, cache_key, format_table,
+                                             time_candidate_sets)
     from pipeline.drop.recoverability import RecoverabilityProbe, RecoverabilitySettings
     from pipeline.drop.select import LatencyBudget, greedy_drop
     from pipeline.models import create_model
@@ -179,9 +180,7 @@ def resnet34(threads: int, rounds: int, adapter_steps: int) -> None:
                                 RecoverabilitySettings(steps=adapter_steps, batch_size=4, train_images=32, eval_images=16))
 
     def measure(dropped, candidates):
-        models = {"full": model, "current": without_blocks(model, dropped)}
-        models.update({name: without_blocks(model, dropped + [name]) for name in candidates})
-        return {name: entry["median_ms"] for name, entry in time_models(models, preprocess, settings).items()}
+        return time_candidate_sets(model, model, dropped, candidates, preprocess, settings)
 
     selection = greedy_drop(table, LatencyBudget(reduction=PRACTISE_REDUCTION), probe, measure)
     last = selection["verifications"][-1]

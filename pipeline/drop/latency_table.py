@@ -107,6 +107,16 @@ def time_models(models: dict[str, "nn.Module | Path"], preprocess: Preprocess, s
         return time_onnx_models(paths, settings, example_input(settings, preprocess), rounds or settings.rounds, label)
 
 
+def time_candidate_sets(full: "nn.Module | Path", model: nn.Module, dropped: list[str], candidates: list[str],
+                        preprocess: Preprocess, settings: LatencySettings) -> dict[str, float]:
+    """The greedy selection's measurement: median ms of the full model, of `model` without `dropped`
+    ("current"), and of that model without each candidate as well, timed together, interleaved."""
+    models = {"full": full, "current": without_blocks(model, dropped)}
+    models.update({name: without_blocks(model, dropped + [name]) for name in candidates})
+    timed = time_models(models, preprocess, settings, label=f"latency: {len(candidates)} candidate sets")
+    return {name: entry["median_ms"] for name, entry in timed.items()}
+
+
 def export_for_timing(model: nn.Module, preprocess: Preprocess, folder: Path, name: str) -> Path:
     """Export once, time many times (the full model is timed beside every candidate)."""
     path = Path(folder) / f"{name}.onnx"

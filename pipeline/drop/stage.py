@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from pipeline.drop.adapters import fuse_adapters
-from pipeline.drop.blocks import require_blocks, without_blocks
+from pipeline.drop.blocks import require_blocks
 from pipeline.drop.finetune import RecoverySettings, recovery_finetune
 from pipeline.drop.latency_table import (
     LatencySettings,
@@ -21,6 +21,7 @@ from pipeline.drop.latency_table import (
     export_for_timing,
     format_table,
     load_or_measure,
+    time_candidate_sets,
     time_models,
 )
 from pipeline.drop.recoverability import RecoverabilityProbe, RecoverabilitySettings
@@ -161,10 +162,7 @@ class DropStage(Stage):
         settings = self.config.latency
 
         def measure(dropped: list[str], candidates: list[str]) -> dict[str, float]:
-            models = {"full": full_onnx, "current": without_blocks(teacher_cpu, dropped)}
-            models.update({name: without_blocks(teacher_cpu, dropped + [name]) for name in candidates})
-            timed = time_models(models, preprocess, settings, label=f"latency: {len(candidates)} candidate sets")
-            return {name: entry["median_ms"] for name, entry in timed.items()}
+            return time_candidate_sets(full_onnx, teacher_cpu, dropped, candidates, preprocess, settings)
 
         selection = greedy_drop(table, LatencyBudget(self.config.reduction, self.config.latency_ms), probe, measure)
         atomic_write_text(path, json.dumps(selection, indent=1))
