@@ -108,13 +108,12 @@ def filter_prune(match: str, budget: str, seed: int) -> None:
     from pipeline.data import load_eval_dataset
     from pipeline.drop.filter_prune import channel_counts, prune_to_latency
     from pipeline.drop.finetune import RecoverySettings, recovery_finetune
-    from pipeline.drop.stage import MAX_TRANSFER_IMAGES
     from pipeline.export.onnx_export import export_onnx
     from pipeline.models.load import load_model
     from pipeline.runtimes import OnnxRuntimeRunner
     from pipeline.synthesize.base import TeacherView
     from pipeline.synthesize.real_images import load_real_images
-    from pipeline.synthesize.transfer_set import TransferSet
+    from pipeline.synthesize.transfer_set import NormalisedImages, TransferSet
     from pipeline.drop.latency_table import LatencySettings
     from pipeline.targets import load_target
     from pipeline.training import freeze, seed_everything
@@ -130,7 +129,8 @@ def filter_prune(match: str, budget: str, seed: int) -> None:
     if real:
         images = load_real_images("fmnist-train", view, real // loaded.num_classes, seed).images
     else:
-        images = view.from_uint8(TransferSet.load(SHARED / "synthesize" / "transfer_set.pt").pixels[-MAX_TRANSFER_IMAGES:])
+        pool = TransferSet.load(SHARED / "synthesize" / "transfer_set.pt")  # the whole set, as the drop stage uses it
+        images = NormalisedImages(pool.pixels, view.from_uint8, view.device)
     # the same latency settings and fine-tune settings the drop stage used for the matched row
     table = json.loads((Path(reference["onnx"]).parents[1] / "drop" / "latency_table.json").read_text())
     settings = LatencySettings(**table["settings"])

@@ -83,6 +83,16 @@ def _number(value, spec: str) -> str:
     return "—" if value is None else format(value, spec)
 
 
+def _synthesis_note(records: list[dict]) -> list[str]:
+    """Data-free rows share one transfer set (`blockdrop.py synthesize`, the synthesize stage of `pipeline drop`)."""
+    made = [r for r in records if r["name"].startswith("synthesize-")]
+    if not made:
+        return []
+    r = made[-1]
+    return [f"Data-free rows and filter pruning share one transfer set: `{r['command']}`, {r['budget']} budget, "
+            f"synthesis stage {r['wall_s']:.0f} s (not included in the stage wall times below)."]
+
+
 def markdown(result: dict, records: list[dict]) -> str:
     m = result["machine"]
     lines = ["# Block dropping (PRACTISE) vs filter pruning — measured", "",
@@ -92,6 +102,7 @@ def markdown(result: dict, records: list[dict]) -> str:
              "run as the teacher's. Accuracy: the exported ONNX model on the full Fashion-MNIST test split (10,000 "
              "images); no labelled image is used before that in data-free rows.",
              f"Report command: `{result['command']}`; each row's own command is in `benchmarks/results/blockdrop/<name>.json`.",
+             *_synthesis_note(records),
              "", "| model | method | real images | asked | latency ms | reduction | top-1 | Δ vs teacher | fused max abs diff | stage wall s | fine-tune its | dropped / channels |",
              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     teacher_accuracy = {row["model"]: row["accuracy"] for row in result["rows"] if row["method"] == "teacher"}

@@ -19,13 +19,15 @@ from pipeline.export.stage import ExportConfig, ExportStage
 from pipeline.models import default_student
 from pipeline.models.load import LoadedModel
 from pipeline.preprocess import Preprocess, default_preprocess
+from pipeline.quantize.int8 import Int8Settings
+from pipeline.quantize.stage import QuantizeConfig, QuantizeStage
 from pipeline.stage import RunFolder
 from pipeline.synthesize.base import resolve_options
 from pipeline.synthesize.stage import SynthesizeConfig, SynthesizeStage
 from pipeline.targets import Target, load_target
 from pipeline.teacher_spec import TeacherSpec
 
-STAGE_ORDER = ("synthesize", "distill", "drop", "export", "bench")
+STAGE_ORDER = ("synthesize", "distill", "drop", "export", "quantize", "bench")
 DEFAULT_SYNTHESIZER = "auto"  # bn-inversion for teachers with BatchNorm, else dafl
 
 
@@ -63,6 +65,14 @@ class BuildOptions:
     per_class: int = 50
     drop_iterations: int | None = None
     drop_lr: float | None = None
+    # quantisation: "teacher" = `pipeline quantize` (the teacher itself is quantised; no distill, no drop)
+    quantize_from: str | None = None
+    precision: str | None = None  # fp32, fp16, int8, binary; None = the target's precision
+    calib: str = "synthetic"  # synthetic (the transfer set) or real (--images)
+    calib_method: str = "minmax"
+    calib_images: int = 512
+    max_accuracy_drop: float = 0.5
+    binary_iterations: int | None = None
 
 
 @dataclass
@@ -95,9 +105,10 @@ def prepare(options: BuildOptions) -> BuildContext:
         require_blocks(teacher.model, f"{teacher_path.name} ({teacher.arch or teacher.source_format})")
     if options.drop_from is not None:
         drop_budget(options, target)  # a missing or bad latency budget fails before any stage runs
+    quantize_config(options, target, budget, None, spec)  # bad precision / calibration options fail early
     if options.synthesizer == "auto":
         options = replace(options, synthesizer=auto_synthesizer(teacher))
-    suffix = "-drop" if options.drop_from == "teacher" else ""
+    suffix = "-drop" if options.drop_from == "teacher" else f"-{precision(options, target)}" if options.quantize_from else ""
     out = options.out or Path("runs") / f"{teacher_path.stem}-{target.name}{suffix}"
     eval_spec = choose_eval(options.eval, teacher)
     return BuildContext(options, teacher_path, teacher, spec, target, budget, RunFolder(out), eval_spec)
@@ -154,9 +165,16 @@ def student_training(options: BuildOptions, budget: Budget) -> StudentTraining:
     return replace(StudentTraining(batch_size=budget.batch_size), **overrides)
 
 
+def synthesis_seconds(options: BuildOptions, target: Target, budget: Budget) -> float:
+    """Longer when the transfer set itself is the training data and no distill stage continues the synthesis."""
+    standalone = options.drop_from == "teacher" or (options.quantize_from == "teacher"
+                                                    and precision(options, target) == "binary")
+    return budget.standalone_synthesize_seconds if standalone else budget.synthesize_seconds
+
+
 def synthesize_stage(ctx: BuildContext) -> SynthesizeStage:
     return SynthesizeStage(ctx.teacher_path, SynthesizeConfig(
-        seconds=ctx.budget.synthesize_seconds, method=ctx.options.synthesizer,
+        seconds=synthesis_seconds(ctx.options, ctx.target, ctx.budget), method=ctx.options.synthesizer,
         options=synthesizer_options(ctx.options, ctx.budget), seed=ctx.options.seed, device=ctx.options.device,
         mix=mix_options(ctx.options, ctx.budget), teacher=ctx.spec))
 
@@ -171,13 +189,19 @@ def distill_stage(ctx: BuildContext) -> DistillStage:
                       mix=mix_options(ctx.options, ctx.budget), teacher=ctx.spec))
 
 
+def target_latency(target: Target, budget: Budget, rounds: int) -> LatencySettings:
+    """Interleaved comparisons inside a stage (drop's candidates, quantize's formats): the target's runtime,
+    batch and threads; many short rounds (the budget may only lower the target's run counts)."""
+    return LatencySettings(runtime=target.runtime, batch=target.batch, threads=target.threads,
+                           warmup=min(target.warmup, budget.bench_warmup), runs=min(target.runs, budget.drop_latency_runs),
+                           rounds=rounds, max_seconds=0.5)
+
+
 def drop_stage(ctx: BuildContext) -> DropStage:
     options, budget, target = ctx.options, ctx.budget, ctx.target
     latency_budget = drop_budget(options, target)
     reduction, latency_ms = latency_budget.reduction, latency_budget.ms
-    latency = LatencySettings(runtime=target.runtime, batch=target.batch, threads=target.threads,
-                              warmup=min(target.warmup, budget.bench_warmup), runs=min(target.runs, budget.drop_latency_runs),
-                              rounds=budget.drop_latency_rounds, max_seconds=0.5)
+    latency = target_latency(target, budget, budget.drop_latency_rounds)
     recovery = RecoverySettings(**{k: v for k, v in (("iterations", options.drop_iterations or budget.drop_iterations),
                                                      ("lr", options.drop_lr)) if v is not None})
     from_teacher = options.drop_from == "teacher"
@@ -202,24 +226,77 @@ def drop_budget(options: BuildOptions, target: Target) -> LatencyBudget:
     return LatencyBudget(options.latency_reduction, options.latency_ms)
 
 
+def handed_on_checkpoint(options: BuildOptions, run: RunFolder) -> Path | None:
+    """The PyTorch model the later stages work on; None when it is the teacher itself (`pipeline quantize`)."""
+    if options.drop_from:
+        return run.artifact("drop", "model")
+    if options.quantize_from == "teacher":
+        return None
+    return run.artifact("distill", "student")
+
+
 def export_stage(ctx: BuildContext) -> ExportStage:
-    handed_on = ctx.run.artifact("drop", "model") if ctx.options.drop_from else ctx.run.artifact("distill", "student")
-    models = {"teacher": ctx.teacher_path, "student": handed_on}
+    models = {"teacher": ctx.teacher_path}
+    handed_on = handed_on_checkpoint(ctx.options, ctx.run)
+    if handed_on is not None:
+        models["student"] = handed_on
     return ExportStage(models, ExportConfig(eval=ctx.eval, seed=ctx.options.seed, specs={"teacher": ctx.spec}))
 
 
+def precision(options: BuildOptions, target: Target) -> str:
+    return options.precision or target.precision
+
+
+def quantize_config(options: BuildOptions, target: Target, budget: Budget, eval_spec: str | None,
+                    model: TeacherSpec) -> QuantizeConfig | None:
+    """None when the build hands on fp32; raises on bad quantisation options. `model`: how to load the
+    checkpoint being quantised (the teacher's options when it is the teacher)."""
+    wanted = precision(options, target)
+    if wanted == "fp32":
+        if options.quantize_from:
+            raise PipelineError("`pipeline quantize` needs --precision int8, fp16 or binary (the target says fp32)")
+        return None
+    if options.calib == "real" and not options.images:
+        raise PipelineError("--calib real needs --images DIR (or fmnist-train): the unlabelled images to calibrate on")
+    latency = target_latency(target, budget, budget.quantize_latency_rounds)
+    return QuantizeConfig(
+        precision=wanted, runtime=target.runtime, latency=latency, calib=options.calib,
+        int8=Int8Settings(method=options.calib_method), images=options.images, calib_images=options.calib_images,
+        max_accuracy_drop=options.max_accuracy_drop,
+        binary_training=RecoverySettings(iterations=options.binary_iterations or budget.binary_iterations),
+        eval=eval_spec, eval_limit=budget.eval_limit, seed=options.seed, model=model)
+
+
+def quantize_stage(ctx: BuildContext) -> QuantizeStage:
+    options = ctx.options
+    handed_on = handed_on_checkpoint(options, ctx.run)
+    config = quantize_config(options, ctx.target, ctx.budget, ctx.eval, ctx.spec if handed_on is None else TeacherSpec())
+    transfer_set = None
+    if config.calib == "synthetic":
+        # after distill its larger, later pool; `pipeline drop` / `pipeline quantize` have synthesize's
+        source = "distill" if "distill" in stages_to_run(options, "quantize", ctx.target) else "synthesize"
+        transfer_set = ctx.run.artifact(source, "transfer_set")
+    return QuantizeStage(ctx.run.artifact("export", "teacher" if handed_on is None else "student"),
+                         handed_on or ctx.teacher_path, transfer_set, config)
+
+
 def bench_stage(ctx: BuildContext) -> BenchStage:
-    models = {name: ctx.run.artifact("export", name) for name in ("teacher", "student")}
+    models = {"teacher": ctx.run.artifact("export", "teacher")}
+    if "quantize" in stages_to_run(ctx.options, "bench", ctx.target):
+        models["student"] = ctx.run.artifact("quantize", "model")
+    else:
+        models["student"] = ctx.run.artifact("export", "student")
     return BenchStage(models, bench_config(ctx.target, ctx.budget, ctx.teacher.preprocess, ctx.eval, ctx.options.seed))
 
 
 STAGE_FACTORIES = {"synthesize": synthesize_stage, "distill": distill_stage, "drop": drop_stage,
-                   "export": export_stage, "bench": bench_stage}
+                   "export": export_stage, "quantize": quantize_stage, "bench": bench_stage}
 
 
-def stages_to_run(options: BuildOptions, until: str) -> list[str]:
+def stages_to_run(options: BuildOptions, until: str, target: Target) -> list[str]:
     """The stages up to `until` that this build needs: `pipeline drop` skips distill (and synthesize when real
-    images are given); a build without a latency budget skips drop."""
+    images are given); a build without a latency budget skips drop; an fp32 build skips quantize;
+    `pipeline quantize` skips distill and drop (and synthesize when it calibrates on real images)."""
     wanted = list(STAGE_ORDER[:STAGE_ORDER.index(until) + 1])
     skip = set()
     if options.drop_from is None:
@@ -227,6 +304,12 @@ def stages_to_run(options: BuildOptions, until: str) -> list[str]:
     elif options.drop_from == "teacher":
         skip.add("distill")
         if options.images is not None:
+            skip.add("synthesize")
+    if precision(options, target) == "fp32":
+        skip.add("quantize")
+    if options.quantize_from == "teacher" and options.drop_from is None:
+        skip.update({"distill", "drop"})
+        if options.calib == "real":
             skip.add("synthesize")
     return [name for name in wanted if name not in skip]
 
@@ -250,7 +333,7 @@ def run_build(options: BuildOptions, *, until: str = "bench") -> dict:
         teacher_format=ctx.teacher.source_format, target=ctx.target.to_dict(), budget=ctx.budget.to_dict(),
         preprocess=ctx.teacher.preprocess.to_dict(), num_classes=ctx.teacher.num_classes, eval=ctx.eval,
         world_size=distributed.world_size())
-    for name in stages_to_run(options, until):
+    for name in stages_to_run(options, until, ctx.target):
         if name not in DATA_PARALLEL_STAGES and distributed.active():
             main = distributed.is_main()
             distributed.finish()
@@ -262,27 +345,28 @@ def run_build(options: BuildOptions, *, until: str = "bench") -> dict:
 
 
 def summarize(run: RunFolder) -> dict:
-    """Teacher and student side by side: accuracy, size, latency (from the manifest)."""
+    """Teacher and student side by side: accuracy, size, latency (from the manifest). The student is the
+    handed-on model: quantised when the quantize stage ran (then possibly the quantised teacher itself)."""
     stages = run.manifest["stages"]
     export = stages.get("export", {}).get("metrics", {})
     bench = stages.get("bench", {}).get("metrics", {})
+    quantized = stages.get("quantize", {}).get("metrics")
     rows = []
     for name in ("teacher", "student"):
-        if name not in export:
+        source = name if name in export else "teacher" if name == "student" and quantized else None
+        if source is None:
             continue
+        row = {"model": name, "arch": export[source].get("arch"), "parameters": export[source].get("parameters"),
+               "precision": "fp32", "onnx_bytes": export[source].get("size_bytes"),
+               "onnx": str(run.root / f"export/{source}.onnx")}
+        if name == "student" and quantized:
+            row.update(precision=quantized["precision"], onnx_bytes=quantized["size_bytes"],
+                       onnx=str(run.root / "quantize/model.onnx"))
         latency = bench.get(name, {}).get("latency", {})
-        rows.append({
-            "model": name,
-            "arch": export[name].get("arch"),
-            "parameters": export[name].get("parameters"),
-            "onnx_bytes": export[name].get("size_bytes"),
-            "accuracy": bench.get(name, {}).get("accuracy"),
-            "eval_images": bench.get(name, {}).get("eval_images"),
-            "latency_median_ms": latency.get("median_ms"),
-            "latency_p90_ms": latency.get("p90_ms"),
-            "latency_cv": latency.get("cv"),
-            "onnx": str(run.root / f"export/{name}.onnx"),
-        })
+        row.update(accuracy=bench.get(name, {}).get("accuracy"), eval_images=bench.get(name, {}).get("eval_images"),
+                   latency_median_ms=latency.get("median_ms"), latency_p90_ms=latency.get("p90_ms"),
+                   latency_cv=latency.get("cv"))
+        rows.append(row)
     summary_drop = stages.get("drop", {}).get("metrics")
     if summary_drop:
         for row in rows:

@@ -77,11 +77,12 @@ def _print_summary(summary: dict, as_json: bool) -> None:
         stdout.print_json(json.dumps(summary, default=str))
         return
     table = Table(title=f"edge-pipeline — {summary['run_folder']}")
-    for column in ("model", "arch", "params", "ONNX MB", "top-1", "latency median ms", "p90 ms", "CV"):
-        table.add_column(column, justify="right" if column not in ("model", "arch") else "left")
+    for column in ("model", "arch", "precision", "params", "ONNX MB", "top-1", "latency median ms", "p90 ms", "CV"):
+        table.add_column(column, justify="right" if column not in ("model", "arch", "precision") else "left")
     for row in summary["rows"]:
         accuracy = f"{row['accuracy'] * 100:.2f} %" if row.get("accuracy") is not None else "—"
-        table.add_row(row["model"], str(row["arch"]), f"{row['parameters']:,}", f"{row['onnx_bytes'] / 1e6:.3f}", accuracy,
+        table.add_row(row["model"], str(row["arch"]), row.get("precision", "fp32"), f"{row['parameters']:,}",
+                      f"{row['onnx_bytes'] / 1e6:.3f}", accuracy,
                       _fmt(row.get("latency_median_ms")), _fmt(row.get("latency_p90_ms")), _fmt(row.get("latency_cv"), 2))
     stdout.print(table)
     for row in summary["rows"]:
@@ -170,6 +171,19 @@ PER_CLASS = typer.Option(50, "--per-class", help="Real images per class taken fr
 DROP_ITERATIONS = typer.Option(None, "--drop-iterations", help="Recovery fine-tune iterations after dropping (default: "
                                "by budget; quick 2000, batch 64).")
 DROP_LR = typer.Option(None, "--drop-lr", help="Recovery fine-tune learning rate (SGD, default 0.02, x0.1 at 40 %%).")
+PRECISION = typer.Option(None, "--precision", help="Hand on fp32, fp16, int8 or binary weights (default: the target's "
+                         "precision). int8 follows the target: TensorRT targets get symmetric S8S8 Q/DQ, the cpu target "
+                         "the format measured fastest on this CPU.")
+CALIB = typer.Option("synthetic", "--calib", help="INT8 calibration (and binary KD) data: synthetic (the transfer set, "
+                     "data-free) or real (--images, unlabelled).")
+CALIB_METHOD = typer.Option("minmax", "--calib-method", help="INT8 activation ranges: minmax, entropy or percentile (99.999).")
+CALIB_IMAGES = typer.Option(512, "--calib-images", help="Images used for INT8 calibration (another 512 are held back for checking).")
+MAX_ACCURACY_DROP = typer.Option(0.5, "--max-accuracy-drop", help="INT8: keep the most sensitive layers in float until the "
+                                 "label-free estimate of the top-1 drop is at most this many points.")
+BINARY_ITERATIONS = typer.Option(None, "--binary-iterations", help="Binary weights: data-free KD iterations (batch 64; "
+                                 "default by budget, quick 3000).")
+CALIB_IMAGES_DIR = typer.Option(None, "--images", help="Real images for --calib real: a folder (<dir>/<class>/<img>; labels "
+                                "unused) or fmnist-train.")
 
 
 @app.command()
@@ -181,12 +195,15 @@ def build(teacher: Optional[str] = TEACHER, arch: Optional[str] = ARCH, target: 
           mix_images: Optional[str] = MIX_IMAGES, mix_per_class: int = MIX_PER_CLASS,
           ema: Optional[float] = EMA, feature_weight: Optional[float] = FEATURE_WEIGHT, kd_steps: Optional[int] = KD_STEPS,
           augment: Optional[bool] = AUGMENT, latency_reduction: Optional[float] = LATENCY_REDUCTION,
-          latency_ms: Optional[float] = LATENCY_MS, seed: int = SEED, force: bool = typer.Option(False, "--force", help="Re-run every stage even if up to date."),
+          latency_ms: Optional[float] = LATENCY_MS, precision: Optional[str] = PRECISION, calib: str = CALIB,
+          calib_method: str = CALIB_METHOD, max_accuracy_drop: float = MAX_ACCURACY_DROP,
+          seed: int = SEED, force: bool = typer.Option(False, "--force", help="Re-run every stage even if up to date."),
           json_output: bool = JSON, debug: bool = DEBUG, quiet: bool = QUIET):
-    """Run every stage: synthesize -> distill -> [drop] -> export -> bench, into one run folder.
+    """Run every stage: synthesize -> distill -> [drop] -> export -> [quantize] -> bench, into one run folder.
 
     With --latency-reduction or --latency-ms the distilled student also loses residual blocks until it meets
-    that latency on the target (see `pipeline drop`).
+    that latency on the target (see `pipeline drop`). With --precision int8|fp16|binary (or a target whose
+    precision is not fp32) the exported student is quantised (see `pipeline quantize`).
 
     Data-free: the student never sees a labelled image (unless you choose `--synthesizer images`); accuracy
     is measured afterwards on the exported ONNX model when --eval (or the embedded teacher's dataset) is available.
@@ -218,6 +235,34 @@ def drop(teacher: Optional[str] = TEACHER, arch: Optional[str] = ARCH, target: s
     Example: pipeline drop --latency-reduction 0.3 --out runs/r20-drop
     """
     _build("bench", **_command_options(locals()), drop_from="teacher")
+
+
+@app.command()
+def quantize(teacher: Optional[str] = TEACHER, arch: Optional[str] = ARCH, target: str = TARGET, budget: str = BUDGET,
+             out: Optional[Path] = OUT, trust_checkpoint: bool = TRUST, input_shape: Optional[str] = INPUT_SHAPE,
+             num_classes: Optional[int] = NUM_CLASSES, eval: Optional[str] = EVAL,
+             precision: str = typer.Option("int8", "--precision", help="int8, fp16 or binary (weights: alpha * sign(W))."),
+             calib: str = CALIB, calib_method: str = CALIB_METHOD, images: Optional[str] = CALIB_IMAGES_DIR,
+             calib_images: int = CALIB_IMAGES, max_accuracy_drop: float = MAX_ACCURACY_DROP,
+             binary_iterations: Optional[int] = BINARY_ITERATIONS, synthesizer: str = SYNTHESIZER,
+             synth_preset: Optional[str] = SYNTH_PRESET, synth_option: Optional[list[str]] = SYNTH_OPTION,
+             device: str = DEVICE, seed: int = SEED,
+             force: bool = typer.Option(False, "--force", help="Re-run every stage even if up to date."),
+             json_output: bool = JSON, debug: bool = DEBUG, quiet: bool = QUIET):
+    """Quantise the teacher for the target, data-free: INT8, FP16 or binary weights, verified against fp32.
+
+    INT8 (onnxruntime quantize_static, per-channel symmetric weights): for TensorRT targets symmetric S8S8 Q/DQ
+    that TensorRT 10/11 parse and fuse; for the cpu target the format measured fastest on this CPU (its INT8
+    instruction set is recorded). Calibrated on the synthetic transfer set (`synthesize` runs first) unless
+    --calib real --images DIR. If the label-free estimate of the accuracy drop exceeds --max-accuracy-drop, the
+    most sensitive layers stay in float. FP16: float16 weights and compute, float32 inputs/outputs.
+    Binary: BWN weights trained by data-free KD, first and last layers kept; exported as exact +-alpha INT8
+    weights plus a packed 1-bit checkpoint (<out>/quantize/binary_weights.pt).
+    Every result is compared with the fp32 model in onnxruntime (output error, accuracy with --eval) and timed.
+
+    Example: pipeline quantize --precision int8 --calib-method percentile --out runs/r20-int8
+    """
+    _build("bench", **_command_options(locals()), quantize_from="teacher")
 
 
 @app.command()

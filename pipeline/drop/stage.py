@@ -32,11 +32,10 @@ from pipeline.models.checkpoint import save_checkpoint
 from pipeline.progress import log
 from pipeline.stage import Stage, StageOutput
 from pipeline.synthesize.base import TeacherView
-from pipeline.synthesize.transfer_set import TransferSet
+from pipeline.synthesize.transfer_set import NormalisedImages, TransferSet
 from pipeline.teacher_spec import TeacherSpec
 from pipeline.training import freeze, seed_everything
 
-MAX_TRANSFER_IMAGES = 20_000  # newest transfer images used (the pool may hold 100k; memory, not quality, bound)
 
 
 @dataclass(frozen=True)
@@ -150,8 +149,7 @@ class DropStage(Stage):
         pool = TransferSet.load(self.transfer_set_path)
         if len(pool) == 0:
             raise PipelineError(f"{self.transfer_set_path} holds no images")
-        pixels = pool.pixels[-MAX_TRANSFER_IMAGES:]
-        return view.from_uint8(pixels), "transfer-set"
+        return NormalisedImages(pool.pixels, view.from_uint8, view.device), "transfer-set"
 
     def _select(self, workdir: Path, table: dict, probe: RecoverabilityProbe, full_onnx: Path, teacher_cpu,
                 preprocess) -> dict:

@@ -189,6 +189,9 @@ def _from_object(obj, path: Path, arch: str | None, input_shape) -> LoadedModel:
 
 
 def _from_pipeline_checkpoint(checkpoint: dict, path: Path, arch: str | None, input_shape) -> LoadedModel:
+    from pipeline.quantize.packed import unpack_checkpoint
+
+    checkpoint = unpack_checkpoint(checkpoint)  # binary weights stored as sign bits (quantize stage)
     try:
         recorded_arch, classes = checkpoint["arch"], int(checkpoint["num_classes"])
         state_dict, preprocess = checkpoint["state_dict"], Preprocess.from_dict(checkpoint["preprocess"])

@@ -83,3 +83,18 @@ class TransferSet:
 def default_capacity(shape: tuple[int, int, int], max_bytes: int = 256 * 2 ** 20, max_images: int = 100_000) -> int:
     """100k images for small inputs; fewer for large ones so the pool stays ~256 MB in memory and on disk."""
     return max(256, min(max_images, max_bytes // (shape[0] * shape[1] * shape[2])))
+
+
+class NormalisedImages:
+    """Transfer-set pixels (uint8) that index like a tensor of model inputs: each lookup is converted on the
+    fly, so a stage can draw from the whole pool without holding it as float32 (4x the bytes; 20k RGB
+    224x224 images would be 12 GB)."""
+
+    def __init__(self, pixels: torch.Tensor, to_input, device: torch.device):
+        self.pixels, self.to_input, self.device = pixels, to_input, device
+
+    def __len__(self) -> int:
+        return len(self.pixels)
+
+    def __getitem__(self, index) -> torch.Tensor:
+        return self.to_input(self.pixels[index]).to(self.device)

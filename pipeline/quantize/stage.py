@@ -1,0 +1,271 @@
+"""`quantize` stage: the exported fp32 ONNX model -> INT8, FP16 or binary-weight ONNX, verified with
+onnxruntime against the fp32 model (output error and top-1 agreement on held-back unlabelled images,
+accuracy on a labelled set when one is given) and timed beside it with the shared timing routine.
+
+Data-free by default: calibration and binary training use the synthesis stage's transfer set; real
+images only when the user passes `--calib real --images DIR`. Labelled images are only ever evaluated
+on, never used to choose anything."""
+
+import copy
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from pipeline.drop.finetune import RecoverySettings, recovery_finetune
+from pipeline.drop.latency_table import LatencySettings, example_input, time_onnx_models
+from pipeline.errors import PipelineError
+from pipeline.export.onnx_export import export_onnx
+from pipeline.fileio import atomic_write_json
+from pipeline.progress import log
+from pipeline.quantize import binary
+from pipeline.quantize.calibration import (
+    CALIBRATION_SOURCES,
+    CalibrationImages,
+    load_calibration_images,
+    normalised,
+    real_images,
+)
+from pipeline.quantize.compact import compact_quantized
+from pipeline.quantize.cpu_isa import detect_cpu_isa
+from pipeline.quantize.fp16 import convert_fp16
+from pipeline.quantize.int8 import (
+    TENSORRT_QDQ,
+    Int8Settings,
+    count_ops,
+    cpu_candidates,
+    prepare_for_quantization,
+    quantize_int8,
+    tensorrt_qdq_problems,
+    weighted_nodes,
+)
+from pipeline.quantize.packed import save_binary_checkpoint
+from pipeline.quantize.sensitivity import repair
+from pipeline.quantize.verify import logits, output_error
+from pipeline.stage import Stage, StageOutput
+from pipeline.synthesize.transfer_set import NormalisedImages, TransferSet
+from pipeline.teacher_spec import TeacherSpec
+
+QUANTIZED_PRECISIONS = ("int8", "fp16", "binary")
+MAX_REAL_IMAGES = 20_000  # binary KD on --images: at most this many (held as float32)
+
+
+@dataclass(frozen=True)
+class QuantizeConfig:
+    precision: str  # int8 | fp16 | binary
+    runtime: str  # the target's runtime: onnxruntime (CPU formats, chosen by measurement) or tensorrt (S8S8 QDQ)
+    latency: LatencySettings = field(default_factory=LatencySettings)
+    calib: str = "synthetic"  # synthetic (transfer set) | real (--images)
+    int8: Int8Settings = field(default_factory=Int8Settings)
+    images: str | None = None  # real images for --calib real (unlabelled use)
+    calib_images: int = 512
+    max_accuracy_drop: float = 0.5  # points of top-1, estimated without labels on held-back images (verify.py)
+    binary_training: RecoverySettings = field(default_factory=lambda: RecoverySettings(iterations=3000))
+    eval: str | None = None  # labelled set, reported only
+    eval_limit: int | None = None
+    seed: int = 0
+    model: TeacherSpec = field(default_factory=TeacherSpec)
+
+    def __post_init__(self):
+        if self.precision not in QUANTIZED_PRECISIONS:
+            raise PipelineError(f"unknown precision {self.precision!r}; choose one of fp32, {', '.join(QUANTIZED_PRECISIONS)}")
+        if self.calib not in CALIBRATION_SOURCES:
+            raise PipelineError(f"unknown calibration source {self.calib!r}; choose one of {', '.join(CALIBRATION_SOURCES)}")
+        if not 0 <= self.max_accuracy_drop < 100:
+            raise PipelineError(f"--max-accuracy-drop is in points (0-100), got {self.max_accuracy_drop}")
+
+
+class QuantizeStage(Stage):
+    name = "quantize"
+    version = 1
+
+    def __init__(self, onnx_path: Path, model_path: Path | None, transfer_set: Path | None, config: QuantizeConfig):
+        super().__init__(config)
+        self.onnx_path = Path(onnx_path)
+        self.model_path = Path(model_path) if model_path is not None else None
+        self.transfer_set = Path(transfer_set) if transfer_set is not None else None
+        if config.precision == "binary" and self.model_path is None:
+            raise PipelineError("binary weights are trained from the PyTorch checkpoint; none was given")
+        if config.calib == "synthetic" and self.transfer_set is None:
+            raise PipelineError("synthetic calibration needs a transfer set (run `synthesize` first) or --calib real --images DIR")
+
+    def inputs(self) -> dict[str, Path]:
+        inputs = {"onnx": self.onnx_path}
+        if self.config.precision == "binary":
+            inputs["model"] = self.model_path
+        if self.config.calib == "synthetic":
+            inputs["transfer_set"] = self.transfer_set
+        return inputs
+
+    def run(self, workdir: Path) -> StageOutput:
+        config = self.config
+        preprocess = _onnx_preprocess(self.onnx_path, self.model_path, config.model)
+        images = load_calibration_images(config.calib, preprocess, transfer_set=self.transfer_set, images=config.images,
+                                         count=config.calib_images, seed=config.seed)
+        log(f"quantize: {config.precision} for {config.runtime}; calibration on {images.description}")
+        out = workdir / "model.onnx"
+        with tempfile.TemporaryDirectory(prefix="edge-pipeline-quantize-") as scratch:
+            scratch = Path(scratch)
+            if config.precision == "fp16":
+                convert_fp16(self.onnx_path, out)
+                details = {"format": "fp16 (float32 inputs/outputs)"}
+            elif config.precision == "int8":
+                details = self._int8(self.onnx_path, images, preprocess, scratch, out, repair_allowed=True)
+            else:
+                details = self._binary(images, preprocess, workdir, scratch, out)
+            verification = self._verify(out, images, preprocess)
+        metrics = {"precision": config.precision, "runtime": config.runtime, "calibration": images.source,
+                   "calibration_images": len(images.calibration),
+                   "calibration_method": config.int8.method if config.precision != "fp16" else None,
+                   "size_bytes": out.stat().st_size, "fp32_size_bytes": self.onnx_path.stat().st_size,
+                   "size_ratio": out.stat().st_size / self.onnx_path.stat().st_size, **details, **verification}
+        atomic_write_json(workdir / "quantize.json", metrics)
+        artifacts = {"model": "model.onnx", "report": "quantize.json"}
+        if config.precision == "binary":
+            artifacts["binary_weights"] = "binary_weights.pt"
+        return StageOutput(artifacts=artifacts, metrics=metrics)
+
+    # --- INT8 ---------------------------------------------------------------------------------------
+    def _int8(self, fp32: Path, images: CalibrationImages, preprocess, scratch: Path, out: Path,
+              repair_allowed: bool) -> dict:
+        config = self.config
+        prepared = prepare_for_quantization(fp32, scratch / "prepared.onnx")
+        cache = scratch  # calibration ranges: computed once per run, shared by the formats and the repair probes
+        isa = detect_cpu_isa()
+        formats = [TENSORRT_QDQ] if config.runtime == "tensorrt" else cpu_candidates(isa)
+        candidates = {fmt.name: quantize_int8(prepared, scratch / f"{fmt.name}.onnx", fmt, config.int8,
+                                              images.calibration, cache) for fmt in formats}
+        choice = {"candidates": [fmt.to_dict() for fmt in formats]}
+        fmt = formats[0]
+        if len(formats) > 1:  # the fastest on this CPU, measured: instruction sets alone mispredict it
+            timed = time_onnx_models({"fp32": fp32, **candidates}, config.latency, example_input(config.latency, preprocess),
+                                     config.latency.rounds, label="int8: timing candidate formats")
+            fmt = min(formats, key=lambda f: timed[f.name]["median_ms"])
+            choice["timing_ms"] = {name: entry["median_ms"] for name, entry in timed.items()}
+            log("int8: candidate formats " + ", ".join(f"{name} {ms:.3f} ms" for name, ms in choice["timing_ms"].items())
+                + f"; chose {fmt.name}")
+        shutil.copy(candidates[fmt.name], out)
+        reference = logits(fp32, images.held_back)
+        error = output_error(reference, logits(out, images.held_back))
+        details = {"format": fmt.to_dict(), "isa": isa.to_dict(), "format_choice": choice, "float_layers": []}
+        budget = config.max_accuracy_drop / 100
+        details["estimated_accuracy_drop_points"] = 100 * error["expected_accuracy_drop"]
+        if repair_allowed and error["expected_accuracy_drop"] > budget:
+            log(f"int8: estimated accuracy drop {100 * error['expected_accuracy_drop']:.2f} points exceeds "
+                f"--max-accuracy-drop {config.max_accuracy_drop}; measuring per-layer sensitivity")
+
+            def quantise(path: Path, exclude=None, only=None) -> Path:
+                return quantize_int8(prepared, path, fmt, config.int8, images.calibration, cache, exclude, only)
+
+            fixed = repair(weighted_nodes(prepared), quantise, lambda p: logits(p, images.held_back), reference,
+                           budget, scratch, out)
+            details.update(repair=fixed, float_layers=fixed["float_layers"])
+            if not fixed["met"]:
+                log(f"int8: warning: even with {len(fixed['float_layers'])} layers in float the estimated drop "
+                    f"exceeds {config.max_accuracy_drop} points")
+        details["compacted_bytes"] = compact_quantized(out, prepared)
+        details["ops"] = count_ops(out)
+        if fmt.tensorrt_legal:
+            problems = tensorrt_qdq_problems(out)
+            if problems:
+                raise PipelineError(f"the INT8 model is not TensorRT-ready: {problems[0]}")
+        return details
+
+    # --- binary weights ----------------------------------------------------------------------------
+    def _binary(self, images: CalibrationImages, preprocess, workdir: Path, scratch: Path, out: Path) -> dict:
+        config = self.config
+        loaded = config.model.load(self.model_path)
+        teacher = loaded.model.eval()
+        layers = binary.binarisable_layers(teacher)
+        if not layers:
+            raise PipelineError(f"{self.model_path.name} has no layers between its first and last to binarise")
+        student = binary.binarise(copy.deepcopy(teacher), layers)
+        data = self._training_images(preprocess)
+        log(f"quantize: binarising {len(layers)} layers (first and last kept), KD on {len(data)} {images.source} images")
+        binary.reestimate_batchnorm(student, data, seed=config.seed)
+        training = recovery_finetune(student, teacher, data, config.binary_training, workdir / "binary-training",
+                                     config.seed, label=f"binary weights: data-free KD ({len(layers)} layers)")
+        student = binary.materialise(student).eval()
+        packed_path = workdir / "binary_weights.pt"
+        packed = save_binary_checkpoint(packed_path, student, layers, arch=loaded.arch, preprocess=loaded.preprocess,
+                                        num_classes=loaded.num_classes, metadata=loaded.metadata)
+        exact = _reload_matches(packed_path, student, torch.from_numpy(images.held_back[:64]))
+        fp32_binary = scratch / "binary-fp32.onnx"
+        export_onnx(student, loaded.preprocess, fp32_binary)
+        details = self._int8(fp32_binary, images, preprocess, scratch, out, repair_allowed=False)
+        details.update(binarised_layers=layers, binarised_bytes=binary.packed_bytes(packed),
+                       binarised_fp32_bytes=binary.fp32_bytes(packed), packed_file_bytes=packed_path.stat().st_size,
+                       packed_reload_exact=exact, training=training)
+        log(f"quantize: binarised layers {binary.fp32_bytes(packed) / 1e3:.1f} kB fp32 -> "
+            f"{binary.packed_bytes(packed) / 1e3:.1f} kB packed ({binary.fp32_bytes(packed) / binary.packed_bytes(packed):.1f}x)")
+        return details
+
+    def _training_images(self, preprocess):
+        """KD data for the binary weights: the whole transfer set (converted per batch) or the real images."""
+        config = self.config
+        if config.calib == "real":
+            return torch.from_numpy(real_images(config.images, preprocess, MAX_REAL_IMAGES, config.seed))
+        pool = TransferSet.load(self.transfer_set)
+        return NormalisedImages(pool.pixels, lambda pixels: torch.from_numpy(normalised(pixels, preprocess)),
+                                torch.device("cpu"))
+
+    # --- verification --------------------------------------------------------------------------------
+    def _verify(self, out: Path, images: CalibrationImages, preprocess) -> dict:
+        config = self.config
+        error = output_error(logits(self.onnx_path, images.held_back), logits(out, images.held_back))
+        result = {"output_error": error}
+        if config.eval:
+            from pipeline.bench.accuracy import accuracy_with_runner
+            from pipeline.data import load_eval_dataset
+            from pipeline.runtimes import OnnxRuntimeRunner
+
+            dataset = load_eval_dataset(config.eval, preprocess, config.eval_limit)
+            for name, path in (("fp32", self.onnx_path), ("quantized", out)):
+                with OnnxRuntimeRunner(path, threads=config.latency.threads) as runner:
+                    result[f"accuracy_{name}"] = accuracy_with_runner(runner, dataset.images, dataset.labels)
+            result["accuracy_drop_points"] = 100 * (result["accuracy_fp32"] - result["accuracy_quantized"])
+            result["eval_images"] = len(dataset)
+        accuracy = (f"; top-1 {result['accuracy_fp32']:.4f} -> {result['accuracy_quantized']:.4f} on {result['eval_images']} "
+                    "labelled images" if config.eval else "")
+        log(f"quantize: {config.precision} vs fp32: top-1 agreement {error['top1_agreement']:.4f} on "
+            f"{error['images']} held-back {images.source} images{accuracy}")
+        if config.runtime != "onnxruntime":
+            # a TensorRT model's speed exists only as an engine on its GPU: the engine stage measures it there
+            log(f"quantize: latency on {config.runtime} is measured from its engine, not here")
+            return result
+        timed = time_onnx_models({"fp32": self.onnx_path, "quantized": out}, config.latency,
+                                 example_input(config.latency, preprocess), config.latency.rounds,
+                                 label="quantize: fp32 vs quantised latency")
+        result.update(latency_fp32_ms=timed["fp32"]["median_ms"], latency_quantized_ms=timed["quantized"]["median_ms"],
+                      speedup=timed["fp32"]["median_ms"] / timed["quantized"]["median_ms"])
+        result["slower_than_input"] = result["speedup"] < 1
+        log(f"quantize: latency {result['latency_fp32_ms']:.3f} -> {result['latency_quantized_ms']:.3f} ms "
+            f"({result['speedup']:.2f}x, batch {config.latency.batch})")
+        if result["slower_than_input"]:
+            log(f"quantize: warning: the {config.precision} model is SLOWER than fp32 on this machine "
+                f"({result['speedup']:.2f}x at batch {config.latency.batch}); handing it on because it was asked for")
+        return result
+
+
+def _onnx_preprocess(onnx_path: Path, model_path: Path | None, spec: TeacherSpec):
+    """The model's preprocessing: from its checkpoint when there is one, else guessed from the ONNX input."""
+    if model_path is not None:
+        return spec.load(model_path).preprocess
+    from pipeline.build import _onnx_preprocess as from_onnx
+
+    return from_onnx(onnx_path, spec.input_shape)
+
+
+def _reload_matches(path: Path, model: torch.nn.Module, images: torch.Tensor) -> bool:
+    """The packed 1-bit checkpoint, loaded by the project's loader, must reproduce the model exactly."""
+    from pipeline.models.load import load_model
+
+    reloaded = load_model(path).model.eval()
+    with torch.no_grad():
+        exact = bool(torch.equal(reloaded(images), model(images)))
+    if not exact:
+        raise PipelineError(f"{path.name} does not reproduce the binarised model exactly; refusing to hand it on")
+    return exact
+

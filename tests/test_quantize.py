@@ -1,0 +1,351 @@
+"""Quantisation stage: INT8 formats (TensorRT-legal QDQ checked node by node), per-layer repair, FP16,
+binary weights (STE, exact packing and reloading, exact +-alpha INT8 export), and the CLI end to end."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from conftest import needs_fmnist, run_cli
+from pipeline.errors import PipelineError
+from pipeline.export.onnx_export import export_onnx
+from pipeline.models import create_model
+from pipeline.preprocess import default_preprocess
+from pipeline.quantize import binary
+from pipeline.quantize.compact import compact_quantized
+from pipeline.quantize.cpu_isa import detect_cpu_isa
+from pipeline.quantize.int8 import (
+    TENSORRT_QDQ,
+    Int8Settings,
+    count_ops,
+    cpu_candidates,
+    prepare_for_quantization,
+    quantize_int8,
+    tensorrt_qdq_problems,
+    weighted_nodes,
+)
+from pipeline.quantize.verify import expected_accuracy_drop, logits, output_error
+
+PREPROCESS = default_preprocess(1, 28, 28)
+
+
+@pytest.fixture(scope="module")
+def resnet(tmp_path_factory):
+    """A registry ResNet with trained-looking BatchNorm statistics, its fp32 ONNX and calibration images."""
+    folder = tmp_path_factory.mktemp("quantize")
+    torch.manual_seed(0)
+    model = create_model("resnet8", in_channels=1, num_classes=10)
+    model.train()
+    with torch.no_grad():  # a few forward passes give BatchNorm non-trivial running statistics
+        for _ in range(5):
+            model(torch.randn(64, 1, 28, 28))
+    model.eval()
+    fp32 = folder / "fp32.onnx"
+    export_onnx(model, PREPROCESS, fp32)
+    images = np.random.default_rng(0).standard_normal((96, 1, 28, 28)).astype(np.float32)
+    prepared = prepare_for_quantization(fp32, folder / "prepared.onnx")
+    return {"model": model, "fp32": fp32, "prepared": prepared, "calibration": images[:64], "held_back": images[64:],
+            "folder": folder}
+
+
+def _initializers(path: Path) -> dict[str, np.ndarray]:
+    return {t.name: onnx.numpy_helper.to_array(t) for t in onnx.load(str(path)).graph.initializer}
+
+
+@pytest.mark.parametrize("method", ["minmax", "entropy", "percentile"])
+def test_tensorrt_int8_is_symmetric_per_channel_qdq(resnet, method, tmp_path):
+    out = quantize_int8(resnet["prepared"], tmp_path / "int8.onnx", TENSORRT_QDQ, Int8Settings(method),
+                        resnet["calibration"], tmp_path)
+    graph = onnx.load(str(out)).graph
+    constants = _initializers(out)
+    producers = {output: node for node in graph.node for output in node.output}
+    assert tensorrt_qdq_problems(out) == []
+    ops = count_ops(out)
+    assert not {"QLinearConv", "ConvInteger", "MatMulInteger"} & set(ops)
+    for node in graph.node:
+        if node.op_type in ("QuantizeLinear", "DequantizeLinear"):
+            zero_point = constants[node.input[2]]
+            assert zero_point.dtype == np.int8 and not zero_point.any()  # symmetric, signed
+        if node.op_type in ("Conv", "Gemm"):
+            data, weight = (producers[name] for name in node.input[:2])
+            assert data.op_type == "DequantizeLinear" and weight.op_type == "DequantizeLinear"
+            assert constants[data.input[1]].size == 1  # activations: one scale per tensor
+            out_channels = constants[weight.input[0]].shape[0]
+            assert constants[weight.input[0]].dtype == np.int8
+            assert constants[weight.input[1]].shape == (out_channels,)  # weights: one scale per output channel
+            if len(node.input) > 2:  # TensorRT rejects an int32 bias behind DequantizeLinear: float bias
+                assert node.input[2] in constants and constants[node.input[2]].dtype == np.float32
+        if node.op_type == "Add":
+            assert all(producers[name].op_type == "DequantizeLinear" for name in node.input)
+    error = output_error(logits(resnet["fp32"], resnet["held_back"]), logits(out, resnet["held_back"]))
+    assert error["relative_mse"] < 0.05
+
+
+def test_tensorrt_check_names_what_tensorrt_rejects(resnet, tmp_path):
+    cpu_format = next(fmt for fmt in cpu_candidates(detect_cpu_isa()) if fmt.operators == "qoperator")
+    out = quantize_int8(resnet["prepared"], tmp_path / "qop.onnx", cpu_format, Int8Settings(), resnet["calibration"], tmp_path)
+    problems = tensorrt_qdq_problems(out)
+    assert any("QLinearConv is not parsed by TensorRT" in p for p in problems)
+    assert any("zero-point type uint8" in p for p in problems)
+    qdq = next(fmt for fmt in cpu_candidates(detect_cpu_isa()) if fmt.name == "u8s8-qdq")
+    out = quantize_int8(resnet["prepared"], tmp_path / "u8.onnx", qdq, Int8Settings(), resnet["calibration"], tmp_path)
+    assert any("int32 (bias) DequantizeLinear" in p for p in tensorrt_qdq_problems(out))
+
+
+def test_cpu_candidates_follow_the_instruction_set(tmp_path):
+    avx2 = tmp_path / "avx2"
+    avx2.write_text("processor\t: 0\nmodel name\t: AMD EPYC\nflags\t\t: fpu sse avx avx2 fma\n")
+    isa = detect_cpu_isa(avx2)
+    assert isa.int8_class == "avx2" and isa.model == "AMD EPYC"
+    formats = cpu_candidates(isa)
+    # without VNNI: u8 activations only, and 7-bit weights on x86 (no s8 x s8 path that would be slower)
+    assert {fmt.activations for fmt in formats} == {"u8"}
+    assert all(fmt.reduce_range for fmt in formats) == (isa.arch in ("x86_64", "AMD64"))
+    vnni = tmp_path / "vnni"
+    vnni.write_text("model name\t: Xeon\nflags\t\t: avx2 avx512f avx512_vnni amx_int8\n")
+    isa = detect_cpu_isa(vnni)
+    assert isa.int8_class == "amx" and isa.vnni
+    assert TENSORRT_QDQ in cpu_candidates(isa) and not any(fmt.reduce_range for fmt in cpu_candidates(isa))
+
+
+def test_compacted_model_computes_identical_outputs(resnet, tmp_path):
+    out = quantize_int8(resnet["prepared"], tmp_path / "int8.onnx", TENSORRT_QDQ, Int8Settings(), resnet["calibration"], tmp_path)
+    before_logits, before_size = logits(out, resnet["held_back"]), out.stat().st_size
+    saved = compact_quantized(out, resnet["prepared"])
+    assert saved > 0 and out.stat().st_size < before_size
+    assert np.array_equal(logits(out, resnet["held_back"]), before_logits)
+    assert tensorrt_qdq_problems(out) == []
+    # the exporter's names (layers' biases here) stay readable; the quantiser's scaffolding got short ids
+    names = {t.name for t in onnx.load(str(out)).graph.initializer}
+    assert any(name.startswith("layer1") for name in names)
+    assert not any(name.endswith(("_quantized_scale", "_zero_point")) for name in names)
+
+
+def test_repair_keeps_the_most_sensitive_layers_in_float(resnet, tmp_path):
+    from pipeline.quantize.sensitivity import repair
+
+    reference = logits(resnet["fp32"], resnet["held_back"])
+
+    def quantise(path, exclude=None, only=None):
+        return quantize_int8(resnet["prepared"], path, TENSORRT_QDQ, Int8Settings(), resnet["calibration"], tmp_path,
+                             exclude, only)
+
+    layers = weighted_nodes(resnet["prepared"])
+    report = repair(layers, quantise, lambda p: logits(p, resnet["held_back"]), reference, 0.0, tmp_path,
+                    tmp_path / "repaired.onnx")
+    assert len(report["sensitivity"]) == len(layers)
+    mse = [row["relative_mse"] for row in report["sensitivity"]]
+    assert mse == sorted(mse, reverse=True)
+    assert report["float_layers"][0] == report["sensitivity"][0]["layer"]
+    # the layers kept in float have float weights in the final model; the others are INT8
+    graph = onnx.load(str(tmp_path / "repaired.onnx")).graph
+    constants = _initializers(tmp_path / "repaired.onnx")
+    for node in graph.node:
+        if node.op_type == "Conv":
+            weight_is_float = node.input[1] in constants and constants[node.input[1]].dtype == np.float32
+            assert weight_is_float == (node.name in report["float_layers"])
+
+
+def test_expected_accuracy_drop_weighs_flips_by_confidence():
+    reference = np.array([[5.0, 0.0], [0.0, 0.01]])  # confident on image 0, unsure on image 1
+    assert expected_accuracy_drop(reference, reference) == 0
+    flip_unsure = np.array([[5.0, 0.0], [0.02, 0.0]])
+    flip_confident = np.array([[0.0, 5.0], [0.0, 0.01]])
+    assert expected_accuracy_drop(reference, flip_unsure) < 0.01
+    assert expected_accuracy_drop(reference, flip_confident) > 0.45  # (0.993 - 0.007) / 2
+
+
+def test_fp16_keeps_float32_io_and_sensitive_ops(resnet, tmp_path):
+    from pipeline.quantize.fp16 import convert_fp16
+
+    out = convert_fp16(resnet["fp32"], tmp_path / "fp16.onnx")
+    model = onnx.load(str(out))
+    float32 = onnx.TensorProto.FLOAT
+    assert model.graph.input[0].type.tensor_type.elem_type == float32
+    assert model.graph.output[0].type.tensor_type.elem_type == float32
+    conv_weights = [t for t in model.graph.initializer if t.dims and len(t.dims) == 4]
+    assert conv_weights and all(t.data_type == onnx.TensorProto.FLOAT16 for t in conv_weights)
+    assert out.stat().st_size < 0.6 * resnet["fp32"].stat().st_size
+    reduce = [n for n in model.graph.node if n.op_type in ("ReduceMean", "GlobalAveragePool")]
+    casts = {o for n in model.graph.node if n.op_type == "Cast" for o in n.output}
+    assert reduce and all(n.input[0] in casts for n in reduce)  # fed through a Cast back to float32
+    reference, half = logits(resnet["fp32"], resnet["held_back"]), logits(out, resnet["held_back"])
+    assert np.abs(reference - half).max() < 0.05 * np.abs(reference).max()
+
+
+def test_binary_weights_train_through_the_straight_through_estimator():
+    layer = torch.nn.Conv2d(4, 8, 3)
+    binary.binarise(torch.nn.Sequential(torch.nn.Conv2d(1, 4, 1), layer, torch.nn.Conv2d(8, 2, 1)), ["1"])
+    value = layer.weight
+    assert binary.is_binary(value) and torch.allclose(value.abs().mean(dim=(1, 2, 3)), value.abs()[:, 0, 0, 0])
+    layer(torch.randn(2, 4, 5, 5)).sum().backward()
+    latent = layer.parametrizations.weight.original
+    assert latent.grad is not None and latent.grad.abs().sum() > 0
+
+
+def test_binarisable_layers_skip_first_and_last():
+    model = create_model("resnet8", in_channels=1, num_classes=10)
+    layers = binary.binarisable_layers(model)
+    convs = [n for n, m in model.named_modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    assert layers == convs[1:-1] and convs[0] not in layers and convs[-1] not in layers
+
+
+def test_packed_checkpoint_reloads_the_binary_model_exactly(tmp_path):
+    from pipeline.models.load import load_model
+    from pipeline.quantize.packed import save_binary_checkpoint
+
+    torch.manual_seed(1)
+    model = create_model("resnet8", in_channels=1, num_classes=10).eval()
+    layers = binary.binarisable_layers(model)
+    binary.materialise(binary.binarise(model, layers))
+    packed = save_binary_checkpoint(tmp_path / "binary.pt", model, layers, arch="resnet8", preprocess=PREPROCESS,
+                                    num_classes=10)
+    assert binary.fp32_bytes(packed) / binary.packed_bytes(packed) > 25
+    reloaded = load_model(tmp_path / "binary.pt").model.eval()
+    images = torch.randn(8, 1, 28, 28)
+    with torch.no_grad():
+        assert torch.equal(reloaded(images), model(images))
+    # a layer that is not binary cannot be packed (it would not reload as it was)
+    with pytest.raises(PipelineError, match="not binary"):
+        save_binary_checkpoint(tmp_path / "bad.pt", create_model("resnet8", in_channels=1, num_classes=10), layers,
+                               arch="resnet8", preprocess=PREPROCESS, num_classes=10)
+
+
+def test_binary_model_exports_as_exact_plus_minus_127_int8_weights(tmp_path):
+    torch.manual_seed(2)
+    model = create_model("resnet8", in_channels=1, num_classes=10).eval()
+    layers = binary.binarisable_layers(model)
+    binary.materialise(binary.binarise(model, layers))
+    export_onnx(model, PREPROCESS, tmp_path / "binary.onnx")
+    prepared = prepare_for_quantization(tmp_path / "binary.onnx", tmp_path / "prepared.onnx")
+    images = np.random.default_rng(0).standard_normal((32, 1, 28, 28)).astype(np.float32)
+    out = quantize_int8(prepared, tmp_path / "int8.onnx", TENSORRT_QDQ, Int8Settings(), images, tmp_path)
+    graph = onnx.load(str(out)).graph
+    constants = _initializers(out)
+    producers = {output: node for node in graph.node for output in node.output}
+    convs = [node for node in graph.node if node.op_type == "Conv"]
+    binary_convs = convs[1:]  # the first convolution keeps its precision; BN folding keeps the others binary
+    for node in binary_convs:
+        weights = constants[producers[node.input[1]].input[0]]
+        assert set(np.unique(np.abs(weights))) == {127}, node.name
+    first = constants[producers[convs[0].input[1]].input[0]]
+    assert len(np.unique(np.abs(first))) > 2
+
+
+def _quantize_cli(tmp_path, *args):
+    run = tmp_path / "run"
+    result = run_cli("quantize", "--budget", "smoke", "--out", str(run), "--json", *args)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return run, json.loads(result.stdout)
+
+
+@needs_fmnist
+@pytest.mark.slow
+def test_pipeline_quantize_int8_end_to_end(tmp_path):
+    run, summary = _quantize_cli(tmp_path, "--precision", "int8", "--calib-method", "percentile")
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert list(manifest["stages"]) == ["synthesize", "export", "quantize", "bench"]
+    metrics = manifest["stages"]["quantize"]["metrics"]
+    assert metrics["calibration"] == "synthetic" and metrics["calibration_method"] == "percentile"
+    assert metrics["isa"]["int8_class"] in ("amx", "vnni", "avx2", "arm-dot", "baseline")
+    assert metrics["format"]["name"] in {c["name"] for c in metrics["format_choice"]["candidates"]}
+    assert set(metrics["format_choice"]["timing_ms"]) >= {"fp32", metrics["format"]["name"]}
+    assert 0 < metrics["size_ratio"] < 0.35
+    assert 0 <= metrics["accuracy_quantized"] <= 1 and metrics["latency_quantized_ms"] > 0
+    student = next(row for row in summary["rows"] if row["model"] == "student")
+    assert student["precision"] == "int8" and student["onnx"].endswith("quantize/model.onnx")
+
+
+@pytest.mark.slow
+def test_quantize_for_a_tensorrt_target_writes_tensorrt_qdq(tmp_path):
+    from pipeline.build import BuildOptions, run_build
+
+    target = tmp_path / "orin.toml"
+    target.write_text('name = "orin"\ndescription = "test"\nruntime = "tensorrt"\ndevice = "jetson"\nprecision = "int8"\n')
+    run = tmp_path / "run"
+    # TensorRT is not needed to write the model: stop before bench, which times an engine
+    run_build(BuildOptions(budget="smoke", target=str(target), out=run, eval="none", quantize_from="teacher"),
+              until="quantize")
+    metrics = json.loads((run / "manifest.json").read_text())["stages"]["quantize"]["metrics"]
+    assert metrics["format"]["name"] == TENSORRT_QDQ.name and len(metrics["format_choice"]["candidates"]) == 1
+    assert "latency_quantized_ms" not in metrics  # not timed on onnxruntime as if it were TensorRT
+    assert tensorrt_qdq_problems(run / "quantize" / "model.onnx") == []
+
+
+@needs_fmnist
+@pytest.mark.slow
+def test_pipeline_quantize_binary_and_fp16_end_to_end(tmp_path):
+    run, _ = _quantize_cli(tmp_path, "--precision", "binary", "--binary-iterations", "5", "--eval", "none")
+    metrics = json.loads((run / "manifest.json").read_text())["stages"]["quantize"]["metrics"]
+    assert metrics["packed_reload_exact"] and (run / "quantize" / "binary_weights.pt").is_file()
+    assert metrics["binarised_fp32_bytes"] / metrics["binarised_bytes"] > 25
+    fp16 = tmp_path / "fp16"
+    fp16.mkdir()
+    run, summary = _quantize_cli(fp16, "--precision", "fp16", "--eval", "none")
+    assert next(row for row in summary["rows"] if row["model"] == "student")["precision"] == "fp16"
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--precision", "fp32"], "needs --precision int8, fp16 or binary"),
+    (["--precision", "int4"], "unknown precision"),
+    (["--calib", "real"], "--calib real needs --images"),
+    (["--calib", "other", "--images", "x"], "unknown calibration source"),
+    (["--calib-method", "mse"], "unknown calibration method"),
+    (["--max-accuracy-drop", "-1"], "--max-accuracy-drop"),
+])
+def test_pipeline_quantize_user_errors_are_one_line(tmp_path, args, message):
+    result = run_cli("quantize", "--budget", "smoke", "--out", str(tmp_path / "run"), *args)
+    assert result.returncode != 0 and message in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "run" / "synthesize").exists()  # failed before any stage ran
+
+
+def test_build_plans_the_quantize_stage_from_the_precision():
+    from dataclasses import replace
+
+    from pipeline.budgets import get_budget
+    from pipeline.build import BuildOptions, stages_to_run, synthesis_seconds
+    from pipeline.targets import load_target
+
+    cpu = load_target("cpu")
+    assert "quantize" not in stages_to_run(BuildOptions(), "bench", cpu)  # the cpu target is fp32
+    assert stages_to_run(BuildOptions(precision="int8"), "bench", cpu) == \
+        ["synthesize", "distill", "export", "quantize", "bench"]
+    assert stages_to_run(BuildOptions(), "bench", replace(cpu, precision="int8"))[-2:] == ["quantize", "bench"]
+    assert stages_to_run(BuildOptions(quantize_from="teacher", precision="fp16"), "bench", cpu) == \
+        ["synthesize", "export", "quantize", "bench"]
+    assert stages_to_run(BuildOptions(quantize_from="teacher", precision="int8", calib="real", images="fmnist-train"),
+                         "bench", cpu) == ["export", "quantize", "bench"]
+    quick = get_budget("quick")
+    # the transfer set is the training data of `pipeline drop` and of binary weights: a longer synthesis
+    assert synthesis_seconds(BuildOptions(drop_from="teacher"), cpu, quick) == quick.standalone_synthesize_seconds
+    assert synthesis_seconds(BuildOptions(quantize_from="teacher", precision="binary"), cpu, quick) == \
+        quick.standalone_synthesize_seconds
+    assert synthesis_seconds(BuildOptions(quantize_from="teacher", precision="int8"), cpu, quick) == \
+        quick.synthesize_seconds
+
+
+@needs_fmnist
+def test_real_calibration_images_never_overlap_the_held_back_ones():
+    from pipeline.quantize.calibration import load_calibration_images
+
+    images = load_calibration_images("real", PREPROCESS, images="fmnist-train", count=64, held_back=32)
+    assert images.source == "real" and images.calibration.shape == (64, 1, 28, 28) and len(images.held_back) == 32
+    flat_calibration = {row.tobytes() for row in images.calibration}
+    assert not any(row.tobytes() in flat_calibration for row in images.held_back)
+
+
+def test_batchnorm_statistics_are_reestimated_for_the_binarised_weights():
+    torch.manual_seed(3)
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.Conv2d(4, 2, 1))
+    binary.binarise(model, ["0"]).eval()  # binarise the first conv only, to check the statistics it produces
+    images = torch.randn(256, 1, 8, 8)
+    assert binary.reestimate_batchnorm(model, images, batch_size=256) == 1
+    with torch.no_grad():
+        outputs = model[0](images)
+    # batches are drawn with replacement: close to, not exactly, the mean over the 256 images
+    assert torch.allclose(model[1].running_mean, outputs.mean(dim=(0, 2, 3)), atol=2e-3)
+    assert not model.training and model[1].momentum == 0.1  # left as it was found
