@@ -148,7 +148,7 @@ def filter_prune(match: str, budget: str, seed: int) -> None:
         accuracy = accuracy_with_runner(runner, data.images, data.labels)
     write(name, {"model": "resnet20-fmnist", "method": "filter-prune", "real_images": real, "matched_to": match,
                  "accuracy": accuracy, "eval_images": len(data), "onnx": str(onnx_path), "wall_s": round(wall, 1),
-                 "pruning_ratio": search["ratio"], "search": search["trace"], "channels": channel_counts(pruned),
+                 "pruning_ratio": search["ratio"], "reached_matched_latency": search["reached"], "search": search["trace"], "channels": channel_counts(pruned),
                  "finetune": finetune, "fused_max_abs_diff": None, "budget": budget})
 
 
@@ -211,7 +211,8 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--adapter-steps", type=int, default=3)
-    sub.add_parser("report")
+    p = sub.add_parser("report")
+    p.add_argument("--rounds", type=int, default=30, help="interleaved latency rounds (more: less noise)")
     args = parser.parse_args()
     if args.mode == "synthesize":
         synthesize(args.budget)
@@ -224,7 +225,7 @@ def main() -> None:
     else:
         from blockdrop_report import report
 
-        report()
+        report(rounds=args.rounds)
 
 
 if __name__ == "__main__":

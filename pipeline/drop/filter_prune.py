@@ -40,28 +40,26 @@ def channel_counts(model: nn.Module) -> list[int]:
 
 
 def prune_to_latency(model: nn.Module, preprocess: Preprocess, target_fraction: float, settings: LatencySettings,
-                     probes: int = 6, round_to: int = 8) -> tuple[nn.Module, dict]:
-    """Bisection on the pruning ratio until latency(pruned) / latency(full), both measured in the same
-    interleaved run, is as close as the channel rounding allows to `target_fraction` (e.g. 0.7 = 30 % faster).
-    Returns the closest model that is at least as fast as asked when one was found, and the search trace."""
-    low, high = 0.0, 0.95
-    trace, best = [], None
-    for _ in range(probes):
-        ratio = (low + high) / 2
+                     ratios: tuple[float, ...] = (0.2, 0.35, 0.5, 0.6, 0.7, 0.8, 0.9),
+                     round_to: int = 8) -> tuple[nn.Module, dict]:
+    """Prune at each of `ratios` and measure latency(pruned) / latency(full) in one interleaved run per ratio;
+    return the least-pruned model that is at least as fast as `target_fraction` (e.g. 0.7 = 30 % faster),
+    or, when none is, the fastest one (`reached` False). A grid, not a bisection: latency is not monotonic
+    in the ratio here: once channel counts fall to 8, onnxruntime's blocked (16-channel) AVX-512
+    convolutions no longer apply, and a ratio-0.9 ResNet-20 measured barely faster than the full model."""
+    trace, candidates = [], []
+    for ratio in ratios:
         pruned = filter_prune(model, preprocess.input_shape, ratio, round_to)
         timed = time_models({"full": model, "pruned": pruned}, preprocess, settings, label=f"filter pruning {ratio:.3f}")
         fraction = timed["pruned"]["median_ms"] / timed["full"]["median_ms"]
         trace.append({"ratio": ratio, "fraction": fraction, "full_ms": timed["full"]["median_ms"],
                       "pruned_ms": timed["pruned"]["median_ms"], "channels": channel_counts(pruned)})
+        candidates.append((pruned, fraction, ratio))
         log(f"filter prune: ratio {ratio:.3f} -> {100 * (1 - fraction):.1f} % lower latency (target "
             f"{100 * (1 - target_fraction):.1f} %)")
-        if fraction <= target_fraction:
-            if best is None or fraction > best[1]:
-                best = (pruned, fraction, ratio)
-            high = ratio
-        else:
-            low = ratio
-    if best is None:
-        raise PipelineError(f"filter pruning up to ratio {high:.2f} did not reach {100 * (1 - target_fraction):.1f} % "
-                            "lower latency")
-    return best[0], {"ratio": best[2], "fraction": best[1], "trace": trace}
+    fast_enough = [c for c in candidates if c[1] <= target_fraction]
+    chosen = min(fast_enough, key=lambda c: c[2]) if fast_enough else min(candidates, key=lambda c: c[1])
+    if not fast_enough:
+        log(f"filter prune: no ratio reached {100 * (1 - target_fraction):.1f} % lower latency; the fastest "
+            f"({100 * (1 - chosen[1]):.1f} %, ratio {chosen[2]:.2f}) is handed on")
+    return chosen[0], {"ratio": chosen[2], "fraction": chosen[1], "reached": bool(fast_enough), "trace": trace}
