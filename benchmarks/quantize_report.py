@@ -110,4 +110,24 @@ def _markdown(record: dict) -> str:
             f"{row['latency_ms_b1']:.3f} | {base['latency_ms_b1'] / row['latency_ms_b1']:.2f}x | "
             f"{row['latency_ms_b32']:.2f} | {base['latency_ms_b32'] / row['latency_ms_b32']:.2f}x | "
             f"{row['wall_s'] if row['wall_s'] is not None else '—'} |")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + _formats_section()) + "\n"
+
+
+def _formats_section() -> list[str]:
+    """`python benchmarks/quantize.py formats MODEL`: every INT8 format against fp32 on this CPU."""
+    lines = []
+    for path in sorted(RUNS_JSON.glob("formats-*.json")):
+        r = json.loads(path.read_text())
+        names = list(r["latency_ms"]["b1"])
+        lines += ["", f"## INT8 formats on this CPU: {r['model']} ({r['isa']['int8_class']}, {r['machine']['cpu']})", "",
+                  f"Command: `{r['command']}` ({r['rounds']} interleaved rounds, one calibration shared by all formats).", "",
+                  "| format | b1 ms | b1 vs fp32 | b32 ms | b32 vs fp32 |", "|---|---:|---:|---:|---:|"]
+        for name in names:
+            lines.append(f"| {name} | {r['latency_ms']['b1'][name]:.3f} | {r['speedup_vs_fp32']['b1'][name]:.2f}x | "
+                         f"{r['latency_ms']['b32'][name]:.2f} | {r['speedup_vs_fp32']['b32'][name]:.2f}x |")
+    return lines
+
+
+def rerender() -> None:
+    """Rewrite quantize.md from quantize.json (and the formats records) without timing anything again."""
+    atomic_write_text(RESULTS / "quantize.md", _markdown(json.loads((RESULTS / "quantize.json").read_text())))
