@@ -130,7 +130,7 @@ def all_rows(models: list[str]) -> None:
 def formats(model: str, rounds: int) -> None:
     """Every INT8 format this CPU could be given (TensorRT's S8S8 QDQ and the CPU candidates) against fp32, at
     batch 1 and 32, from the same calibration: the evidence behind the cpu target's format choice."""
-    from pipeline.build import _onnx_preprocess
+    from pipeline.preprocess import preprocess_from_onnx
     from pipeline.drop.latency_table import LatencySettings, example_input, time_onnx_models
     from pipeline.quantize.calibration import load_calibration_images
     from pipeline.quantize.cpu_isa import detect_cpu_isa
@@ -140,7 +140,7 @@ def formats(model: str, rounds: int) -> None:
     fp32 = base / "export" / "teacher.onnx"
     if not fp32.is_file():
         sys.exit(f"run `python benchmarks/quantize.py run {model} --precision int8` first")
-    preprocess = _onnx_preprocess(fp32, None)
+    preprocess = preprocess_from_onnx(fp32, None)
     images = load_calibration_images("synthetic", preprocess, transfer_set=base / "synthesize" / "transfer_set.pt")
     folder = WORK / f"{model}-formats"
     folder.mkdir(parents=True, exist_ok=True)

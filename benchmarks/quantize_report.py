@@ -33,7 +33,7 @@ def _time(paths: dict[str, Path], preprocess, rounds: int) -> dict[int, dict[str
 
 
 def report(rounds: int) -> None:
-    from pipeline.build import _onnx_preprocess
+    from pipeline.preprocess import preprocess_from_onnx
     from pipeline.quantize.cpu_isa import detect_cpu_isa
 
     runs = _runs()
@@ -45,7 +45,7 @@ def report(rounds: int) -> None:
         group = [run for run in runs if run["variant"] == variant]
         fp32 = ROOT / group[0]["fp32_onnx"]
         paths = {"fp32": fp32, **{run["name"]: ROOT / run["onnx"] for run in group}}
-        timing = _time(paths, _onnx_preprocess(fp32, None), rounds)
+        timing = _time(paths, preprocess_from_onnx(fp32, None), rounds)
         first = group[0]["metrics"]
         rows.append({"model": group[0]["model"], "variant": variant, "precision": "fp32", "calibration": None,
                      "calibration_method": None, "format": None, "accuracy": first.get("accuracy_fp32"),

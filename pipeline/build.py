@@ -18,7 +18,7 @@ from pipeline.drop.stage import DropConfig, DropStage
 from pipeline.export.stage import ExportConfig, ExportStage
 from pipeline.models import default_student
 from pipeline.models.load import LoadedModel
-from pipeline.preprocess import Preprocess, default_preprocess
+from pipeline.preprocess import Preprocess, preprocess_from_onnx
 from pipeline.quantize.int8 import Int8Settings
 from pipeline.quantize.stage import QuantizeConfig, QuantizeStage
 from pipeline.stage import RunFolder
@@ -383,7 +383,7 @@ def run_bench_only(model: str | None, *, spec: TeacherSpec, target_name: str, bu
     path = resolve_teacher(model)
     run = RunFolder(out)
     if path.suffix == ".onnx":
-        preprocess = _onnx_preprocess(path, spec.input_shape)
+        preprocess = preprocess_from_onnx(path, spec.input_shape)
         eval_spec = choose_eval(eval_spec, None)
     else:
         loaded = spec.load(path)
@@ -393,17 +393,3 @@ def run_bench_only(model: str | None, *, spec: TeacherSpec, target_name: str, bu
         path = run.artifact("export", "model")
     entry = run.run(BenchStage({"model": path}, bench_config(target, budget, preprocess, eval_spec)))
     return {"run_folder": str(run.root), "onnx": str(path), **entry["metrics"]["model"]}
-
-
-def _onnx_preprocess(path: Path, input_shape):
-    import onnx
-
-    if input_shape is None:
-        try:
-            dims = onnx.load(str(path), load_external_data=False).graph.input[0].type.tensor_type.shape.dim[1:]
-        except Exception as error:
-            raise PipelineError(f"{path} is not a readable ONNX model: {error}") from None
-        if len(dims) != 3 or not all(d.dim_value > 0 for d in dims):
-            raise PipelineError(f"{path}: input shape is not fixed; pass --input-shape C,H,W")
-        input_shape = tuple(d.dim_value for d in dims)
-    return default_preprocess(*input_shape)

@@ -45,3 +45,20 @@ def default_preprocess(channels: int, height: int, width: int) -> Preprocess:
     if channels == 1:
         return Preprocess(1, height, width, FASHION_MNIST_MEAN, FASHION_MNIST_STD, "gray")
     return Preprocess(channels, height, width, (0.5,) * channels, (0.5,) * channels, "unknown")
+
+
+def preprocess_from_onnx(path, input_shape: tuple[int, int, int] | None = None) -> Preprocess:
+    """For a bare .onnx file: the input shape from its graph (or `input_shape`), statistics guessed as above."""
+    import onnx
+
+    from pipeline.errors import PipelineError
+
+    if input_shape is None:
+        try:
+            dims = onnx.load(str(path), load_external_data=False).graph.input[0].type.tensor_type.shape.dim[1:]
+        except Exception as error:
+            raise PipelineError(f"{path} is not a readable ONNX model: {error}") from None
+        if len(dims) != 3 or not all(d.dim_value > 0 for d in dims):
+            raise PipelineError(f"{path}: input shape is not fixed; pass --input-shape C,H,W")
+        input_shape = tuple(d.dim_value for d in dims)
+    return default_preprocess(*input_shape)

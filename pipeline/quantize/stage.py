@@ -19,6 +19,7 @@ from pipeline.drop.latency_table import LatencySettings, example_input, time_onn
 from pipeline.errors import PipelineError
 from pipeline.export.onnx_export import export_onnx
 from pipeline.fileio import atomic_write_json
+from pipeline.preprocess import preprocess_from_onnx
 from pipeline.progress import log
 from pipeline.quantize import binary
 from pipeline.quantize.calibration import (
@@ -253,9 +254,7 @@ def _onnx_preprocess(onnx_path: Path, model_path: Path | None, spec: TeacherSpec
     """The model's preprocessing: from its checkpoint when there is one, else guessed from the ONNX input."""
     if model_path is not None:
         return spec.load(model_path).preprocess
-    from pipeline.build import _onnx_preprocess as from_onnx
-
-    return from_onnx(onnx_path, spec.input_shape)
+    return preprocess_from_onnx(onnx_path, spec.input_shape)
 
 
 def _reload_matches(path: Path, model: torch.nn.Module, images: torch.Tensor) -> bool:
