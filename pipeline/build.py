@@ -15,6 +15,7 @@ from pipeline.drop.latency_table import LatencySettings
 from pipeline.drop.recoverability import RecoverabilitySettings
 from pipeline.drop.select import LatencyBudget
 from pipeline.drop.stage import DropConfig, DropStage
+from pipeline.engine.stage import EngineConfig, EngineStage
 from pipeline.export.stage import ExportConfig, ExportStage
 from pipeline.models import default_student
 from pipeline.models.load import LoadedModel
@@ -27,7 +28,7 @@ from pipeline.synthesize.stage import SynthesizeConfig, SynthesizeStage
 from pipeline.targets import Target, load_target
 from pipeline.teacher_spec import TeacherSpec
 
-STAGE_ORDER = ("synthesize", "distill", "drop", "export", "quantize", "bench")
+STAGE_ORDER = ("synthesize", "distill", "drop", "export", "quantize", "engine", "bench")
 DEFAULT_SYNTHESIZER = "auto"  # bn-inversion for teachers with BatchNorm, else dafl
 
 
@@ -73,6 +74,8 @@ class BuildOptions:
     calib_images: int = 512
     max_accuracy_drop: float = 0.5
     binary_iterations: int | None = None
+    host: str | None = None  # "user@device": measure latency and build the engine there (overrides the target's)
+    auto_drop: bool = False  # `build`: drop blocks when the target file sets a latency budget
 
 
 @dataclass
@@ -89,7 +92,11 @@ class BuildContext:
 
 def prepare(options: BuildOptions) -> BuildContext:
     """Resolve and validate everything before any stage runs, so bad input fails in one line, early."""
-    target = load_target(options.target)
+    target = load_target(options.target).with_host(options.host)
+    target.check_precision(precision(options, target))
+    if options.auto_drop and options.drop_from is None and options.quantize_from is None \
+            and (target.latency_budget_ms is not None or target.latency_reduction is not None):
+        options = replace(options, drop_from="student")  # the target's budget is part of what `build` delivers
     budget = get_budget(options.budget)
     teacher_path = resolve_teacher(options.teacher)
     spec = TeacherSpec(options.arch, options.input_shape, options.num_classes, options.trust_checkpoint)
@@ -133,10 +140,11 @@ def choose_eval(requested: str | None, teacher: LoadedModel | None) -> str | Non
 
 
 def bench_config(target: Target, budget: Budget, preprocess: Preprocess, eval_spec: str | None, seed: int = 0) -> BenchConfig:
-    """The target says what to measure; the budget may only lower the number of timed runs."""
-    return BenchConfig(runtime=target.runtime, batch=target.batch, threads=target.threads,
+    """The target says what to measure and where; the budget may only lower the number of timed runs."""
+    return BenchConfig(batch=target.batch, threads=target.threads,
                        warmup=min(target.warmup, budget.bench_warmup), runs=min(target.runs, budget.bench_runs),
-                       preprocess=preprocess.to_dict(), eval=eval_spec, eval_limit=budget.eval_limit, seed=seed)
+                       preprocess=preprocess.to_dict(), eval=eval_spec, eval_limit=budget.eval_limit, seed=seed,
+                       **measurement_options(target))
 
 
 def synthesizer_options(options: BuildOptions, budget: Budget) -> dict:
@@ -189,12 +197,42 @@ def distill_stage(ctx: BuildContext) -> DistillStage:
                       mix=mix_options(ctx.options, ctx.budget), teacher=ctx.spec))
 
 
+def latency_source(target: Target) -> tuple[str, str | None]:
+    """Where this target's latency can be measured from here: ("remote", None) over SSH to its host,
+    ("local", None) with its runtime on this machine, or ("proxy", why) with this machine's onnxruntime."""
+    if target.remote:
+        return "remote", None
+    if target.runtime == "tensorrt":
+        from pipeline.runtimes.tensorrt_runner import tensorrt_available
+
+        reason = tensorrt_available()
+        if reason is not None:
+            return "proxy", reason
+    return "local", None
+
+
+def measurement_options(target: Target) -> dict:
+    """The LatencySettings / BenchConfig fields that say where and how latency is measured for the target."""
+    source, _ = latency_source(target)
+    remote = {"port": target.remote_port, "python": target.remote_python, "identity": target.remote_identity,
+              "ssh_options": list(target.ssh_options), "workdir": target.remote_workdir} if target.remote else None
+    tensorrt = {"max_batch": target.max_batch, "workspace_mb": target.workspace_mb, "dla_core": target.dla_core,
+                "gpu_fallback": target.gpu_fallback} if target.runtime == "tensorrt" else None
+    return {"runtime": "onnxruntime" if source == "proxy" else target.runtime, "source": source,
+            "proxy_for": target.runtime if source == "proxy" else None, "host": target.host if target.remote else None,
+            "remote": remote, "tensorrt": tensorrt,
+            # blocks and candidates are float models: INT8 engines need Q/DQ, so they are timed at fp16
+            "precision": "fp16" if target.runtime == "tensorrt" and target.precision in ("int8", "binary")
+            else target.precision if target.runtime == "tensorrt" else "fp32"}
+
+
 def target_latency(target: Target, budget: Budget, rounds: int) -> LatencySettings:
     """Interleaved comparisons inside a stage (drop's candidates, quantize's formats): the target's runtime,
-    batch and threads; many short rounds (the budget may only lower the target's run counts)."""
-    return LatencySettings(runtime=target.runtime, batch=target.batch, threads=target.threads,
+    batch and threads, here, on its host, or by proxy; many short rounds (the budget may only lower the
+    target's run counts)."""
+    return LatencySettings(batch=target.batch, threads=target.threads,
                            warmup=min(target.warmup, budget.bench_warmup), runs=min(target.runs, budget.drop_latency_runs),
-                           rounds=rounds, max_seconds=0.5)
+                           rounds=rounds, max_seconds=0.5, **measurement_options(target))
 
 
 def drop_stage(ctx: BuildContext) -> DropStage:
@@ -217,13 +255,20 @@ def drop_stage(ctx: BuildContext) -> DropStage:
 
 
 def drop_budget(options: BuildOptions, target: Target) -> LatencyBudget:
-    """--latency-reduction or --latency-ms, else the target's latency_budget_ms."""
+    """--latency-reduction or --latency-ms, else the target's latency_budget_ms or latency_reduction. A budget
+    in milliseconds is a device figure: a proxy measurement cannot check it, so it needs the device (--host)."""
     if options.latency_reduction is None and options.latency_ms is None:
-        if target.latency_budget_ms is None:
+        if target.latency_budget_ms is None and target.latency_reduction is None:
             raise PipelineError("block dropping needs a latency budget: --latency-reduction 0.3 or --latency-ms 1.5 "
-                                f"(or latency_budget_ms in the {target.name} target)")
-        return LatencyBudget(ms=target.latency_budget_ms)
-    return LatencyBudget(options.latency_reduction, options.latency_ms)
+                                f"(or latency_budget_ms / latency_reduction in the {target.name} target)")
+        budget = LatencyBudget(target.latency_reduction, target.latency_budget_ms)
+    else:
+        budget = LatencyBudget(options.latency_reduction, options.latency_ms)
+    source, why = latency_source(target)
+    if budget.ms is not None and source == "proxy":
+        raise PipelineError(f"a {budget.ms} ms budget is a {target.name} figure, and latency can only be measured by "
+                            f"proxy here ({why}): give --host user@device, or a relative budget (--latency-reduction)")
+    return budget
 
 
 def handed_on_checkpoint(options: BuildOptions, run: RunFolder) -> Path | None:
@@ -280,17 +325,38 @@ def quantize_stage(ctx: BuildContext) -> QuantizeStage:
                          handed_on or ctx.teacher_path, transfer_set, config)
 
 
-def bench_stage(ctx: BuildContext) -> BenchStage:
-    models = {"teacher": ctx.run.artifact("export", "teacher")}
+def deployed_onnx(ctx: BuildContext) -> Path:
+    """The model the build hands on: the quantised one when quantize ran, else the exported student."""
     if "quantize" in stages_to_run(ctx.options, "bench", ctx.target):
-        models["student"] = ctx.run.artifact("quantize", "model")
-    else:
-        models["student"] = ctx.run.artifact("export", "student")
-    return BenchStage(models, bench_config(ctx.target, ctx.budget, ctx.teacher.preprocess, ctx.eval, ctx.options.seed))
+        return ctx.run.artifact("quantize", "model")
+    return ctx.run.artifact("export", "student")
+
+
+def engine_config(target: Target, precision_name: str, input_shape) -> EngineConfig:
+    options = measurement_options(target)
+    return EngineConfig(target=target.name, precision=precision_name, batch=target.batch, input_shape=tuple(input_shape),
+                        max_batch=target.max_batch, workspace_mb=target.workspace_mb, dla_core=target.dla_core,
+                        gpu_fallback=target.gpu_fallback, tensorrt_min=target.tensorrt_min,
+                        tensorrt_max=target.tensorrt_max, host=options["host"], remote=options["remote"])
+
+
+def engine_stage(ctx: BuildContext) -> EngineStage:
+    previous = ctx.run.root / "engine" / "timing.cache"
+    return EngineStage(deployed_onnx(ctx), engine_config(ctx.target, precision(ctx.options, ctx.target),
+                                                         ctx.teacher.input_shape), previous_cache=previous)
+
+
+def bench_stage(ctx: BuildContext) -> BenchStage:
+    models = {"teacher": ctx.run.artifact("export", "teacher"), "student": deployed_onnx(ctx)}
+    config = bench_config(ctx.target, ctx.budget, ctx.teacher.preprocess, ctx.eval, ctx.options.seed)
+    engine = ctx.run.entry("engine")
+    if engine and engine.get("metrics", {}).get("built") and engine["metrics"].get("built_on") == "local":
+        config = replace(config, engines={"student": str(ctx.run.artifact("engine", "engine"))})
+    return BenchStage(models, config)
 
 
 STAGE_FACTORIES = {"synthesize": synthesize_stage, "distill": distill_stage, "drop": drop_stage,
-                   "export": export_stage, "quantize": quantize_stage, "bench": bench_stage}
+                   "export": export_stage, "quantize": quantize_stage, "engine": engine_stage, "bench": bench_stage}
 
 
 def stages_to_run(options: BuildOptions, until: str, target: Target) -> list[str]:
@@ -307,6 +373,8 @@ def stages_to_run(options: BuildOptions, until: str, target: Target) -> list[str
             skip.add("synthesize")
     if precision(options, target) == "fp32":
         skip.add("quantize")
+    if target.runtime != "tensorrt":
+        skip.add("engine")
     if options.quantize_from == "teacher" and options.drop_from is None:
         skip.update({"distill", "drop"})
         if options.calib == "real":
@@ -333,7 +401,7 @@ def run_build(options: BuildOptions, *, until: str = "bench") -> dict:
         teacher_format=ctx.teacher.source_format, target=ctx.target.to_dict(), budget=ctx.budget.to_dict(),
         preprocess=ctx.teacher.preprocess.to_dict(), num_classes=ctx.teacher.num_classes, eval=ctx.eval,
         world_size=distributed.world_size())
-    for name in stages_to_run(options, until, ctx.target):
+    for name in stages_to_run(ctx.options, until, ctx.target):
         if name not in DATA_PARALLEL_STAGES and distributed.active():
             main = distributed.is_main()
             distributed.finish()
@@ -373,13 +441,42 @@ def summarize(run: RunFolder) -> dict:
             if row["model"] == "student":
                 row["dropped_blocks"] = summary_drop["dropped_blocks"]
     return {"run_folder": str(run.root), "manifest": str(run.manifest_path), "rows": rows,
+            "latency_source": next((e.get("latency_source") for e in bench.values()), None), "notes": run_notes(run),
             "stages": {name: {"wall_s": entry.get("wall_s")} for name, entry in stages.items()}}
 
 
+def run_notes(run: RunFolder) -> list[str]:
+    """What the table does not say: where latency was measured, and whether an engine exists."""
+    stages = run.manifest["stages"]
+    notes = []
+    bench = stages.get("bench", {}).get("metrics", {})
+    first = next(iter(bench.values()), {})
+    drop = stages.get("drop", {}).get("metrics", {})
+    sources = {first.get("latency_source"), drop.get("latency_source")} - {None}
+    if "proxy" in sources:
+        target = run.manifest.get("target", {}).get("name")
+        notes.append(f"latency figures are a proxy: {target} runs {first.get('proxy_for') or drop.get('proxy_for')}, which "
+                     "is not available on this machine and no --host was given, so latency was measured with onnxruntime "
+                     "on this CPU (block savings and speed-ups are indicative only; milliseconds are not the device's)")
+    if "remote" in sources:
+        measured = first.get("measured_on") or {}
+        notes.append(f"latency measured on {measured.get('host')} with {measured.get('runtime')} "
+                     f"(power mode {measured.get('nvpmodel_mode') or 'unknown'})")
+    engine = stages.get("engine", {}).get("metrics")
+    if engine and not engine.get("built"):
+        notes.append(f"no TensorRT engine built ({engine.get('reason')}); on the device run "
+                     f"{run.root / 'engine' / 'build_on_device.sh'}")
+    elif engine:
+        notes.append(f"engine: {run.root / 'engine' / 'model.engine'} (TensorRT {engine['stamp'].get('tensorrt_version')}, "
+                     f"built on {engine.get('built_on')})")
+    return notes
+
+
 def run_bench_only(model: str | None, *, spec: TeacherSpec, target_name: str, budget_name: str, out: Path,
-                   eval_spec: str | None) -> dict:
-    """`pipeline bench`: latency (and accuracy with --eval) of one model: a checkpoint (exported first) or an .onnx file."""
-    target, budget = load_target(target_name), get_budget(budget_name)
+                   eval_spec: str | None, host: str | None = None) -> dict:
+    """`pipeline bench`: latency (and accuracy with --eval) of one model: a checkpoint (exported first) or an .onnx
+    file; on the target's host over SSH when it has one."""
+    target, budget = load_target(target_name).with_host(host), get_budget(budget_name)
     path = resolve_teacher(model)
     run = RunFolder(out)
     if path.suffix == ".onnx":
@@ -393,3 +490,37 @@ def run_bench_only(model: str | None, *, spec: TeacherSpec, target_name: str, bu
         path = run.artifact("export", "model")
     entry = run.run(BenchStage({"model": path}, bench_config(target, budget, preprocess, eval_spec)))
     return {"run_folder": str(run.root), "onnx": str(path), **entry["metrics"]["model"]}
+
+
+def run_engine_only(onnx: Path | None, run_folder: Path | None, *, target_name: str, host: str | None,
+                    precision_name: str | None, out: Path | None) -> dict:
+    """`pipeline engine`: pre-flight and build the TensorRT engine for one ONNX file, or for the model a run
+    folder hands on (its quantised model, else its student), into `<out>/engine/`."""
+    if (onnx is None) == (run_folder is None):
+        raise PipelineError("give the model to build: --onnx FILE or --run RUN_FOLDER")
+    if run_folder is not None:
+        run = RunFolder(run_folder)
+        stages = run.manifest["stages"]
+        onnx = run.artifact("quantize", "model") if "quantize" in stages else run.artifact("export", "student") \
+            if "student" in stages.get("export", {}).get("artifacts", {}) else run.artifact("export", "teacher")
+        out = out or run_folder
+    target = load_target(target_name).with_host(host)
+    if target.runtime != "tensorrt":
+        raise PipelineError(f"target {target.name} runs {target.runtime}: engines are for TensorRT targets "
+                            f"({', '.join(n for n in available_target_names() if load_target(n).runtime == 'tensorrt')})")
+    wanted = precision_name or target.precision
+    target.check_precision(wanted)
+    onnx = Path(onnx)
+    if not onnx.is_file():
+        raise PipelineError(f"ONNX file not found: {onnx}")
+    preprocess = preprocess_from_onnx(onnx, None)
+    run = RunFolder(out or Path("runs") / f"{onnx.stem}-{target.name}-engine")
+    entry = run.run(EngineStage(onnx, engine_config(target, wanted, preprocess.input_shape),
+                                previous_cache=run.root / "engine" / "timing.cache"))
+    return {"run_folder": str(run.root), "onnx": str(onnx), **entry["metrics"]}
+
+
+def available_target_names() -> list[str]:
+    from pipeline.targets import available_targets
+
+    return available_targets()

@@ -36,6 +36,9 @@ NUM_CLASSES = typer.Option(None, "--num-classes", help="Expected class count (ch
 EVAL = typer.Option(None, "--eval", help="Labelled set for accuracy: 'fmnist' (Fashion-MNIST test split), an image folder "
                     "(<dir>/<class>/<img>), or 'none'. Default: fmnist for the embedded teachers.")
 JSON = typer.Option(False, "--json", help="Print a machine-readable JSON summary on stdout.")
+HOST = typer.Option(None, "--host", help="user@device: measure latency (and build the TensorRT engine) on that machine "
+                    "over SSH, with the standalone bench script (overrides the target's host). Without a host, a "
+                    "TensorRT target is measured here when TensorRT is installed, else by a labelled onnxruntime proxy.")
 DEBUG = typer.Option(False, "--debug", help="Show full tracebacks.")
 QUIET = typer.Option(False, "--quiet", "-q", help="No progress bars or status lines.")
 SEED = typer.Option(0, "--seed", help="Random seed.")
@@ -88,6 +91,8 @@ def _print_summary(summary: dict, as_json: bool) -> None:
     for row in summary["rows"]:
         if row.get("dropped_blocks"):
             stdout.print(f"{row['model']}: dropped blocks {', '.join(row['dropped_blocks'])}", highlight=False)
+    for note in summary.get("notes", []):
+        stdout.print(f"note: {note}", highlight=False, markup=False)
     stdout.print(f"manifest: {summary['manifest']}")
 
 
@@ -197,13 +202,19 @@ def build(teacher: Optional[str] = TEACHER, arch: Optional[str] = ARCH, target: 
           augment: Optional[bool] = AUGMENT, latency_reduction: Optional[float] = LATENCY_REDUCTION,
           latency_ms: Optional[float] = LATENCY_MS, precision: Optional[str] = PRECISION, calib: str = CALIB,
           calib_method: str = CALIB_METHOD, max_accuracy_drop: float = MAX_ACCURACY_DROP,
-          seed: int = SEED, force: bool = typer.Option(False, "--force", help="Re-run every stage even if up to date."),
+          host: Optional[str] = HOST, seed: int = SEED,
+          force: bool = typer.Option(False, "--force", help="Re-run every stage even if up to date."),
           json_output: bool = JSON, debug: bool = DEBUG, quiet: bool = QUIET):
-    """Run every stage: synthesize -> distill -> [drop] -> export -> [quantize] -> bench, into one run folder.
+    """Run every stage: synthesize -> distill -> [drop] -> export -> [quantize] -> [engine] -> bench, into one run folder.
 
-    With --latency-reduction or --latency-ms the distilled student also loses residual blocks until it meets
-    that latency on the target (see `pipeline drop`). With --precision int8|fp16|binary (or a target whose
-    precision is not fp32) the exported student is quantised (see `pipeline quantize`).
+    With --latency-reduction or --latency-ms (or a target file with a latency budget, like the Jetsons) the
+    distilled student also loses residual blocks until it meets that latency on the target (see `pipeline drop`).
+    With --precision int8|fp16|binary (or a target whose precision is not fp32) the exported student is
+    quantised (see `pipeline quantize`). TensorRT targets get an engine (see `pipeline engine`).
+
+    Example (laptop, no Jetson at hand: latency by labelled proxy, engine command left for the device):
+        pipeline build --teacher r34.pt --target jetson
+    Example (measured on the device): pipeline build --teacher r34.pt --target jetson-orin-nano --host me@jetson.local
 
     Data-free: the student never sees a labelled image (unless you choose `--synthesizer images`); accuracy
     is measured afterwards on the exported ONNX model when --eval (or the embedded teacher's dataset) is available.
@@ -212,7 +223,7 @@ def build(teacher: Optional[str] = TEACHER, arch: Optional[str] = ARCH, target: 
     values = _command_options(locals())
     if latency_reduction is not None or latency_ms is not None:
         values["drop_from"] = "student"
-    _build("bench", **values)
+    _build("bench", **values, auto_drop=True)
 
 
 @app.command()
@@ -222,8 +233,8 @@ def drop(teacher: Optional[str] = TEACHER, arch: Optional[str] = ARCH, target: s
          latency_reduction: Optional[float] = LATENCY_REDUCTION, latency_ms: Optional[float] = LATENCY_MS,
          images: Optional[str] = IMAGES, per_class: int = PER_CLASS, drop_iterations: Optional[int] = DROP_ITERATIONS,
          drop_lr: Optional[float] = DROP_LR, synthesizer: str = SYNTHESIZER, synth_preset: Optional[str] = SYNTH_PRESET,
-         synth_option: Optional[list[str]] = SYNTH_OPTION, device: str = DEVICE, seed: int = SEED,
-         force: bool = typer.Option(False, "--force", help="Re-run every stage even if up to date."),
+         synth_option: Optional[list[str]] = SYNTH_OPTION, device: str = DEVICE, host: Optional[str] = HOST,
+         seed: int = SEED, force: bool = typer.Option(False, "--force", help="Re-run every stage even if up to date."),
          json_output: bool = JSON, debug: bool = DEBUG, quiet: bool = QUIET):
     """Drop whole residual blocks from the teacher where they cost the most latency on the target (PRACTISE).
 
@@ -246,7 +257,7 @@ def quantize(teacher: Optional[str] = TEACHER, arch: Optional[str] = ARCH, targe
              calib_images: int = CALIB_IMAGES, max_accuracy_drop: float = MAX_ACCURACY_DROP,
              binary_iterations: Optional[int] = BINARY_ITERATIONS, synthesizer: str = SYNTHESIZER,
              synth_preset: Optional[str] = SYNTH_PRESET, synth_option: Optional[list[str]] = SYNTH_OPTION,
-             device: str = DEVICE, seed: int = SEED,
+             device: str = DEVICE, host: Optional[str] = HOST, seed: int = SEED,
              force: bool = typer.Option(False, "--force", help="Re-run every stage even if up to date."),
              json_output: bool = JSON, debug: bool = DEBUG, quiet: bool = QUIET):
     """Quantise the teacher for the target, data-free: INT8, FP16 or binary weights, verified against fp32.
@@ -349,15 +360,24 @@ def bench(teacher: Optional[str] = typer.Option(None, "--teacher", "-t", help="M
           arch: Optional[str] = ARCH, target: str = TARGET, budget: str = BUDGET,
           out: Path = typer.Option(..., "--out", "-o", help="Folder for the export and bench results."),
           trust_checkpoint: bool = TRUST, input_shape: Optional[str] = INPUT_SHAPE, num_classes: Optional[int] = NUM_CLASSES,
-          eval: Optional[str] = EVAL, json_output: bool = JSON, debug: bool = DEBUG, quiet: bool = QUIET):
+          eval: Optional[str] = EVAL, host: Optional[str] = HOST, json_output: bool = JSON, debug: bool = DEBUG,
+          quiet: bool = QUIET):
     """Measure latency on the target's runtime (warm-up, then median/p90/p99/CV with pinned threads), and top-1
-    accuracy when a labelled set is given. Checkpoints are exported to ONNX (with parity check) first."""
+    accuracy when a labelled set is given. Checkpoints are exported to ONNX (with parity check) first.
+
+    With --host (or a target file with a host) the ONNX and a standalone bench script are copied to the device
+    over SSH; the script builds the TensorRT engine there (or uses onnxruntime when the device has no TensorRT),
+    records nvpmodel mode, jetson_clocks, JetPack/TensorRT versions and temperatures, and one JSON comes back.
+
+    Example: pipeline bench --teacher model.onnx --target jetson-orin-nano --host me@jetson.local --out runs/b
+    """
     def action():
         from pipeline.build import run_bench_only
         from pipeline.teacher_spec import TeacherSpec
 
         spec = TeacherSpec(arch, _input_shape(input_shape), num_classes, trust_checkpoint)
-        return run_bench_only(teacher, spec=spec, target_name=target, budget_name=budget, out=out, eval_spec=eval)
+        return run_bench_only(teacher, spec=spec, target_name=target, budget_name=budget, out=out, eval_spec=eval,
+                              host=host)
 
     result = _run(debug, quiet, action)
     if json_output:
@@ -365,8 +385,70 @@ def bench(teacher: Optional[str] = typer.Option(None, "--teacher", "-t", help="M
         return
     latency = result["latency"]
     accuracy = f", top-1 {result['accuracy'] * 100:.2f} % on {result['eval_images']} images" if "accuracy" in result else ""
-    stdout.print(f"{result['onnx']}: median {latency['median_ms']:.3f} ms, p90 {latency['p90_ms']:.3f} ms, "
+    where = {"remote": f" on {result.get('measured_on', {}).get('host')} ({result.get('measured_on', {}).get('runtime')})",
+             "proxy": f" (proxy: onnxruntime here stands in for {result.get('proxy_for')})"}.get(result.get("latency_source"), "")
+    stdout.print(f"{result['onnx']}: median {latency['median_ms']:.3f} ms{where}, p90 {latency['p90_ms']:.3f} ms, "
                  f"p99 {latency['p99_ms']:.3f} ms, CV {latency['cv']:.2f}{accuracy}")
+
+
+@app.command()
+def engine(onnx: Optional[Path] = typer.Option(None, "--onnx", help="ONNX file to build the engine from."),
+           run: Optional[Path] = typer.Option(None, "--run", help="Run folder: build its handed-on model (quantised, else student)."),
+           target: str = typer.Option("jetson-orin-nano", "--target", help="A TensorRT target (see `pipeline targets`)."),
+           precision: Optional[str] = typer.Option(None, "--precision", help="fp32, fp16 or int8 (default: the target's). "
+                                                   "TensorRT 11 takes precision from the ONNX: give an ONNX in that precision."),
+           host: Optional[str] = HOST, out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run folder for the engine (default: --run, or runs/<onnx>-<target>-engine)."),
+           json_output: bool = JSON, debug: bool = DEBUG, quiet: bool = QUIET):
+    """Build a TensorRT engine (TensorRT 10 or 11) for a TensorRT target, after a pre-flight check.
+
+    Where it is built: on --host (or the target's host) over SSH, the engine copied back; else here when
+    TensorRT (in the target's version range) and a GPU are present; else nowhere: <out>/engine/ then holds the
+    ONNX, build_on_device.sh (the trtexec command) and BUILD_ON_DEVICE.md. The engine is stamped with its
+    TensorRT version, GPU name and compute capability (model.engine.json); loading it elsewhere fails clearly.
+    Dynamic batch gets one optimisation profile (1 .. max_batch, tuned at the target's batch); the timing cache
+    stays in the run folder; DLA targets build for their DLA core with GPU fallback.
+
+    Example: pipeline engine --run runs/resnet20-fmnist-jetson-orin-nano --target jetson-orin-nano
+    """
+    def action():
+        from pipeline.build import run_engine_only
+
+        return run_engine_only(onnx, run, target_name=target, host=host, precision_name=precision, out=out)
+
+    result = _run(debug, quiet, action)
+    if json_output:
+        stdout.print_json(json.dumps(result, default=str))
+    elif result.get("built"):
+        stamp = result["stamp"]
+        stdout.print(f"{result['run_folder']}/engine/model.engine: TensorRT {stamp.get('tensorrt_version')}, "
+                     f"{stamp.get('gpu_name')} (compute {stamp.get('compute_capability')}), built on {result['built_on']}")
+    else:
+        stdout.print(f"engine not built: {result['reason']}\nrun on the device: {result['run_folder']}/engine/build_on_device.sh")
+
+
+@app.command()
+def check(onnx: Path = typer.Argument(..., help="ONNX file to check."),
+          precision: str = typer.Option("fp16", "--precision", help="Precision the engine will run in: sets the "
+                                        "tensor-core alignment rule (fp16: multiples of 8, int8: of 32; fp32: none)."),
+          json_output: bool = JSON, debug: bool = DEBUG):
+    """Pre-flight an ONNX file for TensorRT without TensorRT: ops its ONNX parser does not support (QLinearConv,
+    ConvInteger, contrib ops), non-zero or non-int8 Q/DQ zero points, unsupported dtypes, and layers whose
+    channel counts miss the tensor cores. Exit status 1 when TensorRT would refuse the model.
+
+    Example: pipeline check runs/r20-int8/quantize/model.onnx --precision int8
+    """
+    def action():
+        from pipeline.engine.preflight import preflight
+
+        return preflight(onnx, precision)
+
+    report = _run(debug, False, action)
+    if json_output:
+        stdout.print_json(json.dumps(report.to_dict()))
+    else:
+        print(report.format())
+    if not report.ok:
+        raise typer.Exit(1)
 
 
 @app.command()

@@ -1,7 +1,13 @@
-"""Deployment targets: one TOML file per target in `targets/` (data only; see targets/README.md)."""
+"""Deployment targets: one TOML file per target in `targets/` (data only; schema in targets/README.md).
+
+Every key is checked for its type and range when the file is read, and unknown keys are errors, so a typo
+never silently falls back to a default. A file holding only `alias = "other"` (and a description) names
+another target: `jetson` is the Orin Nano.
+"""
 
 import os
-from dataclasses import dataclass, fields
+import re
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 import tomllib
@@ -10,74 +16,206 @@ from pipeline.errors import PipelineError
 
 TARGETS_DIR = Path(os.environ.get("PIPELINE_TARGETS_DIR", Path(__file__).resolve().parents[1] / "targets"))
 RUNTIMES = {"onnxruntime", "tensorrt"}
+DEVICES = {"cpu", "cuda", "jetson"}
 PRECISIONS = {"fp32", "fp16", "int8", "binary"}
+LOCAL_HOSTS = {None, "", "localhost"}  # anything else, even 127.0.0.1, is reached over SSH
 
 
 @dataclass(frozen=True)
 class Target:
     name: str
     description: str
-    runtime: str  # which Runner measures latency: "onnxruntime" or "tensorrt"
-    device: str  # "cpu", "cuda" or "jetson"
-    precision: str = "fp32"
-    batch: int = 1
+    runtime: str  # which Runner measures latency and runs the model: "onnxruntime" or "tensorrt"
+    device: str  # "cpu", "cuda" (discrete NVIDIA GPU) or "jetson"
+    precision: str = "fp32"  # what `build` deploys unless --precision says otherwise
+    precisions: tuple[str, ...] = ()  # what the target accepts; () = only `precision`
+    batch: int = 1  # batch size latency is measured at (the engine's optimum)
+    max_batch: int | None = None  # engine optimisation profile's upper bound (default: batch)
     input_size: tuple[int, int] | None = None  # (H, W); None keeps the teacher's
     threads: int | None = None  # CPU threads for the runtime (pinned and recorded)
     latency_budget_ms: float | None = None
-    tensorrt_min: str | None = None  # TensorRT version range an engine for this target may be built with
+    latency_reduction: float | None = None  # alternative budget: fraction of the teacher's latency to remove
+    power_mode: str | None = None  # Jetson nvpmodel mode the numbers are valid for (recorded and compared)
+    host: str | None = None  # "user@host": measure and build over SSH; None / "localhost": on this machine
+    tensorrt_min: str | None = None  # TensorRT versions an engine for this target may be built with (inclusive)
     tensorrt_max: str | None = None
-    host: str = "localhost"  # where latency is measured; "user@host" means over SSH
+    jetpack: str | None = None
+    workspace_mb: int | None = None  # builder workspace limit (memory-pool WORKSPACE)
+    dla_core: int | None = None  # build for this DLA core (GPU fallback below); None: GPU only
+    gpu_fallback: bool = True
+    remote_port: int = 22
+    remote_python: str = "python3"  # the device's interpreter for the bench script
+    remote_workdir: str | None = None  # default: a fresh `mktemp -d` per run, removed afterwards
+    remote_identity: str | None = None  # ssh -i
+    ssh_options: tuple[str, ...] = ()  # extra `-o Key=Value` options
     warmup: int = 20
     runs: int = 200
 
     def to_dict(self) -> dict:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
+    @property
+    def remote(self) -> bool:
+        return self.host not in LOCAL_HOSTS
+
+    @property
+    def allowed_precisions(self) -> tuple[str, ...]:
+        return self.precisions or (self.precision,)
+
+    def with_host(self, host: str | None) -> "Target":
+        return self if host is None else replace(self, host=host)
+
+    def check_precision(self, precision: str) -> None:
+        if precision not in self.allowed_precisions:
+            raise PipelineError(f"target {self.name} accepts precision {', '.join(self.allowed_precisions)}, "
+                                f"not {precision}")
+
+    def accepts_tensorrt(self, version: str) -> bool:
+        return version_in_range(version, self.tensorrt_min, self.tensorrt_max)
+
+
+def _version_tuple(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in re.findall(r"\d+", str(text)))
+
+
+def version_in_range(version: str, low: str | None, high: str | None) -> bool:
+    """Inclusive range; `high` compares only as many parts as it names ("10" admits 10.14.1, "11.4" 11.4.1)."""
+    have = _version_tuple(version)
+    if low is not None and have < _version_tuple(low):
+        return False
+    if high is not None:
+        limit = _version_tuple(high)
+        return have[:len(limit)] <= limit
+    return True
+
 
 def available_targets() -> list[str]:
     return sorted(p.stem for p in TARGETS_DIR.glob("*.toml"))
 
 
-def load_target(name_or_path: str) -> Target:
+def _target_path(name_or_path: str) -> Path:
     path = Path(name_or_path)
-    if path.suffix != ".toml":
-        path = TARGETS_DIR / f"{name_or_path}.toml"
+    return path if path.suffix == ".toml" else TARGETS_DIR / f"{name_or_path}.toml"
+
+
+def load_target(name_or_path: str, *, _seen: tuple = ()) -> Target:
+    path = _target_path(name_or_path)
     if not path.is_file():
         raise PipelineError(f"unknown target {name_or_path!r}; known: {', '.join(available_targets()) or 'none'}")
     try:
         data = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as error:
         raise PipelineError(f"{path} is not valid TOML: {error}") from None
+    if "alias" in data:
+        extra = set(data) - {"alias", "description"}
+        if extra:
+            raise PipelineError(f"{path}: an alias file holds only alias and description, not {', '.join(sorted(extra))}")
+        seen = (*_seen, str(path.resolve()))
+        if not isinstance(data["alias"], str) or _target_path(data["alias"]).resolve().__str__() in seen:
+            raise PipelineError(f"{path}: alias must name another target (no loops)")
+        return load_target(data["alias"], _seen=seen)
     return target_from_dict(data, source=str(path))
 
 
+# key -> (TOML type(s), check, message); tables map to field names with a prefix
+def _positive_int(v): return isinstance(v, int) and not isinstance(v, bool) and v >= 1
+def _non_negative_int(v): return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+def _string(v): return isinstance(v, str) and v != ""
+def _version(v): return isinstance(v, str) and re.fullmatch(r"\d+(\.\d+)*", v) is not None
+def _positive_number(v): return isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0
+
+
+TOP_LEVEL = {
+    "name": (_string, "a non-empty string"),
+    "description": (_string, "a non-empty string"),
+    "runtime": (lambda v: v in RUNTIMES, f"one of {sorted(RUNTIMES)}"),
+    "device": (lambda v: v in DEVICES, f"one of {sorted(DEVICES)}"),
+    "precision": (lambda v: v in PRECISIONS, f"one of {sorted(PRECISIONS)}"),
+    "precisions": (lambda v: isinstance(v, list) and v and all(p in PRECISIONS for p in v),
+                   f"a non-empty list drawn from {sorted(PRECISIONS)}"),
+    "batch": (_positive_int, "a positive integer"),
+    "max_batch": (_positive_int, "a positive integer"),
+    "input_size": (lambda v: isinstance(v, list) and len(v) == 2 and all(_positive_int(x) for x in v),
+                   "[height, width] in pixels"),
+    "threads": (_positive_int, "a positive integer"),
+    "latency_budget_ms": (_positive_number, "a positive number of milliseconds"),
+    "latency_reduction": (lambda v: _positive_number(v) and v < 1, "a fraction between 0 and 1"),
+    "power_mode": (_string, "a non-empty string (the nvpmodel mode name, e.g. \"15W\")"),
+    "host": (_string, "\"localhost\" or \"user@host\""),
+}
+TABLES = {
+    "tensorrt": {
+        "min_version": ("tensorrt_min", _version, "a version such as \"10.3\""),
+        "max_version": ("tensorrt_max", _version, "a version such as \"10\" (any 10.x)"),
+        "jetpack": ("jetpack", _version, "a version such as \"6.2\""),
+        "workspace_mb": ("workspace_mb", _positive_int, "a positive integer (MiB)"),
+        "dla_core": ("dla_core", _non_negative_int, "a DLA core index (0 or 1)"),
+        "gpu_fallback": ("gpu_fallback", lambda v: isinstance(v, bool), "true or false"),
+    },
+    "bench": {
+        "warmup": ("warmup", _non_negative_int, "a non-negative integer"),
+        "runs": ("runs", _positive_int, "a positive integer"),
+    },
+    "remote": {
+        "port": ("remote_port", _positive_int, "a TCP port"),
+        "python": ("remote_python", _string, "the device's python command"),
+        "workdir": ("remote_workdir", _string, "a folder on the device"),
+        "identity": ("remote_identity", _string, "a private key file"),
+        "ssh_options": ("ssh_options", lambda v: isinstance(v, list) and all(_string(x) and "=" in x for x in v),
+                        "a list of \"Key=Value\" ssh options"),
+    },
+}
+
+
 def target_from_dict(data: dict, *, source: str = "target") -> Target:
-    flat = dict(data)
-    tensorrt = flat.pop("tensorrt", {}) or {}
-    bench = flat.pop("bench", {}) or {}
-    for key, table in (("tensorrt", tensorrt), ("bench", bench)):
-        if not isinstance(table, dict):
-            raise PipelineError(f"{source}: [{key}] must be a table")
-    unknown_trt = set(tensorrt) - {"min_version", "max_version"}
-    unknown_bench = set(bench) - {"warmup", "runs"}
-    flat.update({"tensorrt_min": tensorrt.get("min_version"), "tensorrt_max": tensorrt.get("max_version")})
-    flat.update(bench)
-    known = {f.name for f in fields(Target)}
-    unknown = (set(flat) - known) | {f"tensorrt.{k}" for k in unknown_trt} | {f"bench.{k}" for k in unknown_bench}
+    values: dict = {}
+    unknown = []
+    for key, value in data.items():
+        if key in TABLES:
+            if not isinstance(value, dict):
+                raise PipelineError(f"{source}: [{key}] must be a table")
+            for inner, inner_value in value.items():
+                if inner not in TABLES[key]:
+                    unknown.append(f"{key}.{inner}")
+                    continue
+                field_name, check, wanted = TABLES[key][inner]
+                if not check(inner_value):
+                    raise PipelineError(f"{source}: {key}.{inner} must be {wanted}, not {inner_value!r}")
+                values[field_name] = inner_value
+        elif key in TOP_LEVEL:
+            check, wanted = TOP_LEVEL[key]
+            if not check(value):
+                raise PipelineError(f"{source}: {key} must be {wanted}, not {value!r}")
+            values[key] = value
+        else:
+            unknown.append(key)
     if unknown:
         raise PipelineError(f"{source}: unknown keys {', '.join(sorted(unknown))}")
     for required in ("name", "description", "runtime", "device"):
-        if required not in flat:
+        if required not in values:
             raise PipelineError(f"{source}: missing required key {required!r}")
-    if flat["runtime"] not in RUNTIMES:
-        raise PipelineError(f"{source}: runtime must be one of {sorted(RUNTIMES)}, not {flat['runtime']!r}")
-    if flat.get("precision", "fp32") not in PRECISIONS:
-        raise PipelineError(f"{source}: precision must be one of {sorted(PRECISIONS)}")
-    if flat.get("input_size") is not None:
-        size = flat["input_size"]
-        if not (isinstance(size, list) and len(size) == 2 and all(isinstance(v, int) and v > 0 for v in size)):
-            raise PipelineError(f"{source}: input_size must be [height, width]")
-        flat["input_size"] = tuple(size)
-    if not isinstance(flat.get("batch", 1), int) or flat.get("batch", 1) < 1:
-        raise PipelineError(f"{source}: batch must be a positive integer")
-    return Target(**flat)
+    for key in ("input_size",):
+        if key in values:
+            values[key] = tuple(values[key])
+    for key in ("precisions", "ssh_options"):
+        if key in values:
+            values[key] = tuple(values[key])
+    target = Target(**values)
+    _check_consistency(target, source)
+    return target
+
+
+def _check_consistency(target: Target, source: str) -> None:
+    if target.precisions and target.precision not in target.precisions:
+        raise PipelineError(f"{source}: precision {target.precision} is not in precisions {list(target.precisions)}")
+    if target.max_batch is not None and target.max_batch < target.batch:
+        raise PipelineError(f"{source}: max_batch ({target.max_batch}) is below batch ({target.batch})")
+    if target.latency_budget_ms is not None and target.latency_reduction is not None:
+        raise PipelineError(f"{source}: give latency_budget_ms or latency_reduction, not both")
+    if target.runtime == "onnxruntime" and (target.dla_core is not None or target.workspace_mb is not None):
+        raise PipelineError(f"{source}: [tensorrt] settings need runtime = \"tensorrt\"")
+    if target.dla_core is not None and target.device != "jetson":
+        raise PipelineError(f"{source}: dla_core is only for Jetson devices (device = \"jetson\")")
+    if target.tensorrt_min and target.tensorrt_max and \
+            _version_tuple(target.tensorrt_min)[:len(_version_tuple(target.tensorrt_max))] > _version_tuple(target.tensorrt_max):
+        raise PipelineError(f"{source}: tensorrt min_version {target.tensorrt_min} is above max_version {target.tensorrt_max}")

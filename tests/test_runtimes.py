@@ -15,7 +15,6 @@ from pipeline.bench import (
 )
 from pipeline.errors import MissingDependency, PipelineError
 from pipeline.export import export_onnx
-from pipeline.lazy import is_available
 from pipeline.models import create_model
 from pipeline.preprocess import default_preprocess
 from pipeline.runtimes import (
@@ -162,32 +161,22 @@ def test_importing_runtimes_does_not_import_tensorrt():
 
 
 def _tensorrt_skip_reason() -> str | None:
-    if not is_available("tensorrt"):
-        return "TensorRT not installed: " + TRT_INSTALL
-    if not torch.cuda.is_available():
-        return "TensorRT is installed but torch sees no CUDA GPU"
-    return None
+    from pipeline.runtimes import tensorrt_available
+
+    return tensorrt_available()
 
 
 @pytest.mark.tensorrt
-@pytest.mark.skipif(_tensorrt_skip_reason() is not None, reason=str(_tensorrt_skip_reason()))
+@pytest.mark.skipif(_tensorrt_skip_reason() is not None, reason=f"TensorRT cannot run here: {_tensorrt_skip_reason()}")
 def test_tensorrt_runner_matches_onnxruntime(lenet, tmp_path):
-    import tensorrt as trt
+    from pipeline.engine.builder import build_engine_file
 
     _, path, images = lenet
-    logger = trt.Logger(trt.Logger.ERROR)
-    builder = trt.Builder(logger)
-    network = builder.create_network(0)  # TensorRT 10: explicit batch is the only mode
-    parser = trt.OnnxParser(network, logger)
-    assert parser.parse(path.read_bytes()), parser.get_error(0)
-    config = builder.create_builder_config()
-    config.clear_flag(trt.BuilderFlag.TF32)  # plain FP32, so ORT's outputs are a fair reference
-    profile = builder.create_optimization_profile()
-    profile.set_shape("input", (1, 1, 28, 28), (8, 1, 28, 28), (64, 1, 28, 28))
-    config.add_optimization_profile(profile)
     engine_path = tmp_path / "lenet5.engine"
-    engine_path.write_bytes(bytes(builder.build_serialized_network(network, config)))
-
+    # plain FP32 (the builder clears TF32), so onnxruntime's outputs are a fair reference
+    stamp = build_engine_file(path, engine_path, precision="fp32", batch=8, max_batch=64, timing_cache=tmp_path / "t.cache")
+    assert stamp["profile"] == [[1, 1, 28, 28], [8, 1, 28, 28], [64, 1, 28, 28]]
+    assert (tmp_path / "t.cache").is_file()
     with TensorRtRunner(engine_path) as trt_runner, OnnxRuntimeRunner(path) as ort_runner:
         for batch in (images[:1].numpy(), images[:7].numpy(), images[:1].numpy()):  # shapes alternate
             assert np.abs(trt_runner.infer(batch) - ort_runner.infer(batch)).max() <= 1e-3

@@ -1,43 +1,106 @@
 import pytest
 
 from pipeline.errors import PipelineError
-from pipeline.targets import available_targets, load_target, target_from_dict
+from pipeline.targets import available_targets, load_target, target_from_dict, version_in_range
+
+BASE = {"name": "x", "description": "x", "runtime": "tensorrt", "device": "jetson"}
+REQUIRED_TARGETS = {"cpu", "x86-gpu", "jetson-orin-nano", "jetson-agx-orin", "jetson-xavier-nx", "jetson"}
+
+
+def test_the_issue_targets_exist():
+    assert REQUIRED_TARGETS <= set(available_targets())
 
 
 @pytest.mark.parametrize("name", available_targets())
 def test_every_target_file_loads(name):
     target = load_target(name)
-    assert target.name == name
+    assert target.name == name or name == "jetson"
     assert target.batch >= 1
+    assert target.precision in target.allowed_precisions
+
+
+def test_jetson_is_the_orin_nano():
+    assert load_target("jetson") == load_target("jetson-orin-nano")
+
+
+def test_gpu_targets_say_what_the_engine_needs():
+    nano, agx, xavier, gpu = (load_target(n) for n in ("jetson-orin-nano", "jetson-agx-orin", "jetson-xavier-nx", "x86-gpu"))
+    assert all(t.runtime == "tensorrt" for t in (nano, agx, xavier, gpu))
+    assert nano.dla_core is None and agx.dla_core == 0 and agx.gpu_fallback  # the Orin Nano has no DLA
+    assert nano.accepts_tensorrt("10.3.0") and not nano.accepts_tensorrt("11.0.0")  # JetPack 6 -> TensorRT 10.x
+    assert agx.accepts_tensorrt("11.4.1")  # JetPack 7 -> TensorRT 11
+    assert not xavier.accepts_tensorrt("10.3.0")  # JetPack 5 tops out at TensorRT 8.5
+    assert nano.power_mode and nano.workspace_mb and nano.latency_reduction == 0.3
+    assert not nano.remote and nano.with_host("me@jetson.local").remote
 
 
 def test_cpu_target_is_onnxruntime():
     target = load_target("cpu")
     assert (target.runtime, target.device, target.precision) == ("onnxruntime", "cpu", "fp32")
+    assert not target.remote  # host = "localhost"
 
 
 def test_unknown_keys_are_errors():
     with pytest.raises(PipelineError, match="unknown keys.*batchsize"):
-        target_from_dict({"name": "x", "description": "x", "runtime": "onnxruntime", "device": "cpu", "batchsize": 4})
+        target_from_dict({**BASE, "batchsize": 4})
     with pytest.raises(PipelineError, match="tensorrt.min"):
-        target_from_dict({"name": "x", "description": "x", "runtime": "tensorrt", "device": "cuda",
-                          "tensorrt": {"min": "10.0"}})
+        target_from_dict({**BASE, "tensorrt": {"min": "10.0"}})
+    with pytest.raises(PipelineError, match="remote.pyhton"):
+        target_from_dict({**BASE, "remote": {"pyhton": "python3"}})
 
 
-def test_bad_values_are_errors(tmp_path):
-    with pytest.raises(PipelineError, match="runtime must be"):
-        target_from_dict({"name": "x", "description": "x", "runtime": "tflite", "device": "cpu"})
+@pytest.mark.parametrize("extra, message", [
+    ({"runtime": "tflite"}, "runtime must be one of"),
+    ({"batch": "4"}, "batch must be a positive integer"),
+    ({"batch": True}, "batch must be a positive integer"),
+    ({"input_size": [224]}, r"input_size must be \[height, width\]"),
+    ({"latency_reduction": 1.5}, "latency_reduction must be a fraction"),
+    ({"precisions": ["fp32", "int4"]}, "precisions must be"),
+    ({"precision": "int8", "precisions": ["fp16"]}, "precision int8 is not in precisions"),
+    ({"batch": 8, "max_batch": 4}, "max_batch .* is below batch"),
+    ({"latency_budget_ms": 2.0, "latency_reduction": 0.3}, "not both"),
+    ({"tensorrt": {"min_version": 10}}, "tensorrt.min_version must be a version"),
+    ({"tensorrt": {"dla_core": -1}}, "dla_core must be a DLA core index"),
+    ({"tensorrt": {"gpu_fallback": "yes"}}, "gpu_fallback must be true or false"),
+    ({"tensorrt": {"min_version": "11.0", "max_version": "10"}}, "is above max_version"),
+    ({"device": "cuda", "tensorrt": {"dla_core": 0}}, "dla_core is only for Jetson"),
+    ({"runtime": "onnxruntime", "device": "cpu", "tensorrt": {"workspace_mb": 512}}, r"\[tensorrt\] settings need"),
+    ({"remote": {"ssh_options": ["NoEquals"]}}, "ssh_options must be"),
+    ({"tensorrt": 3}, r"\[tensorrt\] must be a table"),
+])
+def test_wrong_types_and_values_are_errors(extra, message):
+    with pytest.raises(PipelineError, match=message):
+        target_from_dict({**BASE, **extra})
+
+
+def test_bad_files_are_errors(tmp_path):
     bad = tmp_path / "bad.toml"
     bad.write_text("name = [")
     with pytest.raises(PipelineError, match="not valid TOML"):
         load_target(str(bad))
     with pytest.raises(PipelineError, match="unknown target 'nope'"):
         load_target("nope")
+    loop = tmp_path / "loop.toml"
+    loop.write_text(f'alias = "{loop}"\n')
+    with pytest.raises(PipelineError, match="no loops"):
+        load_target(str(loop))
+    extra = tmp_path / "extra.toml"
+    extra.write_text('alias = "cpu"\nbatch = 2\n')
+    with pytest.raises(PipelineError, match="alias file holds only"):
+        load_target(str(extra))
 
 
 def test_target_from_a_path(tmp_path):
     path = tmp_path / "edge.toml"
     path.write_text('name = "edge"\ndescription = "d"\nruntime = "tensorrt"\ndevice = "jetson"\nbatch = 4\n'
-                    'input_size = [32, 32]\n[tensorrt]\nmin_version = "10.3"\nmax_version = "10.99"\n')
+                    'input_size = [32, 32]\nhost = "me@edge"\n[tensorrt]\nmin_version = "10.3"\nmax_version = "10"\n'
+                    '[remote]\nport = 2222\nssh_options = ["UserKnownHostsFile=/dev/null"]\n')
     target = load_target(str(path))
     assert target.batch == 4 and target.input_size == (32, 32) and target.tensorrt_min == "10.3"
+    assert target.remote and target.remote_port == 2222 and target.ssh_options == ("UserKnownHostsFile=/dev/null",)
+
+
+def test_version_ranges():
+    assert version_in_range("10.14.1", "10.3", "10") and not version_in_range("10.2", "10.3", "10")
+    assert version_in_range("11.4.1", "10.0", "11.4") and not version_in_range("11.5.0", "10.0", "11.4")
+    assert version_in_range("8.5.2", None, None)

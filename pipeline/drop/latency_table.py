@@ -17,8 +17,9 @@ from pathlib import Path
 import numpy as np
 import torch.nn as nn
 
-from pipeline.bench.latency import measure_latency
+from pipeline.bench.latency import latency_samples_ms
 from pipeline.bench.stage import make_runner
+from pipeline.runtimes.device_bench import interleaved_rounds
 from pipeline.drop.blocks import Block, without_blocks
 from pipeline.export.onnx_export import export_onnx
 from pipeline.fileio import atomic_write_json
@@ -39,6 +40,14 @@ class LatencySettings:
     rounds: int = 5
     max_seconds: float | None = 2.0  # per variant per round; the routine still makes >= 10 runs
     noise_factor: float = 2.0  # savings below noise_factor x noise are re-measured
+    # where the numbers come from: "local" (this machine, the target's runtime), "remote" (the target's host over
+    # SSH) or "proxy" (this machine's onnxruntime standing in for a runtime it does not have; labelled as such)
+    source: str = "local"
+    proxy_for: str | None = None  # the runtime a proxy stands in for
+    precision: str = "fp32"  # TensorRT engines are built at this precision
+    host: str | None = None
+    remote: dict | None = None  # port, python, identity, ssh_options, workdir
+    tensorrt: dict | None = None  # max_batch, workspace_mb, dla_core, gpu_fallback
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -57,10 +66,13 @@ def runtime_version(runtime: str) -> str:
 
 
 def cache_key(arch: str, target: str, settings: LatencySettings, input_shape) -> dict:
-    """What a cached table is valid for: the same architecture, target, runtime version, shape and threads."""
+    """What a cached table is valid for: the same architecture, target, runtime version, shape, threads and
+    machine (the device's host name for remote measurements; its runtime version is in the table)."""
+    remote = settings.source == "remote"
     return {"format": TABLE_FORMAT, "arch": arch, "target": target, "runtime": settings.runtime,
-            "runtime_version": runtime_version(settings.runtime), "batch": settings.batch,
-            "threads": settings.threads, "input_shape": list(input_shape), "machine": platform.node()}
+            "runtime_version": "on-device" if remote else runtime_version(settings.runtime), "batch": settings.batch,
+            "threads": settings.threads, "input_shape": list(input_shape), "latency_source": settings.source,
+            "machine": settings.host if remote else platform.node()}
 
 
 def example_input(settings: LatencySettings, preprocess: Preprocess, seed: int = 0) -> np.ndarray:
@@ -69,27 +81,66 @@ def example_input(settings: LatencySettings, preprocess: Preprocess, seed: int =
 
 def time_onnx_models(paths: dict[str, Path], settings: LatencySettings, example: np.ndarray, rounds: int,
                      label: str = "latency") -> dict[str, dict]:
-    """Interleaved rounds over several ONNX files; per model: the round medians and the mean in-round CV."""
-    runners = {name: make_runner(settings.runtime, path, settings.threads) for name, path in paths.items()}
-    medians = {name: [] for name in paths}
-    cvs = {name: [] for name in paths}
-    rng = np.random.default_rng(len(paths) * 7919 + rounds)
-    try:
-        for runner in runners.values():
-            runner.activate()
-        with progress_bar(label, rounds * len(paths)) as bar:
-            for _ in range(rounds):
-                for name in rng.permutation(list(paths)):
-                    stats = measure_latency(runners[name], example, warmup=settings.warmup, runs=settings.runs,
-                                            max_seconds=settings.max_seconds)
-                    medians[name].append(stats.median_ms)
-                    cvs[name].append(stats.cv)
-                    bar.advance()
-    finally:
-        for runner in runners.values():
-            runner.deactivate()
-    return {name: {"round_medians_ms": medians[name], "median_ms": float(np.median(medians[name])),
-                   "cv": float(np.mean(cvs[name]))} for name in paths}
+    """Interleaved rounds over several ONNX files on the settings' runner (here, or on the target's host);
+    per model: the round medians, their median, the mean in-round CV, and where it was measured."""
+    if settings.source == "remote":
+        return time_remotely(paths, settings, example, rounds, label)
+    with tempfile.TemporaryDirectory(prefix="edge-pipeline-engines-") as folder:
+        runners = {name: runner_for(settings, path, Path(folder)) for name, path in paths.items()}
+        try:
+            for runner in runners.values():
+                runner.activate()
+            timers = {name: _timer(runner, example, settings) for name, runner in runners.items()}
+            with progress_bar(label, rounds * len(paths)) as bar:
+                timed = interleaved_rounds(timers, rounds, on_round=bar.advance)
+            measured_on = {"source": settings.source, "proxy_for": settings.proxy_for,
+                           **{k: v for k, v in next(iter(runners.values())).describe().items() if k in ("runtime", "version", "device")}}
+        finally:
+            for runner in runners.values():
+                runner.deactivate()
+    return {name: {**entry, "measured_on": measured_on} for name, entry in timed.items()}
+
+
+def _timer(runner, example: np.ndarray, settings: LatencySettings):
+    return lambda: latency_samples_ms(runner, example, warmup=settings.warmup, runs=settings.runs,
+                                      max_seconds=settings.max_seconds)
+
+
+def runner_for(settings: LatencySettings, path: Path, folder: Path):
+    """The settings' local runner for one ONNX file; TensorRT first builds its engine into `folder`."""
+    if settings.runtime == "tensorrt":
+        from pipeline.engine.builder import build_engine_file
+
+        engine = folder / f"{Path(path).stem}-{len(list(folder.glob('*.engine')))}.engine"
+        build_engine_file(Path(path), engine, precision=settings.precision, batch=settings.batch,
+                          **(settings.tensorrt or {}), timing_cache=folder / "timing.cache")
+        return make_runner("tensorrt", engine, settings.threads)
+    return make_runner(settings.runtime, Path(path), settings.threads)
+
+
+def time_remotely(paths: dict[str, Path], settings: LatencySettings, example: np.ndarray, rounds: int,
+                  label: str) -> dict[str, dict]:
+    """The same interleaved rounds, run by the standalone bench script on the target's host over SSH."""
+    from pipeline.remote.harness import remote_run
+    from pipeline.remote.ssh import SshHost
+
+    remote = settings.remote or {}
+    host = SshHost(settings.host, port=remote.get("port", 22), identity=remote.get("identity"),
+                   options=tuple(remote.get("ssh_options", ())))
+    spec = {"runtime": settings.runtime, "fallback": ["trtexec", "onnxruntime"] if settings.runtime == "tensorrt" else [],
+            "batch": settings.batch, "input_shape": list(example.shape[1:]), "threads": settings.threads,
+            "warmup": settings.warmup, "runs": settings.runs, "rounds": rounds, "max_seconds": settings.max_seconds,
+            "build": {"precision": settings.precision, **(settings.tensorrt or {})}}
+    log(f"{label}: measuring {len(paths)} model(s) on {settings.host} ({settings.runtime}, {rounds} interleaved rounds)")
+    result = remote_run(host, dict(paths), spec, python=remote.get("python", "python3"), workdir=remote.get("workdir"))
+    for warning in result.get("warnings", []):
+        log(f"[yellow]{label}: {warning}[/yellow]")
+    device = result.get("device", {})
+    measured_on = {"source": "remote", "host": settings.host, "runtime": result.get("runtime_used"),
+                   "version": device.get(f"{result.get('runtime_used')}_version"),
+                   **{k: device.get(k) for k in ("hostname", "nvpmodel_mode", "jetson_clocks", "jetpack", "l4t",
+                                                 "tensorrt_version", "temperatures_c")}}
+    return {name: {**entry, "measured_on": measured_on} for name, entry in result["models"].items()}
 
 
 def time_models(models: dict[str, "nn.Module | Path"], preprocess: Preprocess, settings: LatencySettings,

@@ -127,6 +127,8 @@ class DropStage(Stage):
                                   "data_free": config.images is None, "real_images": 0 if config.images is None else len(images),
                                   **({"source_metadata": loaded.metadata} if loaded.metadata else {})})
         metrics = {"arch": arch, "dropped_blocks": dropped, "blocks_total": len(blocks), "data": source,
+                   "latency_source": config.latency.source, "proxy_for": config.latency.proxy_for,
+                   "measured_on": timed["dropped"].get("measured_on"),
                    "images": len(images), "real_images": 0 if config.images is None else len(images),
                    "latency_full_ms": full_ms, "latency_dropped_ms": dropped_ms,
                    "latency_reduction": 1 - dropped_ms / full_ms, "latency_cv": timed["dropped"]["cv"],

@@ -21,10 +21,6 @@ from pipeline.quantize.cpu_isa import CpuIsa
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
 # what TensorRT fuses: weighted layers and residual adds (quantising pools or activations buys nothing there)
 TENSORRT_OP_TYPES = ["Conv", "Gemm", "MatMul", "Add"]
-# integer-arithmetic operators that TensorRT's ONNX parser rejects (only Q/DQ pairs are accepted)
-NOT_TENSORRT = {"QLinearConv", "ConvInteger", "MatMulInteger", "QLinearMatMul", "QLinearAdd", "QGemm",
-                "QLinearGlobalAveragePool", "QLinearMul", "QLinearConcat", "DynamicQuantizeLinear"}
-
 
 @dataclass(frozen=True)
 class Int8Format:
@@ -124,24 +120,11 @@ def quantize_int8(model: Path, out: Path, fmt: Int8Format, settings: Int8Setting
 
 
 def tensorrt_qdq_problems(path: Path) -> list[str]:
-    """Why TensorRT 10/11 would reject or mis-run this INT8 model; empty when it is TensorRT-ready QDQ."""
-    proto = onnx.load(str(path))
-    constants = {t.name: onnx.numpy_helper.to_array(t) for t in proto.graph.initializer}
-    problems = []
-    for node in proto.graph.node:
-        if node.op_type in NOT_TENSORRT:
-            problems.append(f"{node.name or node.op_type}: {node.op_type} is not parsed by TensorRT (use Q/DQ pairs)")
-        if node.op_type in ("QuantizeLinear", "DequantizeLinear") and len(node.input) > 2:
-            zero_point = constants.get(node.input[2])
-            if zero_point is None:
-                continue
-            if zero_point.dtype == np.int32:
-                problems.append(f"{node.name}: int32 (bias) DequantizeLinear: TensorRT accepts only activation types")
-            elif zero_point.dtype != np.int8:
-                problems.append(f"{node.name}: zero-point type {zero_point.dtype} (TensorRT needs int8)")
-            elif np.any(zero_point != 0):
-                problems.append(f"{node.name}: non-zero zero-point (TensorRT needs symmetric quantisation)")
-    return problems
+    """Why TensorRT 10/11 would reject this INT8 model (the engine pre-flight's errors); empty when it is
+    TensorRT-ready QDQ."""
+    from pipeline.engine.preflight import preflight
+
+    return [f"{f.node}: {f.message}" for f in preflight(path, "int8").errors]
 
 
 def count_ops(path: Path) -> dict[str, int]:

@@ -1,8 +1,10 @@
-"""Runners: one interface over PyTorch, ONNX Runtime and TensorRT (imported lazily, on use only)."""
+"""Runners: one interface over PyTorch, ONNX Runtime, TensorRT and trtexec (GPU runtimes imported lazily, on use)."""
 
 from pipeline.runtimes.base import Runner
 from pipeline.runtimes.onnxruntime_runner import OnnxRuntimeRunner
-from pipeline.runtimes.tensorrt_runner import TRT_INSTALL, TensorRtRunner
+from pipeline.runtimes.tensorrt_runner import TRT_INSTALL, TensorRtRunner, tensorrt_available
 from pipeline.runtimes.torch_runner import TorchRunner
+from pipeline.runtimes.trtexec_runner import TrtexecRunner
 
-__all__ = ["Runner", "OnnxRuntimeRunner", "TorchRunner", "TensorRtRunner", "TRT_INSTALL"]
+__all__ = ["Runner", "OnnxRuntimeRunner", "TorchRunner", "TensorRtRunner", "TrtexecRunner", "TRT_INSTALL",
+           "tensorrt_available"]
