@@ -303,9 +303,12 @@ def quantize_config(options: BuildOptions, target: Target, budget: Budget, eval_
         return None
     if options.calib == "real" and not options.images:
         raise PipelineError("--calib real needs --images DIR (or fmnist-train): the unlabelled images to calibrate on")
+    calib = options.calib
+    if calib == "synthetic" and options.drop_from == "teacher" and options.images is not None:
+        calib = "real"  # few-shot `pipeline drop` made no transfer set: its real (unlabelled) images calibrate too
     latency = target_latency(target, budget, budget.quantize_latency_rounds)
     return QuantizeConfig(
-        precision=wanted, runtime=target.runtime, latency=latency, calib=options.calib,
+        precision=wanted, runtime=target.runtime, latency=latency, calib=calib,
         int8=Int8Settings(method=options.calib_method), images=options.images, calib_images=options.calib_images,
         max_accuracy_drop=options.max_accuracy_drop,
         binary_training=RecoverySettings(iterations=options.binary_iterations or budget.binary_iterations),

@@ -22,3 +22,16 @@ def run_cli(*args: str, timeout: float = 600, env: dict | None = None, cwd: Path
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     return subprocess.run([sys.executable, "-m", "pipeline.cli", *args], capture_output=True, text=True,
                           timeout=timeout, env=full_env, cwd=cwd or ROOT)
+
+
+@pytest.fixture(scope="session")
+def loopback_device(tmp_path_factory):
+    """A real sshd on 127.0.0.1 with generated keys (tests/loopback.py), shared by the remote-harness tests."""
+    from loopback import SKIP_REASON, start_sshd
+
+    if SKIP_REASON:
+        pytest.skip(SKIP_REASON)
+    process, device = start_sshd(tmp_path_factory.mktemp("sshd"))
+    yield device
+    process.terminate()
+    process.wait(timeout=10)

@@ -218,7 +218,7 @@ def _measure_table(variants: dict[str, Path], preprocess: Preprocess, blocks: li
                            saving_fraction=saving / again["full"]["median_ms"], remeasured=True)
     for row in rows:
         row["within_noise"] = row["saving_ms"] < settings.noise_factor * row["noise_ms"]
-    return {**key, "settings": settings.to_dict(), "full_ms": full["median_ms"],
+    return {**key, "settings": settings.to_dict(), "measured_on": full.get("measured_on"), "full_ms": full["median_ms"],
             "full_round_medians_ms": full["round_medians_ms"], "cv": full["cv"], "blocks": rows}
 
 
@@ -242,8 +242,11 @@ def load_or_measure(cache_file: Path, model: nn.Module, preprocess: Preprocess, 
 
 
 def format_table(table: dict) -> str:
-    lines = [f"full model: {table['full_ms']:.3f} ms median (CV {table['cv']:.3f}), {table['runtime']} "
-             f"{table['runtime_version']}, batch {table['batch']}, threads {table['threads']}",
+    measured = table.get("measured_on") or {}
+    where = {"remote": f" on {measured.get('host')}", "proxy": f" (proxy for {measured.get('proxy_for')})"}.get(
+        measured.get("source"), "")
+    lines = [f"full model: {table['full_ms']:.3f} ms median (CV {table['cv']:.3f}), {measured.get('runtime', table['runtime'])} "
+             f"{measured.get('version') or table['runtime_version']}{where}, batch {table['batch']}, threads {table['threads']}",
              "block        kind        saving ms   noise ms   saving %  remeasured"]
     for row in table["blocks"]:
         lines.append(f"{row['block']:<12} {row['kind']:<10} {row['saving_ms']:>9.4f} {row['noise_ms']:>10.4f} "

@@ -1,0 +1,239 @@
+"""Engines without a GPU: the pre-flight check, the builder's TensorRT 10/11 policy, trtexec command lines and
+result parsing, engine stamps, and the engine stage's on-device instructions. The TensorRT tests at the end
+build real engines and skip (with the reason) where TensorRT or a GPU is missing."""
+
+import json
+import types
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx import TensorProto, helper, numpy_helper
+
+from conftest import needs_fmnist, run_cli
+from pipeline.engine.preflight import preflight
+from pipeline.errors import PipelineError
+from pipeline.export.onnx_export import export_onnx
+from pipeline.models import create_model
+from pipeline.preprocess import default_preprocess
+from pipeline.runtimes import device_bench
+from pipeline.runtimes.tensorrt_runner import tensorrt_available
+
+
+@pytest.fixture(scope="module")
+def lenet_onnx(tmp_path_factory):
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("engine") / "lenet5.onnx"
+    export_onnx(create_model("lenet5", in_channels=1, num_classes=10).eval(), default_preprocess(1, 28, 28), path,
+                exporter="torchscript")
+    return path
+
+
+def _graph_model(tmp_path, nodes, initializers, inputs, outputs, name="g.onnx", opsets=(("", 17),)):
+    graph = helper.make_graph(nodes, "g", inputs, outputs, initializer=initializers)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid(d, v) for d, v in opsets])
+    path = tmp_path / name
+    onnx.save(model, str(path))
+    return path
+
+
+def _conv_model(tmp_path, channels_in, channels_mid, name="conv.onnx"):
+    """input -> Conv(channels_in -> channels_mid) -> Conv(channels_mid -> 16) -> output"""
+    w1 = numpy_helper.from_array(np.zeros((channels_mid, channels_in, 3, 3), np.float32), "w1")
+    w2 = numpy_helper.from_array(np.zeros((16, channels_mid, 3, 3), np.float32), "w2")
+    nodes = [helper.make_node("Conv", ["input", "w1"], ["h"], name="conv1"),
+             helper.make_node("Conv", ["h", "w2"], ["out"], name="conv2")]
+    return _graph_model(tmp_path, nodes, [w1, w2],
+                        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, channels_in, 8, 8])],
+                        [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 16, 4, 4])], name)
+
+
+def test_an_exported_classifier_passes_preflight(lenet_onnx):
+    report = preflight(lenet_onnx, "fp16")
+    assert report.ok and report.ops["Conv"] >= 2
+    # the image's 1 channel and the 10 classes cannot be aligned: noted, not warned ...
+    notes = {f.message.split(",")[0] for f in report.findings if f.severity == "note"}
+    assert notes == {"1 input channels", "10 output channels"}
+    # ... but LeNet-5's classic widths (6 and 84) miss the fp16 tensor cores
+    assert {w.message.split(",")[0] for w in report.warnings} == {"6 output channels", "6 input channels",
+                                                                  "84 output channels", "84 input channels"}
+
+
+def test_alignment_warnings_follow_the_precision(tmp_path):
+    path = _conv_model(tmp_path, channels_in=3, channels_mid=24)
+    fp16, int8, fp32 = preflight(path, "fp16"), preflight(path, "int8"), preflight(path, "fp32")
+    assert fp16.ok and not fp16.warnings  # 24 and 16 are multiples of 8
+    assert {w.node for w in int8.warnings} == {"conv1", "conv2"}  # 24 is not a multiple of 32
+    assert "24 output channels, not a multiple of 32" in int8.warnings[0].message
+    assert not fp32.findings
+    odd = preflight(_conv_model(tmp_path, 3, 13, "odd.onnx"), "fp16")
+    assert any("13 output channels" in w.message for w in odd.warnings)  # what pruning to odd widths costs
+
+
+def test_preflight_names_what_tensorrt_refuses(tmp_path):
+    scale = numpy_helper.from_array(np.array(0.1, np.float32), "scale")
+    u8_zero = numpy_helper.from_array(np.array(128, np.uint8), "zp_u8")
+    s8_zero = numpy_helper.from_array(np.array(3, np.int8), "zp_s8")
+    w = numpy_helper.from_array(np.zeros((8, 8, 1, 1), np.uint8), "w_q")
+    nodes = [
+        helper.make_node("QuantizeLinear", ["input", "scale", "zp_u8"], ["xq"], name="q_uint8"),
+        helper.make_node("QLinearConv", ["xq", "scale", "zp_u8", "w_q", "scale", "zp_u8", "scale", "zp_u8"], ["yq"],
+                         name="qlinearconv"),
+        helper.make_node("DequantizeLinear", ["yq", "scale", "zp_u8"], ["y"], name="dq"),
+        helper.make_node("QuantizeLinear", ["y", "scale", "zp_s8"], ["y8"], name="q_asymmetric"),
+        helper.make_node("DequantizeLinear", ["y8", "scale", "zp_s8"], ["y2"], name="dq2"),
+        helper.make_node("QLinearAdd", ["xq", "scale", "zp_u8", "xq", "scale", "zp_u8", "scale", "zp_u8"], ["sq"],
+                         name="contrib", domain="com.microsoft"),
+        helper.make_node("Cast", ["y2"], ["out"], name="to_double", to=TensorProto.DOUBLE),
+    ]
+    path = _graph_model(tmp_path, nodes, [scale, u8_zero, s8_zero, w],
+                        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 8, 4, 4])],
+                        [helper.make_tensor_value_info("out", TensorProto.DOUBLE, [1, 8, 4, 4]),
+                         helper.make_tensor_value_info("sq", TensorProto.UINT8, [1, 8, 4, 4])], "bad.onnx",
+                        opsets=(("", 17), ("com.microsoft", 1)))
+    report = preflight(path, "int8")
+    kinds = {(f.kind, f.node) for f in report.errors}
+    assert ("unsupported-op", "qlinearconv") in kinds and ("unsupported-op", "contrib") in kinds
+    assert ("zero-point", "q_uint8") in kinds and ("zero-point", "q_asymmetric") in kinds
+    assert ("dtype", "out") in kinds
+    assert not report.ok and "TensorRT will refuse" in report.format()
+    result = run_cli("check", str(path), "--precision", "int8")
+    assert result.returncode == 1 and "QLinearConv" in result.stdout
+    assert run_cli("check", str(_conv_model(tmp_path, 3, 32, "fine.onnx")), "--precision", "int8").returncode == 0
+
+
+def test_preflight_of_a_corrupt_file_is_one_line(tmp_path):
+    bad = tmp_path / "broken.onnx"
+    bad.write_bytes(b"\x08\x07not a protobuf at all" * 3)
+    with pytest.raises(PipelineError, match="not a readable ONNX file"):
+        preflight(bad)
+    with pytest.raises(PipelineError, match="not found"):
+        preflight(tmp_path / "missing.onnx")
+
+
+def _fake_trt(version: str):
+    """Only the attributes build_flags reads: the policy under test is ours, not TensorRT's."""
+    return types.SimpleNamespace(__version__=version, BuilderFlag=types.SimpleNamespace(FP16="FP16", INT8="INT8"))
+
+
+def test_builder_flags_follow_the_tensorrt_major_version():
+    assert device_bench.build_flags(_fake_trt("10.3.0"), "fp16", "fp32") == (False, ["FP16"])
+    assert device_bench.build_flags(_fake_trt("10.3.0"), "int8", "int8") == (False, ["INT8", "FP16"])
+    with pytest.raises(device_bench.BenchError, match="needs an ONNX with Q/DQ"):
+        device_bench.build_flags(_fake_trt("10.3.0"), "int8", "fp32")
+    # TensorRT 11: strongly typed, no precision flags; asking for one the ONNX does not have is refused clearly
+    assert device_bench.build_flags(_fake_trt("11.4.1"), "fp16", "fp16") == (True, [])
+    with pytest.raises(device_bench.BenchError, match="strongly typed networks only: it has no FP16 builder flag"):
+        device_bench.build_flags(_fake_trt("11.0.0"), "fp16", "fp32")
+
+
+def test_onnx_precision_is_read_from_the_file(lenet_onnx, tmp_path):
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    assert device_bench.onnx_precision(str(lenet_onnx)) == "fp32"
+    half = tmp_path / "half.onnx"
+    onnx.save(convert_float_to_float16(onnx.load(str(lenet_onnx)), keep_io_types=True), str(half))
+    assert device_bench.onnx_precision(str(half)) == "fp16"
+
+
+def test_trtexec_command_lines():
+    common = dict(input_name="input", input_shape=(3, 224, 224), batch=4, runs=100, warmup_ms=500,
+                  times_path="t.json", profile_path="p.json")
+    ten = device_bench.trtexec_command("m.onnx", precision="int8", engine_path="m.engine", tensorrt_major=10,
+                                       dla_core=0, workspace_mb=512, **common)
+    for flag in ("--useCudaGraph", "--noDataTransfers", "--useSpinWait", "--separateProfileRun", "--exportTimes=t.json",
+                 "--exportProfile=p.json", "--int8", "--fp16", "--useDLACore=0", "--allowGPUFallback",
+                 "--shapes=input:4x3x224x224", "--memPoolSize=workspace:512M", "--saveEngine=m.engine"):
+        assert flag in ten
+    eleven = device_bench.trtexec_command("m.onnx", precision="fp16", engine_path=None, tensorrt_major=11, **common)
+    assert "--stronglyTyped" in eleven and "--fp16" not in eleven  # TensorRT 11 has no precision flags
+    timed = device_bench.trtexec_command("m.engine", precision="fp16", engine_path=None, **common)
+    assert "--loadEngine=m.engine" in timed and "--fp16" not in timed
+
+
+def test_trtexec_results_are_parsed(tmp_path):
+    # the shapes trtexec writes: --exportTimes a list of per-iteration records, --exportProfile [{"count"}, layers...]
+    times = [{"startInMs": 0.0, "endInMs": 0.0, "startComputeMs": 1.0 + i, "endComputeMs": 1.5 + i, "startOutMs": 0.0,
+              "endOutMs": 0.0, "inMs": 0.0, "computeMs": 0.5 + 0.01 * i, "outMs": 0.0, "latencyMs": 0.6 + 0.01 * i,
+              "endToEndMs": 0.6} for i in range(5)]
+    (tmp_path / "times.json").write_text(json.dumps(times))
+    assert device_bench.parse_trtexec_times(str(tmp_path / "times.json")) == pytest.approx([0.5, 0.51, 0.52, 0.53, 0.54])
+    profile = [{"count": 5}, {"name": "conv1", "timeMs": 1.0, "averageMs": 0.2, "medianMs": 0.19, "percentage": 60.0},
+               {"name": "fc", "timeMs": 0.5, "averageMs": 0.1, "medianMs": 0.1, "percentage": 40.0}]
+    (tmp_path / "profile.json").write_text(json.dumps(profile))
+    layers = device_bench.parse_trtexec_profile(str(tmp_path / "profile.json"))
+    assert [layer["name"] for layer in layers] == ["conv1", "fc"] and layers[0]["median_ms"] == 0.19
+    (tmp_path / "empty.json").write_text("[]")
+    with pytest.raises(device_bench.BenchError, match="no iterations"):
+        device_bench.parse_trtexec_times(str(tmp_path / "empty.json"))
+
+
+def test_engine_stamps_refuse_another_tensorrt_or_gpu():
+    stamp = {"tensorrt_version": "10.3.0", "gpu_name": "Orin", "compute_capability": "8.7"}
+    assert device_bench.stamp_mismatch(stamp, "10.3.0", {"gpu_name": "Orin", "compute_capability": "8.7"}) is None
+    assert "built with TensorRT 10.3.0, this is TensorRT 10.8.0" in device_bench.stamp_mismatch(
+        stamp, "10.8.0", {"compute_capability": "8.7"})
+    assert "compute 8.7" in device_bench.stamp_mismatch(stamp, "10.3.0", {"gpu_name": "H100", "compute_capability": "9.0"})
+
+
+@pytest.mark.skipif(tensorrt_available() is None, reason="TensorRT is installed: the engine is built, not described")
+def test_engine_stage_without_tensorrt_leaves_the_device_command(lenet_onnx, tmp_path):
+    result = run_cli("engine", "--onnx", str(lenet_onnx), "--target", "jetson-agx-orin", "--precision", "fp16",
+                     "--out", str(tmp_path / "e"), "--json", "--quiet")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["built"] is False and "tensorrt" in report["reason"]
+    folder = tmp_path / "e" / "engine"
+    script = (folder / "build_on_device.sh").read_text()
+    assert "--onnx=model.onnx" in script and "--useDLACore=0" in script and "--allowGPUFallback" in script
+    assert (folder / "model.onnx").read_bytes() == lenet_onnx.read_bytes()
+    assert json.loads((folder / "preflight.json").read_text())["ok"] is True
+    assert "pipeline engine --target jetson-agx-orin --host" in (folder / "BUILD_ON_DEVICE.md").read_text()
+
+
+def test_engine_command_errors(lenet_onnx, tmp_path):
+    cpu = run_cli("engine", "--onnx", str(lenet_onnx), "--target", "cpu", "--out", str(tmp_path / "c"), "--quiet")
+    assert cpu.returncode != 0 and "engines are for TensorRT targets" in cpu.stderr
+    fp32 = run_cli("engine", "--onnx", str(lenet_onnx), "--target", "jetson-agx-orin", "--precision", "fp32",
+                   "--out", str(tmp_path / "d"), "--quiet")  # DLA runs fp16/int8 only
+    assert fp32.returncode != 0 and "accepts precision fp16, int8, not fp32" in fp32.stderr
+
+
+# ---- real TensorRT (a GPU machine with TensorRT 10/11) ------------------------------------------------------
+@pytest.mark.tensorrt
+@pytest.mark.skipif(tensorrt_available() is not None, reason=f"TensorRT cannot run here: {tensorrt_available()}")
+def test_engine_stage_builds_a_stamped_engine_that_matches_onnxruntime(lenet_onnx, tmp_path):
+    from pipeline.runtimes import OnnxRuntimeRunner, TensorRtRunner
+
+    result = run_cli("engine", "--onnx", str(lenet_onnx), "--target", "x86-gpu", "--precision", "fp32",
+                     "--out", str(tmp_path / "e"), "--json", "--quiet", timeout=900)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["built"] and report["stamp"]["compute_capability"]
+    engine = tmp_path / "e" / "engine" / "model.engine"
+    assert (tmp_path / "e" / "engine" / "timing.cache").is_file()
+    batch = np.random.default_rng(0).standard_normal((4, 1, 28, 28)).astype(np.float32)
+    with TensorRtRunner(engine) as trt_runner, OnnxRuntimeRunner(lenet_onnx) as ort_runner:
+        assert np.abs(trt_runner.infer(batch) - ort_runner.infer(batch)).max() <= 1e-3
+    stamp_path = engine.with_name("model.engine.json")
+    stamp = json.loads(stamp_path.read_text())
+    stamp_path.write_text(json.dumps({**stamp, "tensorrt_version": "9.9.9"}))
+    with pytest.raises(PipelineError, match="built with TensorRT 9.9.9"):
+        TensorRtRunner(engine).activate()
+
+
+@needs_fmnist
+@pytest.mark.skipif(tensorrt_available() is None, reason="TensorRT is installed here: latency is not a proxy")
+def test_a_jetson_build_on_a_laptop_completes_with_a_labelled_proxy(tmp_path):
+    out = tmp_path / "run"
+    result = run_cli("quantize", "--target", "jetson", "--precision", "fp16", "--calib", "real", "--images", "fmnist-train",
+                     "--budget", "smoke", "--out", str(out), "--json", "--quiet", timeout=600)
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    stages = json.loads((out / "manifest.json").read_text())["stages"]
+    assert list(stages) == ["export", "quantize", "engine", "bench"]
+    assert all(e["latency_source"] == "proxy" and e["proxy_for"] == "tensorrt" for e in stages["bench"]["metrics"].values())
+    assert stages["engine"]["metrics"]["built"] is False
+    notes = " ".join(summary["notes"])
+    assert "latency figures are a proxy" in notes and "build_on_device.sh" in notes
