@@ -1,30 +1,47 @@
 # syntax=docker/dockerfile:1
-# edge-pipeline on an NVIDIA GPU host, on NVIDIA's NGC TensorRT image (CUDA, cuDNN and TensorRT 10
-# with its Python bindings already installed). Run with the NVIDIA Container Toolkit:
+# edge-pipeline with TensorRT, on NVIDIA's NGC base images (CUDA, cuDNN, TensorRT and its Python bindings
+# come from the base image; run with the NVIDIA Container Toolkit).
+#
+# x86-64 with a discrete NVIDIA GPU (default: the NGC TensorRT image, TensorRT 10):
 #   docker build -t edge-pipeline .
-#   docker run --rm --gpus all -v "$PWD/runs:/workspace/runs" edge-pipeline build --budget quick
-ARG BASE_IMAGE=nvcr.io/nvidia/tensorrt:24.11-py3
-FROM ${BASE_IMAGE}
+#   docker run --rm --gpus all -v "$PWD/runs:/workspace/runs" edge-pipeline build --target x86-gpu
+#
+# Jetson (JetPack 6 / L4T r36: TensorRT 10.3; build on the device, or with buildx --platform linux/arm64).
+# PyPI's aarch64 torch has no CUDA: JETSON_INDEX points pip at NVIDIA's Jetson wheels.
+#   docker build -t edge-pipeline:jetson \
+#     --build-arg BASE_IMAGE=nvcr.io/nvidia/l4t-jetpack:r36.4.0 \
+#     --build-arg JETSON_INDEX=https://pypi.jetson-ai-lab.dev/jp6/cu126 .
+#   docker run --rm --runtime nvidia -v "$PWD/runs:/workspace/runs" edge-pipeline:jetson build --target jetson-orin-nano
+ARG BASE_IMAGE=nvcr.io/nvidia/tensorrt:24.12-py3
 
-# NGC convention: let the container toolkit expose every GPU and the compute libraries.
+# ---- stage 1: the wheel (pure Python, so any Python image builds it; nothing heavy is installed here) ----
+FROM python:3.12-slim AS wheel
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY pipeline ./pipeline
+RUN python -m pip install --no-cache-dir build==1.2.2 \
+    && python -m build --wheel --outdir /wheels
+
+# ---- stage 2: the runtime, on NVIDIA's image ----
+FROM ${BASE_IMAGE}
+ARG JETSON_INDEX=""
 ENV NVIDIA_VISIBLE_DEVICES=all \
     NVIDIA_DRIVER_CAPABILITIES=compute,utility \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIPELINE_TARGETS_DIR=/opt/edge-pipeline/targets
-
-WORKDIR /opt/edge-pipeline
-# Dependencies first, so code edits do not invalidate the (large) torch layer.
-COPY pyproject.toml README.md ./
-RUN mkdir -p pipeline && touch pipeline/__init__.py \
-    && python3 -m pip install --no-cache-dir . \
-    && python3 -m pip uninstall -y edge-pipeline
-COPY pipeline ./pipeline
-COPY targets ./targets
-# TensorRT comes from the base image; the [trt] extra would pull a second copy from PyPI.
-RUN python3 -m pip install --no-cache-dir --no-deps . \
-    && python3 -c "import tensorrt, pipeline; print('tensorrt', tensorrt.__version__)"
+COPY targets /opt/edge-pipeline/targets
+COPY --from=wheel /wheels /tmp/wheels
+# [trt]: tensorrt is already satisfied by the base image's bindings; pycuda builds against its CUDA.
+SHELL ["/bin/bash", "-o", "pipefail", "-c"]
+# DL3013 wants pinned versions: this installs our own wheel by path, whose dependencies pyproject.toml pins.
+# hadolint ignore=DL3013
+RUN wheel="$(ls /tmp/wheels/edge_pipeline-*.whl)" \
+    && python3 -m pip install --no-cache-dir ${JETSON_INDEX:+--extra-index-url "$JETSON_INDEX"} "${wheel}[trt]" \
+    && rm -rf /tmp/wheels \
+    && python3 -c "import tensorrt; print('tensorrt', tensorrt.__version__)" \
+    && pipeline --help > /dev/null
 
 WORKDIR /workspace
 ENTRYPOINT ["pipeline"]

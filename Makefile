@@ -4,13 +4,13 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test install dataset clean
+.PHONY: demo test install dataset sshd clean
 
 demo: install dataset
 	$(VENV)/bin/pipeline build --target cpu
 	@echo "Results: runs/resnet20-fmnist-cpu/ (manifest.json, export/*.onnx, bench/bench.json)"
 
-test: install dataset
+test: install dataset sshd
 	$(PY) -m pytest -q
 
 install: $(STAMP)
@@ -29,6 +29,16 @@ dataset:
 		apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist; \
 	else \
 		echo "note: Fashion-MNIST not installed (sudo apt-get install dataset-fashion-mnist); accuracy will not be measured"; \
+	fi
+
+# The remote-harness tests start a real sshd on 127.0.0.1 (OpenSSH server); installed when we are root.
+sshd:
+	@if [ -x /usr/sbin/sshd ]; then \
+		true; \
+	elif [ "$$(id -u)" = 0 ]; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssh-server; \
+	else \
+		echo "note: OpenSSH server not installed (sudo apt-get install openssh-server); the SSH harness tests will skip"; \
 	fi
 
 clean:

@@ -66,6 +66,8 @@ class Target:
         return self if host is None else replace(self, host=host)
 
     def check_precision(self, precision: str) -> None:
+        if precision not in PRECISIONS:
+            raise PipelineError(f"unknown precision {precision!r}; choose one of {', '.join(sorted(PRECISIONS))}")
         if precision not in self.allowed_precisions:
             raise PipelineError(f"target {self.name} accepts precision {', '.join(self.allowed_precisions)}, "
                                 f"not {precision}")

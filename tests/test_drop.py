@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from conftest import needs_fmnist, run_cli
+from conftest import run_cli
 from pipeline.drop.adapters import AdaptedConv, adapter_parameters, fuse_adapters, insert_adapters
 from pipeline.drop.blocks import DroppedBlock, conv_count, droppable_blocks, without_blocks
 from pipeline.drop.filter_prune import channel_counts, filter_prune
@@ -219,7 +219,7 @@ def test_filter_pruning_baseline_rounds_channels_to_multiples_of_8():
 @pytest.mark.slow
 def test_pipeline_drop_end_to_end_on_the_embedded_teacher(tmp_path):
     run = tmp_path / "run"
-    result = run_cli("drop", "--budget", "smoke", "--latency-reduction", "0.2", "--out", str(run), "--json",
+    result = run_cli("drop", "--budget", "smoke", "--latency-reduction", "0.1", "--out", str(run), "--json",
                      "--eval", "none")
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)
@@ -235,22 +235,8 @@ def test_pipeline_drop_end_to_end_on_the_embedded_teacher(tmp_path):
     assert rows["student"]["dropped_blocks"] == drop["dropped_blocks"]
     convs = {name: [n.op_type for n in onnx.load(rows[name]["onnx"]).graph.node].count("Conv") for name in rows}
     assert convs["student"] == convs["teacher"] - 2 * len(drop["dropped_blocks"])
-    again = run_cli("drop", "--budget", "smoke", "--latency-reduction", "0.2", "--out", str(run), "--eval", "none")
+    again = run_cli("drop", "--budget", "smoke", "--latency-reduction", "0.1", "--out", str(run), "--eval", "none")
     assert again.returncode == 0 and again.stderr.count("up to date, skipped") == 4
-
-
-@needs_fmnist
-@pytest.mark.slow
-def test_pipeline_drop_few_shot_uses_real_images_and_no_transfer_set(tmp_path):
-    run = tmp_path / "run"
-    result = run_cli("drop", "--budget", "smoke", "--latency-ms", "1000", "--images", "fmnist-train",
-                     "--per-class", "3", "--out", str(run), "--eval", "none")
-    assert result.returncode == 0, result.stderr
-    manifest = json.loads((run / "manifest.json").read_text())
-    assert list(manifest["stages"]) == ["drop", "export", "bench"]
-    drop = manifest["stages"]["drop"]["metrics"]
-    assert drop["real_images"] == 30 and drop["data"].startswith("real")
-    assert drop["dropped_blocks"] == []  # 1000 ms: the teacher already meets it, nothing is dropped or trained
 
 
 @pytest.mark.parametrize("args, message", [
@@ -286,13 +272,13 @@ def test_build_plans_the_drop_stage_only_when_asked():
 @pytest.mark.slow
 def test_build_with_a_latency_budget_drops_blocks_from_the_distilled_student(tmp_path):
     run = tmp_path / "run"
-    result = run_cli("build", "--budget", "smoke", "--latency-reduction", "0.15", "--out", str(run), "--json",
-                     "--eval", "none")
+    result = run_cli("build", "--budget", "smoke", "--latency-reduction", "0.15", "--student", "resnet8",
+                     "--out", str(run), "--json", "--eval", "none")  # a 3-block student keeps the test short
     assert result.returncode == 0, result.stderr
     manifest = json.loads((run / "manifest.json").read_text())
     assert list(manifest["stages"]) == ["synthesize", "distill", "drop", "export", "bench"]
     drop = manifest["stages"]["drop"]["metrics"]
-    assert drop["arch"] == "resnet14" and drop["dropped_blocks"]
+    assert drop["arch"] == "resnet8" and drop["dropped_blocks"]
     assert manifest["stages"]["drop"]["inputs"]["model"]["path"].endswith("distill/student.pt")
     rows = {row["model"]: row for row in json.loads(result.stdout)["rows"]}
     assert rows["student"]["dropped_blocks"] == drop["dropped_blocks"]

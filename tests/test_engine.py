@@ -237,3 +237,14 @@ def test_a_jetson_build_on_a_laptop_completes_with_a_labelled_proxy(tmp_path):
     assert stages["engine"]["metrics"]["built"] is False
     notes = " ".join(summary["notes"])
     assert "latency figures are a proxy" in notes and "build_on_device.sh" in notes
+    student = next(row for row in summary["rows"] if row["model"] == "student")
+    assert student["precision"] == "fp16" and stages["quantize"]["metrics"]["calibration"] == "real"
+
+
+@pytest.mark.skipif(device_bench.trtexec_path() is not None, reason="trtexec is installed here")
+def test_trtexec_runner_without_trtexec_names_where_it_lives(lenet_onnx):
+    from pipeline.errors import MissingDependency
+    from pipeline.runtimes import TrtexecRunner
+
+    with pytest.raises(MissingDependency, match="trtexec not found.*/usr/src/tensorrt/bin"):
+        TrtexecRunner(lenet_onnx)

@@ -96,7 +96,12 @@ def test_drop_for_a_jetson_measures_the_block_table_on_the_device(loopback_devic
     table = json.loads((out / "drop" / "latency_table.json").read_text())
     assert table["latency_source"] == "remote" and table["measured_on"]["host"] == loopback_device.host
     assert table["measured_on"]["runtime"] == "onnxruntime"  # what the "device" had; TensorRT was asked for
-    assert manifest["drop"]["metrics"]["latency_source"] == "remote" and manifest["drop"]["metrics"]["dropped_blocks"]
+    drop = manifest["drop"]["metrics"]
+    assert drop["latency_source"] == "remote" and drop["dropped_blocks"]
+    # few-shot: 5 real images per class recover the model, no transfer set is synthesised, and they calibrate too
+    assert list(manifest) == ["drop", "export", "quantize", "engine", "bench"]
+    assert drop["real_images"] == 50 and drop["data"].startswith("real")
+    assert manifest["quantize"]["metrics"]["calibration"] == "real"
     engine = manifest["engine"]["metrics"]
     assert engine["built"] is False and loopback_device.host in engine["reason"]
     assert (out / "engine" / "build_on_device.sh").is_file()

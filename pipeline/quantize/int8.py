@@ -124,7 +124,7 @@ def tensorrt_qdq_problems(path: Path) -> list[str]:
     TensorRT-ready QDQ."""
     from pipeline.engine.preflight import preflight
 
-    return [f"{f.node}: {f.message}" for f in preflight(path, "int8").errors]
+    return [f"{f.node} ({f.op}): {f.message}" for f in preflight(path, "int8").errors]
 
 
 def count_ops(path: Path) -> dict[str, int]:
