@@ -35,15 +35,18 @@ class SshHost:
         reason = lines[-1].strip() if lines else f"exit status {done.returncode}"
         return PipelineError(f"{what} on {self.destination}:{self.port} failed: {reason}")
 
+    def _invoke(self, args: list[str], what: str, timeout: float) -> subprocess.CompletedProcess:
+        try:
+            return subprocess.run(args, capture_output=True, text=True, timeout=timeout)
+        except FileNotFoundError:
+            raise PipelineError(f"{args[0]} not found: install the OpenSSH client (apt-get install openssh-client)") from None
+        except subprocess.TimeoutExpired:
+            raise PipelineError(f"{what} on {self.destination} did not finish in {timeout:.0f} s") from None
+
     def run(self, command: str, *, timeout: float = 600, check: bool = True) -> subprocess.CompletedProcess:
         """Run a shell command on the host; its stdout/stderr come back as text."""
-        args = ["ssh", "-p", str(self.port), *self._common(), self.destination, command]
-        try:
-            done = subprocess.run(args, capture_output=True, text=True, timeout=timeout)
-        except FileNotFoundError:
-            raise PipelineError("ssh not found: install the OpenSSH client (apt-get install openssh-client)") from None
-        except subprocess.TimeoutExpired:
-            raise PipelineError(f"ssh {self.destination}: `{command[:60]}` did not finish in {timeout:.0f} s") from None
+        done = self._invoke(["ssh", "-p", str(self.port), *self._common(), self.destination, command],
+                            f"`{command[:60]}`", timeout)
         if done.returncode == 255:  # ssh's own failure (connection, authentication), not the command's
             raise self._fail("ssh", done)
         if check and done.returncode != 0:
@@ -59,11 +62,6 @@ class SshHost:
 
     def _scp(self, sources: list[str], destination: str, what: str, timeout: float, recursive: bool = False) -> None:
         args = ["scp", "-q", "-P", str(self.port), *self._common(), *(["-r"] if recursive else []), *sources, destination]
-        try:
-            done = subprocess.run(args, capture_output=True, text=True, timeout=timeout)
-        except FileNotFoundError:
-            raise PipelineError("scp not found: install the OpenSSH client (apt-get install openssh-client)") from None
-        except subprocess.TimeoutExpired:
-            raise PipelineError(f"scp {what} {self.destination} did not finish in {timeout:.0f} s") from None
+        done = self._invoke(args, f"scp ({what})", timeout)
         if done.returncode != 0:
             raise self._fail(f"scp ({what})", done)

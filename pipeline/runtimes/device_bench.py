@@ -652,6 +652,7 @@ def run_spec(spec: dict, workdir: str) -> dict:
 
 
 def _atomic_write(path: str, data: bytes) -> None:
+    # pipeline.fileio.atomic_write_bytes, restated: this file runs on devices without the package
     folder = os.path.dirname(os.path.abspath(path))
     handle, temporary = tempfile.mkstemp(dir=folder, prefix=".tmp-")
     try:
