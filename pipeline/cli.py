@@ -452,6 +452,70 @@ def check(onnx: Path = typer.Argument(..., help="ONNX file to check."),
 
 
 @app.command()
+def gate(candidate: Path = typer.Argument(..., help="The model to check: an ONNX file or a run folder (its handed-on model)."),
+         baseline: Path = typer.Option(..., "--baseline", "-b", help="Baseline file (JSON; its model is kept beside it)."),
+         target: str = TARGET, host: Optional[str] = HOST,
+         max_regression: Optional[str] = typer.Option(None, "--max-regression", help="Allowed slowdown, e.g. 5% "
+                                                      "(default: the target's [gate] max_regression, else 5%)."),
+         rounds: Optional[int] = typer.Option(None, "--rounds", help="Interleaved baseline/candidate rounds (paired "
+                                              "ratios; default: the target's [gate] rounds, else 20)."),
+         runs: Optional[int] = typer.Option(None, "--runs", help="Timed runs per model per round (default: the "
+                                            "target's [gate] runs, else 100)."),
+         update_baseline: bool = typer.Option(False, "--update-baseline", help="Write CANDIDATE as the new baseline "
+                                              "(model copied beside it; environment recorded) instead of gating."),
+         strict_environment: bool = typer.Option(False, "--strict-environment", help="Exit 2 when the environment "
+                                                 "(CPU, threads, runtime version) differs from the baseline's."),
+         junit: Optional[Path] = typer.Option(None, "--junit", help="Also write a JUnit XML report here."),
+         json_output: bool = JSON, debug: bool = DEBUG, quiet: bool = QUIET):
+    """Fail a merge when latency regresses: exit 0 pass, 1 regression, 2 could not measure.
+
+    Baseline and candidate are measured now, on this machine (or the target's --host), in alternating rounds, so
+    drift cancels; the verdict is a regression when the bootstrap interval of the median per-round ratio lies
+    above 1 and the ratio exceeds 1 + --max-regression. A baseline from another environment is a warning (both
+    models are re-measured anyway), or an error with --strict-environment.
+
+    Example: pipeline gate runs/pr/ --baseline ci/latency-baseline.json --max-regression 5% --junit gate.xml
+    """
+    from pipeline import progress
+
+    progress.set_quiet(quiet or json_output)
+
+    def action():
+        from pipeline.gate.gate import GateSettings, parse_regression, run_gate, write_baseline
+        from pipeline.targets import load_target
+
+        loaded = load_target(target).with_host(host)
+        threshold = parse_regression(max_regression) if max_regression is not None else \
+            loaded.gate_max_regression if loaded.gate_max_regression is not None else 0.05
+        settings = GateSettings(max_regression=threshold, rounds=rounds or loaded.gate_rounds or 20,
+                                runs=runs or loaded.gate_runs or 100, strict_environment=strict_environment)
+        if update_baseline:
+            return {"baseline_written": write_baseline(candidate, baseline, loaded, settings)}
+        return run_gate(candidate, baseline, loaded, settings)
+
+    result = _run(debug, quiet or json_output, action)
+    if "baseline_written" in result:
+        record = result["baseline_written"]
+        if json_output:
+            stdout.print_json(json.dumps(record, default=str))
+        else:
+            stdout.print(f"baseline written: {baseline} ({record['model_file']} beside it), median "
+                         f"{record['median_ms']:.4f} ms on {record['environment']['cpu']}", highlight=False)
+        return
+    if junit is not None:
+        from pipeline.gate.junit import write_junit
+
+        write_junit(result, junit)
+    if json_output:
+        stdout.print_json(json.dumps(result, default=str))
+    else:
+        from pipeline.gate.gate import explain
+
+        print(explain(result))
+    raise typer.Exit(result["exit_code"])
+
+
+@app.command()
 def models(json_output: bool = JSON):
     """List the architectures in the registry."""
     from pipeline.models import get_spec, list_models

@@ -50,6 +50,9 @@ class Target:
     ssh_options: tuple[str, ...] = ()  # extra `-o Key=Value` options
     warmup: int = 20
     runs: int = 200
+    gate_max_regression: float | None = None  # `pipeline gate` threshold (fraction); the flag overrides it
+    gate_rounds: int | None = None
+    gate_runs: int | None = None
 
     def to_dict(self) -> dict:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -157,6 +160,12 @@ TABLES = {
     "bench": {
         "warmup": ("warmup", _non_negative_int, "a non-negative integer"),
         "runs": ("runs", _positive_int, "a positive integer"),
+    },
+    "gate": {
+        "max_regression": ("gate_max_regression", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)
+                           and 0 <= v < 1, "a fraction such as 0.05 (5 %)"),
+        "rounds": ("gate_rounds", _positive_int, "a positive integer"),
+        "runs": ("gate_runs", _positive_int, "a positive integer"),
     },
     "remote": {
         "port": ("remote_port", _positive_int, "a TCP port"),

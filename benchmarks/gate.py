@@ -1,0 +1,149 @@
+"""Gate quality on this (noisy, 2-core) machine: how often `pipeline gate` raises a false alarm on A/A, and how
+often it detects real slowdowns of about 3, 5 and 10 %.
+
+    python benchmarks/gate.py calibrate      # build slowed copies of the embedded teacher, measure their cost
+    python benchmarks/gate.py trials --aa 60 --ab 40
+                                             # gates in a row -> benchmarks/results/gate.{json,md}
+
+The slowdown is real work, not a sleep: N depthwise 3x3 identity convolutions inserted in front of the model
+(outputs unchanged, checked), N chosen so that the extra time is ~3/5/10 % of the model's, and that extra time
+measured again independently with many interleaved rounds. Each trial is one in-process `run_gate` (the CLI's
+code path without process start-up) against a baseline of the unmodified model, with the default settings
+(20 rounds x 100 runs, 5 % allowed). Trials of all levels are interleaved so machine drift hits them alike.
+"""
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from datafree import machine  # noqa: E402
+
+from pipeline.fileio import atomic_write_json, atomic_write_text  # noqa: E402
+from pipeline.gate.inject import slowed  # noqa: E402
+
+RESULTS = ROOT / "benchmarks" / "results"
+WORK = ROOT / "runs" / "bench-gate"
+LEVELS = (0.03, 0.05, 0.10)
+
+
+def command() -> str:
+    return " ".join(["python", "benchmarks/gate.py", *sys.argv[1:]])
+
+
+def teacher_onnx() -> Path:
+    """The embedded teacher exported as the pipeline exports it."""
+    from pipeline.assets import resolve_teacher
+    from pipeline.export.onnx_export import export_onnx
+    from pipeline.teacher_spec import TeacherSpec
+
+    path = WORK / "teacher.onnx"
+    if not path.is_file():
+        loaded = TeacherSpec().load(resolve_teacher(None))
+        WORK.mkdir(parents=True, exist_ok=True)
+        export_onnx(loaded.model, loaded.preprocess, path)
+    return path
+
+
+def ratio(base: Path, other: Path, rounds: int) -> float:
+    from pipeline.drop.latency_table import LatencySettings, example_input, time_onnx_models
+    from pipeline.preprocess import preprocess_from_onnx
+
+    settings = LatencySettings(threads=2, warmup=20, runs=100, max_seconds=0.5)
+    timed = time_onnx_models({"a": base, "b": other}, settings, example_input(settings, preprocess_from_onnx(base, None)),
+                             rounds, label="calibrating")
+    return float(np.median(np.asarray(timed["b"]["round_medians_ms"]) / np.asarray(timed["a"]["round_medians_ms"])))
+
+
+def calibrate() -> None:
+    import onnxruntime as ort
+
+    base = teacher_onnx()
+    probe = {n: ratio(base, slowed(base, n, WORK / f"probe-{n}.onnx"), 20) - 1 for n in (8, 24)}
+    per_conv = (probe[24] - probe[8]) / 16
+    offset = probe[8] - 8 * per_conv
+    variants = {}
+    for level in LEVELS:
+        count = max(1, round((level - offset) / per_conv))
+        path = slowed(base, count, WORK / f"slow-{int(level * 100)}.onnx")
+        x = np.random.default_rng(0).standard_normal((4, 1, 28, 28)).astype(np.float32)
+        same = np.abs(ort.InferenceSession(str(path)).run(None, {"input": x})[0]
+                      - ort.InferenceSession(str(base)).run(None, {"input": x})[0]).max()
+        variants[level] = {"extra_convs": count, "file": path.name, "outputs_max_abs_diff": float(same),
+                           "measured_slowdown": ratio(base, path, 60) - 1}
+        print(level, variants[level], flush=True)
+    atomic_write_json(WORK / "calibration.json", {"probe": {str(k): v for k, v in probe.items()}, "per_conv": per_conv,
+                                                  "variants": {str(k): v for k, v in variants.items()}})
+
+
+def trials(aa: int, ab: int) -> None:
+    from pipeline.gate.gate import GateSettings, run_gate, write_baseline
+    from pipeline.targets import load_target
+
+    calibration = json.loads((WORK / "calibration.json").read_text())
+    target, settings = load_target("cpu"), GateSettings()
+    baseline = WORK / "baseline.json"
+    write_baseline(teacher_onnx(), baseline, target, settings)
+    plan = [0.0] * aa + [level for level in LEVELS for _ in range(ab)]
+    order = np.random.default_rng(0).permutation(len(plan))
+    outcomes = {level: [] for level in (0.0, *LEVELS)}
+    started = time.monotonic()
+    for done, index in enumerate(order, 1):
+        level = plan[index]
+        candidate = WORK / ("baseline.onnx" if level == 0 else calibration["variants"][str(level)]["file"])
+        report = run_gate(candidate, baseline, target, settings)
+        outcomes[level].append({"exit_code": report["exit_code"], "ratio": report["verdict"]["ratio"],
+                                "low": report["verdict"]["low"], "gate_s": report["gate_seconds"]})
+        if done % 10 == 0:
+            print(f"{done}/{len(plan)} gates, {time.monotonic() - started:.0f} s", flush=True)
+    rows = []
+    for level, runs in outcomes.items():
+        codes = [r["exit_code"] for r in runs]
+        rows.append({"slowdown": level, "trials": len(runs), "alarm_rate": codes.count(1) / len(runs),
+                     "unmeasurable_rate": codes.count(2) / len(runs),
+                     "median_gate_s": float(np.median([r["gate_s"] for r in runs])),
+                     "median_ratio": float(np.median([r["ratio"] for r in runs if r["exit_code"] != 2] or [np.nan])),
+                     "measured_slowdown": calibration["variants"][str(level)]["measured_slowdown"] if level else 0.0,
+                     "extra_convs": calibration["variants"][str(level)]["extra_convs"] if level else 0})
+    record = {"rows": rows, "settings": settings.to_dict(), "calibration": calibration, "outcomes": {str(k): v for k, v in outcomes.items()},
+              "wall_s": round(time.monotonic() - started, 1), "recorded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+              "machine": machine(), "command": command()}
+    atomic_write_json(RESULTS / "gate.json", record)
+    lines = ["# Latency gate: false alarms and detection on this machine", "",
+             f"`{command()}` (after `python benchmarks/gate.py calibrate`) on {record['machine']['cpu']}, "
+             f"{record['machine']['cores']} cores, {record['recorded_at']}; {record['wall_s']:.0f} s in all.",
+             f"Model: the embedded ResNet-20 teacher (ONNX Runtime CPU, 2 threads, batch 1). Gate: default settings "
+             f"({settings.rounds} interleaved rounds x {settings.runs} runs, allowed regression "
+             f"{100 * settings.max_regression:.0f} %, 95 % bootstrap interval). Slowdowns are real extra convolutions; "
+             "'measured' is their cost measured separately with 60 interleaved rounds.", "",
+             "| injected slowdown | measured | trials | alarm rate | could not measure | median ratio | median gate s |",
+             "|---|---|---|---|---|---|---|"]
+    for row in rows:
+        lines.append(f"| {100 * row['slowdown']:.0f} % | {100 * row['measured_slowdown']:.1f} % | {row['trials']} | "
+                     f"{100 * row['alarm_rate']:.1f} % | {100 * row['unmeasurable_rate']:.1f} % | {row['median_ratio']:.4f} | "
+                     f"{row['median_gate_s']:.1f} |")
+    atomic_write_text(RESULTS / "gate.md", "\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+def main() -> None:
+    from pipeline import progress
+
+    progress.set_quiet(True)  # hundreds of gates: the per-gate status lines would drown the summary
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="mode", required=True)
+    sub.add_parser("calibrate")
+    p = sub.add_parser("trials")
+    p.add_argument("--aa", type=int, default=60)
+    p.add_argument("--ab", type=int, default=40)
+    args = parser.parse_args()
+    calibrate() if args.mode == "calibrate" else trials(args.aa, args.ab)
+
+
+if __name__ == "__main__":
+    main()

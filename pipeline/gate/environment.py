@@ -1,0 +1,31 @@
+"""What a latency figure depends on, recorded with every baseline and compared before a gate trusts it."""
+
+import os
+import platform
+
+KEYS_THAT_MATTER = ("cpu", "cpu_count", "threads", "runtime", "runtime_version", "machine")
+
+
+def cpu_model() -> str:
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith(("model name", "Model")):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def environment(runtime: str, threads: int | None) -> dict:
+    from pipeline.drop.latency_table import runtime_version
+    from pipeline.stage import library_versions
+
+    return {"cpu": cpu_model(), "cpu_count": os.cpu_count(), "threads": threads, "runtime": runtime,
+            "runtime_version": runtime_version(runtime), "machine": platform.machine(), "host": platform.node(),
+            "platform": platform.platform(), "libraries": library_versions()}
+
+
+def differences(baseline: dict, current: dict) -> list[str]:
+    """What differs between two environments, among the keys that change latency."""
+    return [f"{key}: baseline {baseline.get(key)!r}, now {current.get(key)!r}"
+            for key in KEYS_THAT_MATTER if baseline.get(key) != current.get(key)]

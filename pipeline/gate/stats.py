@@ -1,0 +1,72 @@
+"""The decision: is the candidate slower than the baseline by more than the allowed regression?
+
+The gate measures baseline (A) and candidate (B) in alternating rounds, so each round gives one paired ratio
+B/A that slow drift of the machine (thermal, other tenants) mostly cancels from. The statistic is the median of
+those ratios; a bootstrap over rounds gives its confidence interval. A regression needs both
+- significance: the interval lies entirely above 1 (the slowdown is real, not noise), and
+- relevance: the median ratio exceeds 1 + max_regression (the slowdown is as large as the policy cares about).
+On an A/A comparison the first fails in about 2.5 % of runs (one-sided 97.5 %) and the second almost always,
+so false alarms stay rare; a real slowdown well above the threshold passes both.
+"""
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+PASS, REGRESSION, UNMEASURABLE = 0, 1, 2  # the exit codes
+
+
+@dataclass
+class Verdict:
+    status: int  # PASS / REGRESSION / UNMEASURABLE
+    ratio: float  # median of the paired per-round ratios candidate / baseline
+    low: float  # bootstrap confidence interval of that median
+    high: float
+    confidence: float
+    max_regression: float
+    rounds: int
+    reason: str
+
+    @property
+    def label(self) -> str:
+        return {PASS: "pass", REGRESSION: "regression", UNMEASURABLE: "could not measure"}[self.status]
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "label": self.label}
+
+
+def bootstrap_median_ci(values, confidence: float = 0.95, resamples: int = 4000, seed: int = 0) -> tuple[float, float, float]:
+    """Median of `values` and its percentile-bootstrap interval (seeded, so a gate is reproducible)."""
+    values = np.asarray(values, dtype=np.float64)
+    rng = np.random.default_rng(seed)
+    medians = np.median(rng.choice(values, size=(resamples, values.size), replace=True), axis=1)
+    tail = (1 - confidence) / 2
+    return float(np.median(values)), float(np.quantile(medians, tail)), float(np.quantile(medians, 1 - tail))
+
+
+def decide(baseline_ms, candidate_ms, max_regression: float, *, confidence: float = 0.95, min_rounds: int = 6,
+           max_round_cv: float = 0.5) -> Verdict:
+    """Compare per-round medians (paired by round) of baseline and candidate."""
+    baseline_ms, candidate_ms = np.asarray(baseline_ms, float), np.asarray(candidate_ms, float)
+    rounds = int(min(baseline_ms.size, candidate_ms.size))
+    if rounds < min_rounds:
+        return Verdict(UNMEASURABLE, float("nan"), float("nan"), float("nan"), confidence, max_regression, rounds,
+                       f"only {rounds} rounds measured; need at least {min_rounds}")
+    ratios = candidate_ms[:rounds] / baseline_ms[:rounds]
+    spread = float(np.std(ratios) / np.mean(ratios))
+    ratio, low, high = bootstrap_median_ci(ratios, confidence)
+    if spread > max_round_cv:
+        return Verdict(UNMEASURABLE, ratio, low, high, confidence, max_regression, rounds,
+                       f"the per-round ratios vary by {100 * spread:.0f} % (CV): the machine is too busy to tell")
+    limit = 1 + max_regression
+    if low > 1 and ratio > limit:
+        reason = (f"candidate is {100 * (ratio - 1):.1f} % slower (interval {100 * (low - 1):+.1f} … {100 * (high - 1):+.1f} %), "
+                  f"above the allowed {100 * max_regression:.1f} %")
+        return Verdict(REGRESSION, ratio, low, high, confidence, max_regression, rounds, reason)
+    if low > 1:
+        reason = (f"candidate is {100 * (ratio - 1):.1f} % slower (significant, interval {100 * (low - 1):+.1f} … "
+                  f"{100 * (high - 1):+.1f} %), within the allowed {100 * max_regression:.1f} %")
+    else:
+        reason = (f"no significant slowdown: {100 * (ratio - 1):+.1f} % (interval {100 * (low - 1):+.1f} … "
+                  f"{100 * (high - 1):+.1f} %), allowed {100 * max_regression:.1f} %")
+    return Verdict(PASS, ratio, low, high, confidence, max_regression, rounds, reason)

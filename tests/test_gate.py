@@ -1,0 +1,116 @@
+"""`pipeline gate`: the decision rule on known samples, then the real command on real models (a true A/A and a
+real, large injected slowdown, with thresholds far from the noise so the tests cannot flake)."""
+
+import json
+import xml.etree.ElementTree as ET
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+
+from conftest import run_cli
+from pipeline.errors import PipelineError
+from pipeline.export.onnx_export import export_onnx
+from pipeline.gate.gate import parse_regression
+from pipeline.gate.inject import slowed
+from pipeline.gate.stats import PASS, REGRESSION, UNMEASURABLE, bootstrap_median_ci, decide
+from pipeline.models import create_model
+from pipeline.preprocess import default_preprocess
+
+FAST = ["--rounds", "8", "--runs", "20", "--quiet"]
+
+
+def test_the_decision_rule():
+    rng = np.random.default_rng(0)
+    base = 1.0 + 0.02 * rng.standard_normal(20)
+    same = base * (1 + 0.01 * rng.standard_normal(20))
+    assert decide(base, same, 0.05).status == PASS
+    slower = decide(base, base * 1.10 * (1 + 0.01 * rng.standard_normal(20)), 0.05)
+    assert slower.status == REGRESSION and slower.low > 1 and "above the allowed 5.0 %" in slower.reason
+    small = decide(base, base * 1.02, 0.05)  # real but within the allowance: passes, and says it is significant
+    assert small.status == PASS and "within the allowed" in small.reason
+    assert decide(base[:3], same[:3], 0.05).status == UNMEASURABLE
+    wild = decide(base, base * np.exp(rng.normal(0, 1.0, 20)), 0.05)  # ratios spread over an order of magnitude
+    assert wild.status == UNMEASURABLE and "too busy" in wild.reason
+
+
+def test_bootstrap_is_seeded_and_brackets_the_median():
+    values = np.random.default_rng(1).normal(1.0, 0.05, 30)
+    first, second = bootstrap_median_ci(values), bootstrap_median_ci(values)
+    assert first == second and first[1] <= first[0] <= first[2]
+
+
+@pytest.mark.parametrize("text, fraction", [("5%", 0.05), ("12.5 %", 0.125), ("0.05", 0.05), ("0", 0.0)])
+def test_regression_thresholds_parse(text, fraction):
+    assert parse_regression(text) == pytest.approx(fraction)
+
+
+@pytest.mark.parametrize("text", ["five", "150%", "-1%"])
+def test_bad_thresholds_are_errors(text):
+    with pytest.raises(PipelineError, match="--max-regression"):
+        parse_regression(text)
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("gate")
+    torch.manual_seed(0)
+    base = folder / "lenet.onnx"
+    export_onnx(create_model("lenet5").eval(), default_preprocess(1, 28, 28), base, exporter="torchscript")
+    # LeNet takes ~0.05 ms: 150 extra convolutions make it several times slower, far beyond any noise
+    slow = slowed(base, 150, folder / "lenet-slow.onnx")
+    return base, slow
+
+
+def test_injected_slowdown_keeps_the_outputs(models):
+    base, slow = models
+    x = np.random.default_rng(0).standard_normal((2, 1, 28, 28)).astype(np.float32)
+    run = lambda path: ort.InferenceSession(str(path)).run(None, {"input": x})[0]  # noqa: E731
+    assert np.abs(run(base) - run(slow)).max() == 0
+
+
+def test_gate_passes_a_to_a_and_fails_a_real_regression(models, tmp_path):
+    base, slow = models
+    baseline = tmp_path / "ci" / "baseline.json"
+    written = run_cli("gate", str(base), "--baseline", str(baseline), "--update-baseline", *FAST)
+    assert written.returncode == 0, written.stderr
+    record = json.loads(baseline.read_text())
+    assert (tmp_path / "ci" / "baseline.onnx").is_file() and record["environment"]["cpu"]
+    assert record["environment"]["runtime"] == "onnxruntime" and record["environment"]["threads"] == 2
+
+    same = run_cli("gate", str(base), "--baseline", str(baseline), "--max-regression", "50%", "--json", *FAST)
+    assert same.returncode == 0, same.stderr
+    assert json.loads(same.stdout)["verdict"]["label"] == "pass"
+
+    junit = tmp_path / "gate.xml"
+    worse = run_cli("gate", str(slow), "--baseline", str(baseline), "--max-regression", "20%", "--junit", str(junit),
+                    *FAST)
+    assert worse.returncode == 1, worse.stdout + worse.stderr
+    assert worse.stdout.startswith("latency gate: REGRESSION (exit 1)") and "ratio" in worse.stdout
+    suite = ET.parse(junit).getroot()
+    assert suite.get("failures") == "1" and suite.find("testcase/failure").get("type") == "LatencyRegression"
+
+
+def test_gate_cannot_measure_says_so_with_exit_2(models, tmp_path):
+    from pipeline.gate.gate import GateSettings, run_gate, write_baseline
+    from pipeline.targets import load_target
+
+    base, _ = models
+    cpu, quick = load_target("cpu"), GateSettings(rounds=8, runs=20, max_regression=0.5)
+    missing = run_gate(base, tmp_path / "none.json", cpu, quick)
+    assert missing["exit_code"] == 2 and "--update-baseline" in missing["verdict"]["reason"]
+    baseline = tmp_path / "b.json"
+    write_baseline(base, baseline, cpu, quick)
+    record = json.loads(baseline.read_text())
+    record["environment"]["cpu"] = "Some Other CPU"
+    baseline.write_text(json.dumps(record))
+    warned = run_gate(base, baseline, cpu, quick)
+    assert warned["exit_code"] == 0 and "environment differs" in warned["warnings"][0]
+    strict = run_cli("gate", str(base), "--baseline", str(baseline), "--strict-environment", "--junit",
+                     str(tmp_path / "j.xml"), *FAST)
+    assert strict.returncode == 2 and "Some Other CPU" in strict.stdout
+    assert ET.parse(tmp_path / "j.xml").getroot().find("testcase/error").get("type") == "CouldNotMeasure"
+    (tmp_path / "b.onnx").write_bytes((tmp_path / "b.onnx").read_bytes() + b"\0")  # tampered baseline model
+    tampered = run_gate(base, baseline, cpu, quick)
+    assert tampered["exit_code"] == 2 and "was changed after the baseline was written" in tampered["verdict"]["reason"]
