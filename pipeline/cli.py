@@ -516,6 +516,51 @@ def gate(candidate: Path = typer.Argument(..., help="The model to check: an ONNX
 
 
 @app.command()
+def bundle(run: Path = typer.Argument(..., help="A run folder (after `pipeline build`, `drop` or `quantize`)."),
+           out: Optional[Path] = typer.Option(None, "--out", "-o", help="Where the folder and .tar.gz go (default RUN/bundle)."),
+           json_output: bool = JSON, debug: bool = DEBUG):
+    """Package a run for a mobile team: models (ONNX per precision, engines with their TensorRT/GPU stamps),
+    manifest.json (sha256 of every file, I/O names/shapes/dtypes, preprocessing, class labels, accuracy, latency
+    per target with the harness settings, build command, library versions, teacher hash), MODEL_CARD.md,
+    pareto.png, reference input/outputs and example/infer.py; as a folder and a .tar.gz.
+
+    Example: pipeline bundle runs/resnet20-fmnist-cpu && pipeline verify runs/resnet20-fmnist-cpu/bundle/resnet20-fmnist-cpu.tar.gz
+    """
+    def action():
+        from pipeline.bundle.bundle import make_bundle
+
+        return make_bundle(run, out)
+
+    result = _run(debug, False, action)
+    if json_output:
+        stdout.print_json(json.dumps(result))
+    else:
+        stdout.print(f"bundle: {result['bundle']} ({result['files']} files; models {', '.join(result['models'])})\n"
+                     f"archive: {result['archive']}", highlight=False)
+
+
+@app.command()
+def verify(bundle: Path = typer.Argument(..., help="A bundle folder or its .tar.gz."), json_output: bool = JSON,
+           debug: bool = DEBUG):
+    """Check a bundle: every file's sha256 against the manifest (and the manifest against manifest.sha256), no
+    unlisted files, every model loads and reproduces its reference output. Exit 0 when intact, else one line
+    naming the first problem and exit 2.
+    """
+    def action():
+        from pipeline.bundle.verify import verify_bundle
+
+        return verify_bundle(bundle)
+
+    result = _run(debug, False, action)
+    if json_output:
+        stdout.print_json(json.dumps(result))
+    else:
+        models = ", ".join(f"{m['file']} (max |diff| {m['max_abs_diff']:.1e})" for m in result["models"])
+        stdout.print(f"bundle intact: {result['files_checked']} files match the manifest; models reproduce their "
+                     f"reference outputs: {models}", highlight=False)
+
+
+@app.command()
 def models(json_output: bool = JSON):
     """List the architectures in the registry."""
     from pipeline.models import get_spec, list_models

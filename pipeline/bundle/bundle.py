@@ -1,0 +1,182 @@
+"""`pipeline bundle RUN`: what a mobile team takes away, in one folder and one .tar.gz.
+
+    <name>/models/<role>-<precision>.onnx     the handed-on model (and its fp32 form when it was quantised)
+    <name>/engines/<target>/model.engine(.json) TensorRT engines with their version/GPU stamps, when built
+    <name>/reference/                         an input and each model's output on it (verify's parity check)
+    <name>/example/infer.py                   minimal onnxruntime inference, reading the manifest
+    <name>/MODEL_CARD.md, pareto.png          written from the manifest
+    <name>/manifest.json, manifest.sha256     every file's sha256; I/O names, shapes, dtypes; preprocessing;
+                                              class labels; accuracy; latency per target with the harness
+                                              settings; the build command; library versions; teacher hash
+Everything is written into a temporary folder and renamed into place, so an interrupted bundle leaves nothing
+that looks complete.
+"""
+
+import json
+import shutil
+import tarfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.bundle.card import model_card
+from pipeline.bundle.pareto import pareto_points, plot_pareto
+from pipeline.errors import PipelineError
+from pipeline.fileio import atomic_write_json, atomic_write_text, sha256_file
+from pipeline.stage import RunFolder, library_versions
+
+BUNDLE_FORMAT = "edge-pipeline/bundle-v1"
+EXAMPLE = Path(__file__).with_name("example_infer.py")
+
+
+def class_labels(manifest: dict) -> list[str]:
+    count = manifest.get("num_classes") or 0
+    evaluation = manifest.get("eval")
+    if evaluation == "fmnist":
+        from pipeline.data.fashion_mnist import CLASSES
+
+        if len(CLASSES) == count:
+            return list(CLASSES)
+    elif evaluation and Path(evaluation).is_dir():
+        names = sorted(p.name for p in Path(evaluation).iterdir() if p.is_dir())
+        if len(names) == count:
+            return names
+    return [f"class_{i}" for i in range(count)]
+
+
+def _classes(path: Path) -> int:
+    outputs = onnx_io(path)["outputs"][0]["shape"]
+    return outputs[-1] if isinstance(outputs[-1], int) else 0
+
+
+def onnx_io(path: Path) -> dict:
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    initializers = {t.name for t in model.graph.initializer}
+
+    def describe(values):
+        return [{"name": v.name, "dtype": onnx.helper.tensor_dtype_to_np_dtype(v.type.tensor_type.elem_type).name,
+                 "shape": [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim]} for v in values]
+    return {"inputs": describe([i for i in model.graph.input if i.name not in initializers]),
+            "outputs": describe(model.graph.output)}
+
+
+def _models(run: RunFolder) -> list[dict]:
+    """The handed-on model (and, when quantised, its fp32 form) with the bench figures that describe it."""
+    stages = run.manifest["stages"]
+    bench = stages.get("bench", {}).get("metrics", {})
+    export = stages.get("export", {}).get("artifacts", {})
+    quantize = stages.get("quantize")
+    role = next((name for name in ("student", "model", "teacher") if name in export), "student")
+    models = []
+    if quantize:
+        precision = quantize["metrics"]["precision"]
+        models.append({"source": run.root / quantize["artifacts"]["model"]["path"], "role": role,
+                       "precision": precision, "bench": bench.get("student")})
+        models.append({"source": run.root / export[role]["path"], "role": role, "precision": "fp32",
+                       "accuracy": quantize["metrics"].get("accuracy_fp32")})
+    elif role in export:
+        models.append({"source": run.root / export[role]["path"], "role": role, "precision": "fp32",
+                       "bench": bench.get(role)})
+    if not models:
+        raise PipelineError(f"{run.root} has no exported model: run `pipeline build` (or export) first")
+    return models
+
+
+def _latency_entry(bench: dict, target: dict) -> dict:
+    latency = bench["latency"]
+    return {"target": target.get("name"), "median_ms": latency["median_ms"], "p90_ms": latency["p90_ms"],
+            "p99_ms": latency["p99_ms"], "cv": latency["cv"], "batch": latency.get("batch"),
+            "warmup": latency.get("warmup"), "runs": latency.get("runs"), "latency_source": bench.get("latency_source"),
+            "proxy_for": bench.get("proxy_for"), "runtime": bench.get("runtime"), "measured_on": bench.get("measured_on")}
+
+
+def make_bundle(run_root: Path, out: Path | None = None) -> dict:
+    run = RunFolder(run_root) if (Path(run_root) / "manifest.json").is_file() else None
+    if run is None:
+        raise PipelineError(f"{run_root} is not a run folder (no manifest.json)")
+    manifest = run.manifest
+    name = Path(run_root).resolve().name
+    out = Path(out) if out else Path(run_root) / "bundle"
+    final, archive = out / name, out / f"{name}.tar.gz"
+    staging = out / f".partial-{name}"
+    shutil.rmtree(staging, ignore_errors=True)
+    (staging / "models").mkdir(parents=True)
+    models = _models(run)
+    labels = class_labels({**manifest, "num_classes": manifest.get("num_classes") or _classes(models[0]["source"])})
+    preprocess = dict(manifest.get("preprocess") or {})
+    if not preprocess:  # `pipeline bench` runs record no build info: the ONNX file's own metadata says it
+        from pipeline.preprocess import preprocess_from_onnx
+
+        preprocess = preprocess_from_onnx(models[0]["source"], None).to_dict()
+    preprocess["input_shape"] = [preprocess["channels"], preprocess["height"], preprocess["width"]]
+    reference_input = np.random.default_rng(0).standard_normal((2, *preprocess["input_shape"])).astype(np.float32)
+    (staging / "reference").mkdir()
+    np.save(staging / "reference" / "input.npy", reference_input)
+    entries = []
+    for model in models:
+        filename = f"models/{model['role']}-{model['precision']}.onnx"
+        shutil.copyfile(model["source"], staging / filename)
+        import onnxruntime as ort
+
+        session = ort.InferenceSession(str(staging / filename), providers=["CPUExecutionProvider"])
+        output = session.run(None, {session.get_inputs()[0].name: reference_input})[0]
+        reference = f"reference/{model['role']}-{model['precision']}-output.npy"
+        np.save(staging / reference, output.astype(np.float32))
+        bench = model.get("bench") or {}
+        entry = {"file": filename, "role": model["role"], "precision": model["precision"], **onnx_io(staging / filename),
+                 "reference_output": reference, "accuracy": {}, "latency": []}
+        if bench.get("accuracy") is not None:
+            entry["accuracy"][bench.get("eval_dataset", "eval")] = bench["accuracy"]
+        elif model.get("accuracy") is not None:  # measured by the quantize stage on the same labelled set
+            dataset = next((b.get("eval_dataset") for b in manifest["stages"].get("bench", {}).get("metrics", {}).values()
+                            if b.get("eval_dataset")), manifest.get("eval") or "eval")
+            entry["accuracy"][dataset] = model["accuracy"]
+        if bench.get("latency"):
+            entry["latency"].append(_latency_entry(bench, manifest.get("target", {})))
+        entries.append(entry)
+    engines = []
+    engine_stage = manifest["stages"].get("engine")
+    if engine_stage and engine_stage.get("metrics", {}).get("built"):
+        target = manifest["target"]["name"]
+        folder = staging / "engines" / target
+        folder.mkdir(parents=True)
+        for artifact in ("model.engine", "model.engine.json"):
+            shutil.copyfile(run.root / "engine" / artifact, folder / artifact)
+        engines.append({"target": target, "file": f"engines/{target}/model.engine",
+                        "stamp": json.loads((folder / "model.engine.json").read_text())})
+    elif engine_stage:
+        engines.append({"target": manifest["target"]["name"], "file": None, "reason": engine_stage["metrics"].get("reason"),
+                        "command": engine_stage["metrics"].get("command")})
+    (staging / "example").mkdir()
+    shutil.copyfile(EXAMPLE, staging / "example" / "infer.py")
+    points = pareto_points(manifest)
+    if points:
+        plot_pareto(points, staging / "pareto.png", title=name)
+    export_inputs = manifest["stages"].get("export", {}).get("inputs", {})
+    source = export_inputs.get("teacher") or export_inputs.get("model") or {}  # the checkpoint everything came from
+    teacher = Path(manifest.get("teacher") or source.get("path") or "")
+    teacher_sha256 = sha256_file(teacher) if teacher.is_file() else source.get("sha256")
+    record = {"format": BUNDLE_FORMAT, "name": name, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+              "models": entries, "engines": engines, "preprocessing": preprocess, "class_labels": labels,
+              "build": {"command": manifest.get("command"), "target": manifest.get("target"), "budget": manifest.get("budget", {}).get("name"),
+                        "teacher": str(teacher), "teacher_arch": manifest.get("teacher_arch"),
+                        "teacher_sha256": teacher_sha256,
+                        "stages": {k: {"wall_s": v.get("wall_s"), "versions": v.get("versions")} for k, v in manifest["stages"].items()}},
+              "libraries": library_versions(), "pareto": points}
+    atomic_write_text(staging / "MODEL_CARD.md", model_card(record))
+    record["files"] = {str(p.relative_to(staging)): {"sha256": sha256_file(p), "bytes": p.stat().st_size}
+                       for p in sorted(staging.rglob("*")) if p.is_file()}
+    atomic_write_json(staging / "manifest.json", record)
+    atomic_write_text(staging / "manifest.sha256", f"{sha256_file(staging / 'manifest.json')}  manifest.json\n")
+    if final.exists():
+        shutil.rmtree(final)
+    staging.rename(final)
+    partial_archive = archive.with_name(f".{archive.name}.tmp")
+    with tarfile.open(partial_archive, "w:gz") as tar:
+        tar.add(final, arcname=name)
+    partial_archive.replace(archive)
+    return {"bundle": str(final), "archive": str(archive), "files": len(record["files"]) + 2,
+            "models": [e["file"] for e in entries], "engines": [e["file"] for e in engines if e.get("file")]}

@@ -1,0 +1,95 @@
+"""`pipeline bundle` / `pipeline verify`: a bundle from a real run folder, and every single-byte change caught."""
+
+import json
+import tarfile
+
+import pytest
+import torch
+
+from conftest import run_cli
+from pipeline.bundle.pareto import pareto_front
+from pipeline.bundle.verify import verify_bundle
+from pipeline.errors import PipelineError
+from pipeline.models import create_model
+
+
+@pytest.fixture(scope="module")
+def bundled(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("bundle")
+    torch.manual_seed(0)
+    checkpoint = folder / "lenet5.pt"
+    torch.save(create_model("lenet5").state_dict(), checkpoint)
+    run = folder / "run"
+    measured = run_cli("bench", "--teacher", str(checkpoint), "--arch", "lenet5", "--eval", "none", "--budget", "smoke",
+                       "--out", str(run), "--quiet")
+    assert measured.returncode == 0, measured.stderr
+    made = run_cli("bundle", str(run), "--json")
+    assert made.returncode == 0, made.stderr
+    return json.loads(made.stdout)
+
+
+def test_bundle_holds_what_a_mobile_team_needs(bundled):
+    from pathlib import Path
+
+    root = Path(bundled["bundle"])
+    manifest = json.loads((root / "manifest.json").read_text())
+    model = manifest["models"][0]
+    assert model["file"] == "models/model-fp32.onnx" and model["inputs"][0]["name"] == "input"
+    assert model["inputs"][0]["shape"][1:] == [1, 28, 28] and model["outputs"][0]["dtype"] == "float32"
+    assert model["latency"][0]["latency_source"] == "local" and model["latency"][0]["median_ms"] > 0
+    assert manifest["preprocessing"]["input_shape"] == [1, 28, 28] and len(manifest["class_labels"]) == 10
+    assert manifest["build"]["teacher_sha256"] and manifest["libraries"]["onnxruntime"]
+    assert {"MODEL_CARD.md", "example/infer.py", "reference/input.npy"} <= set(manifest["files"])
+    assert "## Input" in (root / "MODEL_CARD.md").read_text()
+    with tarfile.open(bundled["archive"]) as tar:
+        assert f"{root.name}/manifest.sha256" in tar.getnames()
+    report = run_cli("verify", bundled["archive"])
+    assert report.returncode == 0 and "bundle intact" in report.stdout
+
+
+def test_verify_catches_every_single_byte_change(bundled, tmp_path):
+    import shutil
+    from pathlib import Path
+
+    root = Path(bundled["bundle"])
+    files = sorted(p.relative_to(root) for p in root.rglob("*") if p.is_file())
+    assert len(files) >= 7  # card, example, manifest + sha256, model, reference input + output
+    for relative in files:
+        copy = tmp_path / f"copy-{len(list(tmp_path.iterdir()))}"
+        shutil.copytree(root, copy)
+        target = copy / relative
+        data = bytearray(target.read_bytes())
+        for position in (0, len(data) // 2, len(data) - 1):
+            changed = bytearray(data)
+            changed[position] ^= 0x01
+            target.write_bytes(bytes(changed))
+            with pytest.raises(PipelineError):
+                verify_bundle(copy)
+        target.write_bytes(bytes(data))
+        assert verify_bundle(copy)["ok"]  # restored: intact again
+        shutil.rmtree(copy)
+
+
+def test_verify_refuses_added_and_missing_files(bundled, tmp_path):
+    import shutil
+    from pathlib import Path
+
+    copy = tmp_path / "b"
+    shutil.copytree(Path(bundled["bundle"]), copy)
+    (copy / "models" / "extra.onnx").write_bytes(b"x")
+    with pytest.raises(PipelineError, match="files not in the manifest: models/extra.onnx"):
+        verify_bundle(copy)
+    (copy / "models" / "extra.onnx").unlink()
+    (copy / "example" / "infer.py").unlink()
+    with pytest.raises(PipelineError, match="example/infer.py is listed in the manifest but missing"):
+        verify_bundle(copy)
+    broken = tmp_path / "broken.tar.gz"
+    broken.write_bytes(b"\x1f\x8b not really gzip")
+    result = run_cli("verify", str(broken))
+    assert result.returncode == 2 and result.stderr.startswith("error: broken.tar.gz is not a readable bundle archive")
+
+
+def test_pareto_front_keeps_only_undominated_points():
+    points = [{"name": "a", "latency_ms": 1.0, "accuracy": 0.9}, {"name": "b", "latency_ms": 0.5, "accuracy": 0.8},
+              {"name": "c", "latency_ms": 0.8, "accuracy": 0.7}, {"name": "d", "latency_ms": 2.0, "accuracy": 0.85}]
+    assert [p["name"] for p in pareto_front(points)] == ["b", "a"]
