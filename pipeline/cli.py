@@ -561,6 +561,25 @@ def verify(bundle: Path = typer.Argument(..., help="A bundle folder or its .tar.
 
 
 @app.command()
+def report(run: Path = typer.Argument(..., help="A run folder."),
+           out: Optional[Path] = typer.Option(None, "--out", "-o", help="Folder for summary.md/.csv and pareto.png (default RUN/report)."),
+           json_output: bool = JSON, debug: bool = DEBUG):
+    """Summary table of a run folder (teacher vs handed-on model: precision, size, accuracy, latency and where it
+    was measured) as markdown and CSV, and the accuracy-vs-latency Pareto plot when accuracy was measured."""
+    def action():
+        from pipeline.bundle.report import write_report
+
+        return write_report(run, out)
+
+    result = _run(debug, False, action)
+    if json_output:
+        stdout.print_json(json.dumps(result))
+    else:
+        print(result["markdown"])
+        print(f"\nwritten to {result['folder']}/")
+
+
+@app.command()
 def models(json_output: bool = JSON):
     """List the architectures in the registry."""
     from pipeline.models import get_spec, list_models

@@ -239,6 +239,18 @@ def test_a_jetson_build_on_a_laptop_completes_with_a_labelled_proxy(tmp_path):
     assert "latency figures are a proxy" in notes and "build_on_device.sh" in notes
     student = next(row for row in summary["rows"] if row["model"] == "student")
     assert student["precision"] == "fp16" and stages["quantize"]["metrics"]["calibration"] == "real"
+    # the run's report and bundle carry the label too (pipeline report / bundle / verify on a real run folder)
+    report = run_cli("report", str(out))
+    assert report.returncode == 0 and "latency source: proxy" in report.stdout
+    assert (out / "report" / "summary.csv").read_text().count("\n") == 3 and (out / "report" / "pareto.png").is_file()
+    bundle = run_cli("bundle", str(out), "--json")
+    assert bundle.returncode == 0, bundle.stderr
+    made = json.loads(bundle.stdout)
+    assert made["models"] == ["models/teacher-fp16.onnx", "models/teacher-fp32.onnx"]
+    card = (out / "bundle" / "run" / "MODEL_CARD.md").read_text()
+    assert "proxy: onnxruntime here for tensorrt" in card and "build it on the device with `trtexec" in card
+    assert "T-shirt/top" in card  # Fashion-MNIST class labels
+    assert run_cli("verify", made["archive"]).returncode == 0
 
 
 @pytest.mark.skipif(device_bench.trtexec_path() is not None, reason="trtexec is installed here")
