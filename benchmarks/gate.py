@@ -5,7 +5,7 @@ often it detects real slowdowns of about 3, 5 and 10 %.
     python benchmarks/gate.py trials --aa 60 --ab 40
                                              # gates in a row -> benchmarks/results/gate.{json,md}
 
-The slowdown is real work, not a sleep: N depthwise 3x3 identity convolutions inserted in front of the model
+The slowdown is real work, not a sleep: N depthwise identity convolutions (1x1 by default) inserted in front of the model
 (outputs unchanged, checked), N chosen so that the extra time is ~3/5/10 % of the model's, and that extra time
 measured again independently with many interleaved rounds. Each trial is one in-process `run_gate` (the CLI's
 code path without process start-up) against a baseline of the unmodified model, with the default settings
@@ -60,24 +60,24 @@ def ratio(base: Path, other: Path, rounds: int) -> float:
     return float(np.median(np.asarray(timed["b"]["round_medians_ms"]) / np.asarray(timed["a"]["round_medians_ms"])))
 
 
-def calibrate() -> None:
+def calibrate(kernel: int) -> None:
     import onnxruntime as ort
 
     base = teacher_onnx()
-    probe = {n: ratio(base, slowed(base, n, WORK / f"probe-{n}.onnx"), 20) - 1 for n in (8, 24)}
+    probe = {n: ratio(base, slowed(base, n, WORK / f"probe-{n}.onnx", kernel), 20) - 1 for n in (8, 24)}
     per_conv = (probe[24] - probe[8]) / 16
     offset = probe[8] - 8 * per_conv
     variants = {}
     for level in LEVELS:
         count = max(1, round((level - offset) / per_conv))
-        path = slowed(base, count, WORK / f"slow-{int(level * 100)}.onnx")
+        path = slowed(base, count, WORK / f"slow-{int(level * 100)}.onnx", kernel)
         x = np.random.default_rng(0).standard_normal((4, 1, 28, 28)).astype(np.float32)
         same = np.abs(ort.InferenceSession(str(path)).run(None, {"input": x})[0]
                       - ort.InferenceSession(str(base)).run(None, {"input": x})[0]).max()
         variants[level] = {"extra_convs": count, "file": path.name, "outputs_max_abs_diff": float(same),
                            "measured_slowdown": ratio(base, path, 60) - 1}
         print(level, variants[level], flush=True)
-    atomic_write_json(WORK / "calibration.json", {"probe": {str(k): v for k, v in probe.items()}, "per_conv": per_conv,
+    atomic_write_json(WORK / "calibration.json", {"kernel": kernel, "probe": {str(k): v for k, v in probe.items()}, "per_conv": per_conv,
                                                   "variants": {str(k): v for k, v in variants.items()}})
 
 
@@ -119,8 +119,9 @@ def trials(aa: int, ab: int) -> None:
              f"{record['machine']['cores']} cores, {record['recorded_at']}; {record['wall_s']:.0f} s in all.",
              f"Model: the embedded ResNet-20 teacher (ONNX Runtime CPU, 2 threads, batch 1). Gate: default settings "
              f"({settings.rounds} interleaved rounds x {settings.runs} runs, allowed regression "
-             f"{100 * settings.max_regression:.0f} %, 95 % bootstrap interval). Slowdowns are real extra convolutions; "
-             "'measured' is their cost measured separately with 60 interleaved rounds.", "",
+             f"{100 * settings.max_regression:.0f} %, 95 % bootstrap interval). Slowdowns are real extra "
+             f"{calibration.get('kernel', 3)}x{calibration.get('kernel', 3)} depthwise identity convolutions in front "
+             "of the model (outputs unchanged); 'measured' is their cost measured separately with 60 interleaved rounds.", "",
              "| injected slowdown | measured | trials | alarm rate | could not measure | median ratio | median gate s |",
              "|---|---|---|---|---|---|---|"]
     for row in rows:
@@ -137,12 +138,13 @@ def main() -> None:
     progress.set_quiet(True)  # hundreds of gates: the per-gate status lines would drown the summary
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="mode", required=True)
-    sub.add_parser("calibrate")
+    p = sub.add_parser("calibrate")
+    p.add_argument("--kernel", type=int, default=1, help="size of the identity convolutions (1: finer steps)")
     p = sub.add_parser("trials")
     p.add_argument("--aa", type=int, default=60)
     p.add_argument("--ab", type=int, default=40)
     args = parser.parse_args()
-    calibrate() if args.mode == "calibrate" else trials(args.aa, args.ab)
+    calibrate(args.kernel) if args.mode == "calibrate" else trials(args.aa, args.ab)
 
 
 if __name__ == "__main__":

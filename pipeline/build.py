@@ -1,5 +1,6 @@
 """`pipeline build`: the stages in order in one run folder, then a summary of teacher vs student."""
 
+from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -399,20 +400,22 @@ def run_build(options: BuildOptions, *, until: str = "bench") -> dict:
         raise PipelineError(f"unknown stage {until!r}")
     distributed.init(distributed.local_device(options.device))
     ctx = prepare(options)
-    ctx.run.set_run_info(
-        command=options.command, teacher=str(ctx.teacher_path), teacher_arch=ctx.teacher.arch,
-        teacher_format=ctx.teacher.source_format, target=ctx.target.to_dict(), budget=ctx.budget.to_dict(),
-        preprocess=ctx.teacher.preprocess.to_dict(), num_classes=ctx.teacher.num_classes, eval=ctx.eval,
-        world_size=distributed.world_size())
-    for name in stages_to_run(ctx.options, until, ctx.target):
-        if name not in DATA_PARALLEL_STAGES and distributed.active():
-            main = distributed.is_main()
-            distributed.finish()
-            if not main:
-                break
-        ctx.run.run(STAGE_FACTORIES[name](ctx), force=options.force)
-    distributed.finish()
-    return summarize(ctx.run)
+    with ctx.run.lock() if distributed.is_main() else nullcontext():  # torchrun's other ranks share rank 0's folder
+        ctx.run.reload()  # what a process that held the folder before us wrote
+        ctx.run.set_run_info(
+            command=options.command, teacher=str(ctx.teacher_path), teacher_arch=ctx.teacher.arch,
+            teacher_format=ctx.teacher.source_format, target=ctx.target.to_dict(), budget=ctx.budget.to_dict(),
+            preprocess=ctx.teacher.preprocess.to_dict(), num_classes=ctx.teacher.num_classes, eval=ctx.eval,
+            world_size=distributed.world_size())
+        for name in stages_to_run(ctx.options, until, ctx.target):
+            if name not in DATA_PARALLEL_STAGES and distributed.active():
+                main = distributed.is_main()
+                distributed.finish()
+                if not main:
+                    break
+            ctx.run.run(STAGE_FACTORIES[name](ctx), force=options.force)
+        distributed.finish()
+        return summarize(ctx.run)
 
 
 def summarize(run: RunFolder) -> dict:

@@ -9,10 +9,12 @@ can resume from their own checkpoints there; it is renamed into place only when 
 
 import dataclasses
 import json
+import os
 import platform
 import shutil
 import time
 from abc import ABC, abstractmethod
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -73,6 +75,34 @@ class RunFolder:
         if self.root.exists() and not self.root.is_dir():
             raise PipelineError(f"run folder {self.root} exists and is not a directory")
         self.root.mkdir(parents=True, exist_ok=True)
+        self.manifest = self._read_manifest()
+
+    @contextmanager
+    def lock(self):
+        """One pipeline process per run folder: a second one fails at once instead of interleaving writes.
+        flock is released by the OS when the holder dies, so a killed run never leaves a stale lock."""
+        import fcntl
+
+        handle = open(self.root / ".lock", "a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            handle.close()
+            raise PipelineError(f"run folder {self.root} is in use by {holder}: wait for it to finish, or give "
+                                "another --out") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pipeline process {os.getpid()}")
+        handle.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+            handle.close()
+
+    def reload(self) -> None:
         self.manifest = self._read_manifest()
 
     def _read_manifest(self) -> dict:

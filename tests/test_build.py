@@ -136,3 +136,18 @@ def test_prepare_passes_the_users_input_shape_to_the_first_load(tmp_path):
     torch.jit.save(torch.jit.trace(create_model("lenet5").eval(), torch.randn(1, 1, 28, 28)), path)
     ctx = prepare(BuildOptions(teacher=str(path), input_shape=(1, 28, 28), out=tmp_path / "run"))
     assert ctx.teacher.source_format == "torchscript" and ctx.teacher.input_shape == (1, 28, 28)
+
+
+def test_a_second_process_on_the_same_run_folder_is_refused(tmp_path):
+    import os
+
+    from pipeline.stage import RunFolder
+
+    run = RunFolder(tmp_path / "run")
+    with run.lock():  # this test process plays the first `pipeline build`
+        second = run_cli("build", "--budget", "smoke", "--out", str(run.root), "--eval", "none", timeout=120)
+        assert second.returncode == 2 and f"is in use by pipeline process {os.getpid()}" in second.stderr
+        assert len(second.stderr.strip().splitlines()) == 1
+        assert not (run.root / "synthesize").exists()
+    with run.lock():  # released: the next holder gets it
+        pass

@@ -7,8 +7,9 @@ from pathlib import Path
 import numpy as np
 
 
-def slowed(source: Path, extra: int, out: Path) -> Path:
-    """`source` with `extra` depthwise identity convolutions in front: same outputs, more work."""
+def slowed(source: Path, extra: int, out: Path, kernel: int = 3) -> Path:
+    """`source` with `extra` depthwise identity convolutions (kernel x kernel) in front: same outputs, more work.
+    A 1x1 kernel costs less per layer, for finer steps."""
     import onnx
     from onnx import helper, numpy_helper
 
@@ -16,15 +17,15 @@ def slowed(source: Path, extra: int, out: Path) -> Path:
     graph = model.graph
     name = graph.input[0].name
     channels = graph.input[0].type.tensor_type.shape.dim[1].dim_value
-    kernel = np.zeros((channels, 1, 3, 3), np.float32)
-    kernel[:, 0, 1, 1] = 1.0
-    graph.initializer.append(numpy_helper.from_array(kernel, "slowdown_identity_kernel"))
+    weights = np.zeros((channels, 1, kernel, kernel), np.float32)
+    weights[:, 0, kernel // 2, kernel // 2] = 1.0
+    graph.initializer.append(numpy_helper.from_array(weights, "slowdown_identity_kernel"))
     previous = name
     new_nodes = []
     for index in range(extra):
         output = f"slowdown_{index}"
         new_nodes.append(helper.make_node("Conv", [previous, "slowdown_identity_kernel"], [output], name=f"slowdown_conv_{index}",
-                                          group=channels, pads=[1, 1, 1, 1], kernel_shape=[3, 3]))
+                                          group=channels, pads=[kernel // 2] * 4, kernel_shape=[kernel, kernel]))
         previous = output
     for node in graph.node:
         node.input[:] = [previous if i == name else i for i in node.input]
