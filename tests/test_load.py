@@ -377,3 +377,12 @@ class FeatureNet(nn.Module):
 def test_output_not_logits(tmp_path):
     torch.jit.save(torch.jit.script(FeatureNet()), tmp_path / "features.pt")
     _error("expected [2, num_classes] logits", path=tmp_path / "features.pt", input_shape=(3, 8, 8))
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")], ids=["nan", "inf"])
+def test_non_finite_weights_are_refused(value, tmp_path):
+    state = _model("lenet5", num_classes=10).state_dict()
+    state["features.0.weight"][0, 0, 0, 0] = value
+    torch.save(state, tmp_path / "diverged.pt")
+    message = _error("1 NaN/Inf value(s) in features.0.weight", path=tmp_path / "diverged.pt")
+    assert "training diverged" in message

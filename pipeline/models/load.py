@@ -321,6 +321,11 @@ def _load_exported(path: Path, input_shape) -> LoadedModel:
 def _probe(loaded: LoadedModel, num_classes: int | None) -> LoadedModel:
     model = loaded.model.float().eval()
     dims = "x".join(map(str, loaded.input_shape))
+    for name, tensor in [*model.named_parameters(), *model.named_buffers()]:
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            bad = int((~torch.isfinite(tensor)).sum())
+            raise PipelineError(f"{loaded.path}: {bad} NaN/Inf value(s) in {name}: the checkpoint is damaged or "
+                                "its training diverged; every output would be meaningless")
     # Batch 2, not 1: a model hard-wired to batch 1 (reshape(1, -1), a static export) would pass a
     # batch-1 probe and then fail in the middle of distillation.
     try:
