@@ -9,7 +9,7 @@ The slowdown is real work, not a sleep: one identity convolution (a centred 1 in
 front of the model (outputs unchanged, checked), k chosen so that the extra time is ~3/5/10 % of the model's,
 and that extra time measured again independently with many interleaved rounds. Each trial is one in-process `run_gate` (the CLI's
 code path without process start-up) against a baseline of the unmodified model, with the default settings
-(20 rounds x 100 runs, 5 % allowed). Trials of all levels are interleaved so machine drift hits them alike.
+(30 rounds x 200 runs, 5 % allowed). Trials of all levels are interleaved so machine drift hits them alike.
 """
 
 import argparse

@@ -458,9 +458,9 @@ def gate(candidate: Path = typer.Argument(..., help="The model to check: an ONNX
          max_regression: Optional[str] = typer.Option(None, "--max-regression", help="Allowed slowdown, e.g. 5% "
                                                       "(default: the target's [gate] max_regression, else 5%)."),
          rounds: Optional[int] = typer.Option(None, "--rounds", help="Interleaved baseline/candidate rounds (paired "
-                                              "ratios; default: the target's [gate] rounds, else 20)."),
+                                              "ratios; default: the target's [gate] rounds, else 30)."),
          runs: Optional[int] = typer.Option(None, "--runs", help="Timed runs per model per round (default: the "
-                                            "target's [gate] runs, else 100)."),
+                                            "target's [gate] runs, else 200)."),
          update_baseline: bool = typer.Option(False, "--update-baseline", help="Write CANDIDATE as the new baseline "
                                               "(model copied beside it; environment recorded) instead of gating."),
          strict_environment: bool = typer.Option(False, "--strict-environment", help="Exit 2 when the environment "
@@ -470,8 +470,8 @@ def gate(candidate: Path = typer.Argument(..., help="The model to check: an ONNX
     """Fail a merge when latency regresses: exit 0 pass, 1 regression, 2 could not measure.
 
     Baseline and candidate are measured now, on this machine (or the target's --host), in alternating rounds, so
-    drift cancels; the verdict is a regression when the bootstrap interval of the median per-round ratio lies
-    above 1 and the ratio exceeds 1 + --max-regression. A baseline from another environment is a warning (both
+    drift cancels; the verdict is a regression when the bootstrap interval of the (20 % trimmed) mean per-round
+    ratio lies above 1 and the ratio exceeds 1 + --max-regression. A baseline from another environment is a warning (both
     models are re-measured anyway), or an error with --strict-environment.
 
     Example: pipeline gate runs/pr/ --baseline ci/latency-baseline.json --max-regression 5% --junit gate.xml
@@ -487,8 +487,8 @@ def gate(candidate: Path = typer.Argument(..., help="The model to check: an ONNX
         loaded = load_target(target).with_host(host)
         threshold = parse_regression(max_regression) if max_regression is not None else \
             loaded.gate_max_regression if loaded.gate_max_regression is not None else 0.05
-        settings = GateSettings(max_regression=threshold, rounds=rounds or loaded.gate_rounds or 20,
-                                runs=runs or loaded.gate_runs or 100, strict_environment=strict_environment)
+        settings = GateSettings(max_regression=threshold, rounds=rounds or loaded.gate_rounds or 30,
+                                runs=runs or loaded.gate_runs or 200, strict_environment=strict_environment)
         if update_baseline:
             return {"baseline_written": write_baseline(candidate, baseline, loaded, settings)}
         return run_gate(candidate, baseline, loaded, settings)

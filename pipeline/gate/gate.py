@@ -23,8 +23,8 @@ MODEL_SUFFIXES = (".onnx", ".engine", ".plan")
 @dataclass(frozen=True)
 class GateSettings:
     max_regression: float = 0.05  # fraction: 0.05 = the candidate may be up to 5 % slower
-    rounds: int = 20  # alternating baseline/candidate rounds (one paired ratio each)
-    runs: int = 100  # timed runs per model per round (a round's figure is their median)
+    rounds: int = 30  # alternating baseline/candidate rounds (one paired ratio each)
+    runs: int = 200  # timed runs per model per round (a round's figure is their median)
     warmup: int = 20
     max_seconds: float = 0.5  # per model per round; at least 10 runs are always made
     confidence: float = 0.95
