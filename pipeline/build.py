@@ -219,12 +219,15 @@ def measurement_options(target: Target) -> dict:
               "ssh_options": list(target.ssh_options), "workdir": target.remote_workdir} if target.remote else None
     tensorrt = {"max_batch": target.max_batch, "workspace_mb": target.workspace_mb, "dla_core": target.dla_core,
                 "gpu_fallback": target.gpu_fallback} if target.runtime == "tensorrt" else None
+    if target.runtime != "tensorrt":
+        engine_precision = "fp32"
+    elif target.precision in ("int8", "binary"):
+        engine_precision = "fp16"  # blocks and candidates are float models: INT8 engines need Q/DQ in the ONNX
+    else:
+        engine_precision = target.precision
     return {"runtime": "onnxruntime" if source == "proxy" else target.runtime, "source": source,
             "proxy_for": target.runtime if source == "proxy" else None, "host": target.host if target.remote else None,
-            "remote": remote, "tensorrt": tensorrt,
-            # blocks and candidates are float models: INT8 engines need Q/DQ, so they are timed at fp16
-            "precision": "fp16" if target.runtime == "tensorrt" and target.precision in ("int8", "binary")
-            else target.precision if target.runtime == "tensorrt" else "fp32"}
+            "remote": remote, "tensorrt": tensorrt, "precision": engine_precision}
 
 
 def target_latency(target: Target, budget: Budget, rounds: int) -> LatencySettings:

@@ -6,6 +6,7 @@ importing this module costs nothing on machines without it. The engine's stamp (
 version, GPU, compute capability) is checked before loading: a mismatched engine fails with a clear message.
 """
 
+import functools
 from pathlib import Path
 
 import numpy as np
@@ -26,8 +27,10 @@ def import_tensorrt():
     return trt
 
 
+@functools.lru_cache(maxsize=1)
 def tensorrt_available() -> str | None:
-    """Why TensorRT cannot run here (None when it can): not installed, too old, or no CUDA device buffers."""
+    """Why TensorRT cannot run here (None when it can): not installed, too old, or no CUDA device buffers.
+    Asked once per process: a build plans several stages around the answer, and asking opens a CUDA context."""
     try:
         import_tensorrt()
     except MissingDependency as error:
