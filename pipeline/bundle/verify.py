@@ -7,7 +7,6 @@
 A .tar.gz is unpacked (data-only filter) into a temporary folder first.
 """
 
-import hashlib
 import json
 import tarfile
 import tempfile
@@ -52,7 +51,7 @@ def verify_bundle(path: Path) -> dict:
         file = path / name
         if not file.is_file():
             raise PipelineError(f"{name} is listed in the manifest but missing")
-        if file.stat().st_size != entry["bytes"] or _sha256(file) != entry["sha256"]:
+        if file.stat().st_size != entry["bytes"] or sha256_file(file) != entry["sha256"]:
             raise PipelineError(f"{name} was changed: its sha256 is not the one in the manifest")
     checks = [_parity(path, model) for model in manifest["models"]]
     engines = []
@@ -65,10 +64,6 @@ def verify_bundle(path: Path) -> dict:
                             "gpu": stamp.get("gpu_name"), "loaded": False,
                             "note": "hash and stamp checked; loading needs that TensorRT version and GPU"})
     return {"bundle": str(path), "files_checked": len(listed) + 2, "models": checks, "engines": engines, "ok": True}
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _parity(root: Path, model: dict) -> dict:

@@ -125,8 +125,7 @@ def time_remotely(paths: dict[str, Path], settings: LatencySettings, example: np
     from pipeline.remote.ssh import SshHost
 
     remote = settings.remote or {}
-    host = SshHost(settings.host, port=remote.get("port", 22), identity=remote.get("identity"),
-                   options=tuple(remote.get("ssh_options", ())))
+    host = SshHost.from_settings(settings.host, remote)
     spec = {"runtime": settings.runtime, "fallback": ["trtexec", "onnxruntime"] if settings.runtime == "tensorrt" else [],
             "batch": settings.batch, "input_shape": list(example.shape[1:]), "threads": settings.threads,
             "warmup": settings.warmup, "runs": settings.runs, "rounds": rounds, "max_seconds": settings.max_seconds,

@@ -106,8 +106,7 @@ class EngineStage(Stage):
 
         c = self.config
         remote = c.remote or {}
-        host = SshHost(c.host, port=remote.get("port", 22), identity=remote.get("identity"),
-                       options=tuple(remote.get("ssh_options", ())))
+        host = SshHost.from_settings(c.host, remote)
         spec = {"runtime": "tensorrt", "fallback": ["trtexec"], "batch": c.batch, "input_shape": list(c.input_shape),
                 "input_name": onnx_input_name(self.onnx),
                 "warmup": 10, "runs": 50, "rounds": 1, "build": self._builder_options()}

@@ -77,11 +77,10 @@ def measure_pair(baseline: Path, candidate: Path, target, gate: GateSettings) ->
 
     if baseline.suffix == ".onnx" and candidate.suffix == ".onnx":
         base_shape = preprocess_from_onnx(baseline, None).input_shape
-        cand_shape = preprocess_from_onnx(candidate, None).input_shape
-        if tuple(base_shape) != tuple(cand_shape):
-            raise PipelineError(f"the candidate takes input {tuple(cand_shape)}, the baseline {tuple(base_shape)}: "
-                                "they are different models, not a regression to measure")
         preprocess = preprocess_from_onnx(candidate, None)
+        if tuple(base_shape) != tuple(preprocess.input_shape):
+            raise PipelineError(f"the candidate takes input {tuple(preprocess.input_shape)}, the baseline "
+                                f"{tuple(base_shape)}: they are different models, not a regression to measure")
     else:
         raise PipelineError("engines are gated on their device: give the ONNX files (the target's runner builds "
                             "the engines), or run the gate where the engine was built")

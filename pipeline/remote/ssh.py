@@ -18,8 +18,11 @@ class SshHost:
     connect_timeout: int = 15
 
     @classmethod
-    def for_target(cls, target) -> "SshHost":
-        return cls(target.host, port=target.remote_port, identity=target.remote_identity, options=tuple(target.ssh_options))
+    def from_settings(cls, host: str, remote: dict | None) -> "SshHost":
+        """From the `remote` dict that latency settings and engine configs carry (a target's [remote] table)."""
+        remote = remote or {}
+        return cls(host, port=remote.get("port", 22), identity=remote.get("identity"),
+                   options=tuple(remote.get("ssh_options", ())))
 
     def _common(self) -> list[str]:
         args = ["-o", "BatchMode=yes", "-o", f"ConnectTimeout={self.connect_timeout}",
