@@ -23,13 +23,14 @@ from pipeline.models.load import LoadedModel
 from pipeline.preprocess import Preprocess, preprocess_from_onnx
 from pipeline.quantize.int8 import Int8Settings
 from pipeline.quantize.stage import QuantizeConfig, QuantizeStage
+from pipeline.search.stage import SEARCHABLE_PRECISIONS, SearchConfig, SearchStage
 from pipeline.stage import RunFolder
 from pipeline.synthesize.base import resolve_options
 from pipeline.synthesize.stage import SynthesizeConfig, SynthesizeStage
 from pipeline.targets import Target, load_target
 from pipeline.teacher_spec import TeacherSpec
 
-STAGE_ORDER = ("synthesize", "distill", "drop", "export", "quantize", "engine", "bench")
+STAGE_ORDER = ("synthesize", "distill", "drop", "search", "export", "quantize", "engine", "bench")
 DEFAULT_SYNTHESIZER = "auto"  # bn-inversion for teachers with BatchNorm, else dafl
 
 
@@ -57,12 +58,15 @@ class BuildOptions:
     mix_images: str | None = None  # a folder (or fmnist-train) of real images mixed into the transfer set
     mix_per_class: int = 10
     seed: int = 0
+    steps: int | None = None  # bound data-free training by steps instead of the budget's seconds (reproducible)
+    until: str = "bench"  # the last stage the command runs (`pipeline synthesize`: synthesize)
     force: bool = False
     command: str = ""
     # block dropping: which model loses blocks ("teacher": `pipeline drop`, "student": build with a latency flag)
     drop_from: str | None = None
     latency_reduction: float | None = None
     latency_ms: float | None = None
+    drop_blocks: tuple[str, ...] | None = None  # drop exactly these blocks (no latency-driven selection)
     images: str | None = None  # few-shot drop: real images (a folder or fmnist-train) instead of the transfer set
     per_class: int = 50
     drop_iterations: int | None = None
@@ -76,7 +80,9 @@ class BuildOptions:
     max_accuracy_drop: float = 0.5
     binary_iterations: int | None = None
     host: str | None = None  # "user@device": measure latency and build the engine there (overrides the target's)
-    auto_drop: bool = False  # `build`: drop blocks when the target file sets a latency budget
+    auto_drop: bool = False  # `build`: search under the budget when the target file sets one
+    # latency-budget search: "build" (the teacher and the distilled student as bases), "teacher" (`pipeline search`)
+    search: str | None = None
 
 
 @dataclass
@@ -95,9 +101,11 @@ def prepare(options: BuildOptions) -> BuildContext:
     """Resolve and validate everything before any stage runs, so bad input fails in one line, early."""
     target = load_target(options.target).with_host(options.host)
     target.check_precision(precision(options, target))
-    if options.auto_drop and options.drop_from is None and options.quantize_from is None \
+    if options.auto_drop and options.drop_from is None and options.quantize_from is None and options.search is None \
             and (target.latency_budget_ms is not None or target.latency_reduction is not None):
-        options = replace(options, drop_from="student")  # the target's budget is part of what `build` delivers
+        options = replace(options, search="build")  # the target's budget is part of what `build` delivers
+    if options.search is not None:
+        drop_budget(options, target)  # a missing or bad latency budget fails before any stage runs
     budget = get_budget(options.budget)
     teacher_path = resolve_teacher(options.teacher)
     spec = TeacherSpec(options.arch, options.input_shape, options.num_classes, options.trust_checkpoint)
@@ -107,11 +115,9 @@ def prepare(options: BuildOptions) -> BuildContext:
         # the target asks for another resolution than the checkpoint's default: reload (and re-probe) at that size
         spec = replace(spec, input_shape=(teacher.input_shape[0], *target.input_size))
         teacher = spec.load(teacher_path)
-    if options.drop_from == "teacher":
-        from pipeline.drop.blocks import require_blocks
-
-        require_blocks(teacher.model, f"{teacher_path.name} ({teacher.arch or teacher.source_format})")
     if options.drop_from is not None:
+        check_droppable(options, teacher, teacher_path)
+    if options.drop_from is not None and options.drop_blocks is None:
         drop_budget(options, target)  # a missing or bad latency budget fails before any stage runs
     quantize_config(options, target, budget, None, spec)  # bad precision / calibration options fail early
     if options.synthesizer == "auto":
@@ -120,6 +126,23 @@ def prepare(options: BuildOptions) -> BuildContext:
     out = options.out or Path("runs") / f"{teacher_path.stem}-{target.name}{suffix}"
     eval_spec = choose_eval(options.eval, teacher)
     return BuildContext(options, teacher_path, teacher, spec, target, budget, RunFolder(out), eval_spec)
+
+
+def check_droppable(options: BuildOptions, teacher: LoadedModel, teacher_path: Path) -> None:
+    """Before any stage runs: the model that will lose blocks has them, and --drop-blocks names exist in it."""
+    from pipeline.drop.blocks import require_block_names, require_blocks
+    from pipeline.models import create_model
+
+    if options.drop_from == "teacher":
+        model, label = teacher.model, f"{teacher_path.name} ({teacher.arch or teacher.source_format})"
+    else:
+        label = options.student or default_student(teacher.arch, teacher.input_shape)
+        channels, height, _ = teacher.input_shape
+        model = create_model(label, in_channels=channels, num_classes=teacher.num_classes, image_size=height)
+    if options.drop_blocks is not None:
+        require_block_names(model, options.drop_blocks, label)
+    elif options.drop_from == "teacher":
+        require_blocks(model, label)
 
 
 def auto_synthesizer(teacher: LoadedModel) -> str:
@@ -176,14 +199,27 @@ def student_training(options: BuildOptions, budget: Budget) -> StudentTraining:
 
 def synthesis_seconds(options: BuildOptions, target: Target, budget: Budget) -> float:
     """Longer when the transfer set itself is the training data and no distill stage continues the synthesis."""
-    standalone = options.drop_from == "teacher" or (options.quantize_from == "teacher"
-                                                    and precision(options, target) == "binary")
+    standalone = options.drop_from == "teacher" or options.search == "teacher" or (
+        options.quantize_from == "teacher" and precision(options, target) == "binary")
     return budget.standalone_synthesize_seconds if standalone else budget.synthesize_seconds
+
+
+def training_steps(options: BuildOptions, target: Target, budget: Budget) -> tuple[int | None, int | None]:
+    """--steps N: synthesize and distill share N steps in the proportion the budget shares its seconds
+    (`pipeline synthesize`, or a synthesis with no distill after it, takes all N)."""
+    if options.steps is None:
+        return None, None
+    seconds = synthesis_seconds(options, target, budget)
+    if seconds != budget.synthesize_seconds or options.until == "synthesize":
+        return options.steps, None
+    synthesize = max(1, round(options.steps * seconds / (seconds + budget.distill_seconds)))
+    return synthesize, max(1, options.steps - synthesize)
 
 
 def synthesize_stage(ctx: BuildContext) -> SynthesizeStage:
     return SynthesizeStage(ctx.teacher_path, SynthesizeConfig(
         seconds=synthesis_seconds(ctx.options, ctx.target, ctx.budget), method=ctx.options.synthesizer,
+        steps=training_steps(ctx.options, ctx.target, ctx.budget)[0],
         options=synthesizer_options(ctx.options, ctx.budget), seed=ctx.options.seed, device=ctx.options.device,
         mix=mix_options(ctx.options, ctx.budget), teacher=ctx.spec))
 
@@ -193,6 +229,7 @@ def distill_stage(ctx: BuildContext) -> DistillStage:
     return DistillStage(
         ctx.teacher_path, ctx.run.artifact("synthesize", "transfer_set"), ctx.run.artifact("synthesize", "synthesizer"),
         DistillConfig(student=student, seconds=ctx.budget.distill_seconds, seed=ctx.options.seed,
+                      steps=training_steps(ctx.options, ctx.target, ctx.budget)[1],
                       training=student_training(ctx.options, ctx.budget), eval=ctx.eval,
                       eval_every_s=ctx.budget.curve_every_s, device=ctx.options.device,
                       mix=mix_options(ctx.options, ctx.budget), teacher=ctx.spec))
@@ -241,8 +278,10 @@ def target_latency(target: Target, budget: Budget, rounds: int) -> LatencySettin
 
 def drop_stage(ctx: BuildContext) -> DropStage:
     options, budget, target = ctx.options, ctx.budget, ctx.target
-    latency_budget = drop_budget(options, target)
-    reduction, latency_ms = latency_budget.reduction, latency_budget.ms
+    reduction = latency_ms = None
+    if options.drop_blocks is None:
+        latency_budget = drop_budget(options, target)
+        reduction, latency_ms = latency_budget.reduction, latency_budget.ms
     latency = target_latency(target, budget, budget.drop_latency_rounds)
     recovery = RecoverySettings(**{k: v for k, v in (("iterations", options.drop_iterations or budget.drop_iterations),
                                                      ("lr", options.drop_lr)) if v is not None})
@@ -255,7 +294,7 @@ def drop_stage(ctx: BuildContext) -> DropStage:
         target=target.name, latency=latency, reduction=reduction, latency_ms=latency_ms,
         recoverability=RecoverabilitySettings(steps=budget.drop_adapter_steps), recovery=recovery,
         images=options.images, per_class=options.per_class, seed=options.seed, device=options.device,
-        model=ctx.spec if from_teacher else TeacherSpec()), cache_dir=ctx.run.root / "cache")
+        blocks=options.drop_blocks, model=ctx.spec if from_teacher else TeacherSpec()), cache_dir=ctx.run.root / "cache")
 
 
 def drop_budget(options: BuildOptions, target: Target) -> LatencyBudget:
@@ -277,11 +316,35 @@ def drop_budget(options: BuildOptions, target: Target) -> LatencyBudget:
 
 def handed_on_checkpoint(options: BuildOptions, run: RunFolder) -> Path | None:
     """The PyTorch model the later stages work on; None when it is the teacher itself (`pipeline quantize`)."""
+    if options.search:
+        return run.artifact("search", "model")
     if options.drop_from:
         return run.artifact("drop", "model")
     if options.quantize_from == "teacher":
         return None
     return run.artifact("distill", "student")
+
+
+def search_stage(ctx: BuildContext) -> SearchStage:
+    options, budget, target = ctx.options, ctx.budget, ctx.target
+    latency_budget = drop_budget(options, target)
+    allowed = (options.precision,) if options.precision else target.allowed_precisions
+    precisions = tuple(p for p in allowed if p in SEARCHABLE_PRECISIONS)
+    if not precisions:
+        raise PipelineError(f"the budget search covers {', '.join(SEARCHABLE_PRECISIONS)}; {target.name} allows only "
+                            f"{', '.join(allowed)}")
+    student = ctx.run.artifact("distill", "student") if options.search == "build" else None
+    recovery = RecoverySettings(**{k: v for k, v in (("iterations", options.drop_iterations or budget.drop_iterations),
+                                                     ("lr", options.drop_lr)) if v is not None})
+    return SearchStage(ctx.teacher_path, student, ctx.run.artifact("distill" if student else "synthesize", "transfer_set"),
+                       SearchConfig(target=target.name, latency=target_latency(target, budget, budget.drop_latency_rounds),
+                                    reduction=latency_budget.reduction, latency_ms=latency_budget.ms, precisions=precisions,
+                                    recoverability=RecoverabilitySettings(steps=budget.drop_adapter_steps),
+                                    recovery=recovery, calib_images=options.calib_images,
+                                    speedup_rounds=budget.quantize_latency_rounds, eval=ctx.eval,
+                                    eval_limit=budget.eval_limit, seed=options.seed, device=options.device,
+                                    teacher=ctx.spec),
+                       cache_dir=ctx.run.root / "cache")
 
 
 def export_stage(ctx: BuildContext) -> ExportStage:
@@ -328,6 +391,9 @@ def quantize_stage(ctx: BuildContext) -> QuantizeStage:
         # after distill its larger, later pool; `pipeline drop` / `pipeline quantize` have synthesize's
         source = "distill" if "distill" in stages_to_run(options, "quantize", ctx.target) else "synthesize"
         transfer_set = ctx.run.artifact(source, "transfer_set")
+    search = ctx.run.entry("search") if options.search else None
+    if search and search["metrics"].get("int8_format"):
+        config = replace(config, int8_format=search["metrics"]["int8_format"])
     return QuantizeStage(ctx.run.artifact("export", "teacher" if handed_on is None else "student"),
                          handed_on or ctx.teacher_path, transfer_set, config)
 
@@ -362,7 +428,7 @@ def bench_stage(ctx: BuildContext) -> BenchStage:
     return BenchStage(models, config)
 
 
-STAGE_FACTORIES = {"synthesize": synthesize_stage, "distill": distill_stage, "drop": drop_stage,
+STAGE_FACTORIES = {"synthesize": synthesize_stage, "distill": distill_stage, "drop": drop_stage, "search": search_stage,
                    "export": export_stage, "quantize": quantize_stage, "engine": engine_stage, "bench": bench_stage}
 
 
@@ -372,6 +438,10 @@ def stages_to_run(options: BuildOptions, until: str, target: Target) -> list[str
     `pipeline quantize` skips distill and drop (and synthesize when it calibrates on real images)."""
     wanted = list(STAGE_ORDER[:STAGE_ORDER.index(until) + 1])
     skip = set()
+    if options.search is None:
+        skip.add("search")
+    elif options.search == "teacher":
+        skip.add("distill")
     if options.drop_from is None:
         skip.add("drop")
     elif options.drop_from == "teacher":
@@ -402,7 +472,7 @@ def run_build(options: BuildOptions, *, until: str = "bench") -> dict:
     if until not in STAGE_ORDER:
         raise PipelineError(f"unknown stage {until!r}")
     distributed.init(distributed.local_device(options.device))
-    ctx = prepare(options)
+    ctx = prepare(replace(options, until=until))
     with ctx.run.lock() if distributed.is_main() else nullcontext():  # torchrun's other ranks share rank 0's folder
         ctx.run.reload()  # what a process that held the folder before us wrote
         ctx.run.set_run_info(
@@ -410,13 +480,18 @@ def run_build(options: BuildOptions, *, until: str = "bench") -> dict:
             teacher_format=ctx.teacher.source_format, target=ctx.target.to_dict(), budget=ctx.budget.to_dict(),
             preprocess=ctx.teacher.preprocess.to_dict(), num_classes=ctx.teacher.num_classes, eval=ctx.eval,
             world_size=distributed.world_size())
-        for name in stages_to_run(ctx.options, until, ctx.target):
+        for name in STAGE_ORDER:
+            # asked again each time: the search decides the precision, and with it whether quantize runs
+            if name not in stages_to_run(ctx.options, until, ctx.target):
+                continue
             if name not in DATA_PARALLEL_STAGES and distributed.active():
                 main = distributed.is_main()
                 distributed.finish()
                 if not main:
                     break
-            ctx.run.run(STAGE_FACTORIES[name](ctx), force=options.force)
+            entry = ctx.run.run(STAGE_FACTORIES[name](ctx), force=options.force)
+            if name == "search":
+                ctx.options = replace(ctx.options, precision=entry["metrics"]["precision"])
         distributed.finish()
         return summarize(ctx.run)
 
@@ -445,10 +520,12 @@ def summarize(run: RunFolder) -> dict:
                    latency_cv=latency.get("cv"))
         rows.append(row)
     summary_drop = stages.get("drop", {}).get("metrics")
-    if summary_drop:
+    search = stages.get("search", {}).get("metrics")
+    dropped = summary_drop["dropped_blocks"] if summary_drop else search["chosen"]["dropped"] if search else None
+    if dropped is not None:
         for row in rows:
             if row["model"] == "student":
-                row["dropped_blocks"] = summary_drop["dropped_blocks"]
+                row["dropped_blocks"] = dropped
     return {"run_folder": str(run.root), "manifest": str(run.manifest_path), "rows": rows,
             "latency_source": next((e.get("latency_source") for e in bench.values()), None), "notes": run_notes(run),
             "stages": {name: {"wall_s": entry.get("wall_s")} for name, entry in stages.items()}}
@@ -458,9 +535,12 @@ def run_notes(run: RunFolder) -> list[str]:
     """What the table does not say: where latency was measured, and whether an engine exists."""
     stages = run.manifest["stages"]
     notes = []
+    search = stages.get("search", {}).get("metrics")
+    if search:
+        notes.append(f"budget search: {search['explanation']} Front: {run.root / 'search' / 'pareto.png'}")
     bench = stages.get("bench", {}).get("metrics", {})
     first = next(iter(bench.values()), {})
-    drop = stages.get("drop", {}).get("metrics", {})
+    drop = stages.get("drop", {}).get("metrics") or stages.get("search", {}).get("metrics") or {}
     sources = {first.get("latency_source"), drop.get("latency_source")} - {None}
     if "proxy" in sources:
         target = run.manifest.get("target", {}).get("name")

@@ -42,6 +42,12 @@ HOST = typer.Option(None, "--host", help="user@device: measure latency (and buil
 DEBUG = typer.Option(False, "--debug", help="Show full tracebacks.")
 QUIET = typer.Option(False, "--quiet", "-q", help="No progress bars or status lines.")
 SEED = typer.Option(0, "--seed", help="Random seed.")
+STEPS = typer.Option(None, "--steps", min=1, help="Bound data-free training by steps instead of the budget's seconds "
+                     "(split between synthesize and distill as the budget splits its time). Reproducible: the same "
+                     "seed gives bit-identical weights on the same machine, even across an interrupted and resumed run.")
+DROP_BLOCKS = typer.Option(None, "--drop-blocks", help="Drop exactly these residual blocks (comma-separated, e.g. "
+                           "layer1.2,layer3.1) instead of choosing them by measured latency; the names are in the "
+                           "block latency table (<out>/drop/latency_table.json).")
 
 
 def _run(debug: bool, quiet: bool, action: Callable[[], object], *, out_hint: str | None = None) -> object:
@@ -59,12 +65,31 @@ def _run(debug: bool, quiet: bool, action: Callable[[], object], *, out_hint: st
         where = f" in {out_hint}" if out_hint else ""
         print(f"interrupted: finished stages are kept{where}; run the same command again to resume", file=sys.stderr)
         raise typer.Exit(130)
+    except OSError as error:
+        if debug:
+            traceback.print_exc()
+        print(f"error: {os_error_message(error, out_hint)}", file=sys.stderr)
+        raise typer.Exit(1)
     except Exception as error:  # a bug or an environment problem: still one line unless --debug
         if debug:
             traceback.print_exc()
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
         print(f"error: unexpected {type(error).__name__}: {first_line} (run with --debug for the traceback)", file=sys.stderr)
         raise typer.Exit(1)
+
+
+def os_error_message(error: OSError, out_hint: str | None) -> str:
+    """Disk full, file-size limit, read-only or forbidden folder: say which file, and that nothing finished is lost."""
+    import errno
+
+    where = f" writing {error.filename}" if error.filename else ""
+    kept = f"; finished stages in {out_hint} are kept and" if out_hint else ";"
+    advice = {errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quota exceeded",
+              errno.EFBIG: "file too large for this file system or the process's file-size limit",
+              errno.EROFS: "read-only file system", errno.EACCES: "permission denied"}.get(error.errno)
+    if advice is None:
+        return f"{error.strerror or error}{where}"
+    return f"{advice}{where}{kept} the unfinished stage left nothing in place: fix it and run the same command again"
 
 
 def _input_shape(text: Optional[str]):
@@ -112,6 +137,12 @@ def _parse_synth_options(pairs: Optional[list[str]]) -> dict:
     return parsed
 
 
+def _block_names(text: Optional[str]) -> Optional[tuple[str, ...]]:
+    if text is None:
+        return None
+    return tuple(name.strip() for name in text.split(",") if name.strip())
+
+
 def _literal(text: str):
     lowered = text.lower()
     if lowered in ("true", "false"):
@@ -124,12 +155,14 @@ def _literal(text: str):
     return text
 
 
-def _build(stage: str, *, out, debug, quiet, as_json, input_shape=None, synth_option=None, **options) -> None:
+def _build(stage: str, *, out, debug, quiet, as_json, input_shape=None, synth_option=None, drop_blocks=None,
+           **options) -> None:
     def action():
         from pipeline.build import BuildOptions, run_build
 
         build_options = BuildOptions(out=out, input_shape=_input_shape(input_shape),
                                      synth_options=_parse_synth_options(synth_option),
+                                     drop_blocks=_block_names(drop_blocks),
                                      command=" ".join(["pipeline", *map(shlex.quote, sys.argv[1:])]), **options)
         return run_build(build_options, until=stage)
 
@@ -202,7 +235,8 @@ def build(teacher: Optional[str] = TEACHER, arch: Optional[str] = ARCH, target: 
           augment: Optional[bool] = AUGMENT, latency_reduction: Optional[float] = LATENCY_REDUCTION,
           latency_ms: Optional[float] = LATENCY_MS, precision: Optional[str] = PRECISION, calib: str = CALIB,
           calib_method: str = CALIB_METHOD, max_accuracy_drop: float = MAX_ACCURACY_DROP,
-          host: Optional[str] = HOST, seed: int = SEED,
+          host: Optional[str] = HOST, seed: int = SEED, steps: Optional[int] = STEPS,
+          drop_blocks: Optional[str] = DROP_BLOCKS,
           force: bool = typer.Option(False, "--force", help="Re-run every stage even if up to date."),
           json_output: bool = JSON, debug: bool = DEBUG, quiet: bool = QUIET):
     """Run every stage: synthesize -> distill -> [drop] -> export -> [quantize] -> [engine] -> bench, into one run folder.
@@ -221,9 +255,40 @@ def build(teacher: Optional[str] = TEACHER, arch: Optional[str] = ARCH, target: 
     Data-parallel: `torchrun --nproc-per-node 2 -m pipeline build ...` (gloo on CPU, NCCL on GPUs).
     """
     values = _command_options(locals())
-    if latency_reduction is not None or latency_ms is not None:
-        values["drop_from"] = "student"
+    if drop_blocks is not None:
+        values["drop_from"] = "student"  # the blocks are named: no search
+    elif latency_reduction is not None or latency_ms is not None:
+        values["search"] = "build"
     _build("bench", **values, auto_drop=True)
+
+
+@app.command()
+def search(teacher: Optional[str] = TEACHER, arch: Optional[str] = ARCH, target: str = TARGET, budget: str = BUDGET,
+           out: Optional[Path] = OUT, trust_checkpoint: bool = TRUST, input_shape: Optional[str] = INPUT_SHAPE,
+           num_classes: Optional[int] = NUM_CLASSES, eval: Optional[str] = EVAL,
+           latency_reduction: Optional[float] = LATENCY_REDUCTION, latency_ms: Optional[float] = LATENCY_MS,
+           precision: Optional[str] = typer.Option(None, "--precision", help="Search only this precision (default: "
+                                                   "every precision the target allows, of fp32, fp16, int8)."),
+           drop_iterations: Optional[int] = DROP_ITERATIONS, drop_lr: Optional[float] = DROP_LR,
+           calib_images: int = CALIB_IMAGES, synthesizer: str = SYNTHESIZER, synth_preset: Optional[str] = SYNTH_PRESET,
+           synth_option: Optional[list[str]] = SYNTH_OPTION, device: str = DEVICE, host: Optional[str] = HOST,
+           seed: int = SEED, steps: Optional[int] = STEPS,
+           force: bool = typer.Option(False, "--force", help="Re-run every stage even if up to date."),
+           json_output: bool = JSON, debug: bool = DEBUG, quiet: bool = QUIET):
+    """The most accurate model from the teacher that meets a latency budget, found by measuring.
+
+    Searches blocks dropped (prefixes of the PRACTISE order) x precision (fp32/fp16/int8, as the target allows).
+    Cheap first: the block latency table, the drop order and each precision's speed-up are measured once and
+    predict every candidate's latency; only those next to the budget line are fine-tuned, quantised and timed
+    (interleaved with the teacher, on the target's runner). Accuracy is estimated without labels on held-back
+    synthetic images; --eval only reports real accuracy beside it. Everything measured is cached in <out>/cache/,
+    so searching the same --out with another budget reuses it. Writes <out>/search/pareto.csv, pareto.png and
+    choice.md (why this point), then exports, quantises and benchmarks the choice as `build` does.
+    `pipeline build --latency-ms X` runs the same search with the distilled student as a second base.
+
+    Example: pipeline search --latency-reduction 0.3 --out runs/r20-search
+    """
+    _build("bench", **_command_options(locals()), search="teacher")
 
 
 @app.command()
@@ -234,7 +299,7 @@ def drop(teacher: Optional[str] = TEACHER, arch: Optional[str] = ARCH, target: s
          images: Optional[str] = IMAGES, per_class: int = PER_CLASS, drop_iterations: Optional[int] = DROP_ITERATIONS,
          drop_lr: Optional[float] = DROP_LR, synthesizer: str = SYNTHESIZER, synth_preset: Optional[str] = SYNTH_PRESET,
          synth_option: Optional[list[str]] = SYNTH_OPTION, device: str = DEVICE, host: Optional[str] = HOST,
-         seed: int = SEED, force: bool = typer.Option(False, "--force", help="Re-run every stage even if up to date."),
+         seed: int = SEED, steps: Optional[int] = STEPS, drop_blocks: Optional[str] = DROP_BLOCKS, force: bool = typer.Option(False, "--force", help="Re-run every stage even if up to date."),
          json_output: bool = JSON, debug: bool = DEBUG, quiet: bool = QUIET):
     """Drop whole residual blocks from the teacher where they cost the most latency on the target (PRACTISE).
 
@@ -257,7 +322,7 @@ def quantize(teacher: Optional[str] = TEACHER, arch: Optional[str] = ARCH, targe
              calib_images: int = CALIB_IMAGES, max_accuracy_drop: float = MAX_ACCURACY_DROP,
              binary_iterations: Optional[int] = BINARY_ITERATIONS, synthesizer: str = SYNTHESIZER,
              synth_preset: Optional[str] = SYNTH_PRESET, synth_option: Optional[list[str]] = SYNTH_OPTION,
-             device: str = DEVICE, host: Optional[str] = HOST, seed: int = SEED,
+             device: str = DEVICE, host: Optional[str] = HOST, seed: int = SEED, steps: Optional[int] = STEPS,
              force: bool = typer.Option(False, "--force", help="Re-run every stage even if up to date."),
              json_output: bool = JSON, debug: bool = DEBUG, quiet: bool = QUIET):
     """Quantise the teacher for the target, data-free: INT8, FP16 or binary weights, verified against fp32.
@@ -282,7 +347,7 @@ def synthesize(teacher: Optional[str] = TEACHER, arch: Optional[str] = ARCH, tar
                num_classes: Optional[int] = NUM_CLASSES, synthesizer: str = SYNTHESIZER,
                synth_preset: Optional[str] = SYNTH_PRESET, synth_option: Optional[list[str]] = SYNTH_OPTION,
                device: str = DEVICE, mix_images: Optional[str] = MIX_IMAGES, mix_per_class: int = MIX_PER_CLASS,
-               seed: int = SEED,
+               seed: int = SEED, steps: Optional[int] = STEPS,
                force: bool = typer.Option(False, "--force", help="Re-run even if up to date."),
                json_output: bool = JSON, debug: bool = DEBUG, quiet: bool = QUIET):
     """Make a transfer set from the frozen teacher: <out>/synthesize/transfer_set.pt (uint8 images + teacher
@@ -298,7 +363,7 @@ def distill(teacher: Optional[str] = TEACHER, arch: Optional[str] = ARCH, target
             synth_option: Optional[list[str]] = SYNTH_OPTION, device: str = DEVICE,
             mix_images: Optional[str] = MIX_IMAGES, mix_per_class: int = MIX_PER_CLASS, temperature: Optional[float] = TEMPERATURE, ema: Optional[float] = EMA,
             feature_weight: Optional[float] = FEATURE_WEIGHT, kd_steps: Optional[int] = KD_STEPS,
-            augment: Optional[bool] = AUGMENT, seed: int = SEED,
+            augment: Optional[bool] = AUGMENT, seed: int = SEED, steps: Optional[int] = STEPS,
             force: bool = typer.Option(False, "--force", help="Re-run even if up to date."),
             json_output: bool = JSON, debug: bool = DEBUG, quiet: bool = QUIET):
     """Distil the student on the transfer set while the synthesizer keeps producing (runs `synthesize` first

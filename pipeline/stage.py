@@ -20,7 +20,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from pipeline import __version__
+from pipeline import __version__, failpoints
 from pipeline.errors import PipelineError
 from pipeline.fileio import (
     atomic_write_json,
@@ -31,6 +31,13 @@ from pipeline.fileio import (
 from pipeline.progress import log
 
 MANIFEST_FORMAT = "edge-pipeline/run-v1"
+# field metadata: leave the field out of the cache key while it has its default value, so that adding an
+# option does not make every existing run folder redo its stages
+OPTIONAL_IN_KEY = "optional_in_key"
+
+
+def optional_field(default=None):
+    return field(default=default, metadata={OPTIONAL_IN_KEY: True})
 
 
 @dataclass
@@ -55,7 +62,13 @@ class Stage(ABC):
         """Do the work, writing artifacts into `workdir`; may resume from files already there."""
 
     def config_dict(self) -> dict:
-        return dataclasses.asdict(self.config) if dataclasses.is_dataclass(self.config) else dict(self.config)
+        if not dataclasses.is_dataclass(self.config):
+            return dict(self.config)
+        config = dataclasses.asdict(self.config)
+        for spec in dataclasses.fields(self.config):  # an option added later, left at its default, keeps old keys
+            if spec.metadata.get(OPTIONAL_IN_KEY) and config[spec.name] == spec.default:
+                del config[spec.name]
+        return config
 
 
 def library_versions() -> dict[str, str]:
@@ -112,8 +125,13 @@ class RunFolder:
             manifest = json.loads(self.manifest_path.read_text())
         except ValueError as error:
             raise PipelineError(f"{self.manifest_path} is not valid JSON ({error}); delete the run folder or pick another --out") from None
-        if manifest.get("format") != MANIFEST_FORMAT:
-            raise PipelineError(f"{self.root} is not an edge-pipeline run folder (manifest format {manifest.get('format')!r})")
+        if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
+            found = manifest.get("format") if isinstance(manifest, dict) else type(manifest).__name__
+            raise PipelineError(f"{self.root} is not an edge-pipeline run folder (manifest format {found!r})")
+        problem = manifest_problem(manifest)
+        if problem:
+            raise PipelineError(f"{self.manifest_path} was edited by hand or damaged: {problem}; restore it, or delete "
+                                "the run folder (or give another --out) to start again")
         return manifest
 
     def save_manifest(self) -> None:
@@ -135,13 +153,22 @@ class RunFolder:
             raise PipelineError(f"stage {stage_name!r} has not finished in {self.root}; run it first")
         return self.root / entry["artifacts"][artifact_name]["path"]
 
-    def _is_current(self, entry: dict | None, key: str) -> bool:
+    def changed_artifacts(self, name: str) -> list[str]:
+        """The finished stage's files that are missing or differ from the hashes recorded when it wrote them."""
+        entry = self.entry(name) or {}
+        return [artifact["path"] for artifact in entry.get("artifacts", {}).values()
+                if not (self.root / artifact["path"]).is_file()
+                or sha256_file(self.root / artifact["path"]) != artifact["sha256"]]
+
+    def _is_current(self, name: str, key: str) -> bool:
+        entry = self.entry(name)
         if not entry or entry.get("status") != "done" or entry.get("key") != key:
             return False
-        for artifact in entry["artifacts"].values():
-            path = self.root / artifact["path"]
-            if not path.exists() or sha256_file(path) != artifact["sha256"]:
-                return False
+        changed = self.changed_artifacts(name)
+        if changed:
+            log(f"[yellow]{name}: {', '.join(changed)} changed or went missing since the stage wrote it "
+                f"(edited by hand?); running {name} again[/yellow]")
+            return False
         return True
 
     def run(self, stage: Stage, *, force: bool = False) -> dict:
@@ -155,11 +182,12 @@ class RunFolder:
         from pipeline import distributed
 
         # under torchrun, rank 0 decides; the other ranks work in a private sub-folder that is discarded
-        if distributed.broadcast_object(not force and self._is_current(self.entry(stage.name), key)):
+        if distributed.broadcast_object(not force and self._is_current(stage.name, key)):
             log(f"[dim]{stage.name}: up to date, skipped[/dim]")
             return self.entry(stage.name)
 
         workdir = self._prepare_workdir(stage.name, key, fresh=force) if distributed.is_main() else None
+        failpoints.hit(f"{stage.name}:started")
         distributed.barrier()
         if not distributed.is_main():
             workdir = self.root / f".partial-{stage.name}" / f"rank-{distributed.rank()}"
@@ -178,9 +206,11 @@ class RunFolder:
         for name, filename in output.artifacts.items():
             if not (workdir / filename).is_file():
                 raise RuntimeError(f"stage {stage.name} promised artifact {name} ({filename}) but did not write it")
+        failpoints.hit(f"{stage.name}:written")  # everything written, nothing published yet
 
         final_dir = self.root / stage.name
         self._swap_into_place(workdir, final_dir)
+        failpoints.hit(f"{stage.name}:swapped")  # the folder is in place, the manifest does not know it yet
         artifacts = {
             name: {"path": f"{stage.name}/{filename}", "sha256": sha256_file(final_dir / filename),
                    "bytes": (final_dir / filename).stat().st_size}
@@ -213,6 +243,8 @@ class RunFolder:
             shutil.rmtree(workdir)
         if workdir.exists():
             log(f"{name}: resuming an interrupted attempt")
+            for leftover in workdir.rglob(".*.tmp"):  # an atomic write that was cut off: never renamed, never used
+                leftover.unlink()
         workdir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(key_file, key)
         return workdir
@@ -224,9 +256,28 @@ class RunFolder:
             shutil.rmtree(old)
         if final_dir.exists():
             final_dir.rename(old)
+            failpoints.hit(f"{final_dir.name}:half-swapped")  # neither the old nor the new folder is in place
         workdir.rename(final_dir)
         if old.exists():
             shutil.rmtree(old)
+
+
+def manifest_problem(manifest: dict) -> str | None:
+    """What makes a manifest unusable (wrong types, artifact paths outside the run folder), or None."""
+    stages = manifest.get("stages")
+    if not isinstance(stages, dict):
+        return "'stages' is not a table of stages"
+    for name, entry in stages.items():
+        if not isinstance(entry, dict) or not isinstance(entry.get("artifacts", {}), dict):
+            return f"the entry of stage {name!r} is not a table with 'artifacts'"
+        for artifact_name, artifact in entry.get("artifacts", {}).items():
+            if not isinstance(artifact, dict) or not isinstance(artifact.get("path"), str) \
+                    or not isinstance(artifact.get("sha256"), str):
+                return f"artifact {artifact_name!r} of stage {name!r} lacks a path or a sha256"
+            path = Path(artifact["path"])
+            if path.is_absolute() or ".." in path.parts:
+                return f"artifact {artifact_name!r} of stage {name!r} points outside the run folder ({artifact['path']})"
+    return None
 
 
 def _now() -> str:

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from pipeline import failpoints
 from pipeline.fileio import atomic_torch_save
 
 RESUME_FILE = "resume.pt"
@@ -26,11 +27,14 @@ def seed_everything(seed: int) -> torch.Generator:
 
 class ResumableLoop:
     """Tracks budget time across interruptions: the elapsed time and all states are checkpointed
-    into the stage's work folder every RESUME_EVERY_S seconds and restored on the next attempt."""
+    into the stage's work folder every RESUME_EVERY_S seconds and restored on the next attempt.
+    With `steps` the loop is bounded by steps instead of wall time (`--steps`): the same seed then gives
+    bit-identical weights on the same machine, interrupted and resumed or not."""
 
-    def __init__(self, workdir: Path, seconds: float, states: dict):
+    def __init__(self, workdir: Path, seconds: float, states: dict, steps: int | None = None):
         self.path = Path(workdir) / RESUME_FILE
         self.seconds = seconds
+        self.steps = steps
         self.states = states  # name -> object with state_dict()/load_state_dict()
         self.step = 0
         self._elapsed_before = 0.0
@@ -63,6 +67,8 @@ class ResumableLoop:
     @property
     def fraction_done(self) -> float:
         """From the clock reading of the last running() check (rank 0's under torchrun, so LR schedules agree)."""
+        if self.steps is not None:
+            return min(1.0, self.step / self.steps) if self.steps > 0 else 1.0
         elapsed = self._agreed_elapsed if self._agreed_elapsed is not None else self.elapsed
         return min(1.0, elapsed / self.seconds) if self.seconds > 0 else 1.0
 
@@ -70,11 +76,15 @@ class ResumableLoop:
         """Rank 0's clock decides under torchrun, so every rank takes the same number of steps."""
         from pipeline import distributed
 
+        if self.steps is not None:
+            return self.step < self.steps
         self._agreed_elapsed = float(distributed.broadcast_object(self.elapsed))
         return self._agreed_elapsed < self.seconds
 
     def end_step(self) -> None:
         self.step += 1
+        # "<stage>:step-N": killed after step N's work, before its checkpoint (that step is redone on resume)
+        failpoints.hit(f"{self.path.parent.name.removeprefix('.partial-')}:step-{self.step}")
         if time.monotonic() - self._last_save >= RESUME_EVERY_S:
             self.save()
 

@@ -91,21 +91,6 @@ def test_ctrl_c_keeps_finished_stages_and_rerun_resumes(tmp_path):
     assert list(manifest["stages"]) == ["synthesize", "distill", "export", "bench"]
 
 
-def test_killed_training_resumes_from_its_checkpoint(tmp_path):
-    run = tmp_path / "run"
-    env = {"PIPELINE_RESUME_EVERY_S": "1"}
-    process = _start_build(run, env)
-    _wait_for(lambda: (run / ".partial-distill" / "resume.pt").exists())
-    process.kill()  # SIGKILL: no cleanup code runs
-    process.communicate(timeout=30)
-    result = run_cli("build", "--teacher", "embedded:lenet5-fmnist", "--budget", "smoke", "--out", str(run),
-                     "--eval", "none", env=env)
-    assert result.returncode == 0, result.stderr
-    assert "distill: resuming an interrupted attempt" in result.stderr
-    distill = _manifest(run)["stages"]["distill"]
-    assert distill["metrics"]["resumed"] is True and distill["metrics"]["steps"] > 0
-
-
 def test_headline_usage_with_a_plain_torchvision_state_dict(tmp_path):
     """`pipeline build --teacher r34.pt` with nothing but torch.save(model.state_dict()): no --arch needed.
     (A ResNet-18 at 64 px keeps the smoke run short; test_load covers ResNet-34 identification.)"""
@@ -115,7 +100,7 @@ def test_headline_usage_with_a_plain_torchvision_state_dict(tmp_path):
     teacher = tmp_path / "r18.pt"
     torch.save(torchvision.models.resnet18(num_classes=10).state_dict(), teacher)
     run = tmp_path / "run"
-    result = run_cli("build", "--teacher", str(teacher), "--budget", "smoke", "--input-shape", "3,64,64",
+    result = run_cli("build", "--teacher", str(teacher), "--budget", "smoke", "--steps", "4", "--input-shape", "3,64,64",
                      "--out", str(run), "--json")
     assert result.returncode == 0, result.stderr
     rows = {row["model"]: row for row in json.loads(result.stdout)["rows"]}

@@ -30,8 +30,8 @@ def _manifest(run: Path) -> dict:
 ])
 def test_every_synthesizer_runs_through_distill(method, extra, tmp_path):
     run = tmp_path / "run"
-    result = run_cli("distill", "--teacher", "embedded:lenet5-fmnist", "--budget", "smoke", "--out", str(run),
-                     "--synthesizer", method, *extra, "--eval", "fmnist", "--quiet")
+    result = run_cli("distill", "--teacher", "embedded:lenet5-fmnist", "--budget", "smoke", "--steps", "12",
+                     "--out", str(run), "--synthesizer", method, *extra, "--eval", "fmnist", "--quiet")
     assert result.returncode == 0, result.stderr
     stages = _manifest(run)["stages"]
     assert stages["synthesize"]["metrics"]["method"] == method
@@ -87,8 +87,8 @@ def test_imagenet_shaped_resnet34_teacher_goes_through_the_same_path(tmp_path):
     teacher = tmp_path / "r34.pt"
     torch.save(torchvision.models.resnet34(num_classes=1000).state_dict(), teacher)
     run = tmp_path / "run"
-    result = run_cli("distill", "--teacher", str(teacher), "--budget", "smoke", "--out", str(run), "--eval", "none",
-                     "--synth-option", "batch_size=4", "--kd-steps", "1", "--quiet", timeout=900)
+    result = run_cli("distill", "--teacher", str(teacher), "--budget", "smoke", "--steps", "3", "--out", str(run),
+                     "--eval", "none", "--synth-option", "batch_size=4", "--kd-steps", "1", "--quiet", timeout=900)
     assert result.returncode == 0, result.stderr
     stages = _manifest(run)["stages"]
     distill = stages["distill"]["metrics"]

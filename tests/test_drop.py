@@ -270,15 +270,19 @@ def test_build_plans_the_drop_stage_only_when_asked():
 
 
 @pytest.mark.slow
-def test_build_with_a_latency_budget_drops_blocks_from_the_distilled_student(tmp_path):
+def test_build_with_a_latency_budget_searches_the_teacher_and_the_distilled_student(tmp_path):
+    """`build --latency-reduction` runs the budget search with two bases: the teacher and the distilled student
+    (fp32 only here, to keep the test short; tests/test_search.py covers precisions)."""
     run = tmp_path / "run"
-    result = run_cli("build", "--budget", "smoke", "--latency-reduction", "0.15", "--student", "resnet8",
-                     "--out", str(run), "--json", "--eval", "none")  # a 3-block student keeps the test short
+    result = run_cli("build", "--budget", "smoke", "--steps", "10", "--latency-reduction", "0.15", "--student", "resnet8",
+                     "--precision", "fp32", "--out", str(run), "--json", "--eval", "none")
     assert result.returncode == 0, result.stderr
     manifest = json.loads((run / "manifest.json").read_text())
-    assert list(manifest["stages"]) == ["synthesize", "distill", "drop", "export", "bench"]
-    drop = manifest["stages"]["drop"]["metrics"]
-    assert drop["arch"] == "resnet8" and drop["dropped_blocks"]
-    assert manifest["stages"]["drop"]["inputs"]["model"]["path"].endswith("distill/student.pt")
+    assert list(manifest["stages"]) == ["synthesize", "distill", "search", "export", "bench"]
+    search = json.loads((run / "search" / "search.json").read_text())
+    assert set(search["bases"]) == {"teacher", "student"} and search["bases"]["student"]["arch"] == "resnet8"
+    assert {r["base"] for r in search["candidates"].values()} == {"teacher", "student"}
+    assert manifest["stages"]["search"]["inputs"]["student"]["path"].endswith("distill/student.pt")
     rows = {row["model"]: row for row in json.loads(result.stdout)["rows"]}
-    assert rows["student"]["dropped_blocks"] == drop["dropped_blocks"]
+    assert rows["student"]["dropped_blocks"] == search["chosen"]["dropped"]
+    assert any("budget search: Chosen:" in note for note in json.loads(result.stdout)["notes"])

@@ -98,6 +98,11 @@ def make_bundle(run_root: Path, out: Path | None = None) -> dict:
     if run is None:
         raise PipelineError(f"{run_root} is not a run folder (no manifest.json)")
     manifest = run.manifest
+    changed = [path for stage in manifest["stages"] for path in run.changed_artifacts(stage)]
+    if changed:
+        raise PipelineError(f"{', '.join(changed)} in {run_root} changed since the pipeline wrote it (edited by hand?): "
+                            "the bundle would not match the recorded accuracy and latency; run the same build again "
+                            "to redo the affected stages")
     name = Path(run_root).resolve().name
     out = Path(out) if out else Path(run_root) / "bundle"
     final, archive = out / name, out / f"{name}.tar.gz"

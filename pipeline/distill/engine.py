@@ -201,7 +201,8 @@ class DataFreeLoop:
         import time
 
         start_step, start = loop.step, time.monotonic()
-        with progress_bar(label, None) as bar:
+        with progress_bar(label, loop.steps) as bar:
+            bar.advance(loop.step)
             while loop.running():
                 self.iteration(loop.fraction_done)
                 loop.end_step()

@@ -15,7 +15,7 @@ from pipeline.evaluate import accuracy_torch
 from pipeline.models import create_model
 from pipeline.models.checkpoint import save_checkpoint
 from pipeline.progress import log
-from pipeline.stage import Stage, StageOutput
+from pipeline.stage import Stage, StageOutput, optional_field
 from pipeline.synthesize.preview import teacher_class_balance
 from pipeline.synthesize.stage import merge_rank_pools, mix_synthesizer, rank_seed, teacher_view
 from pipeline.synthesize.state import load_synthesizer, save_synthesizer
@@ -29,6 +29,7 @@ class DistillConfig:
     student: str
     seconds: float
     seed: int = 0
+    steps: int | None = optional_field()  # bound by steps instead of seconds (reproducible: `--steps`)
     training: StudentTraining = field(default_factory=StudentTraining)
     continue_synthesis: bool = True  # keep the synthesizer running during distillation
     eval: str | None = None  # labelled set for the accuracy curve only ('fmnist', a folder, None)
@@ -97,7 +98,7 @@ class DistillStage(Stage):
         synthesizer = load_synthesizer(self.synthesizer_path, view, rank_seed(config.seed)) if config.continue_synthesis else None
         engine = DataFreeLoop(view, synthesizer, pool, student, config.training, rank_seed(config.seed),
                               mix=mix_synthesizer(view, config.mix, rank_seed(config.seed)))
-        loop = ResumableLoop(workdir, config.seconds, engine.states())
+        loop = ResumableLoop(workdir, config.seconds, engine.states(), config.steps)
         curve = AccuracyCurve(config.eval, view.preprocess, config.eval_every_s, config.eval_limit)
         method = synthesizer.name if synthesizer is not None else "transfer-set"
         cost = engine.run(loop, f"distill ({config.student}, {method})", lambda lp: curve.tick(lp, engine))

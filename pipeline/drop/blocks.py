@@ -72,6 +72,15 @@ def require_blocks(model: nn.Module, label: str) -> list[Block]:
     return blocks
 
 
+def require_block_names(model: nn.Module, names, label: str) -> None:
+    """`--drop-blocks` names must be droppable blocks of the model; say which ones are."""
+    available = [block.name for block in require_blocks(model, label)]
+    unknown = [name for name in names if name not in available]
+    if unknown:
+        raise PipelineError(f"--drop-blocks: {', '.join(unknown)} is not a droppable block of {label}; "
+                            f"choose from {', '.join(available)}")
+
+
 def _parent(model: nn.Module, name: str) -> tuple[nn.Module, str]:
     path = name.split(".")
     parent = model.get_submodule(".".join(path[:-1])) if len(path) > 1 else model

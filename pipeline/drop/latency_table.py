@@ -153,7 +153,7 @@ def time_models(models: dict[str, "nn.Module | Path"], preprocess: Preprocess, s
                 paths[name] = model
                 continue
             paths[name] = Path(folder) / f"{name.replace('/', '_')}.onnx"
-            export_onnx(model, preprocess, paths[name])
+            export_onnx(model, preprocess, paths[name], exporter="timing")
         return time_onnx_models(paths, settings, example_input(settings, preprocess), rounds or settings.rounds, label)
 
 
@@ -170,7 +170,7 @@ def time_candidate_sets(full: "nn.Module | Path", model: nn.Module, dropped: lis
 def export_for_timing(model: nn.Module, preprocess: Preprocess, folder: Path, name: str) -> Path:
     """Export once, time many times (the full model is timed beside every candidate)."""
     path = Path(folder) / f"{name}.onnx"
-    export_onnx(model, preprocess, path)
+    export_onnx(model, preprocess, path, exporter="timing")
     return path
 
 

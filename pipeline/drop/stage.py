@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from pipeline.drop.adapters import fuse_adapters
-from pipeline.drop.blocks import require_blocks
+from pipeline.drop.blocks import require_block_names, require_blocks
 from pipeline.drop.finetune import RecoverySettings, recovery_finetune
 from pipeline.drop.latency_table import (
     LatencySettings,
@@ -30,7 +30,7 @@ from pipeline.errors import PipelineError
 from pipeline.fileio import atomic_write_json, atomic_write_text
 from pipeline.models.checkpoint import save_checkpoint
 from pipeline.progress import log
-from pipeline.stage import Stage, StageOutput
+from pipeline.stage import Stage, StageOutput, optional_field
 from pipeline.synthesize.base import TeacherView
 from pipeline.synthesize.transfer_set import NormalisedImages, TransferSet
 from pipeline.teacher_spec import TeacherSpec
@@ -47,6 +47,7 @@ class DropConfig:
     recoverability: RecoverabilitySettings = field(default_factory=RecoverabilitySettings)
     recovery: RecoverySettings = field(default_factory=RecoverySettings)
     images: str | None = None  # few-shot: an image folder or fmnist-train; None = data-free (transfer set)
+    blocks: tuple[str, ...] | None = optional_field()  # drop exactly these (`--drop-blocks`); None = choose by latency
     per_class: int = 50
     seed: int = 0
     device: str = "auto"
@@ -64,7 +65,8 @@ class DropStage(Stage):
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
         if config.images is None and transfer_set_path is None:
             raise PipelineError("data-free block dropping needs a transfer set (run `synthesize` first) or --images")
-        LatencyBudget(config.reduction, config.latency_ms)  # validate early
+        if config.blocks is None:
+            LatencyBudget(config.reduction, config.latency_ms)  # validate early
 
     def inputs(self) -> dict[str, Path]:
         inputs = {"model": self.model_path}
@@ -84,15 +86,21 @@ class DropStage(Stage):
         blocks = require_blocks(teacher_cpu, f"{self.model_path.name} ({arch})")
         view = TeacherView(freeze(copy.deepcopy(teacher_cpu).to(device)), loaded.preprocess, loaded.num_classes, device)
         images, source = self._images(view)
-        log(f"drop: {arch}, {len(blocks)} droppable blocks, {len(images)} {source} images, budget "
-            f"{LatencyBudget(config.reduction, config.latency_ms).describe()}")
+        if config.blocks is not None:
+            require_block_names(teacher_cpu, config.blocks, arch)
+        wanted = (f"the blocks {', '.join(config.blocks) or '(none)'}" if config.blocks is not None
+                  else LatencyBudget(config.reduction, config.latency_ms).describe())
+        log(f"drop: {arch}, {len(blocks)} droppable blocks, {len(images)} {source} images, budget {wanted}")
 
-        key = cache_key(arch, config.target, config.latency, loaded.input_shape)
-        cache_dir = self.cache_dir or workdir
-        cache_file = cache_dir / f"latency-{arch}-{config.target}-{key['runtime']}-{key['runtime_version']}.json"
-        table, cached = load_or_measure(cache_file, teacher_cpu, loaded.preprocess, blocks, config.latency, key)
+        if config.blocks is None:
+            key = cache_key(arch, config.target, config.latency, loaded.input_shape)
+            cache_dir = self.cache_dir or workdir
+            cache_file = cache_dir / f"latency-{arch}-{config.target}-{key['runtime']}-{key['runtime_version']}.json"
+            table, cached = load_or_measure(cache_file, teacher_cpu, loaded.preprocess, blocks, config.latency, key)
+            log(("drop: block latency table (cached)\n" if cached else "drop: block latency table\n") + format_table(table))
+        else:  # the user chose the blocks: the table would decide nothing (the full-vs-dropped timing still runs)
+            table, cached = {"blocks": [], "cv": None, "not_measured": "--drop-blocks named the blocks"}, False
         atomic_write_json(workdir / "latency_table.json", {**table, "from_cache": cached})
-        log(("drop: block latency table (cached)\n" if cached else "drop: block latency table\n") + format_table(table))
 
         probe = RecoverabilityProbe(view.model, images, loaded.input_shape, config.recoverability, config.seed)
         with tempfile.TemporaryDirectory(prefix="edge-pipeline-drop-") as folder:
@@ -123,7 +131,7 @@ class DropStage(Stage):
         full_ms, dropped_ms = timed["full"]["median_ms"], timed["dropped"]["median_ms"]
         save_checkpoint(workdir / "dropped.pt", fused, arch=arch, preprocess=loaded.preprocess,
                         num_classes=loaded.num_classes,
-                        metadata={"dropped_blocks": dropped, "dropped_from": str(self.model_path),
+                        metadata={"dropped_blocks": dropped, "dropped_from": source_record(self.model_path),
                                   "data_free": config.images is None, "real_images": 0 if config.images is None else len(images),
                                   **({"source_metadata": loaded.metadata} if loaded.metadata else {})})
         metrics = {"arch": arch, "dropped_blocks": dropped, "blocks_total": len(blocks), "data": source,
@@ -160,6 +168,10 @@ class DropStage(Stage):
         if path.is_file():
             return json.loads(path.read_text())
         settings = self.config.latency
+        if self.config.blocks is not None:  # the user chose; the latency table is still measured, for the record
+            selection = {"dropped": list(self.config.blocks), "steps": [], "verifications": [], "chosen_by": "--drop-blocks"}
+            atomic_write_text(path, json.dumps(selection, indent=1))
+            return selection
 
         def measure(dropped: list[str], candidates: list[str]) -> dict[str, float]:
             return time_candidate_sets(full_onnx, teacher_cpu, dropped, candidates, preprocess, settings)
@@ -167,3 +179,11 @@ class DropStage(Stage):
         selection = greedy_drop(table, LatencyBudget(self.config.reduction, self.config.latency_ms), probe, measure)
         atomic_write_text(path, json.dumps(selection, indent=1))
         return selection
+
+
+def source_record(path: Path) -> dict:
+    """Which checkpoint a model came from, by name and content: the run folder's location is not part of the
+    model (the same build in another folder writes a byte-identical checkpoint)."""
+    from pipeline.fileio import sha256_file
+
+    return {"file": path.name, "sha256": sha256_file(path)}

@@ -45,7 +45,7 @@ from pipeline.quantize.int8 import (
 from pipeline.quantize.packed import save_binary_checkpoint
 from pipeline.quantize.sensitivity import repair
 from pipeline.quantize.verify import logits, output_error
-from pipeline.stage import Stage, StageOutput
+from pipeline.stage import Stage, StageOutput, optional_field
 from pipeline.synthesize.transfer_set import NormalisedImages, TransferSet
 from pipeline.teacher_spec import TeacherSpec
 
@@ -68,6 +68,7 @@ class QuantizeConfig:
     eval_limit: int | None = None
     seed: int = 0
     model: TeacherSpec = field(default_factory=TeacherSpec)
+    int8_format: str | None = optional_field()  # the format the budget search measured fastest (else: time them)
 
     def __post_init__(self):
         if self.precision not in QUANTIZED_PRECISIONS:
@@ -113,7 +114,8 @@ class QuantizeStage(Stage):
                 convert_fp16(self.onnx_path, out)
                 details = {"format": "fp16 (float32 inputs/outputs)"}
             elif config.precision == "int8":
-                details = self._int8(self.onnx_path, images, preprocess, scratch, out, repair_allowed=True)
+                details = self._int8(self.onnx_path, images, preprocess, scratch, out, repair_allowed=True,
+                                     format_name=config.int8_format)
             else:
                 details = self._binary(images, preprocess, workdir, scratch, out)
             verification = self._verify(out, images, preprocess)
@@ -130,12 +132,16 @@ class QuantizeStage(Stage):
 
     # --- INT8 ---------------------------------------------------------------------------------------
     def _int8(self, fp32: Path, images: CalibrationImages, preprocess, scratch: Path, out: Path,
-              repair_allowed: bool) -> dict:
+              repair_allowed: bool, format_name: str | None = None) -> dict:
+        """`format_name`: use this INT8 format instead of timing every candidate format (the budget search
+        times them once on the full model and reuses the winner for every smaller one)."""
         config = self.config
         prepared = prepare_for_quantization(fp32, scratch / "prepared.onnx")
         cache = scratch  # calibration ranges: computed once per run, shared by the formats and the repair probes
         isa = detect_cpu_isa()
         formats = [TENSORRT_QDQ] if config.runtime == "tensorrt" else cpu_candidates(isa)
+        if format_name is not None:
+            formats = [fmt for fmt in formats if fmt.name == format_name] or formats
         candidates = {fmt.name: quantize_int8(prepared, scratch / f"{fmt.name}.onnx", fmt, config.int8,
                                               images.calibration, cache) for fmt in formats}
         choice = {"candidates": [fmt.to_dict() for fmt in formats]}

@@ -9,7 +9,7 @@ import torch
 from pipeline import distributed
 from pipeline.distill.engine import DataFreeLoop, StudentTraining
 from pipeline.progress import log
-from pipeline.stage import Stage, StageOutput
+from pipeline.stage import Stage, StageOutput, optional_field
 from pipeline.synthesize.base import TeacherView, create_synthesizer
 from pipeline.synthesize.preview import save_preview, teacher_class_balance
 from pipeline.synthesize.state import save_synthesizer
@@ -22,6 +22,7 @@ from pipeline.training import ResumableLoop, freeze, seed_everything
 class SynthesizeConfig:
     seconds: float
     method: str = "bn-inversion"
+    steps: int | None = optional_field()  # bound by steps instead of seconds (reproducible: `--steps`)
     options: dict = field(default_factory=dict)  # fully resolved (defaults + preset + overrides)
     seed: int = 0
     capacity: int | None = None  # transfer-set images kept (default: by image size, ~256 MB)
@@ -80,7 +81,7 @@ class SynthesizeStage(Stage):
         pool = TransferSet(view.input_shape, view.num_classes, config.capacity or default_capacity(view.input_shape))
         engine = DataFreeLoop(view, synthesizer, pool, None, StudentTraining(), rank_seed(config.seed),
                               mix=mix_synthesizer(view, config.mix, rank_seed(config.seed)))
-        loop = ResumableLoop(workdir, config.seconds, engine.states())
+        loop = ResumableLoop(workdir, config.seconds, engine.states(), config.steps)
         cost = {}
         if config.method == "images":  # nothing to optimise: the folder's images are the transfer set
             if len(pool) == 0:

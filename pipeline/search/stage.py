@@ -1,0 +1,368 @@
+"""`search` stage: the most accurate model that meets a latency budget, found by measuring.
+
+Cheap before expensive:
+1. once per base model (cached in <run>/cache/): the block latency table, the PRACTISE drop order (adapter-only
+   recoverability probes) and the full model's speed-up at each precision, all measured on the target's runner;
+2. every (base, blocks dropped, precision) gets a *predicted* latency; only the few next to the budget line are
+   built (fine-tuned when blocks go, then exported and quantised) — each cached by content;
+3. the short list is timed in one interleaved session with the teacher, and each candidate's accuracy is
+   estimated without labels: the expected top-1 loss against the teacher on held-back synthetic images that no
+   fine-tune saw (a labelled --eval set, when given, is measured beside it for calibration, never for choosing);
+4. the most accurate candidate whose *measured* latency meets the budget is handed on.
+Measurements land in <run>/cache/search/, so a second search with another budget reuses them.
+"""
+
+import copy
+import json
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pipeline.drop.adapters import fuse_adapters
+from pipeline.drop.blocks import droppable_blocks
+from pipeline.drop.finetune import RecoverySettings, recovery_finetune
+from pipeline.drop.latency_table import LatencySettings, cache_key, example_input, load_or_measure, time_onnx_models
+from pipeline.drop.recoverability import RecoverabilityProbe, RecoverabilitySettings
+from pipeline.drop.select import LatencyBudget
+from pipeline.errors import PipelineError
+from pipeline.export.onnx_export import export_onnx
+from pipeline.fileio import atomic_write_json, atomic_write_text, sha256_file, sha256_json
+from pipeline.models.checkpoint import save_checkpoint
+from pipeline.progress import log
+from pipeline.quantize.calibration import normalised
+from pipeline.quantize.verify import expected_accuracy_drop, logits
+from pipeline.search.report import explain, write_front
+from pipeline.search.space import Candidate, practise_order, predicted_ms, shortlist
+from pipeline.stage import Stage, StageOutput
+from pipeline.synthesize.base import TeacherView
+from pipeline.synthesize.transfer_set import NormalisedImages, TransferSet
+from pipeline.teacher_spec import TeacherSpec
+from pipeline.training import freeze, seed_everything
+
+SEARCHABLE_PRECISIONS = ("fp32", "fp16", "int8")  # binary runs on the same INT8 kernels as int8 and is less accurate
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    target: str
+    latency: LatencySettings
+    reduction: float | None = None
+    latency_ms: float | None = None
+    precisions: tuple[str, ...] = ("fp32",)
+    recoverability: RecoverabilitySettings = field(default_factory=RecoverabilitySettings)
+    recovery: RecoverySettings = field(default_factory=RecoverySettings)
+    held_out: int = 2048  # synthetic images kept away from every fine-tune, for the accuracy estimate
+    calib_images: int = 512
+    speedup_rounds: int = 20
+    eval: str | None = None  # labelled set: measured beside the estimate, for calibration only
+    eval_limit: int | None = None
+    seed: int = 0
+    device: str = "auto"
+    teacher: TeacherSpec = field(default_factory=TeacherSpec)
+
+
+class SearchStage(Stage):
+    name = "search"
+    version = 1
+
+    def __init__(self, teacher_path: Path, student_path: Path | None, transfer_set_path: Path, config: SearchConfig,
+                 cache_dir: Path):
+        super().__init__(config)
+        self.teacher_path, self.transfer_set_path = Path(teacher_path), Path(transfer_set_path)
+        self.student_path = Path(student_path) if student_path is not None else None
+        self.cache = Path(cache_dir)
+        LatencyBudget(config.reduction, config.latency_ms)  # validate early
+
+    def inputs(self) -> dict[str, Path]:
+        inputs = {"teacher": self.teacher_path, "transfer_set": self.transfer_set_path}
+        if self.student_path is not None:
+            inputs["student"] = self.student_path
+        return inputs
+
+    # --- the steps ---------------------------------------------------------------------------------------
+    def run(self, workdir: Path) -> StageOutput:
+        from pipeline import distributed
+
+        config = self.config
+        seed_everything(config.seed)
+        self.device = distributed.local_device(config.device)
+        (self.cache / "search").mkdir(parents=True, exist_ok=True)
+        teacher = config.teacher.load(self.teacher_path)
+        self.preprocess, self.num_classes, self.input_shape = teacher.preprocess, teacher.num_classes, teacher.input_shape
+        pool = TransferSet.load(self.transfer_set_path)
+        held = min(config.held_out, max(1, len(pool) // 5))
+        if len(pool) - held < 1:
+            raise PipelineError(f"{self.transfer_set_path} holds too few images ({len(pool)}) to search with")
+        self.train_pixels, self.held_images = pool.pixels[:-held], normalised(pool.pixels[-held:], self.preprocess)
+        self.pool_hash = sha256_file(self.transfer_set_path)
+        self.bases = {"teacher": (self.teacher_path, teacher)}
+        if self.student_path is not None:
+            self.bases["student"] = (self.student_path, TeacherSpec().load(self.student_path))
+        self.teacher_onnx = self._fp32_onnx("teacher", ())
+        self.teacher_logits = logits(self.teacher_onnx, self.held_images)
+
+        facts = {name: self._base_facts(name, loaded) for name, (_, loaded) in self.bases.items()}
+        teacher_ms = facts["teacher"]["full_ms"]
+        budget = LatencyBudget(config.reduction, config.latency_ms)
+        limit_ms = budget.limit_ms(teacher_ms)
+        log(f"search: budget {budget.describe()} = {limit_ms:.3f} ms (teacher {teacher_ms:.3f} ms on "
+            f"{config.latency.runtime}{', proxy for ' + config.latency.proxy_for if config.latency.proxy_for else ''})")
+        candidates = shortlist(facts, list(config.precisions), limit_ms)
+        log(f"search: {len(candidates)} candidates on the short list: " + ", ".join(c.name for c in candidates))
+        records = {candidate.name: self._evaluate(candidate, facts) for candidate in candidates}
+        self._measure(records, limit_ms, budget)
+        self._calibrate(records)
+        chosen = self._choose(records, limit_ms, budget)
+
+        chosen_checkpoint = self._checkpoint(chosen["candidate"])
+        shutil.copyfile(chosen_checkpoint, workdir / "model.pt")
+        rows = predicted_rows(facts, config.precisions, limit_ms, records)
+        write_front(rows, chosen, limit_ms, workdir / "pareto.csv", workdir / "pareto.png")
+        explanation = explain(chosen, records, limit_ms, budget.describe(), config.latency)
+        atomic_write_text(workdir / "choice.md", explanation + "\n")
+        result = {"budget": budget.describe(), "limit_ms": limit_ms, "teacher_ms": teacher_ms,
+                  "chosen": {k: v for k, v in chosen.items() if k != "candidate"}, "precision": chosen["precision"],
+                  "int8_format": facts[chosen["base"]].get("int8_format") if chosen["precision"] == "int8" else None,
+                  "candidates": {name: {k: v for k, v in r.items() if k != "candidate"} for name, r in records.items()},
+                  "bases": facts, "explanation": explanation, "latency_source": config.latency.source,
+                  "proxy_for": config.latency.proxy_for}
+        atomic_write_json(workdir / "search.json", result)
+        log("search: " + explanation)
+        return StageOutput(artifacts={"model": "model.pt", "report": "search.json", "pareto_csv": "pareto.csv",
+                                      "pareto_png": "pareto.png", "choice": "choice.md"},
+                           metrics={k: v for k, v in result.items() if k not in ("candidates", "bases")}
+                           | {"shortlist": list(records)})
+
+    def _base_facts(self, base: str, loaded) -> dict:
+        """Measured once per base model (cached): latency table, PRACTISE order, speed-up per precision."""
+        config = self.config
+        path = self.bases[base][0]
+        key = sha256_json({"model": sha256_file(path), "pool": self.pool_hash, "latency": config.latency.to_dict(),
+                           "recoverability": config.recoverability.to_dict(), "precisions": config.precisions,
+                           "calib": config.calib_images, "rounds": config.speedup_rounds, "seed": config.seed})[:16]
+        cache_file = self.cache / "search" / f"base-{base}-{key}.json"
+        if cache_file.is_file():
+            log(f"search: {base}: latency table, drop order and speed-ups from the cache")
+            return json.loads(cache_file.read_text())
+        model = freeze(loaded.model)
+        arch = loaded.arch or "unknown"
+        blocks = droppable_blocks(model)
+        order, full_ms = [], None
+        if blocks:
+            table_key = cache_key(arch, config.target, config.latency, loaded.input_shape)
+            table_file = self.cache / f"latency-{arch}-{config.target}-{table_key['runtime']}-{table_key['runtime_version']}.json"
+            table, _ = load_or_measure(table_file, model, loaded.preprocess, blocks, config.latency, table_key)
+            view = TeacherView(freeze(copy.deepcopy(model).to(self.device)), loaded.preprocess, loaded.num_classes, self.device)
+            probe = RecoverabilityProbe(view.model, self._train_images(), loaded.input_shape, config.recoverability,
+                                        config.seed)
+            log(f"search: {base}: PRACTISE drop order ({len(blocks)} blocks, adapter-only probes)")
+            order = practise_order(table, probe)
+        fp32 = self._fp32_onnx(base, ())
+        variants = {precision: self._precision_onnx(base, (), precision, fp32) for precision in config.precisions}
+        timed = time_onnx_models(variants, config.latency, example_input(config.latency, self.preprocess),
+                                 config.speedup_rounds, label=f"search: {base} at each precision")
+        full_ms = timed["fp32"]["median_ms"]
+        speedups = {precision: full_ms / entry["median_ms"] for precision, entry in timed.items()}
+        int8_report = variants.get("int8", fp32).with_suffix(".int8.json")
+        int8_format = json.loads(int8_report.read_text())["format"] if int8_report.is_file() else None
+        log(f"search: {base}: full model {full_ms:.3f} ms; speed-up " +
+            ", ".join(f"{p} {s:.2f}x" for p, s in speedups.items()))
+        facts = {"arch": arch, "full_ms": full_ms, "order": order, "speedups": speedups, "int8_format": int8_format,
+                 "measured_on": timed["fp32"].get("measured_on")}
+        atomic_write_json(cache_file, facts)
+        return facts
+
+    def _train_images(self) -> NormalisedImages:
+        view_input = TeacherView(None, self.preprocess, self.num_classes, self.device).from_uint8
+        return NormalisedImages(self.train_pixels, view_input, self.device)
+
+    # --- building one candidate (each piece cached by content) ----------------------------------------
+    def _key(self, base: str, dropped: tuple[str, ...], *extra) -> str:
+        config = self.config
+        return sha256_json({"model": sha256_file(self.bases[base][0]), "dropped": list(dropped), "pool": self.pool_hash,
+                            "recovery": config.recovery.to_dict() if dropped else None,
+                            "recoverability": config.recoverability.to_dict() if dropped else None,
+                            "held_out": config.held_out, "seed": config.seed, "extra": extra})[:16]
+
+    def _checkpoint(self, candidate: Candidate) -> Path:
+        """The fp32 PyTorch model: the base itself, or the base without the blocks, fine-tuned and fused."""
+        base, dropped = candidate.base, candidate.dropped
+        if not dropped:
+            return self.bases[base][0]
+        path = self.cache / "search" / f"{base}-drop{len(dropped)}-{self._key(base, dropped)}.pt"
+        if path.is_file():
+            return path
+        loaded = self.bases[base][1]
+        config = self.config
+        model = freeze(copy.deepcopy(loaded.model))
+        view = TeacherView(freeze(copy.deepcopy(model).to(self.device)), loaded.preprocess, loaded.num_classes, self.device)
+        probe = RecoverabilityProbe(view.model, self._train_images(), loaded.input_shape, config.recoverability, config.seed)
+        student = probe.adapted(list(dropped))
+        with tempfile.TemporaryDirectory(prefix="edge-pipeline-search-") as scratch:
+            recovery_finetune(student, view.model, self._train_images(), config.recovery, Path(scratch), config.seed,
+                              label=f"search: fine-tune {base} without {len(dropped)} block(s)")
+        student = student.cpu().eval()
+        fused = fuse_adapters(copy.deepcopy(student))
+        check = torch.from_numpy(self.held_images[:64])
+        with torch.no_grad():
+            difference = float((student(check) - fused(check)).abs().max())
+        if difference > 1e-4:
+            raise PipelineError(f"folding the adapters changed the outputs by {difference:.2e}; refusing to hand on")
+        save_checkpoint(path, fused, arch=loaded.arch or "unknown", preprocess=loaded.preprocess,
+                        num_classes=loaded.num_classes,
+                        metadata={"dropped_blocks": list(dropped), "searched_from": base, "data_free": True})
+        return path
+
+    def _fp32_onnx(self, base: str, dropped: tuple[str, ...]) -> Path:
+        path = self.cache / "search" / f"{base}-drop{len(dropped)}-{self._key(base, dropped)}-fp32.onnx"
+        if not path.is_file():
+            from pipeline.models.load import load_model
+
+            checkpoint = self._checkpoint(Candidate(base, dropped, "fp32")) if dropped else self.bases[base][0]
+            loaded = load_model(checkpoint) if dropped else self.bases[base][1]
+            with tempfile.TemporaryDirectory(prefix="edge-pipeline-search-") as scratch:
+                export_onnx(freeze(loaded.model).cpu(), loaded.preprocess, Path(scratch) / "model.onnx")
+                shutil.move(Path(scratch) / "model.onnx", path)  # into place only once complete
+        return path
+
+    def _precision_onnx(self, base: str, dropped: tuple[str, ...], precision: str, fp32: Path,
+                        int8_format: str | None = None) -> Path:
+        if precision == "fp32":
+            return fp32
+        path = fp32.with_name(fp32.name.replace("-fp32.onnx", f"-{precision}-c{self.config.calib_images}.onnx"))
+        if path.is_file():
+            return path
+        with tempfile.TemporaryDirectory(prefix="edge-pipeline-search-") as scratch:
+            scratch = Path(scratch)
+            if precision == "fp16":
+                from pipeline.quantize.fp16 import convert_fp16
+
+                convert_fp16(fp32, scratch / "model.onnx")
+            else:
+                details = self._int8(fp32, scratch, int8_format)
+                atomic_write_json(path.with_suffix(".int8.json"), {"format": details["format"]["name"]})
+            shutil.move(scratch / "model.onnx", path)
+        return path
+
+    def _int8(self, fp32: Path, scratch: Path, format_name: str | None) -> dict:
+        """The quantize stage's own INT8 path (same formats, calibration and checks), so the handed-on model is
+        the one that was searched; `format_name` (the winner on the full model) skips timing the formats again."""
+        from pipeline.quantize.calibration import load_calibration_images
+        from pipeline.quantize.stage import QuantizeConfig, QuantizeStage
+
+        runtime = "tensorrt" if self.config.latency.proxy_for == "tensorrt" else self.config.latency.runtime
+        quantize = QuantizeStage(fp32, None, self.transfer_set_path,
+                                 QuantizeConfig(precision="int8", runtime=runtime, latency=replace_rounds(self.config.latency),
+                                                calib_images=self.config.calib_images, seed=self.config.seed))
+        images = load_calibration_images("synthetic", self.preprocess, transfer_set=self.transfer_set_path,
+                                         count=self.config.calib_images, seed=self.config.seed)
+        return quantize._int8(fp32, images, self.preprocess, scratch, scratch / "model.onnx", repair_allowed=True,
+                              format_name=format_name)
+
+    def _evaluate(self, candidate: Candidate, facts: dict) -> dict:
+        """Build the candidate and estimate its accuracy without labels (cached)."""
+        fp32 = self._fp32_onnx(candidate.base, candidate.dropped)
+        onnx_path = self._precision_onnx(candidate.base, candidate.dropped, candidate.precision, fp32,
+                                         facts[candidate.base].get("int8_format"))
+        cache_file = onnx_path.with_suffix(".estimate.json")
+        if cache_file.is_file():
+            record = json.loads(cache_file.read_text())
+        else:
+            predicted = logits(onnx_path, self.held_images)
+            drop = expected_accuracy_drop(self.teacher_logits, predicted)
+            record = {"expected_loss_vs_teacher": drop,
+                      "agreement": float((predicted.argmax(1) == self.teacher_logits.argmax(1)).mean()),
+                      "held_out_images": int(len(self.held_images)), "onnx_bytes": onnx_path.stat().st_size}
+            atomic_write_json(cache_file, record)
+        return {**candidate.to_dict(), **record, "onnx": str(onnx_path), "candidate": candidate}
+
+    def _measure(self, records: dict, limit_ms: float, budget: LatencyBudget) -> None:
+        """Time the short list with the teacher, interleaved; earlier sessions' results are reused (a reduction
+        budget compares each candidate with the teacher timed in the same session)."""
+        config = self.config
+        cache_file = self.cache / "search" / f"latency-{sha256_json(config.latency.to_dict())[:16]}.json"
+        cached = json.loads(cache_file.read_text()) if cache_file.is_file() else {}
+        missing = {name: Path(r["onnx"]) for name, r in records.items() if Path(r["onnx"]).name not in cached}
+        if missing:
+            timed = time_onnx_models({"__teacher__": self.teacher_onnx, **missing}, config.latency,
+                                     example_input(config.latency, self.preprocess), config.latency.rounds,
+                                     label=f"search: timing {len(missing)} candidate(s) with the teacher")
+            for name, path in missing.items():
+                cached[path.name] = {"median_ms": timed[name]["median_ms"], "cv": timed[name]["cv"],
+                                     "teacher_ms": timed["__teacher__"]["median_ms"],
+                                     "measured_on": timed[name].get("measured_on")}
+            atomic_write_json(cache_file, cached)
+        for record in records.values():
+            entry = cached[Path(record["onnx"]).name]
+            record.update(latency_ms=entry["median_ms"], latency_cv=entry["cv"], teacher_ms_same_session=entry["teacher_ms"],
+                          measured_on=entry["measured_on"])
+            # a reduction is relative: judge it against the teacher timed beside this candidate
+            record["meets_budget"] = (entry["median_ms"] <= budget.limit_ms(entry["teacher_ms"]) if budget.reduction is not None
+                                      else entry["median_ms"] <= limit_ms)
+            record["reduction_vs_teacher"] = 1 - entry["median_ms"] / entry["teacher_ms"]
+
+    def _calibrate(self, records: dict) -> None:
+        """With a labelled set: each candidate's real accuracy beside its estimate (for the report and a linear
+        calibration of the estimate; the choice never looks at it)."""
+        if not self.config.eval:
+            return
+        from pipeline.bench.accuracy import accuracy_with_runner
+        from pipeline.data.datasets import load_eval_dataset
+        from pipeline.runtimes import OnnxRuntimeRunner
+
+        data = load_eval_dataset(self.config.eval, self.preprocess, self.config.eval_limit)
+        for record in records.values():
+            cache_file = Path(record["onnx"]).with_suffix(f".accuracy-{sha256_json([self.config.eval, self.config.eval_limit])[:8]}.json")
+            if cache_file.is_file():
+                record["accuracy"] = json.loads(cache_file.read_text())["accuracy"]
+                continue
+            with OnnxRuntimeRunner(Path(record["onnx"])) as runner:
+                record["accuracy"] = accuracy_with_runner(runner, data.images, data.labels)
+            atomic_write_json(cache_file, {"accuracy": record["accuracy"], "eval": self.config.eval})
+        estimates = np.array([1 - r["expected_loss_vs_teacher"] for r in records.values()])
+        accuracies = np.array([r["accuracy"] for r in records.values()])
+        if len(records) >= 3 and estimates.std() > 0 and accuracies.std() > 0:
+            slope, intercept = np.polyfit(estimates, accuracies, 1)
+            correlation = float(np.corrcoef(estimates, accuracies)[0, 1])
+            for record in records.values():
+                record["calibrated_accuracy"] = float(intercept + slope * (1 - record["expected_loss_vs_teacher"]))
+                record["calibration"] = {"slope": float(slope), "intercept": float(intercept), "correlation": correlation}
+
+    def _choose(self, records: dict, limit_ms: float, budget: LatencyBudget) -> dict:
+        meeting = [r for r in records.values() if r["meets_budget"]]
+        if not meeting:
+            fastest = min(records.values(), key=lambda r: r["latency_ms"])
+            raise PipelineError(f"nothing meets {budget.describe()} ({limit_ms:.3f} ms): the fastest model found, "
+                                f"{fastest['candidate'].describe()}, measured {fastest['latency_ms']:.3f} ms")
+        # most accurate by the label-free estimate; among equals, the faster
+        return min(meeting, key=lambda r: (round(r["expected_loss_vs_teacher"], 4), r["latency_ms"]))
+
+
+def replace_rounds(latency: LatencySettings) -> LatencySettings:
+    """INT8 format timing inside the search: a few short rounds are enough to rank formats."""
+    from dataclasses import replace
+
+    return replace(latency, rounds=min(latency.rounds, 10))
+
+
+def predicted_rows(facts: dict, precisions, limit_ms: float, records: dict) -> list[dict]:
+    """Every candidate of the space with its predicted latency, and what was measured for the short list."""
+    rows = []
+    for base, info in facts.items():
+        blocks = [row["block"] for row in info["order"]]
+        for precision in precisions:
+            for count in range(len(blocks) + 1):
+                candidate = Candidate(base, tuple(blocks[:count]), precision)
+                record = records.get(candidate.name, {})
+                rows.append({"candidate": candidate.name, "base": base, "dropped": " ".join(candidate.dropped),
+                             "blocks_dropped": count, "precision": precision,
+                             "predicted_ms": predicted_ms(info["full_ms"], info["order"], count, info["speedups"][precision]),
+                             "shortlisted": bool(record), "measured_ms": record.get("latency_ms"),
+                             "estimated_accuracy_vs_teacher": (1 - record["expected_loss_vs_teacher"]) if record else None,
+                             "agreement": record.get("agreement"), "accuracy": record.get("accuracy"),
+                             "meets_budget": record.get("meets_budget")})
+    return rows
