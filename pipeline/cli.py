@@ -242,9 +242,11 @@ def build(teacher: Optional[str] = TEACHER, arch: Optional[str] = ARCH, target: 
     """Run every stage: synthesize -> distill -> [drop] -> export -> [quantize] -> [engine] -> bench, into one run folder.
 
     With --latency-reduction or --latency-ms (or a target file with a latency budget, like the Jetsons) the
-    distilled student also loses residual blocks until it meets that latency on the target (see `pipeline drop`).
+    build searches for the most accurate model that meets it, measured on the target: blocks dropped from the
+    teacher or the distilled student x precision (see `pipeline search`); --drop-blocks names the blocks instead.
     With --precision int8|fp16|binary (or a target whose precision is not fp32) the exported student is
     quantised (see `pipeline quantize`). TensorRT targets get an engine (see `pipeline engine`).
+    --steps N and --seed make the whole build reproducible byte for byte (with --drop-blocks, no search).
 
     Example (laptop, no Jetson at hand: latency by labelled proxy, engine command left for the device):
         pipeline build --teacher r34.pt --target jetson

@@ -8,14 +8,15 @@ from pipeline.cli import app
 from tests.conftest import run_cli
 
 runner = CliRunner()
-COMMANDS = [["build"], ["synthesize"], ["distill"], ["drop"], ["export"], ["bench"], ["models"], ["targets"], ["synthesizers"],
+COMMANDS = [["build"], ["synthesize"], ["distill"], ["drop"], ["search"], ["export"], ["bench"], ["models"], ["targets"],
+            ["synthesizers"], ["quantize"], ["engine"], ["check"], ["gate"], ["bundle"], ["verify"], ["report"],
             ["teacher"], ["teacher", "train"], ["teacher", "inspect"]]
 
 
 def test_top_level_help_lists_every_command():
     result = runner.invoke(app, ["--help"])
     assert result.exit_code == 0
-    for command in ("build", "synthesize", "distill", "drop", "export", "bench", "models", "targets", "teacher"):
+    for command in ("build", "synthesize", "distill", "drop", "search", "export", "bench", "models", "targets", "teacher"):
         assert command in result.output
 
 
@@ -28,7 +29,8 @@ def test_every_command_has_help(command):
 
 def test_build_help_documents_the_contract():
     text = runner.invoke(app, ["build", "--help"], terminal_width=200).output
-    for option in ("--teacher", "--arch", "--target", "--budget", "--out", "--trust-checkpoint", "--json", "--debug"):
+    for option in ("--teacher", "--arch", "--target", "--budget", "--out", "--trust-checkpoint", "--json", "--debug",
+                   "--steps", "--drop-blocks", "--latency-ms"):
         assert option in text
 
 
