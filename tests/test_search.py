@@ -56,10 +56,11 @@ def test_pipeline_search_end_to_end_then_an_impossible_budget_reuses_the_cache(t
         manifest["stages"]["search"]["metrics"]["precision"] != "fp32") else []), "bench"]
     search = json.loads((run / "search" / "search.json").read_text())
     chosen = search["chosen"]
-    assert chosen["meets_budget"] and chosen["latency_ms"] <= search["limit_ms"] * 1.0001 or \
-        chosen["latency_ms"] <= (1 - 0.15) * chosen["teacher_ms_same_session"]
+    # judged against the teacher timed in the same session, per round, with the margin to spare
+    assert chosen["meets_budget"] and chosen["ratio_to_teacher"] <= 0.85 * (1 - 0.03)
     for record in search["candidates"].values():  # every short-listed model was measured and estimated
         assert record["latency_ms"] > 0 and 0 <= record["agreement"] <= 1 and 0 <= record["accuracy"] <= 1
+        assert record["meets_budget"] == (record["ratio_to_teacher"] <= 0.85 * 0.97)
     assert max(r["expected_loss_vs_teacher"] for r in search["candidates"].values() if r["meets_budget"]) >= \
         chosen["expected_loss_vs_teacher"]
     with open(run / "search" / "pareto.csv") as handle:

@@ -59,7 +59,7 @@ def _plot(rows: list[dict], chosen: dict, limit_ms: float) -> bytes:
     return buffer.getvalue()
 
 
-def explain(chosen: dict, records: dict, limit_ms: float, budget: str, latency) -> str:
+def explain(chosen: dict, records: dict, limit_ms: float, budget: str, latency, margin: float = 0.0) -> str:
     """One paragraph: the choice, its measured latency against the budget, and what it beat and why."""
     where = (f"{latency.runtime} as a proxy for {latency.proxy_for}" if latency.source == "proxy"
              else f"{latency.runtime} on {latency.host}" if latency.source == "remote" else f"{latency.runtime} here")
@@ -69,7 +69,7 @@ def explain(chosen: dict, records: dict, limit_ms: float, budget: str, latency) 
     beaten = [r for r in others if r["meets_budget"]]
     text = (f"Chosen: {candidate.describe()}. Measured {chosen['latency_ms']:.3f} ms against a budget of {budget} "
             f"({limit_ms:.3f} ms; {where}), {100 * chosen['reduction_vs_teacher']:.1f} % below the teacher timed beside "
-            f"it. Its label-free estimate is {100 * (1 - chosen['expected_loss_vs_teacher']):.2f} % of the teacher's top-1 "
+            f"it (a candidate must beat the budget by {100 * margin:.0f} %, since another session may measure it slower). Its label-free estimate is {100 * (1 - chosen['expected_loss_vs_teacher']):.2f} % of the teacher's top-1 "
             f"(expected loss on {chosen['held_out_images']} held-back synthetic images no fine-tune saw), the best of the "
             f"{len(beaten) + 1} short-listed models that met the budget")
     if beaten:
@@ -77,7 +77,7 @@ def explain(chosen: dict, records: dict, limit_ms: float, budget: str, latency) 
         text += (f"; the next best, {runner_up['candidate'].describe()}, estimates "
                  f"{100 * (1 - runner_up['expected_loss_vs_teacher']):.2f} % at {runner_up['latency_ms']:.3f} ms")
     if missed:
-        text += (f". {len(missed)} more accurate or closer candidate(s) missed the budget when measured "
+        text += (f". {len(missed)} other candidate(s) missed the budget (with its margin) when measured "
                  f"(e.g. {missed[0]['candidate'].describe()}: {missed[0]['latency_ms']:.3f} ms)")
     if chosen.get("accuracy") is not None:
         text += f". On the labelled set it scores {100 * chosen['accuracy']:.2f} % (measured after the choice, not used by it)"
