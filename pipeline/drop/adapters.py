@@ -104,3 +104,16 @@ def fuse_adapters(model: nn.Module) -> nn.Module:
         if isinstance(module, AdaptedConv):
             replace_module(model, name, module.fused())
     return model
+
+
+def fold_adapters_checked(model: nn.Module, check: torch.Tensor, tolerance: float = 1e-4) -> tuple[nn.Module, float]:
+    """A copy of `model` with its adapters folded into the convolutions, and the largest output difference on
+    `check`; refuses (PipelineError) when folding changed the outputs by more than `tolerance`."""
+    import copy
+
+    fused = fuse_adapters(copy.deepcopy(model))
+    with torch.no_grad():
+        difference = float((model(check) - fused(check)).abs().max())
+    if difference > tolerance:
+        raise PipelineError(f"folding the adapters changed the outputs by {difference:.2e}; refusing to hand on")
+    return fused, difference

@@ -25,6 +25,13 @@ class RecoverabilitySettings:
         return asdict(self)
 
 
+def adapted_without(model: nn.Module, dropped: list[str], input_shape) -> nn.Module:
+    """`model` without `dropped`, with identity adapters at the gaps (a new model)."""
+    pruned = without_blocks(model, dropped)
+    insert_adapters(pruned, tuple(input_shape))
+    return pruned
+
+
 class RecoverabilityProbe:
     """Holds the teacher's features on a fixed train/held-back split so each candidate costs only its own training."""
 
@@ -51,10 +58,7 @@ class RecoverabilityProbe:
             tap.close()
 
     def adapted(self, dropped: list[str]) -> nn.Module:
-        """The teacher without `dropped`, with identity adapters at the gaps (a new model)."""
-        pruned = without_blocks(self.teacher, dropped)
-        insert_adapters(pruned, self.input_shape)
-        return pruned
+        return adapted_without(self.teacher, dropped, self.input_shape)
 
     def __call__(self, dropped: list[str]) -> float:
         pruned = self.adapted(dropped)

@@ -22,11 +22,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipeline.drop.adapters import fuse_adapters
+from pipeline.drop.adapters import fold_adapters_checked
 from pipeline.drop.blocks import droppable_blocks
 from pipeline.drop.finetune import RecoverySettings, recovery_finetune
 from pipeline.drop.latency_table import LatencySettings, cache_key, example_input, load_or_measure, time_onnx_models
-from pipeline.drop.recoverability import RecoverabilityProbe, RecoverabilitySettings
+from pipeline.drop.recoverability import RecoverabilityProbe, RecoverabilitySettings, adapted_without
 from pipeline.drop.select import LatencyBudget
 from pipeline.errors import PipelineError
 from pipeline.export.onnx_export import export_onnx
@@ -200,19 +200,12 @@ class SearchStage(Stage):
         loaded = self.bases[base][1]
         config = self.config
         model = freeze(copy.deepcopy(loaded.model))
-        view = TeacherView(freeze(copy.deepcopy(model).to(self.device)), loaded.preprocess, loaded.num_classes, self.device)
-        probe = RecoverabilityProbe(view.model, self._train_images(), loaded.input_shape, config.recoverability, config.seed)
-        student = probe.adapted(list(dropped))
+        feature_teacher = freeze(copy.deepcopy(model).to(self.device))
+        student = adapted_without(feature_teacher, list(dropped), loaded.input_shape)
         with tempfile.TemporaryDirectory(prefix="edge-pipeline-search-") as scratch:
-            recovery_finetune(student, view.model, self._train_images(), config.recovery, Path(scratch), config.seed,
+            recovery_finetune(student, feature_teacher, self._train_images(), config.recovery, Path(scratch), config.seed,
                               label=f"search: fine-tune {base} without {len(dropped)} block(s)")
-        student = student.cpu().eval()
-        fused = fuse_adapters(copy.deepcopy(student))
-        check = torch.from_numpy(self.held_images[:64])
-        with torch.no_grad():
-            difference = float((student(check) - fused(check)).abs().max())
-        if difference > 1e-4:
-            raise PipelineError(f"folding the adapters changed the outputs by {difference:.2e}; refusing to hand on")
+        fused, _ = fold_adapters_checked(student.cpu().eval(), torch.from_numpy(self.held_images[:64]))
         save_checkpoint(path, fused, arch=loaded.arch or "unknown", preprocess=loaded.preprocess,
                         num_classes=loaded.num_classes,
                         metadata={"dropped_blocks": list(dropped), "searched_from": base, "data_free": True})
