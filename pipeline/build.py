@@ -79,6 +79,7 @@ class BuildOptions:
     calib_images: int = 512
     max_accuracy_drop: float = 0.5
     binary_iterations: int | None = None
+    binary_coverage: float = 0.9
     host: str | None = None  # "user@device": measure latency and build the engine there (overrides the target's)
     auto_drop: bool = False  # `build`: search under the budget when the target file sets one
     # latency-budget search: "build" (the teacher and the distilled student as bases), "teacher" (`pipeline search`)
@@ -379,6 +380,7 @@ def quantize_config(options: BuildOptions, target: Target, budget: Budget, eval_
         int8=Int8Settings(method=options.calib_method), images=options.images, calib_images=options.calib_images,
         max_accuracy_drop=options.max_accuracy_drop,
         binary_training=RecoverySettings(iterations=options.binary_iterations or budget.binary_iterations),
+        binary_coverage=options.binary_coverage,
         eval=eval_spec, eval_limit=budget.eval_limit, seed=options.seed, model=model)
 
 

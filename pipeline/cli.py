@@ -220,6 +220,9 @@ MAX_ACCURACY_DROP = typer.Option(0.5, "--max-accuracy-drop", help="INT8: keep th
                                  "label-free estimate of the top-1 drop is at most this many points.")
 BINARY_ITERATIONS = typer.Option(None, "--binary-iterations", help="Binary weights: data-free KD iterations (batch 64; "
                                  "default by budget, quick 3000).")
+BINARY_COVERAGE = typer.Option(0.9, "--binary-coverage", help="Binary weights: the share of the binarisable weights made "
+                               "binary; the layers that lose most accuracy per weight (measured one at a time) keep their "
+                               "precision within the rest. 1.0 binarises every layer but the first and last.")
 CALIB_IMAGES_DIR = typer.Option(None, "--images", help="Real images for --calib real: a folder (<dir>/<class>/<img>; labels "
                                 "unused) or fmnist-train.")
 
@@ -322,7 +325,8 @@ def quantize(teacher: Optional[str] = TEACHER, arch: Optional[str] = ARCH, targe
              precision: str = typer.Option("int8", "--precision", help="int8, fp16 or binary (weights: alpha * sign(W))."),
              calib: str = CALIB, calib_method: str = CALIB_METHOD, images: Optional[str] = CALIB_IMAGES_DIR,
              calib_images: int = CALIB_IMAGES, max_accuracy_drop: float = MAX_ACCURACY_DROP,
-             binary_iterations: Optional[int] = BINARY_ITERATIONS, synthesizer: str = SYNTHESIZER,
+             binary_iterations: Optional[int] = BINARY_ITERATIONS, binary_coverage: float = BINARY_COVERAGE,
+             synthesizer: str = SYNTHESIZER,
              synth_preset: Optional[str] = SYNTH_PRESET, synth_option: Optional[list[str]] = SYNTH_OPTION,
              device: str = DEVICE, host: Optional[str] = HOST, seed: int = SEED, steps: Optional[int] = STEPS,
              force: bool = typer.Option(False, "--force", help="Re-run every stage even if up to date."),
@@ -334,7 +338,8 @@ def quantize(teacher: Optional[str] = TEACHER, arch: Optional[str] = ARCH, targe
     instruction set is recorded). Calibrated on the synthetic transfer set (`synthesize` runs first) unless
     --calib real --images DIR. If the label-free estimate of the accuracy drop exceeds --max-accuracy-drop, the
     most sensitive layers stay in float. FP16: float16 weights and compute, float32 inputs/outputs.
-    Binary: BWN weights trained by data-free KD, first and last layers kept; exported as exact +-alpha INT8
+    Binary: BWN weights trained by data-free KD, first and last layers kept, and the layers that lose most
+    per weight within 1 - --binary-coverage of the weights; exported as exact +-alpha INT8
     weights plus a packed 1-bit checkpoint (<out>/quantize/binary_weights.pt).
     Every result is compared with the fp32 model in onnxruntime (output error, accuracy with --eval) and timed.
 

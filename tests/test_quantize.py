@@ -206,6 +206,30 @@ def test_binarisable_layers_skip_first_and_last():
     assert layers == convs[1:-1] and convs[0] not in layers and convs[-1] not in layers
 
 
+def test_layer_damage_is_zero_for_a_layer_that_is_already_binary_and_grows_with_the_error():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.ReLU(), torch.nn.Conv2d(4, 8, 3), torch.nn.ReLU(),
+                                torch.nn.Conv2d(8, 8, 3), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.LazyLinear(3))
+    images = torch.randn(64, 1, 12, 12)
+    model(images)  # materialise the lazy layer
+    with torch.no_grad():
+        model[2].weight.copy_(binary.binary_weight(model[2].weight))  # binarising it again changes nothing
+    rows = {row["layer"]: row for row in binary.layer_damage(model, ["2", "4"], images, images[:16])}
+    assert rows["2"]["relative_mse"] < 1e-12 < rows["4"]["relative_mse"]
+    assert rows["4"]["weights"] == 8 * 8 * 9
+    assert rows["4"]["damage_per_weight"] == pytest.approx(rows["4"]["relative_mse"] / (8 * 8 * 9) * 1e6)
+
+
+def test_split_by_damage_keeps_the_worst_layers_per_weight_within_the_allowance():
+    rows = [{"layer": "a", "weights": 100, "damage_per_weight": 1.0},
+            {"layer": "b", "weights": 5, "damage_per_weight": 9.0},    # worst per weight, small: kept
+            {"layer": "c", "weights": 10, "damage_per_weight": 5.0},   # next worst, 15 weights kept in all: too many
+            {"layer": "d", "weights": 3, "damage_per_weight": 2.0}]    # would fit, but worse layers were refused
+    assert binary.split_by_damage(rows, coverage=0.9) == (["a", "c", "d"], ["b"])  # allowance: 11.8 weights
+    assert binary.split_by_damage(rows, coverage=0.8) == (["a"], ["b", "c", "d"])  # allowance: 23.6
+    assert binary.split_by_damage(rows, coverage=1.0) == (["a", "b", "c", "d"], [])
+
+
 def test_packed_checkpoint_reloads_the_binary_model_exactly(tmp_path):
     from pipeline.models.load import load_model
     from pipeline.quantize.packed import save_binary_checkpoint
@@ -296,6 +320,12 @@ def test_pipeline_quantize_binary_end_to_end(tmp_path):
     metrics = json.loads((run / "manifest.json").read_text())["stages"]["quantize"]["metrics"]
     assert metrics["packed_reload_exact"] and (run / "quantize" / "binary_weights.pt").is_file()
     assert metrics["binarised_fp32_bytes"] / metrics["binarised_bytes"] > 25
+    # binarised + kept = every layer but the first and last; the binarised ones hold >= 90 % of their weights
+    damage = {row["layer"]: row["weights"] for row in metrics["layer_damage"]}
+    assert sorted(metrics["binarised_layers"] + metrics["kept_layers"]) == sorted(damage)
+    assert sum(damage[name] for name in metrics["binarised_layers"]) >= 0.9 * sum(damage.values())
+    packed = torch.load(run / "quantize" / "binary_weights.pt", weights_only=False)
+    assert sorted(packed["metadata"]["binarised_layers"]) == sorted(metrics["binarised_layers"])
 
 
 @pytest.mark.parametrize("args, message", [
@@ -305,6 +335,7 @@ def test_pipeline_quantize_binary_end_to_end(tmp_path):
     (["--calib", "other", "--images", "x"], "unknown calibration source"),
     (["--calib-method", "mse"], "unknown calibration method"),
     (["--max-accuracy-drop", "-1"], "--max-accuracy-drop"),
+    (["--precision", "binary", "--binary-coverage", "0"], "--binary-coverage is a fraction"),
 ])
 def test_pipeline_quantize_user_errors_are_one_line(tmp_path, args, message):
     result = run_cli("quantize", "--budget", "smoke", "--out", str(tmp_path / "run"), *args)

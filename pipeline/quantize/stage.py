@@ -64,6 +64,7 @@ class QuantizeConfig:
     calib_images: int = 512
     max_accuracy_drop: float = 0.5  # points of top-1, estimated without labels on held-back images (verify.py)
     binary_training: RecoverySettings = field(default_factory=lambda: RecoverySettings(iterations=3000))
+    binary_coverage: float = 0.9  # at least this share of the binarisable weights becomes binary (binary.py)
     eval: str | None = None  # labelled set, reported only
     eval_limit: int | None = None
     seed: int = 0
@@ -77,6 +78,8 @@ class QuantizeConfig:
             raise PipelineError(f"unknown calibration source {self.calib!r}; choose one of {', '.join(CALIBRATION_SOURCES)}")
         if not 0 <= self.max_accuracy_drop < 100:
             raise PipelineError(f"--max-accuracy-drop is in points (0-100), got {self.max_accuracy_drop}")
+        if not 0 < self.binary_coverage <= 1:
+            raise PipelineError(f"--binary-coverage is a fraction of the binarisable weights (0-1], got {self.binary_coverage}")
 
 
 class QuantizeStage(Stage):
@@ -185,12 +188,16 @@ class QuantizeStage(Stage):
         config = self.config
         loaded = config.model.load(self.model_path)
         teacher = loaded.model.eval()
-        layers = binary.binarisable_layers(teacher)
-        if not layers:
+        candidates = binary.binarisable_layers(teacher)
+        if not candidates:
             raise PipelineError(f"{self.model_path.name} has no layers between its first and last to binarise")
-        student = binary.binarise(copy.deepcopy(teacher), layers)
         data = self._training_images(preprocess)
-        log(f"quantize: binarising {len(layers)} layers (first and last kept), KD on {len(data)} {images.source} images")
+        damage = binary.layer_damage(teacher, candidates, data, torch.from_numpy(images.held_back[:256]), config.seed)
+        layers, kept = binary.split_by_damage(damage, config.binary_coverage)
+        share = sum(row["weights"] for row in damage if row["layer"] in layers) / sum(row["weights"] for row in damage)
+        log(f"quantize: binarising {len(layers)} layers ({100 * share:.1f} % of the binarisable weights; first and last "
+            f"kept{', and ' + ', '.join(kept) + ' (most damage per weight)' if kept else ''}), KD on {len(data)} {images.source} images")
+        student = binary.binarise(copy.deepcopy(teacher), layers)
         binary.reestimate_batchnorm(student, data, seed=config.seed)
         training = recovery_finetune(student, teacher, data, config.binary_training, workdir / "binary-training",
                                      config.seed, label=f"binary weights: data-free KD ({len(layers)} layers)")
@@ -202,7 +209,8 @@ class QuantizeStage(Stage):
         fp32_binary = scratch / "binary-fp32.onnx"
         export_onnx(student, loaded.preprocess, fp32_binary)
         details = self._int8(fp32_binary, images, preprocess, scratch, out, repair_allowed=False)
-        details.update(binarised_layers=layers, binarised_bytes=binary.packed_bytes(packed),
+        details.update(binarised_layers=layers, kept_layers=kept, binary_coverage=config.binary_coverage,
+                       binarised_weight_share=share, layer_damage=damage, binarised_bytes=binary.packed_bytes(packed),
                        binarised_fp32_bytes=binary.fp32_bytes(packed), packed_file_bytes=packed_path.stat().st_size,
                        packed_reload_exact=exact, training=training)
         log(f"quantize: binarised layers {binary.fp32_bytes(packed) / 1e3:.1f} kB fp32 -> "
