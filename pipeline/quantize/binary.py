@@ -7,9 +7,11 @@ a time (`layer_damage`), as long as they hold at most 1 - coverage of the binari
 (`split_by_damage`): on the embedded LeNet-5, conv2 holds 4 % of those weights and binarising it alone
 changes the logits 35x more per weight than conv3; keeping it took binary LeNet-5 from 88.2 % to 90.7 % top-1
 on 10,000 held-out Fashion-MNIST training images, the teacher being at 92.4 %
-(benchmarks/experiments/binary_recipes.py; a longer KD, Adam or other learning rates did not help). For inference, +-alpha becomes per-channel INT8 weights (+-127 with scale alpha/127,
-exact), because neither TensorRT nor onnxruntime has 1-bit kernels; the packed sign bits travel in a
-separate checkpoint (`pack_binary_checkpoint`) that `pipeline.models.load` rebuilds exactly."""
+(benchmarks/experiments/binary_recipes.py; a longer KD, Adam or other learning rates did not help).
+
+For inference, +-alpha becomes per-channel INT8 weights (+-127 with scale alpha/127, exact), because
+neither TensorRT nor onnxruntime has 1-bit kernels; the packed sign bits travel in a separate checkpoint
+(`packed.save_binary_checkpoint`) that `pipeline.models.load` rebuilds exactly."""
 
 import copy
 
