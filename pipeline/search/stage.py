@@ -199,8 +199,7 @@ class SearchStage(Stage):
             return path
         loaded = self.bases[base][1]
         config = self.config
-        model = freeze(copy.deepcopy(loaded.model))
-        feature_teacher = freeze(copy.deepcopy(model).to(self.device))
+        feature_teacher = freeze(copy.deepcopy(loaded.model).to(self.device))
         student = adapted_without(feature_teacher, list(dropped), loaded.input_shape)
         with tempfile.TemporaryDirectory(prefix="edge-pipeline-search-") as scratch:
             recovery_finetune(student, feature_teacher, self._train_images(), config.recovery, Path(scratch), config.seed,
