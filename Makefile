@@ -4,13 +4,13 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test install dataset sshd clean
+.PHONY: demo test install dataset sshd qemu clean
 
 demo: install dataset
 	$(VENV)/bin/pipeline build --target cpu
 	@echo "Results: runs/resnet20-fmnist-cpu/ (manifest.json, export/*.onnx, bench/bench.json)"
 
-test: install dataset sshd
+test: install dataset sshd qemu
 	$(PY) -m pytest -q
 
 install: $(STAMP)
@@ -39,6 +39,17 @@ sshd:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssh-server; \
 	else \
 		echo "note: OpenSSH server not installed (sudo apt-get install openssh-server); the SSH harness tests will skip"; \
+	fi
+
+# One INT8 test runs onnxruntime under qemu's Zen 1 CPU model (AVX2, no VNNI) to show that a TensorRT-bound
+# model's reported error does not depend on the CPU's instruction set; installed when we are root.
+qemu:
+	@if command -v qemu-x86_64 >/dev/null || [ "$$(uname -m)" != x86_64 ]; then \
+		true; \
+	elif [ "$$(id -u)" = 0 ]; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq qemu-user; \
+	else \
+		echo "note: qemu-user not installed (sudo apt-get install qemu-user); the emulated-CPU INT8 test will skip"; \
 	fi
 
 clean:

@@ -35,3 +35,10 @@ def loopback_device(tmp_path_factory):
     yield device
     process.terminate()
     process.wait(timeout=10)
+
+
+def pytest_report_header(config):
+    """Some INT8 figures depend on the CPU's instruction set (tests/test_quantize.py says which): name it."""
+    from pipeline.quantize.cpu_isa import detect_cpu_isa
+
+    return f"cpu: {detect_cpu_isa().summary()}"

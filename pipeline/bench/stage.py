@@ -4,7 +4,9 @@ and top-1 accuracy of the exported model (the artifact we hand on) on a labelled
 Where latency comes from is part of every entry (`latency_source`): "local" (the target's runtime here, a
 TensorRT engine when the engine stage built one), "remote" (the standalone bench script on the target's host,
 over SSH) or "proxy" (this machine's onnxruntime standing in for a runtime it lacks). Accuracy is always
-computed here, from the ONNX file (or the local engine), and says which runtime computed it.
+computed here, from the ONNX file (or the local engine), and says which runtime computed it. A Q/DQ model bound
+for TensorRT is run as written (no graph optimisation: Q/DQ in float, as TensorRT computes it), never through
+this CPU's integer kernels, whose sums saturate on CPUs without VNNI (pipeline/quantize/verify.py).
 """
 
 import tempfile
@@ -20,7 +22,7 @@ from pipeline.errors import PipelineError
 from pipeline.fileio import atomic_write_json
 from pipeline.preprocess import Preprocess
 from pipeline.progress import log
-from pipeline.runtimes import OnnxRuntimeRunner
+from pipeline.runtimes import OnnxRuntimeRunner, holds_qdq
 from pipeline.stage import Stage, StageOutput
 
 
@@ -63,7 +65,7 @@ def make_runner(runtime: str, path: Path, threads: int | None):
 
 class BenchStage(Stage):
     name = "bench"
-    version = 2
+    version = 3  # 3: a TensorRT-bound Q/DQ model's accuracy from its graph as written
 
     def __init__(self, models: dict[str, Path], config: BenchConfig):
         super().__init__(config)
@@ -112,8 +114,7 @@ class BenchStage(Stage):
                 entry["measured_on"] = remote_entry["measured_on"]
             entry["latency"] = latency
             if dataset is not None:
-                entry["accuracy"] = accuracy_with_runner(runner, dataset.images, dataset.labels)
-                entry["accuracy_runtime"] = entry["runtime"]["runtime"]
+                entry.update(self._accuracy(runner, path, dataset))
                 entry["eval_dataset"] = dataset.name
                 entry["eval_images"] = len(dataset)
         accuracy = f", top-1 {entry['accuracy']:.4f} on {len(dataset)} images" if dataset is not None else ""
@@ -121,6 +122,16 @@ class BenchStage(Stage):
         log(f"bench: {name} median {latency['median_ms']:.3f} ms{where} (p90 {latency['p90_ms']:.3f}, "
             f"CV {latency['cv']:.2f}){accuracy}")
         return entry
+
+    def _accuracy(self, runner, path: Path, dataset) -> dict:
+        config = self.config
+        bound_for_tensorrt = config.runtime == "tensorrt" or config.proxy_for == "tensorrt"
+        if isinstance(runner, OnnxRuntimeRunner) and bound_for_tensorrt and holds_qdq(path):
+            with OnnxRuntimeRunner(path, threads=config.threads, optimize_graph=False) as as_written:
+                return {"accuracy": accuracy_with_runner(as_written, dataset.images, dataset.labels),
+                        "accuracy_runtime": "onnxruntime, Q/DQ as written (no graph optimisation)"}
+        return {"accuracy": accuracy_with_runner(runner, dataset.images, dataset.labels),
+                "accuracy_runtime": runner.describe()["runtime"]}
 
     def _remote_latency(self, example) -> dict:
         from pipeline.drop.latency_table import LatencySettings, time_remotely

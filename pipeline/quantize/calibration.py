@@ -12,6 +12,17 @@ from pipeline.preprocess import Preprocess
 from pipeline.synthesize.transfer_set import TransferSet
 
 CALIBRATION_SOURCES = ("synthetic", "real")
+# onnxruntime's histogram calibrators (entropy, percentile) keep every batch's outputs and stack them with
+# np.asarray, which fails on a shorter last batch ("setting an array element with a sequence ... inhomogeneous
+# shape", microsoft/onnxruntime#18792); so every calibration batch has this many images, the remainder unused
+CALIBRATION_BATCH = 32
+
+
+def equal_batches(count: int, batch_size: int = CALIBRATION_BATCH) -> tuple[int, int]:
+    """(images per batch, images used) for `count` images cut into equal batches: the remainder of count / batch
+    is left out; fewer images than one batch make one smaller batch."""
+    size = max(1, min(batch_size, count))
+    return size, count // size * size
 
 
 @dataclass
@@ -50,7 +61,8 @@ def load_calibration_images(source: str, preprocess: Preprocess, *, transfer_set
     # never calibrate on the images the error is measured on; a small pool is split in halves
     held = min(held_back, len(inputs) // 2)
     split = min(count, len(inputs) - held)
-    return CalibrationImages(inputs[:split], inputs[split:split + held], source, f"{split} {what}")
+    _, used = equal_batches(split)  # the count recorded is the count calibrated on
+    return CalibrationImages(inputs[:used], inputs[split:split + held], source, f"{used} {what}")
 
 
 def real_images(images: str, preprocess: Preprocess, count: int, seed: int) -> np.ndarray:
@@ -66,10 +78,14 @@ def real_images(images: str, preprocess: Preprocess, count: int, seed: int) -> n
 
 
 class BatchReader:
-    """onnxruntime CalibrationDataReader over an array (defined lazily: onnxruntime is imported on use)."""
+    """onnxruntime CalibrationDataReader over an array, in equal batches (`equal_batches`); defined lazily:
+    onnxruntime is imported on use."""
 
-    def __new__(cls, images: np.ndarray, input_name: str, batch_size: int = 32):
+    def __new__(cls, images: np.ndarray, input_name: str, batch_size: int = CALIBRATION_BATCH):
         from onnxruntime.quantization import CalibrationDataReader
+
+        batch_size, used = equal_batches(len(images), batch_size)
+        images = images[:used]
 
         class _Reader(CalibrationDataReader):
             def __init__(self):

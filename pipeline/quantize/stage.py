@@ -44,7 +44,7 @@ from pipeline.quantize.int8 import (
 )
 from pipeline.quantize.packed import save_binary_checkpoint
 from pipeline.quantize.sensitivity import repair
-from pipeline.quantize.verify import logits, output_error
+from pipeline.quantize.verify import ONNXRUNTIME_KERNELS, QDQ_AS_WRITTEN, judged_as_written, logits, output_error
 from pipeline.stage import Stage, StageOutput, optional_field
 from pipeline.synthesize.transfer_set import NormalisedImages, TransferSet
 from pipeline.teacher_spec import TeacherSpec
@@ -84,7 +84,7 @@ class QuantizeConfig:
 
 class QuantizeStage(Stage):
     name = "quantize"
-    version = 1
+    version = 2  # 2: TensorRT-bound INT8 judged by its Q/DQ graph as written; equal calibration batches
 
     def __init__(self, onnx_path: Path, model_path: Path | None, transfer_set: Path | None, config: QuantizeConfig):
         super().__init__(config)
@@ -157,8 +157,15 @@ class QuantizeStage(Stage):
             log("int8: candidate formats " + ", ".join(f"{name} {ms:.3f} ms" for name, ms in choice["timing_ms"].items())
                 + f"; chose {fmt.name}")
         shutil.copy(candidates[fmt.name], out)
+        # a TensorRT-bound model is judged (and repaired) by its Q/DQ graph as written: this CPU's integer
+        # kernels would make the choice of float layers depend on whether the CPU has VNNI (verify.py)
+        as_written = judged_as_written(config.runtime, "int8")
+
+        def quantised_logits(path: Path):
+            return logits(path, images.held_back, as_written=as_written)
+
         reference = logits(fp32, images.held_back)
-        error = output_error(reference, logits(out, images.held_back))
+        error = output_error(reference, quantised_logits(out))
         details = {"format": fmt.to_dict(), "isa": isa.to_dict(), "format_choice": choice, "float_layers": []}
         budget = config.max_accuracy_drop / 100
         details["estimated_accuracy_drop_points"] = 100 * error["expected_accuracy_drop"]
@@ -169,8 +176,7 @@ class QuantizeStage(Stage):
             def quantise(path: Path, exclude=None, only=None) -> Path:
                 return quantize_int8(prepared, path, fmt, config.int8, images.calibration, cache, exclude, only)
 
-            fixed = repair(weighted_nodes(prepared), quantise, lambda p: logits(p, images.held_back), reference,
-                           budget, scratch, out)
+            fixed = repair(weighted_nodes(prepared), quantise, quantised_logits, reference, budget, scratch, out)
             details.update(repair=fixed, float_layers=fixed["float_layers"])
             if not fixed["met"]:
                 log(f"int8: warning: even with {len(fixed['float_layers'])} layers in float the estimated drop "
@@ -229,8 +235,11 @@ class QuantizeStage(Stage):
     # --- verification --------------------------------------------------------------------------------
     def _verify(self, out: Path, images: CalibrationImages, preprocess) -> dict:
         config = self.config
-        error = output_error(logits(self.onnx_path, images.held_back), logits(out, images.held_back))
-        result = {"output_error": error}
+        as_written = judged_as_written(config.runtime, config.precision)
+        reference = logits(self.onnx_path, images.held_back)
+        error = output_error(reference, logits(out, images.held_back, as_written=as_written))
+        # how the quantised model's output error and accuracy were computed (verify.py)
+        result = {"output_error": error, "judged_by": QDQ_AS_WRITTEN if as_written else ONNXRUNTIME_KERNELS}
         if config.eval:
             from pipeline.bench.accuracy import accuracy_with_runner
             from pipeline.data import load_eval_dataset
@@ -238,14 +247,17 @@ class QuantizeStage(Stage):
 
             dataset = load_eval_dataset(config.eval, preprocess, config.eval_limit)
             for name, path in (("fp32", self.onnx_path), ("quantized", out)):
-                with OnnxRuntimeRunner(path, threads=config.latency.threads) as runner:
+                with OnnxRuntimeRunner(path, threads=config.latency.threads,
+                                       optimize_graph=not (as_written and name == "quantized")) as runner:
                     result[f"accuracy_{name}"] = accuracy_with_runner(runner, dataset.images, dataset.labels)
             result["accuracy_drop_points"] = 100 * (result["accuracy_fp32"] - result["accuracy_quantized"])
             result["eval_images"] = len(dataset)
         accuracy = (f"; top-1 {result['accuracy_fp32']:.4f} -> {result['accuracy_quantized']:.4f} on {result['eval_images']} "
                     "labelled images" if config.eval else "")
-        log(f"quantize: {config.precision} vs fp32: top-1 agreement {error['top1_agreement']:.4f} on "
-            f"{error['images']} held-back {images.source} images{accuracy}")
+        log(f"quantize: {config.precision} vs fp32{' (Q/DQ as written, as TensorRT computes it)' if as_written else ''}: "
+            f"top-1 agreement {error['top1_agreement']:.4f} on {error['images']} held-back {images.source} images{accuracy}")
+        if as_written:
+            result["output_error_onnxruntime_kernels"] = self._kernel_error(out, reference, images, error)
         if config.runtime != "onnxruntime":
             # a TensorRT model's speed exists only as an engine on its GPU: the engine stage measures it there
             log(f"quantize: latency on {config.runtime} is measured from its engine, not here")
@@ -262,6 +274,19 @@ class QuantizeStage(Stage):
             log(f"quantize: warning: the {config.precision} model is SLOWER than fp32 on this machine "
                 f"({result['speedup']:.2f}x at batch {config.latency.batch}); handing it on because it was asked for")
         return result
+
+
+    @staticmethod
+    def _kernel_error(out: Path, reference, images: CalibrationImages, as_written: dict) -> dict:
+        """This CPU's onnxruntime integer kernels on the TensorRT-bound model, recorded beside the figure that
+        judges it (the Q/DQ graph as written): the two differ where the CPU's u8s8 sums saturate."""
+        isa = detect_cpu_isa()
+        kernels = output_error(reference, logits(out, images.held_back))
+        note = ("; this CPU has no VNNI/AMX, so its u8 x s8 sums can saturate: TensorRT's cannot"
+                if isa.u8s8_may_saturate else "")
+        log(f"quantize: onnxruntime's integer kernels on this CPU ({isa.int8_class}): relative MSE "
+            f"{kernels['relative_mse']:.4g} against {as_written['relative_mse']:.4g} for the Q/DQ graph as written{note}")
+        return {**kernels, "cpu_int8_class": isa.int8_class, "u8s8_may_saturate": isa.u8s8_may_saturate}
 
 
 def _onnx_preprocess(onnx_path: Path, model_path: Path | None, spec: TeacherSpec):

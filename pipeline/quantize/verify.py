@@ -1,5 +1,13 @@
 """How far a quantised ONNX model is from its fp32 source, measured with onnxruntime (the artifact, not a
-PyTorch stand-in): output error and top-1 agreement on unlabelled images, accuracy on a labelled set."""
+PyTorch stand-in): output error and top-1 agreement on unlabelled images, accuracy on a labelled set.
+
+Two ways to run a Q/DQ model, and which one judges it (`judged_as_written`):
+- onnxruntime's CPU integer kernels (graph optimised: Q/DQ pairs fused into QLinearConv and friends). That is
+  the deployed computation for a CPU target, and it depends on this CPU: without VNNI the u8 x s8 products are
+  summed in saturating 16-bit pairs (`cpu_isa.CpuIsa.u8s8_may_saturate`).
+- the graph as written (no graph optimisation): QuantizeLinear rounds and clips to int8, DequantizeLinear scales
+  back, convolutions run in fp32. That is what TensorRT computes (int8 products with int32 sums, which are
+  exact), on any CPU, so a TensorRT-bound model's figures do not depend on the machine that checks it."""
 
 from pathlib import Path
 
@@ -8,8 +16,19 @@ import numpy as np
 from pipeline.runtimes import OnnxRuntimeRunner
 
 
-def logits(path: Path, images: np.ndarray, threads: int | None = None, batch_size: int = 256) -> np.ndarray:
-    with OnnxRuntimeRunner(path, threads=threads) as runner:
+QDQ_AS_WRITTEN = "Q/DQ as written (onnxruntime, no graph optimisation: quantise-dequantise in float, fp32 convolutions)"
+ONNXRUNTIME_KERNELS = "onnxruntime CPU integer kernels (graph optimised) on this CPU"
+
+
+def judged_as_written(runtime: str, precision: str) -> bool:
+    """A quantised model bound for TensorRT is judged by its Q/DQ graph as written, never by this CPU's kernels."""
+    return runtime == "tensorrt" and precision in ("int8", "binary")
+
+
+def logits(path: Path, images: np.ndarray, threads: int | None = None, batch_size: int = 256,
+           as_written: bool = False) -> np.ndarray:
+    """The model's outputs on `images`; `as_written`: no graph optimisation (see the module docstring)."""
+    with OnnxRuntimeRunner(path, threads=threads, optimize_graph=not as_written) as runner:
         return np.concatenate([runner.infer(images[i:i + batch_size]) for i in range(0, len(images), batch_size)])
 
 

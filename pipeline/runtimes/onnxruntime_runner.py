@@ -11,6 +11,14 @@ from pipeline.runtimes.base import Runner
 CPU = "CPUExecutionProvider"
 
 
+def holds_qdq(path: Path) -> bool:
+    """Whether an ONNX model carries QuantizeLinear/DequantizeLinear nodes (an INT8 or binary-weight model)."""
+    import onnx
+
+    return any(node.op_type in ("QuantizeLinear", "DequantizeLinear")
+               for node in onnx.load(str(path), load_external_data=False).graph.node)
+
+
 def _first_line(error: BaseException) -> str:
     text = str(error).strip()
     return text.splitlines()[0] if text else type(error).__name__
@@ -19,9 +27,14 @@ def _first_line(error: BaseException) -> str:
 class OnnxRuntimeRunner(Runner):
     name = "onnxruntime"
 
-    def __init__(self, path: Path, threads: int | None = None, providers: list | None = None):
+    def __init__(self, path: Path, threads: int | None = None, providers: list | None = None,
+                 optimize_graph: bool = True):
+        """`optimize_graph=False` runs the graph as written: no fusion, so the QuantizeLinear/DequantizeLinear
+        pairs of a Q/DQ model execute one by one in float around fp32 convolutions (the arithmetic TensorRT's
+        INT8 kernels reproduce with exact int32 sums), instead of being fused into this CPU's integer kernels."""
         super().__init__()
         self.path = Path(path)
+        self.optimize_graph = optimize_graph
         if threads is not None and threads < 1:
             raise PipelineError(f"threads must be >= 1, got {threads}")
         self.threads = threads
@@ -51,7 +64,8 @@ class OnnxRuntimeRunner(Runner):
         # threads that only steal cores from the intra-op pool.
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_ALL if self.optimize_graph
+                                            else ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
         options.log_severity_level = 3  # errors only: warnings would clutter the CLI's stderr
         try:
             self.session = ort.InferenceSession(str(self.path), sess_options=options, providers=self._providers(ort))
@@ -79,4 +93,5 @@ class OnnxRuntimeRunner(Runner):
         providers = self.session.get_providers() if self.session is not None else None
         return {"runtime": "onnxruntime", "version": ort.__version__, "threads": self.threads,
                 "inter_op_threads": 1, "providers": providers, "requested_providers":
-                [p[0] if isinstance(p, tuple) else p for p in self.requested_providers], "model": str(self.path)}
+                [p[0] if isinstance(p, tuple) else p for p in self.requested_providers], "model": str(self.path),
+                **({} if self.optimize_graph else {"graph_optimization": "none (graph as written)"})}

@@ -34,7 +34,7 @@ from pipeline.fileio import atomic_write_json, atomic_write_text, sha256_file, s
 from pipeline.models.checkpoint import save_checkpoint
 from pipeline.progress import log
 from pipeline.quantize.calibration import normalised
-from pipeline.quantize.verify import expected_accuracy_drop, logits
+from pipeline.quantize.verify import expected_accuracy_drop, judged_as_written, logits
 from pipeline.search.report import explain, write_front
 from pipeline.search.space import Candidate, practise_order, predicted_ms, shortlist
 from pipeline.stage import Stage, StageOutput
@@ -247,7 +247,7 @@ class SearchStage(Stage):
         from pipeline.quantize.calibration import load_calibration_images
         from pipeline.quantize.stage import QuantizeConfig, QuantizeStage
 
-        runtime = "tensorrt" if self.config.latency.proxy_for == "tensorrt" else self.config.latency.runtime
+        runtime = self._deployed_runtime()
         quantize = QuantizeStage(fp32, None, self.transfer_set_path,
                                  QuantizeConfig(precision="int8", runtime=runtime, latency=replace_rounds(self.config.latency),
                                                 calib_images=self.config.calib_images, seed=self.config.seed))
@@ -255,6 +255,9 @@ class SearchStage(Stage):
                                          count=self.config.calib_images, seed=self.config.seed)
         return quantize._int8(fp32, images, self.preprocess, scratch, scratch / "model.onnx", repair_allowed=True,
                               format_name=format_name)
+
+    def _deployed_runtime(self) -> str:
+        return "tensorrt" if self.config.latency.proxy_for == "tensorrt" else self.config.latency.runtime
 
     def _evaluate(self, candidate: Candidate, facts: dict) -> dict:
         """Build the candidate and estimate its accuracy without labels (cached)."""
@@ -265,7 +268,9 @@ class SearchStage(Stage):
         if cache_file.is_file():
             record = json.loads(cache_file.read_text())
         else:
-            predicted = logits(onnx_path, self.held_images)
+            # a TensorRT-bound INT8 candidate is judged as TensorRT computes it, not by this CPU's kernels
+            predicted = logits(onnx_path, self.held_images,
+                               as_written=judged_as_written(self._deployed_runtime(), candidate.precision))
             drop = expected_accuracy_drop(self.teacher_logits, predicted)
             record = {"expected_loss_vs_teacher": drop,
                       "agreement": float((predicted.argmax(1) == self.teacher_logits.argmax(1)).mean()),
