@@ -11,7 +11,7 @@ demo: install dataset
 	@echo "Results: runs/resnet20-fmnist-cpu/ (manifest.json, export/*.onnx, bench/bench.json)"
 
 test: install dataset sshd qemu
-	$(PY) -m pytest -q
+	$(PY) -m pytest
 
 install: $(STAMP)
 

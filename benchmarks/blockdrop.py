@@ -114,7 +114,7 @@ def filter_prune(match: str, budget: str, seed: int) -> None:
     from pipeline.synthesize.base import TeacherView
     from pipeline.synthesize.real_images import load_real_images
     from pipeline.synthesize.transfer_set import NormalisedImages, TransferSet
-    from pipeline.drop.latency_table import LatencySettings
+    from pipeline.measure import LatencySettings
     from pipeline.targets import load_target
     from pipeline.training import freeze, seed_everything
 
@@ -160,8 +160,8 @@ def resnet34(threads: int, rounds: int, adapter_steps: int) -> None:
     import torch
 
     from pipeline.drop.blocks import droppable_blocks
-    from pipeline.drop.latency_table import (LatencySettings, block_latency_table, cache_key, format_table,
-                                             time_candidate_sets)
+    from pipeline.drop.latency_table import block_latency_table, cache_key, format_table, time_candidate_sets
+    from pipeline.measure import LatencySettings
     from pipeline.drop.recoverability import RecoverabilityProbe, RecoverabilitySettings
     from pipeline.drop.select import LatencyBudget, greedy_drop
     from pipeline.models import create_model

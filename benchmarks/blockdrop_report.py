@@ -19,7 +19,7 @@ def _records() -> list[dict]:
 
 
 def _time_everything(paths: dict[str, Path], threads: int, rounds: int) -> dict:
-    from pipeline.drop.latency_table import LatencySettings, example_input, time_onnx_models
+    from pipeline.measure import LatencySettings, example_input, time_onnx_models
     from pipeline.preprocess import default_preprocess
 
     settings = LatencySettings(threads=threads, warmup=20, runs=100, rounds=rounds, max_seconds=0.5)

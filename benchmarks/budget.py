@@ -135,10 +135,11 @@ def run(fractions: list[float], budget: str, reuse: bool = False, baselines: boo
 
 def remeasure(fractions: list[float], rounds: int = 40) -> None:
     """4. Independent of every search: per budget, one interleaved session of the teacher, the choice and the
-    single-technique models; each model's ratio to the teacher is the median of its per-round ratios."""
+    single-technique models; each model's ratio to the teacher is the measurement layer's paired ratio (trimmed mean of
+    its per-round ratios, as the gate and the search judge)."""
     import numpy as np
 
-    from pipeline.drop.latency_table import LatencySettings, example_input, time_onnx_models
+    from pipeline.measure import LatencySettings, example_input, paired_ratio, time_onnx_models
     from pipeline.preprocess import preprocess_from_onnx
 
     records = {p.stem: json.loads(p.read_text()) for p in RECORDS.glob("*.json")}
@@ -156,7 +157,7 @@ def remeasure(fractions: list[float], rounds: int = 40) -> None:
         teacher_rounds = np.asarray(timed["teacher"]["round_medians_ms"])
         sessions[str(fraction)] = {"teacher_ms": timed["teacher"]["median_ms"], "models": {
             name: {"median_ms": entry["median_ms"], "cv": entry["cv"],
-                   "ratio_to_teacher": float(np.median(np.asarray(entry["round_medians_ms"]) / teacher_rounds))}
+                   "ratio_to_teacher": paired_ratio(entry["round_medians_ms"], teacher_rounds).ratio}
             for name, entry in timed.items()}}
     atomic_write_json(RECORDS / "remeasured.json", {
         "sessions": sessions, "rounds": rounds, "settings": settings.to_dict(),
@@ -226,7 +227,7 @@ def report() -> None:
         "held-back synthetic images); the labelled set is measured after the choice and never used by it.",
         "`remeasured`: after all searches, per budget one independent interleaved session "
         f"({timing['rounds']} rounds) of the teacher, the choice and the single-technique models; in brackets the "
-        "median of the per-round ratios to the teacher, which must be at most the budget fraction. `budget ms`: "
+        "20 % trimmed mean of the per-round ratios to the teacher (`pipeline.measure.paired_ratio`), which must be at most the budget fraction. `budget ms`: "
         "fraction x the teacher's median in that session. `best single`: the more accurate of `pipeline drop` "
         "(blocks alone, fp32) and `pipeline quantize --precision int8` (INT8 alone) among those within the budget "
         "in that same session.",

@@ -4,6 +4,8 @@ often it detects real slowdowns of about 3, 5 and 10 %.
     python benchmarks/gate.py calibrate      # build slowed copies of the embedded teacher, measure their cost
     python benchmarks/gate.py trials --aa 60 --ab 40
                                              # gates in a row -> benchmarks/results/gate.{json,md}
+    python benchmarks/gate.py trials --aa 60 --ab 40 --levels 0.10 --name gate-remeasured
+                                             # only the A/A and 10 % rows, to another file
 
 The slowdown is real work, not a sleep: one identity convolution (a centred 1 in a k x k kernel) inserted in
 front of the model (outputs unchanged, checked), k chosen so that the extra time is ~3/5/10 % of the model's,
@@ -32,6 +34,12 @@ WORK = ROOT / "runs" / "bench-gate"
 LEVELS = (0.03, 0.05, 0.10)
 
 
+def _commit() -> str:
+    import subprocess
+
+    return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip()
+
+
 def command() -> str:
     return " ".join(["python", "benchmarks/gate.py", *sys.argv[1:]])
 
@@ -51,13 +59,13 @@ def teacher_onnx() -> Path:
 
 
 def ratio(base: Path, other: Path, rounds: int) -> float:
-    from pipeline.drop.latency_table import LatencySettings, example_input, time_onnx_models
+    from pipeline.measure import LatencySettings, example_input, paired_ratio, time_onnx_models
     from pipeline.preprocess import preprocess_from_onnx
 
     settings = LatencySettings(threads=2, warmup=20, runs=100, max_seconds=0.5)
     timed = time_onnx_models({"a": base, "b": other}, settings, example_input(settings, preprocess_from_onnx(base, None)),
                              rounds, label="calibrating")
-    return float(np.median(np.asarray(timed["b"]["round_medians_ms"]) / np.asarray(timed["a"]["round_medians_ms"])))
+    return paired_ratio(timed["b"]["round_medians_ms"], timed["a"]["round_medians_ms"]).ratio
 
 
 def calibrate() -> None:
@@ -85,7 +93,7 @@ def calibrate() -> None:
                                                   "variants": {str(k): v for k, v in variants.items()}})
 
 
-def trials(aa: int, ab: int) -> None:
+def trials(aa: int, ab: int, levels: tuple[float, ...] = LEVELS, name: str = "gate") -> None:
     from pipeline.gate.gate import GateSettings, run_gate, write_baseline
     from pipeline.targets import load_target
 
@@ -93,9 +101,9 @@ def trials(aa: int, ab: int) -> None:
     target, settings = load_target("cpu"), GateSettings()
     baseline = WORK / "baseline.json"
     write_baseline(teacher_onnx(), baseline, target, settings)
-    plan = [0.0] * aa + [level for level in LEVELS for _ in range(ab)]
+    plan = [0.0] * aa + [level for level in levels for _ in range(ab)]
     order = np.random.default_rng(0).permutation(len(plan))
-    outcomes = {level: [] for level in (0.0, *LEVELS)}
+    outcomes = {level: [] for level in (0.0, *levels)}
     started = time.monotonic()
     for done, index in enumerate(order, 1):
         level = plan[index]
@@ -116,10 +124,12 @@ def trials(aa: int, ab: int) -> None:
                      "kernel": calibration["variants"][str(level)]["kernel"] if level else None})
     record = {"rows": rows, "settings": settings.to_dict(), "calibration": calibration, "outcomes": {str(k): v for k, v in outcomes.items()},
               "wall_s": round(time.monotonic() - started, 1), "recorded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-              "machine": machine(), "command": command()}
-    atomic_write_json(RESULTS / "gate.json", record)
+              "machine": machine(), "command": command(), "commit": _commit()}
+    for row in rows:  # which code and which machine produced each row
+        row.update(commit=record["commit"], cpu=record["machine"]["cpu"])
+    atomic_write_json(RESULTS / f"{name}.json", record)
     lines = ["# Latency gate: false alarms and detection on this machine", "",
-             f"`{command()}` (after `python benchmarks/gate.py calibrate`) on {record['machine']['cpu']}, "
+             f"`{command()}` (after `python benchmarks/gate.py calibrate`) at commit {record['commit']} on {record['machine']['cpu']}, "
              f"{record['machine']['cores']} cores, {record['recorded_at']}; {record['wall_s']:.0f} s in all.",
              f"Model: the embedded ResNet-20 teacher (ONNX Runtime CPU, 2 threads, batch 1). Gate: default settings "
              f"({settings.rounds} interleaved rounds x {settings.runs} runs, allowed regression "
@@ -132,7 +142,7 @@ def trials(aa: int, ab: int) -> None:
         lines.append(f"| {100 * row['slowdown']:.0f} % | {row['kernel'] or '—'} | {100 * row['measured_slowdown']:.1f} % | {row['trials']} | "
                      f"{100 * row['alarm_rate']:.1f} % | {100 * row['unmeasurable_rate']:.1f} % | {row['median_ratio']:.4f} | "
                      f"{row['median_gate_s']:.1f} |")
-    atomic_write_text(RESULTS / "gate.md", "\n".join(lines) + "\n")
+    atomic_write_text(RESULTS / f"{name}.md", "\n".join(lines) + "\n")
     print("\n".join(lines))
 
 
@@ -146,8 +156,10 @@ def main() -> None:
     p = sub.add_parser("trials")
     p.add_argument("--aa", type=int, default=60)
     p.add_argument("--ab", type=int, default=40)
+    p.add_argument("--levels", type=float, nargs="+", default=list(LEVELS), choices=LEVELS)
+    p.add_argument("--name", default="gate", help="results file stem in benchmarks/results/")
     args = parser.parse_args()
-    calibrate() if args.mode == "calibrate" else trials(args.aa, args.ab)
+    calibrate() if args.mode == "calibrate" else trials(args.aa, args.ab, tuple(args.levels), args.name)
 
 
 if __name__ == "__main__":

@@ -131,7 +131,7 @@ def formats(model: str, rounds: int) -> None:
     """Every INT8 format this CPU could be given (TensorRT's S8S8 QDQ and the CPU candidates) against fp32, at
     batch 1 and 32, from the same calibration: the evidence behind the cpu target's format choice."""
     from pipeline.preprocess import preprocess_from_onnx
-    from pipeline.drop.latency_table import LatencySettings, example_input, time_onnx_models
+    from pipeline.measure import LatencySettings, example_input, time_onnx_models
     from pipeline.quantize.calibration import load_calibration_images
     from pipeline.quantize.cpu_isa import detect_cpu_isa
     from pipeline.quantize.int8 import TENSORRT_QDQ, Int8Settings, cpu_candidates, prepare_for_quantization, quantize_int8

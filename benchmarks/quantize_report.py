@@ -22,7 +22,7 @@ def _runs() -> list[dict]:
 
 
 def _time(paths: dict[str, Path], preprocess, rounds: int) -> dict[int, dict[str, float]]:
-    from pipeline.drop.latency_table import LatencySettings, example_input, time_onnx_models
+    from pipeline.measure import LatencySettings, example_input, time_onnx_models
 
     timing = {}
     for batch, counts in BATCHES.items():

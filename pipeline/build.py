@@ -12,12 +12,12 @@ from pipeline.distill.engine import StudentTraining
 from pipeline.distill.stage import DistillConfig, DistillStage
 from pipeline.errors import PipelineError
 from pipeline.drop.finetune import RecoverySettings
-from pipeline.drop.latency_table import LatencySettings
 from pipeline.drop.recoverability import RecoverabilitySettings
 from pipeline.drop.select import LatencyBudget
 from pipeline.drop.stage import DropConfig, DropStage
 from pipeline.engine.stage import EngineConfig, EngineStage
 from pipeline.export.stage import ExportConfig, ExportStage
+from pipeline.measure import LatencySettings
 from pipeline.models import default_student
 from pipeline.models.load import LoadedModel
 from pipeline.preprocess import Preprocess, preprocess_from_onnx

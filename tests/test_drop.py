@@ -14,7 +14,8 @@ from conftest import run_cli
 from pipeline.drop.adapters import AdaptedConv, adapter_parameters, fuse_adapters, insert_adapters
 from pipeline.drop.blocks import DroppedBlock, conv_count, droppable_blocks, without_blocks
 from pipeline.drop.filter_prune import channel_counts, filter_prune
-from pipeline.drop.latency_table import LatencySettings, cache_key, load_or_measure
+from pipeline.drop.latency_table import cache_key, load_or_measure
+from pipeline.measure import LatencySettings
 from pipeline.drop.select import LatencyBudget, greedy_drop
 from pipeline.errors import PipelineError
 from pipeline.export.onnx_export import export_onnx

@@ -14,7 +14,8 @@ from pipeline.errors import PipelineError
 from pipeline.export.onnx_export import export_onnx
 from pipeline.gate.gate import parse_regression
 from pipeline.gate.inject import slowed
-from pipeline.gate.stats import PASS, REGRESSION, UNMEASURABLE, bootstrap_ci, decide, trimmed_mean
+from pipeline.gate.stats import PASS, REGRESSION, UNMEASURABLE, decide
+from pipeline.measure import bootstrap_ci, trimmed_mean
 from pipeline.models import create_model
 from pipeline.preprocess import default_preprocess
 

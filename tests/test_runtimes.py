@@ -8,11 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.bench import (
-    accuracy_with_runner,
-    measure_latency,
-    predictions_with_runner,
-)
+from pipeline.bench import accuracy_with_runner, predictions_with_runner
+from pipeline.measure import measure_latency
 from pipeline.errors import MissingDependency, PipelineError
 from pipeline.export import export_onnx
 from pipeline.models import create_model
@@ -169,7 +166,7 @@ def _tensorrt_skip_reason() -> str | None:
 @pytest.mark.tensorrt
 @pytest.mark.skipif(_tensorrt_skip_reason() is not None, reason=f"TensorRT cannot run here: {_tensorrt_skip_reason()}")
 def test_tensorrt_runner_matches_onnxruntime(lenet, tmp_path):
-    from pipeline.engine.builder import build_engine_file
+    from pipeline.runtimes.tensorrt_engine import build_engine_file
 
     _, path, images = lenet
     engine_path = tmp_path / "lenet5.engine"

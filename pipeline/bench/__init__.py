@@ -1,6 +1,6 @@
-"""Benchmarks shared by every stage: one timing routine, one accuracy routine, both over a Runner."""
+"""The bench stage, and the accuracy routine shared by every stage (over a Runner). Timing lives in
+`pipeline.measure`, below every stage."""
 
 from pipeline.bench.accuracy import accuracy_with_runner, predictions_with_runner
-from pipeline.bench.latency import LatencyStats, measure_latency
 
-__all__ = ["LatencyStats", "measure_latency", "accuracy_with_runner", "predictions_with_runner"]
+__all__ = ["accuracy_with_runner", "predictions_with_runner"]

@@ -1,5 +1,6 @@
-"""`bench` stage: latency of each exported model on the target's runtime with the shared timing routine,
-and top-1 accuracy of the exported model (the artifact we hand on) on a labelled set when one is given.
+"""`bench` stage: latency of each exported model on the target's runtime, all models timed together in
+interleaved rounds by the measurement layer (`pipeline.measure`, like every other latency of the package), and
+top-1 accuracy of the exported model (the artifact we hand on) on a labelled set when one is given.
 
 Where latency comes from is part of every entry (`latency_source`): "local" (the target's runtime here, a
 TensorRT engine when the engine stage built one), "remote" (the standalone bench script on the target's host,
@@ -9,17 +10,15 @@ for TensorRT is run as written (no graph optimisation: Q/DQ in float, as TensorR
 this CPU's integer kernels, whose sums saturate on CPUs without VNNI (pipeline/quantize/verify.py).
 """
 
+import math
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 from pipeline.bench.accuracy import accuracy_with_runner
-from pipeline.bench.latency import measure_latency
 from pipeline.data import load_eval_dataset
-from pipeline.errors import PipelineError
 from pipeline.fileio import atomic_write_json
+from pipeline.measure import LatencySettings, example_input, make_runner, runner_for, time_onnx_models, time_runners
 from pipeline.preprocess import Preprocess
 from pipeline.progress import log
 from pipeline.runtimes import OnnxRuntimeRunner, holds_qdq
@@ -31,7 +30,7 @@ class BenchConfig:
     batch: int
     threads: int | None
     warmup: int
-    runs: int
+    runs: int  # timed runs per model in all, spread over the rounds
     preprocess: dict  # what the models expect (Preprocess.to_dict())
     runtime: str = "onnxruntime"
     eval: str | None = None
@@ -44,28 +43,21 @@ class BenchConfig:
     remote: dict | None = None
     tensorrt: dict | None = None
     engines: dict = field(default_factory=dict)  # model name -> engine built by the engine stage (local TensorRT)
+    rounds: int = 20  # interleaved rounds (the project's floor for a timing claim)
 
-
-def make_runner(runtime: str, path: Path, threads: int | None):
-    """The runner for one model file: onnxruntime for .onnx, TensorRT (or trtexec) for a built engine."""
-    if runtime == "onnxruntime":
-        return OnnxRuntimeRunner(path, threads=threads)
-    if runtime == "tensorrt":
-        if Path(path).suffix not in (".engine", ".plan"):
-            raise PipelineError(f"TensorRT runs engines, not {Path(path).name}: build one first (`pipeline engine`)")
-        from pipeline.runtimes import TensorRtRunner
-
-        return TensorRtRunner(path)
-    if runtime == "trtexec":
-        from pipeline.runtimes import TrtexecRunner
-
-        return TrtexecRunner(path)
-    raise PipelineError(f"unknown runtime {runtime!r}")
+    def latency_settings(self) -> LatencySettings:
+        """Per round: a share of the timed runs (at least 2) and of the warm-up (at least 2, since the other
+        models ran in between); no time cut, so every model gets the same number of samples."""
+        rounds = max(1, min(self.rounds, self.runs))
+        return LatencySettings(runtime=self.runtime, batch=self.batch, threads=self.threads,
+                               warmup=max(2, math.ceil(self.warmup / rounds)), runs=max(2, math.ceil(self.runs / rounds)),
+                               rounds=rounds, max_seconds=None, source=self.source, proxy_for=self.proxy_for,
+                               precision=self.precision, host=self.host, remote=self.remote, tensorrt=self.tensorrt)
 
 
 class BenchStage(Stage):
     name = "bench"
-    version = 3  # 3: a TensorRT-bound Q/DQ model's accuracy from its graph as written
+    version = 4  # 3: a TensorRT-bound Q/DQ model's accuracy from its graph as written; 4: interleaved rounds
 
     def __init__(self, models: dict[str, Path], config: BenchConfig):
         super().__init__(config)
@@ -76,17 +68,22 @@ class BenchStage(Stage):
 
     def run(self, workdir: Path) -> StageOutput:
         config = self.config
+        settings = config.latency_settings()
         preprocess = Preprocess.from_dict(config.preprocess)
-        example = np.random.default_rng(config.seed).standard_normal(
-            (config.batch, *preprocess.input_shape)).astype(np.float32)
+        example = example_input(settings, preprocess, config.seed)
         dataset = load_eval_dataset(config.eval, preprocess, config.eval_limit) if config.eval else None
-        remote = self._remote_latency(example) if config.source == "remote" else {}
         if config.source == "proxy":
             log(f"[yellow]bench: latency by proxy: onnxruntime on this machine stands in for {config.proxy_for}[/yellow]")
+        label = f"bench: {len(self.models)} model(s), {settings.rounds} interleaved rounds"
         results = {}
         with tempfile.TemporaryDirectory(prefix="edge-pipeline-bench-") as folder:
+            runners = {name: self._runner(name, path, Path(folder)) for name, path in self.models.items()}
+            if config.source == "remote":
+                timed = time_onnx_models(self.models, settings, example, settings.rounds, label=label)
+            else:
+                timed = time_runners(runners, settings, example, settings.rounds, label=label)
             for name, path in self.models.items():
-                results[name] = self._measure(name, path, example, dataset, remote.get(name), Path(folder))
+                results[name] = self._entry(name, path, runners[name], timed[name], settings, dataset)
         atomic_write_json(workdir / "bench.json", results)
         return StageOutput(artifacts={"report": "bench.json"}, metrics=results)
 
@@ -95,24 +92,20 @@ class BenchStage(Stage):
         if config.source == "local" and config.runtime == "tensorrt":
             if name in config.engines:
                 return make_runner("tensorrt", Path(config.engines[name]), None)
-            from pipeline.drop.latency_table import LatencySettings, runner_for
+            return runner_for(config.latency_settings(), path, folder)  # e.g. the fp32 teacher: an engine of its own
+        return make_runner("onnxruntime", path, config.threads)  # here, or accuracy here for a remote measurement
 
-            settings = LatencySettings(runtime="tensorrt", batch=config.batch, precision=config.precision,
-                                       tensorrt=config.tensorrt)
-            return runner_for(settings, path, folder)  # e.g. the fp32 teacher: an engine of its own
-        return make_runner("onnxruntime", path, config.threads)
-
-    def _measure(self, name: str, path: Path, example, dataset, remote_entry, folder: Path) -> dict:
+    def _entry(self, name: str, path: Path, runner, timed: dict, settings: LatencySettings, dataset) -> dict:
         config = self.config
-        with self._runner(name, path, folder) as runner:
+        pooled = timed["pooled"]
+        latency = {**{key: pooled[key] for key in ("mean_ms", "p90_ms", "p99_ms", "min_ms", "max_ms", "runs")},
+                   "median_ms": timed["median_ms"], "cv": timed["cv"], "round_medians_ms": timed["round_medians_ms"],
+                   "rounds": settings.rounds, "warmup": settings.warmup, "batch": config.batch}
+        with runner:
             entry = {"runtime": runner.describe(), "size_bytes": path.stat().st_size, "latency_source": config.source,
-                     "proxy_for": config.proxy_for}
-            if remote_entry is None:
-                latency = measure_latency(runner, example, warmup=config.warmup, runs=config.runs).to_dict()
-            else:
-                latency = {**remote_entry["pooled"], "warmup": config.warmup, "batch": config.batch}
-                entry["measured_on"] = remote_entry["measured_on"]
-            entry["latency"] = latency
+                     "proxy_for": config.proxy_for, "latency": latency}
+            if config.source == "remote":
+                entry["measured_on"] = timed["measured_on"]
             if dataset is not None:
                 entry.update(self._accuracy(runner, path, dataset))
                 entry["eval_dataset"] = dataset.name
@@ -120,7 +113,7 @@ class BenchStage(Stage):
         accuracy = f", top-1 {entry['accuracy']:.4f} on {len(dataset)} images" if dataset is not None else ""
         where = {"remote": f" on {config.host}", "proxy": f" (proxy for {config.proxy_for})"}.get(config.source, "")
         log(f"bench: {name} median {latency['median_ms']:.3f} ms{where} (p90 {latency['p90_ms']:.3f}, "
-            f"CV {latency['cv']:.2f}){accuracy}")
+            f"CV {latency['cv']:.2f}, {settings.rounds} rounds){accuracy}")
         return entry
 
     def _accuracy(self, runner, path: Path, dataset) -> dict:
@@ -132,13 +125,3 @@ class BenchStage(Stage):
                         "accuracy_runtime": "onnxruntime, Q/DQ as written (no graph optimisation)"}
         return {"accuracy": accuracy_with_runner(runner, dataset.images, dataset.labels),
                 "accuracy_runtime": runner.describe()["runtime"]}
-
-    def _remote_latency(self, example) -> dict:
-        from pipeline.drop.latency_table import LatencySettings, time_remotely
-
-        config = self.config
-        settings = LatencySettings(runtime=config.runtime, batch=config.batch, threads=config.threads,
-                                   warmup=config.warmup, runs=config.runs, rounds=1, max_seconds=None, source="remote",
-                                   precision=config.precision, host=config.host, remote=config.remote,
-                                   tensorrt=config.tensorrt)
-        return time_remotely(self.models, settings, example, 1, label="bench")

@@ -7,9 +7,10 @@ import copy
 import torch
 import torch.nn as nn
 
-from pipeline.drop.latency_table import LatencySettings, time_models
+from pipeline.drop.latency_table import time_models
 from pipeline.errors import PipelineError
 from pipeline.lazy import lazy_import
+from pipeline.measure import LatencySettings
 from pipeline.preprocess import Preprocess
 from pipeline.progress import log
 

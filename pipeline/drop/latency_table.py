@@ -1,8 +1,8 @@
 """Block latency table: what removing each block saves on the target's runtime, *measured*.
 
 Each variant (the full model, and the model without one block) is exported to ONNX as it would be
-deployed and timed with the shared routine (`measure_latency`) on the target's runner, batch and input
-size. Variants are timed in interleaved rounds (full, -b1, -b2, ..., then again in a new order) so a
+deployed and timed with the measurement layer's protocol (`pipeline.measure`) on the target's runner, batch
+and input size. Variants are timed in interleaved rounds (full, -b1, -b2, ..., then again in a new order) so a
 slow drift of the machine shifts every variant alike instead of biasing the savings. The saving of a
 block is the median over rounds of (full - without block); its noise is the standard error of those
 differences. Blocks whose saving is within twice its noise are re-measured with more rounds.
@@ -11,58 +11,19 @@ differences. Blocks whose saving is within twice its noise are re-measured with 
 import math
 import platform
 import tempfile
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch.nn as nn
 
-from pipeline.bench.latency import latency_samples_ms
-from pipeline.bench.stage import make_runner
-from pipeline.runtimes.device_bench import interleaved_rounds
 from pipeline.drop.blocks import Block, without_blocks
 from pipeline.export.onnx_export import export_onnx
 from pipeline.fileio import atomic_write_json
+from pipeline.measure import LatencySettings, example_input, runtime_version, time_onnx_models
 from pipeline.preprocess import Preprocess
-from pipeline.progress import log, progress_bar
+from pipeline.progress import log
 
 TABLE_FORMAT = "edge-pipeline/block-latency-table-v1"
-
-
-@dataclass(frozen=True)
-class LatencySettings:
-    """How latency is measured: the target's runtime, batch and threads, plus how long to time."""
-    runtime: str = "onnxruntime"
-    batch: int = 1
-    threads: int | None = None
-    warmup: int = 20
-    runs: int = 200  # timed runs per variant per round
-    rounds: int = 5
-    max_seconds: float | None = 2.0  # per variant per round; the routine still makes >= 10 runs
-    noise_factor: float = 2.0  # savings below noise_factor x noise are re-measured
-    # where the numbers come from: "local" (this machine, the target's runtime), "remote" (the target's host over
-    # SSH) or "proxy" (this machine's onnxruntime standing in for a runtime it does not have; labelled as such)
-    source: str = "local"
-    proxy_for: str | None = None  # the runtime a proxy stands in for
-    precision: str = "fp32"  # TensorRT engines are built at this precision
-    host: str | None = None
-    remote: dict | None = None  # port, python, identity, ssh_options, workdir
-    tensorrt: dict | None = None  # max_batch, workspace_mb, dla_core, gpu_fallback
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-def runtime_version(runtime: str) -> str:
-    if runtime == "onnxruntime":
-        import onnxruntime
-
-        return onnxruntime.__version__
-    if runtime == "tensorrt":
-        from pipeline.lazy import lazy_import
-
-        return lazy_import("tensorrt", install="pip install edge-pipeline[trt] on a machine with a CUDA GPU").__version__
-    return "unknown"
 
 
 def cache_key(arch: str, target: str, settings: LatencySettings, input_shape) -> dict:
@@ -73,73 +34,6 @@ def cache_key(arch: str, target: str, settings: LatencySettings, input_shape) ->
             "runtime_version": "on-device" if remote else runtime_version(settings.runtime), "batch": settings.batch,
             "threads": settings.threads, "input_shape": list(input_shape), "latency_source": settings.source,
             "machine": settings.host if remote else platform.node()}
-
-
-def example_input(settings: LatencySettings, preprocess: Preprocess, seed: int = 0) -> np.ndarray:
-    return np.random.default_rng(seed).standard_normal((settings.batch, *preprocess.input_shape)).astype(np.float32)
-
-
-def time_onnx_models(paths: dict[str, Path], settings: LatencySettings, example: np.ndarray, rounds: int,
-                     label: str = "latency") -> dict[str, dict]:
-    """Interleaved rounds over several ONNX files on the settings' runner (here, or on the target's host);
-    per model: the round medians, their median, the mean in-round CV, and where it was measured."""
-    if settings.source == "remote":
-        return time_remotely(paths, settings, example, rounds, label)
-    with tempfile.TemporaryDirectory(prefix="edge-pipeline-engines-") as folder:
-        runners = {name: runner_for(settings, path, Path(folder)) for name, path in paths.items()}
-        try:
-            for runner in runners.values():
-                runner.activate()
-            timers = {name: _timer(runner, example, settings) for name, runner in runners.items()}
-            with progress_bar(label, rounds * len(paths)) as bar:
-                timed = interleaved_rounds(timers, rounds, on_round=bar.advance)
-            measured_on = {"source": settings.source, "proxy_for": settings.proxy_for,
-                           **{k: v for k, v in next(iter(runners.values())).describe().items() if k in ("runtime", "version", "device")}}
-        finally:
-            for runner in runners.values():
-                runner.deactivate()
-    return {name: {**entry, "measured_on": measured_on} for name, entry in timed.items()}
-
-
-def _timer(runner, example: np.ndarray, settings: LatencySettings):
-    return lambda: latency_samples_ms(runner, example, warmup=settings.warmup, runs=settings.runs,
-                                      max_seconds=settings.max_seconds)
-
-
-def runner_for(settings: LatencySettings, path: Path, folder: Path):
-    """The settings' local runner for one ONNX file; TensorRT first builds its engine into `folder`."""
-    if settings.runtime == "tensorrt":
-        from pipeline.engine.builder import build_engine_file
-
-        engine = folder / f"{Path(path).stem}-{len(list(folder.glob('*.engine')))}.engine"
-        build_engine_file(Path(path), engine, precision=settings.precision, batch=settings.batch,
-                          **(settings.tensorrt or {}), timing_cache=folder / "timing.cache")
-        return make_runner("tensorrt", engine, settings.threads)
-    return make_runner(settings.runtime, Path(path), settings.threads)
-
-
-def time_remotely(paths: dict[str, Path], settings: LatencySettings, example: np.ndarray, rounds: int,
-                  label: str) -> dict[str, dict]:
-    """The same interleaved rounds, run by the standalone bench script on the target's host over SSH."""
-    from pipeline.remote.harness import remote_run
-    from pipeline.remote.ssh import SshHost
-
-    remote = settings.remote or {}
-    host = SshHost.from_settings(settings.host, remote)
-    spec = {"runtime": settings.runtime, "fallback": ["trtexec", "onnxruntime"] if settings.runtime == "tensorrt" else [],
-            "batch": settings.batch, "input_shape": list(example.shape[1:]), "threads": settings.threads,
-            "warmup": settings.warmup, "runs": settings.runs, "rounds": rounds, "max_seconds": settings.max_seconds,
-            "build": {"precision": settings.precision, **(settings.tensorrt or {})}}
-    log(f"{label}: measuring {len(paths)} model(s) on {settings.host} ({settings.runtime}, {rounds} interleaved rounds)")
-    result = remote_run(host, dict(paths), spec, python=remote.get("python", "python3"), workdir=remote.get("workdir"))
-    for warning in result.get("warnings", []):
-        log(f"[yellow]{label}: {warning}[/yellow]")
-    device = result.get("device", {})
-    measured_on = {"source": "remote", "host": settings.host, "runtime": result.get("runtime_used"),
-                   "version": device.get(f"{result.get('runtime_used')}_version"),
-                   **{k: device.get(k) for k in ("hostname", "nvpmodel_mode", "jetson_clocks", "jetpack", "l4t",
-                                                 "tensorrt_version", "temperatures_c")}}
-    return {name: {**entry, "measured_on": measured_on} for name, entry in result["models"].items()}
 
 
 def time_models(models: dict[str, "nn.Module | Path"], preprocess: Preprocess, settings: LatencySettings,

@@ -16,7 +16,6 @@ from pipeline.drop.adapters import fold_adapters_checked
 from pipeline.drop.blocks import require_block_names, require_blocks
 from pipeline.drop.finetune import RecoverySettings, recovery_finetune
 from pipeline.drop.latency_table import (
-    LatencySettings,
     cache_key,
     export_for_timing,
     format_table,
@@ -28,6 +27,7 @@ from pipeline.drop.recoverability import RecoverabilityProbe, RecoverabilitySett
 from pipeline.drop.select import LatencyBudget, greedy_drop
 from pipeline.errors import PipelineError
 from pipeline.fileio import atomic_write_json, atomic_write_text
+from pipeline.measure import LatencySettings
 from pipeline.models.checkpoint import save_checkpoint
 from pipeline.progress import log
 from pipeline.stage import Stage, StageOutput, optional_field

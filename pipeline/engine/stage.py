@@ -90,7 +90,7 @@ class EngineStage(Stage):
                 "dla_core": c.dla_core, "gpu_fallback": c.gpu_fallback}
 
     def _build_here(self, workdir: Path, cache: Path) -> dict:
-        from pipeline.engine.builder import build_engine_file
+        from pipeline.runtimes.tensorrt_engine import build_engine_file
 
         c = self.config
         log(f"engine: building {c.precision} engine here for {c.target}")

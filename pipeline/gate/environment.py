@@ -17,7 +17,7 @@ def cpu_model() -> str:
 
 
 def environment(runtime: str, threads: int | None) -> dict:
-    from pipeline.drop.latency_table import runtime_version
+    from pipeline.measure import runtime_version
     from pipeline.stage import library_versions
 
     return {"cpu": cpu_model(), "cpu_count": os.cpu_count(), "threads": threads, "runtime": runtime,

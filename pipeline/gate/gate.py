@@ -64,7 +64,7 @@ def resolve_model(path: Path) -> Path:
 
 def _settings_for(target, gate: GateSettings):
     from pipeline.build import measurement_options
-    from pipeline.drop.latency_table import LatencySettings
+    from pipeline.measure import LatencySettings
 
     return LatencySettings(batch=target.batch, threads=target.threads, warmup=gate.warmup, runs=gate.runs,
                            rounds=gate.rounds, max_seconds=gate.max_seconds, **measurement_options(target))
@@ -72,7 +72,7 @@ def _settings_for(target, gate: GateSettings):
 
 def measure_pair(baseline: Path, candidate: Path, target, gate: GateSettings) -> dict:
     """Both models, `rounds` interleaved rounds on the target's runner (order shuffled each round)."""
-    from pipeline.drop.latency_table import example_input, time_onnx_models
+    from pipeline.measure import example_input, time_onnx_models
     from pipeline.preprocess import preprocess_from_onnx
 
     if baseline.suffix == ".onnx" and candidate.suffix == ".onnx":
@@ -110,7 +110,7 @@ def read_baseline(path: Path) -> tuple[dict, Path]:
 
 def write_baseline(model: Path, path: Path, target, gate: GateSettings) -> dict:
     """Copy the model beside `path` and record it, with the environment and one measurement of it alone."""
-    from pipeline.drop.latency_table import example_input, time_onnx_models
+    from pipeline.measure import example_input, time_onnx_models
     from pipeline.preprocess import preprocess_from_onnx
 
     model = resolve_model(model)

@@ -1,10 +1,9 @@
 """The decision: is the candidate slower than the baseline by more than the allowed regression?
 
 The gate measures baseline (A) and candidate (B) in alternating rounds, so each round gives one paired ratio
-B/A that slow drift of the machine (thermal, other tenants) mostly cancels from. The statistic is the 20 %
-trimmed mean of those ratios (robust to a few disturbed rounds like a median, but using more of the data: a
-median needed ~1.5x the rounds for the same precision); a bootstrap over rounds gives its confidence interval.
-A regression needs both
+B/A that slow drift of the machine (thermal, other tenants) mostly cancels from. The statistic is the
+measurement layer's `paired_ratio` (20 % trimmed mean of those ratios with a bootstrap interval), the same the
+budget search and the benchmarks use. A regression needs both
 - significance: the interval lies entirely above 1 (the slowdown is real, not noise), and
 - relevance: the ratio exceeds 1 + max_regression (the slowdown is as large as the policy cares about).
 On an A/A comparison the first fails in about 2.5 % of runs (one-sided 97.5 %) and the second almost always,
@@ -15,6 +14,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from pipeline.measure.paired import paired_ratio
+
 PASS, REGRESSION, UNMEASURABLE = 0, 1, 2  # the exit codes
 
 
@@ -22,7 +23,7 @@ PASS, REGRESSION, UNMEASURABLE = 0, 1, 2  # the exit codes
 class Verdict:
     status: int  # PASS / REGRESSION / UNMEASURABLE
     ratio: float  # 20 % trimmed mean of the paired per-round ratios candidate / baseline
-    low: float  # bootstrap confidence interval of that median
+    low: float  # bootstrap confidence interval of that trimmed mean
     high: float
     confidence: float
     max_regression: float
@@ -37,25 +38,6 @@ class Verdict:
         return {**asdict(self), "label": self.label}
 
 
-TRIM = 0.2  # fraction cut from each end before averaging
-
-
-def trimmed_mean(values, axis: int = -1, trim: float = TRIM):
-    ordered = np.sort(np.asarray(values, dtype=np.float64), axis=axis)
-    cut = int(trim * ordered.shape[axis])
-    kept = np.take(ordered, range(cut, ordered.shape[axis] - cut), axis=axis)
-    return kept.mean(axis=axis)
-
-
-def bootstrap_ci(values, confidence: float = 0.95, resamples: int = 4000, seed: int = 0) -> tuple[float, float, float]:
-    """Trimmed mean of `values` and its percentile-bootstrap interval (seeded, so a gate is reproducible)."""
-    values = np.asarray(values, dtype=np.float64)
-    rng = np.random.default_rng(seed)
-    estimates = trimmed_mean(rng.choice(values, size=(resamples, values.size), replace=True), axis=1)
-    tail = (1 - confidence) / 2
-    return float(trimmed_mean(values)), float(np.quantile(estimates, tail)), float(np.quantile(estimates, 1 - tail))
-
-
 def decide(baseline_ms, candidate_ms, max_regression: float, *, confidence: float = 0.95, min_rounds: int = 6,
            max_round_cv: float = 0.5) -> Verdict:
     """Compare per-round medians (paired by round) of baseline and candidate."""
@@ -64,9 +46,8 @@ def decide(baseline_ms, candidate_ms, max_regression: float, *, confidence: floa
     if rounds < min_rounds:
         return Verdict(UNMEASURABLE, float("nan"), float("nan"), float("nan"), confidence, max_regression, rounds,
                        f"only {rounds} rounds measured; need at least {min_rounds}")
-    ratios = candidate_ms[:rounds] / baseline_ms[:rounds]
-    spread = float(np.std(ratios) / np.mean(ratios))
-    ratio, low, high = bootstrap_ci(ratios, confidence)
+    paired = paired_ratio(candidate_ms, baseline_ms, confidence)
+    ratio, low, high, spread = paired.ratio, paired.low, paired.high, paired.spread
     if spread > max_round_cv:
         return Verdict(UNMEASURABLE, ratio, low, high, confidence, max_regression, rounds,
                        f"the per-round ratios vary by {100 * spread:.0f} % (CV): the machine is too busy to tell")

@@ -15,10 +15,10 @@ from pathlib import Path
 import torch
 
 from pipeline.drop.finetune import RecoverySettings, recovery_finetune
-from pipeline.drop.latency_table import LatencySettings, example_input, time_onnx_models
 from pipeline.errors import PipelineError
 from pipeline.export.onnx_export import export_onnx
 from pipeline.fileio import atomic_write_json
+from pipeline.measure import LatencySettings, example_input, time_onnx_models
 from pipeline.preprocess import preprocess_from_onnx
 from pipeline.progress import log
 from pipeline.quantize import binary

@@ -25,12 +25,13 @@ import torch
 from pipeline.drop.adapters import fold_adapters_checked
 from pipeline.drop.blocks import droppable_blocks
 from pipeline.drop.finetune import RecoverySettings, recovery_finetune
-from pipeline.drop.latency_table import LatencySettings, cache_key, example_input, load_or_measure, time_onnx_models
+from pipeline.drop.latency_table import cache_key, load_or_measure
 from pipeline.drop.recoverability import RecoverabilityProbe, RecoverabilitySettings, adapted_without
 from pipeline.drop.select import LatencyBudget
 from pipeline.errors import PipelineError
 from pipeline.export.onnx_export import export_onnx
 from pipeline.fileio import atomic_write_json, atomic_write_text, sha256_file, sha256_json
+from pipeline.measure import LatencySettings, example_input, paired_ratio, time_onnx_models
 from pipeline.models.checkpoint import save_checkpoint
 from pipeline.progress import log
 from pipeline.quantize.calibration import normalised
@@ -68,7 +69,7 @@ class SearchConfig:
 
 class SearchStage(Stage):
     name = "search"
-    version = 1
+    version = 2  # 2: paired ratios by the measurement layer (trimmed mean); TensorRT INT8 judged as written
 
     def __init__(self, teacher_path: Path, student_path: Path | None, transfer_set_path: Path, config: SearchConfig,
                  cache_dir: Path):
@@ -282,8 +283,8 @@ class SearchStage(Stage):
         """Time the whole short list with the teacher in ONE fresh interleaved session, every search: on this
         kind of machine two sessions can disagree by 10-15 % on the same pair, so a decision at the budget line
         must not mix them (the expensive work, fine-tunes and exports, is what the cache keeps). Each candidate's
-        ratio to the teacher is the median of its per-round ratios, so drift during the session cancels; it must
-        meet the budget with `margin` to spare."""
+        ratio to the teacher is the measurement layer's paired ratio (trimmed mean of its per-round ratios, as the
+        gate judges), so drift during the session cancels; it must meet the budget with `margin` to spare."""
         config = self.config
         paths = {name: Path(r["onnx"]) for name, r in records.items()}
         timed = time_onnx_models({"__teacher__": self.teacher_onnx, **paths}, config.latency,
@@ -296,9 +297,10 @@ class SearchStage(Stage):
             handle.write(json.dumps({"teacher_ms": teacher_ms, "settings": config.latency.to_dict(),
                                      "models": {Path(r["onnx"]).name: timed[n]["median_ms"] for n, r in records.items()}}) + "\n")
         for name, record in records.items():
-            ratio = float(np.median(np.asarray(timed[name]["round_medians_ms"]) / teacher_rounds))
+            paired = paired_ratio(timed[name]["round_medians_ms"], teacher_rounds)
+            ratio = paired.ratio
             record.update(latency_ms=timed[name]["median_ms"], latency_cv=timed[name]["cv"], teacher_ms_same_session=teacher_ms,
-                          ratio_to_teacher=ratio, reduction_vs_teacher=1 - ratio,
+                          ratio_to_teacher=ratio, ratio_interval=[paired.low, paired.high], reduction_vs_teacher=1 - ratio,
                           measured_on=timed[name].get("measured_on"))
             allowed = (1 - budget.reduction) if budget.reduction is not None else limit_ms / teacher_ms
             record["meets_budget"] = ratio <= allowed * (1 - config.margin)

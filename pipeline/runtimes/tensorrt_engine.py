@@ -1,4 +1,5 @@
 """Build a TensorRT engine here (the TensorRT Python API, 10 or 11) and check engines against this machine.
+(Part of the runtime layer: the engine stage and the measurement layer both build engines through it.)
 
 The builder itself is `device_bench.build_engine`, shared with the remote harness, so an engine built on the
 device over SSH and one built here come from the same code. Engines are tied to the TensorRT version and the

@@ -1,0 +1,20 @@
+"""The measurement layer, below every stage: how latency is measured (`LatencySettings`), the one interleaved
+timing protocol (`time_onnx_models`, `time_runners`) over the runtime layer's runners, and the one paired-ratio
+statistic (`paired_ratio`). No stage times a model any other way, and this package imports no stage."""
+
+from pipeline.measure.paired import PairedRatio, bootstrap_ci, paired_ratio, trimmed_mean
+from pipeline.measure.settings import LatencySettings, example_input, runtime_version
+from pipeline.measure.timing import (
+    LatencyStats,
+    latency_samples_ms,
+    make_runner,
+    measure_latency,
+    runner_for,
+    time_onnx_models,
+    time_remotely,
+    time_runners,
+)
+
+__all__ = ["LatencySettings", "LatencyStats", "PairedRatio", "bootstrap_ci", "example_input", "latency_samples_ms",
+           "make_runner", "measure_latency", "paired_ratio", "runner_for", "runtime_version", "time_onnx_models",
+           "time_remotely", "time_runners", "trimmed_mean"]

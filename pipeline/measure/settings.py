@@ -1,0 +1,48 @@
+"""How a latency is measured: the settings every stage, the gate and the benchmarks pass to the one timing
+protocol (`pipeline.measure.timing`), and the facts a cached measurement is valid for."""
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from pipeline.preprocess import Preprocess
+
+
+@dataclass(frozen=True)
+class LatencySettings:
+    """How latency is measured: the target's runtime, batch and threads, plus how long to time."""
+    runtime: str = "onnxruntime"
+    batch: int = 1
+    threads: int | None = None
+    warmup: int = 20
+    runs: int = 200  # timed runs per model per round
+    rounds: int = 5
+    max_seconds: float | None = 2.0  # per model per round; the routine still makes >= 10 runs
+    noise_factor: float = 2.0  # block savings below noise_factor x noise are re-measured (drop)
+    # where the numbers come from: "local" (this machine, the target's runtime), "remote" (the target's host over
+    # SSH) or "proxy" (this machine's onnxruntime standing in for a runtime it does not have; labelled as such)
+    source: str = "local"
+    proxy_for: str | None = None  # the runtime a proxy stands in for
+    precision: str = "fp32"  # TensorRT engines are built at this precision
+    host: str | None = None
+    remote: dict | None = None  # port, python, identity, ssh_options, workdir
+    tensorrt: dict | None = None  # max_batch, workspace_mb, dla_core, gpu_fallback
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def runtime_version(runtime: str) -> str:
+    if runtime == "onnxruntime":
+        import onnxruntime
+
+        return onnxruntime.__version__
+    if runtime == "tensorrt":
+        from pipeline.lazy import lazy_import
+
+        return lazy_import("tensorrt", install="pip install edge-pipeline[trt] on a machine with a CUDA GPU").__version__
+    return "unknown"
+
+
+def example_input(settings: LatencySettings, preprocess: Preprocess, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal((settings.batch, *preprocess.input_shape)).astype(np.float32)
