@@ -74,6 +74,20 @@ def test_injected_slowdown_keeps_the_outputs(models):
     assert np.abs(run(base) - run(slow)).max() == 0
 
 
+BUSY = "too busy to tell"
+
+
+def _unless_busy(gate, was_busy, attempts: int = 3):
+    """An A/A gate, again when (and only when) it answered 'could not measure: too busy': on a shared 2-core VM a
+    burst of other work can cover a whole 3-second gate (seen twice in full-suite runs on an AMD EPYC). A false
+    alarm, or three busy answers in a row, still fails the test."""
+    for _ in range(attempts):
+        result = gate()
+        if not was_busy(result):
+            return result
+    return result
+
+
 def test_gate_passes_a_to_a_and_fails_a_real_regression(models, tmp_path):
     base, slow = models
     baseline = tmp_path / "ci" / "baseline.json"
@@ -83,8 +97,9 @@ def test_gate_passes_a_to_a_and_fails_a_real_regression(models, tmp_path):
     assert (tmp_path / "ci" / "baseline.onnx").is_file() and record["environment"]["cpu"]
     assert record["environment"]["runtime"] == "onnxruntime" and record["environment"]["threads"] == 2
 
-    same = run_cli("gate", str(base), "--baseline", str(baseline), "--max-regression", "50%", "--json", *FAST)
-    assert same.returncode == 0, same.stderr
+    same = _unless_busy(lambda: run_cli("gate", str(base), "--baseline", str(baseline), "--max-regression", "50%",
+                                        "--json", *FAST), lambda result: result.returncode == 2 and BUSY in result.stdout)
+    assert same.returncode == 0, same.stdout + same.stderr
     assert json.loads(same.stdout)["verdict"]["label"] == "pass"
 
     junit = tmp_path / "gate.xml"
@@ -109,7 +124,8 @@ def test_gate_cannot_measure_says_so_with_exit_2(models, tmp_path):
     record = json.loads(baseline.read_text())
     record["environment"]["cpu"] = "Some Other CPU"
     baseline.write_text(json.dumps(record))
-    warned = run_gate(base, baseline, cpu, quick)
+    warned = _unless_busy(lambda: run_gate(base, baseline, cpu, quick),
+                          lambda report: report["exit_code"] == 2 and BUSY in report["verdict"]["reason"])
     assert warned["exit_code"] == 0 and "environment differs" in warned["warnings"][0]
     strict = run_cli("gate", str(base), "--baseline", str(baseline), "--strict-environment", "--junit",
                      str(tmp_path / "j.xml"), *FAST)
