@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from pipeline.measure.paired import paired_ratio
+from pipeline.measure.paired import TOO_BUSY_SPREAD, paired_ratio
 
 PASS, REGRESSION, UNMEASURABLE = 0, 1, 2  # the exit codes
 
@@ -39,7 +39,7 @@ class Verdict:
 
 
 def decide(baseline_ms, candidate_ms, max_regression: float, *, confidence: float = 0.95, min_rounds: int = 6,
-           max_round_cv: float = 0.5) -> Verdict:
+           max_round_cv: float = TOO_BUSY_SPREAD) -> Verdict:
     """Compare per-round medians (paired by round) of baseline and candidate."""
     baseline_ms, candidate_ms = np.asarray(baseline_ms, float), np.asarray(candidate_ms, float)
     rounds = int(min(baseline_ms.size, candidate_ms.size))

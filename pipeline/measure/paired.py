@@ -11,6 +11,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 TRIM = 0.2  # fraction cut from each end before averaging
+# per-round ratios scattered more than this (CV) mean the machine was too busy to compare the two models
+TOO_BUSY_SPREAD = 0.5
 
 
 def trimmed_mean(values, axis: int = -1, trim: float = TRIM):

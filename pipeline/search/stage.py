@@ -32,6 +32,7 @@ from pipeline.errors import PipelineError
 from pipeline.export.onnx_export import export_onnx
 from pipeline.fileio import atomic_write_json, atomic_write_text, sha256_file, sha256_json
 from pipeline.measure import LatencySettings, example_input, paired_ratio, time_onnx_models
+from pipeline.measure.paired import TOO_BUSY_SPREAD
 from pipeline.models.checkpoint import save_checkpoint
 from pipeline.progress import log
 from pipeline.quantize.calibration import normalised
@@ -67,8 +68,7 @@ class SearchConfig:
     teacher: TeacherSpec = field(default_factory=TeacherSpec)
 
 
-MAX_ROUND_SPREAD = 0.5  # as the gate's max_round_cv
-MEASURE_ATTEMPTS = 3
+MEASURE_ATTEMPTS = 3  # sessions measured before a too-busy one is kept
 
 
 class SearchStage(Stage):
@@ -296,8 +296,9 @@ class SearchStage(Stage):
                                      example_input(config.latency, self.preprocess), config.latency.rounds,
                                      label=f"search: timing {len(paths)} candidate(s) with the teacher")
             teacher_rounds = np.asarray(timed["__teacher__"]["round_medians_ms"])
-            spread = max(paired_ratio(timed[name]["round_medians_ms"], teacher_rounds).spread for name in records)
-            if spread <= MAX_ROUND_SPREAD:
+            paired = {name: paired_ratio(timed[name]["round_medians_ms"], teacher_rounds) for name in records}
+            spread = max(ratio.spread for ratio in paired.values())
+            if spread <= TOO_BUSY_SPREAD:
                 break
             # the gate's rule: per-round ratios this scattered mean the machine was too busy to compare (a burst on
             # the teacher's rounds once made a 97 % reduction look met); measure the session again
@@ -309,10 +310,10 @@ class SearchStage(Stage):
             handle.write(json.dumps({"teacher_ms": teacher_ms, "settings": config.latency.to_dict(),
                                      "models": {Path(r["onnx"]).name: timed[n]["median_ms"] for n, r in records.items()}}) + "\n")
         for name, record in records.items():
-            paired = paired_ratio(timed[name]["round_medians_ms"], teacher_rounds)
-            ratio = paired.ratio
+            ratio = paired[name].ratio
             record.update(latency_ms=timed[name]["median_ms"], latency_cv=timed[name]["cv"], teacher_ms_same_session=teacher_ms,
-                          ratio_to_teacher=ratio, ratio_interval=[paired.low, paired.high], reduction_vs_teacher=1 - ratio,
+                          ratio_to_teacher=ratio, ratio_interval=[paired[name].low, paired[name].high],
+                          reduction_vs_teacher=1 - ratio,
                           measured_on=timed[name].get("measured_on"))
             allowed = (1 - budget.reduction) if budget.reduction is not None else limit_ms / teacher_ms
             record["meets_budget"] = ratio <= allowed * (1 - config.margin)
