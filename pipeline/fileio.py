@@ -1,35 +1,18 @@
-"""Atomic writes (temp file + rename) and hashing, so an interrupted run never leaves a half-written file."""
+"""Atomic writes (temp file + rename) and hashing, so an interrupted run never leaves a half-written file.
+The byte-level write and the file hash are `portable.files`, shared with the device script."""
 
 import copy
 import hashlib
 import io
 import json
-import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
-_UMASK = os.umask(0)
-os.umask(_UMASK)
+from pipeline.portable.files import atomic_write_bytes, sha256_file
 
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; give what open() would have given
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException as error:
-        Path(tmp).unlink(missing_ok=True)  # the old file, if any, is untouched
-        if isinstance(error, OSError) and error.filename is None:  # a failed write() names no file: name ours
-            raise OSError(error.errno, error.strerror, str(path)) from error
-        raise
+__all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_write_json", "atomic_torch_save", "canonical_strings",
+           "sha256_file", "sha256_json"]
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -66,14 +49,6 @@ def canonical_strings(obj: Any) -> Any:
     if type(obj) in (list, tuple):
         return type(obj)(canonical_strings(item) for item in obj)
     return obj
-
-
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def sha256_json(obj: Any) -> str:

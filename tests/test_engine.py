@@ -17,7 +17,8 @@ from pipeline.errors import PipelineError
 from pipeline.export.onnx_export import export_onnx
 from pipeline.models import create_model
 from pipeline.preprocess import default_preprocess
-from pipeline.runtimes import device_bench
+from pipeline.portable import tensorrt_loader, trtexec_loader
+from pipeline.portable.errors import BenchError
 from pipeline.runtimes.tensorrt_runner import tensorrt_available
 
 
@@ -118,37 +119,37 @@ def _fake_trt(version: str):
 
 
 def test_builder_flags_follow_the_tensorrt_major_version():
-    assert device_bench.build_flags(_fake_trt("10.3.0"), "fp16", "fp32") == (False, ["FP16"])
-    assert device_bench.build_flags(_fake_trt("10.3.0"), "int8", "int8") == (False, ["INT8", "FP16"])
-    with pytest.raises(device_bench.BenchError, match="needs an ONNX with Q/DQ"):
-        device_bench.build_flags(_fake_trt("10.3.0"), "int8", "fp32")
+    assert tensorrt_loader.build_flags(_fake_trt("10.3.0"), "fp16", "fp32") == (False, ["FP16"])
+    assert tensorrt_loader.build_flags(_fake_trt("10.3.0"), "int8", "int8") == (False, ["INT8", "FP16"])
+    with pytest.raises(BenchError, match="needs an ONNX with Q/DQ"):
+        tensorrt_loader.build_flags(_fake_trt("10.3.0"), "int8", "fp32")
     # TensorRT 11: strongly typed, no precision flags; asking for one the ONNX does not have is refused clearly
-    assert device_bench.build_flags(_fake_trt("11.4.1"), "fp16", "fp16") == (True, [])
-    with pytest.raises(device_bench.BenchError, match="strongly typed networks only: it has no FP16 builder flag"):
-        device_bench.build_flags(_fake_trt("11.0.0"), "fp16", "fp32")
+    assert tensorrt_loader.build_flags(_fake_trt("11.4.1"), "fp16", "fp16") == (True, [])
+    with pytest.raises(BenchError, match="strongly typed networks only: it has no FP16 builder flag"):
+        tensorrt_loader.build_flags(_fake_trt("11.0.0"), "fp16", "fp32")
 
 
 def test_onnx_precision_is_read_from_the_file(lenet_onnx, tmp_path):
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
-    assert device_bench.onnx_precision(str(lenet_onnx)) == "fp32"
+    assert tensorrt_loader.onnx_precision(str(lenet_onnx)) == "fp32"
     half = tmp_path / "half.onnx"
     onnx.save(convert_float_to_float16(onnx.load(str(lenet_onnx)), keep_io_types=True), str(half))
-    assert device_bench.onnx_precision(str(half)) == "fp16"
+    assert tensorrt_loader.onnx_precision(str(half)) == "fp16"
 
 
 def test_trtexec_command_lines():
     common = dict(input_name="input", input_shape=(3, 224, 224), batch=4, runs=100, warmup_ms=500,
                   times_path="t.json", profile_path="p.json")
-    ten = device_bench.trtexec_command("m.onnx", precision="int8", engine_path="m.engine", tensorrt_major=10,
+    ten = trtexec_loader.trtexec_command("m.onnx", precision="int8", engine_path="m.engine", tensorrt_major=10,
                                        dla_core=0, workspace_mb=512, **common)
     for flag in ("--useCudaGraph", "--noDataTransfers", "--useSpinWait", "--separateProfileRun", "--exportTimes=t.json",
                  "--exportProfile=p.json", "--int8", "--fp16", "--useDLACore=0", "--allowGPUFallback",
                  "--shapes=input:4x3x224x224", "--memPoolSize=workspace:512M", "--saveEngine=m.engine"):
         assert flag in ten
-    eleven = device_bench.trtexec_command("m.onnx", precision="fp16", engine_path=None, tensorrt_major=11, **common)
+    eleven = trtexec_loader.trtexec_command("m.onnx", precision="fp16", engine_path=None, tensorrt_major=11, **common)
     assert "--stronglyTyped" in eleven and "--fp16" not in eleven  # TensorRT 11 has no precision flags
-    timed = device_bench.trtexec_command("m.engine", precision="fp16", engine_path=None, **common)
+    timed = trtexec_loader.trtexec_command("m.engine", precision="fp16", engine_path=None, **common)
     assert "--loadEngine=m.engine" in timed and "--fp16" not in timed
 
 
@@ -158,23 +159,23 @@ def test_trtexec_results_are_parsed(tmp_path):
               "endOutMs": 0.0, "inMs": 0.0, "computeMs": 0.5 + 0.01 * i, "outMs": 0.0, "latencyMs": 0.6 + 0.01 * i,
               "endToEndMs": 0.6} for i in range(5)]
     (tmp_path / "times.json").write_text(json.dumps(times))
-    assert device_bench.parse_trtexec_times(str(tmp_path / "times.json")) == pytest.approx([0.5, 0.51, 0.52, 0.53, 0.54])
+    assert trtexec_loader.parse_trtexec_times(str(tmp_path / "times.json")) == pytest.approx([0.5, 0.51, 0.52, 0.53, 0.54])
     profile = [{"count": 5}, {"name": "conv1", "timeMs": 1.0, "averageMs": 0.2, "medianMs": 0.19, "percentage": 60.0},
                {"name": "fc", "timeMs": 0.5, "averageMs": 0.1, "medianMs": 0.1, "percentage": 40.0}]
     (tmp_path / "profile.json").write_text(json.dumps(profile))
-    layers = device_bench.parse_trtexec_profile(str(tmp_path / "profile.json"))
+    layers = trtexec_loader.parse_trtexec_profile(str(tmp_path / "profile.json"))
     assert [layer["name"] for layer in layers] == ["conv1", "fc"] and layers[0]["median_ms"] == 0.19
     (tmp_path / "empty.json").write_text("[]")
-    with pytest.raises(device_bench.BenchError, match="no iterations"):
-        device_bench.parse_trtexec_times(str(tmp_path / "empty.json"))
+    with pytest.raises(BenchError, match="no iterations"):
+        trtexec_loader.parse_trtexec_times(str(tmp_path / "empty.json"))
 
 
 def test_engine_stamps_refuse_another_tensorrt_or_gpu():
     stamp = {"tensorrt_version": "10.3.0", "gpu_name": "Orin", "compute_capability": "8.7"}
-    assert device_bench.stamp_mismatch(stamp, "10.3.0", {"gpu_name": "Orin", "compute_capability": "8.7"}) is None
-    assert "built with TensorRT 10.3.0, this is TensorRT 10.8.0" in device_bench.stamp_mismatch(
+    assert tensorrt_loader.stamp_mismatch(stamp, "10.3.0", {"gpu_name": "Orin", "compute_capability": "8.7"}) is None
+    assert "built with TensorRT 10.3.0, this is TensorRT 10.8.0" in tensorrt_loader.stamp_mismatch(
         stamp, "10.8.0", {"compute_capability": "8.7"})
-    assert "compute 8.7" in device_bench.stamp_mismatch(stamp, "10.3.0", {"gpu_name": "H100", "compute_capability": "9.0"})
+    assert "compute 8.7" in tensorrt_loader.stamp_mismatch(stamp, "10.3.0", {"gpu_name": "H100", "compute_capability": "9.0"})
 
 
 @pytest.mark.skipif(tensorrt_available() is None, reason="TensorRT is installed: the engine is built, not described")
@@ -253,7 +254,7 @@ def test_a_jetson_build_on_a_laptop_completes_with_a_labelled_proxy(tmp_path):
     assert run_cli("verify", made["archive"]).returncode == 0
 
 
-@pytest.mark.skipif(device_bench.trtexec_path() is not None, reason="trtexec is installed here")
+@pytest.mark.skipif(trtexec_loader.trtexec_path() is not None, reason="trtexec is installed here")
 def test_trtexec_runner_without_trtexec_names_where_it_lives(lenet_onnx):
     from pipeline.errors import MissingDependency
     from pipeline.runtimes import TrtexecRunner

@@ -91,3 +91,41 @@ def test_import_cycles_between_packages_do_not_grow():
     edges = {package: {_package(m) for m in modules} - {package} for package, modules in _imports().items()}
     for group in _cycles(edges):
         assert group <= KNOWN_CYCLE, f"new import cycle: {sorted(group)}"
+
+
+PORTABLE_LAZY = {"onnxruntime", "onnx", "tensorrt", "pycuda", "cuda"}  # imported inside functions, when used
+
+
+def test_portable_code_runs_without_the_package():
+    """`pipeline/portable/` is copied to devices as it is: stdlib + numpy at module level, runtimes only inside
+    functions, relative imports for its own modules, and Python 3.8 syntax (JetPack 5)."""
+    import sys
+
+    for path in (PACKAGE / "portable").glob("*.py"):
+        tree = ast.parse(path.read_text(), str(path), feature_version=(3, 8))
+        lazy = {id(node) for function in ast.walk(tree) if isinstance(function, (ast.FunctionDef, ast.AsyncFunctionDef))
+                for node in ast.walk(function)}
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                roots = [alias.name.split(".")[0] for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                roots = [node.module.split(".")[0]]
+            else:
+                continue
+            allowed = set(sys.stdlib_module_names) | {"numpy"} | (PORTABLE_LAZY if id(node) in lazy else set())
+            assert set(roots) <= allowed, f"{path.name}:{node.lineno} imports {roots}"
+
+
+def _files_containing(pattern: str) -> list[str]:
+    import re
+
+    return sorted(str(path.relative_to(PACKAGE)) for path in PACKAGE.rglob("*.py")
+                  if re.search(pattern, path.read_text(), re.MULTILINE))
+
+
+def test_sessions_the_tensorrt_import_and_file_hashing_are_each_written_once():
+    # the bundle's example script is shipped to the mobile team and runs without the package
+    assert _files_containing(r"InferenceSession\(") == ["bundle/example_infer.py", "portable/onnxruntime_loader.py"]
+    assert _files_containing(r"^\s*(import|from) tensorrt\b") == ["portable/tensorrt_loader.py"]
+    assert _files_containing("def sha256_file") == ["portable/files.py"]
+    assert _files_containing("def cuda_backend") == ["portable/cuda_buffers.py"]

@@ -24,6 +24,7 @@ from pipeline.bundle.card import model_card
 from pipeline.bundle.pareto import pareto_points, plot_pareto
 from pipeline.errors import PipelineError
 from pipeline.fileio import atomic_write_json, atomic_write_text, sha256_file
+from pipeline.runtimes import OnnxRuntimeRunner
 from pipeline.stage import RunFolder, library_versions
 
 BUNDLE_FORMAT = "edge-pipeline/bundle-v1"
@@ -124,10 +125,8 @@ def make_bundle(run_root: Path, out: Path | None = None) -> dict:
     for model in models:
         filename = f"models/{model['role']}-{model['precision']}.onnx"
         shutil.copyfile(model["source"], staging / filename)
-        import onnxruntime as ort
-
-        session = ort.InferenceSession(str(staging / filename), providers=["CPUExecutionProvider"])
-        output = session.run(None, {session.get_inputs()[0].name: reference_input})[0]
+        with OnnxRuntimeRunner(staging / filename) as runner:  # what `pipeline verify` reruns
+            output = runner.infer(reference_input)
         reference = f"reference/{model['role']}-{model['precision']}-output.npy"
         np.save(staging / reference, output.astype(np.float32))
         bench = model.get("bench") or {}

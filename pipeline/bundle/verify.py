@@ -16,6 +16,7 @@ import numpy as np
 
 from pipeline.errors import PipelineError
 from pipeline.fileio import sha256_file
+from pipeline.runtimes import OnnxRuntimeRunner
 
 PARITY_TOLERANCE = 1e-4
 
@@ -67,14 +68,12 @@ def verify_bundle(path: Path) -> dict:
 
 
 def _parity(root: Path, model: dict) -> dict:
-    import onnxruntime as ort
-
-    try:
-        session = ort.InferenceSession(str(root / model["file"]), providers=["CPUExecutionProvider"])
-    except Exception as error:
-        raise PipelineError(f"{model['file']} does not load in onnxruntime: {str(error).splitlines()[0]}") from None
     batch = np.load(root / "reference" / "input.npy")
-    output = session.run(None, {session.get_inputs()[0].name: batch})[0]
+    try:
+        with OnnxRuntimeRunner(root / model["file"]) as runner:  # the bundle's own session settings
+            output = runner.infer(batch)
+    except PipelineError as error:
+        raise PipelineError(f"{model['file']} does not load or run in onnxruntime: {error}") from None
     expected = np.load(root / model["reference_output"])
     difference = float(np.abs(output.astype(np.float32) - expected).max()) if output.shape == expected.shape else float("inf")
     if not difference <= PARITY_TOLERANCE:

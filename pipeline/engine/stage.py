@@ -20,7 +20,7 @@ from pipeline.engine.preflight import preflight
 from pipeline.errors import PipelineError
 from pipeline.fileio import atomic_write_json, atomic_write_text
 from pipeline.progress import log
-from pipeline.runtimes import device_bench
+from pipeline.portable.trtexec_loader import trtexec_command
 from pipeline.runtimes.tensorrt_runner import tensorrt_available
 from pipeline.stage import Stage, StageOutput
 
@@ -137,7 +137,7 @@ class EngineStage(Stage):
         """No TensorRT reachable: the one command to run on the device, written where the user will look."""
         c = self.config
         shutil.copyfile(self.onnx, workdir / "model.onnx")  # the folder is all the device needs
-        command = device_bench.trtexec_command(
+        command = trtexec_command(
             "model.onnx", precision=c.precision, input_name=onnx_input_name(self.onnx), input_shape=c.input_shape,
             batch=c.batch, runs=200,
             warmup_ms=500, engine_path="model.engine", times_path="times.json", profile_path="profile.json",

@@ -38,9 +38,9 @@ def runtime_version(runtime: str) -> str:
 
         return onnxruntime.__version__
     if runtime == "tensorrt":
-        from pipeline.lazy import lazy_import
+        from pipeline.runtimes.tensorrt_runner import import_tensorrt
 
-        return lazy_import("tensorrt", install="pip install edge-pipeline[trt] on a machine with a CUDA GPU").__version__
+        return str(import_tensorrt().__version__)
     return "unknown"
 
 

@@ -3,7 +3,7 @@ from `time_onnx_models` / `time_runners`: several models timed in interleaved ro
 round, so drift of the machine hits them alike), each round a warm-up then timed calls of `measure_latency`'s
 loop. Where it runs is one choice made here: this machine ("local", or "proxy" when onnxruntime stands in for
 the target's runtime) or the target's host over SSH ("remote", the same loop in the standalone device script).
-The loop and its statistics live in `runtimes/device_bench.py`, which also runs standalone on devices."""
+The loop and its statistics live in `portable/timing.py`, which the device script also runs."""
 
 import tempfile
 from contextlib import ExitStack, nullcontext
@@ -17,7 +17,8 @@ from pipeline.measure.settings import LatencySettings
 from pipeline.progress import log, progress_bar
 from pipeline.runtimes import OnnxRuntimeRunner
 from pipeline.runtimes.base import Runner
-from pipeline.runtimes.device_bench import BenchError, interleaved_rounds, summarize_ms, time_calls
+from pipeline.portable.errors import BenchError
+from pipeline.portable.timing import interleaved_rounds, summarize_ms, time_calls
 
 
 @dataclass

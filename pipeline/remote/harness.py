@@ -1,26 +1,27 @@
 """The remote harness: time ONNX models (and build TensorRT engines) on a device reached over SSH.
 
-One call = one remote folder: the standalone `device_bench.py`, a spec and the models are copied there, the
-script runs with the device's python, and its JSON result (plus the engines, when asked) is copied back.
+One call = one remote folder: the portable code (`pipeline/portable/`, stdlib + numpy), a spec and the models are
+copied there, `python3 -m portable.device_bench` runs with the device's python, and its JSON result (plus the engines, when asked) is copied back.
 The folder is removed afterwards unless the target names a fixed `remote.workdir`.
 """
 
 import json
 import shlex
+import shutil
 import tempfile
 from pathlib import Path
 
 from pipeline.errors import PipelineError
 from pipeline.progress import log
 from pipeline.remote.ssh import SshHost
-from pipeline.runtimes import device_bench
+from pipeline import portable
 
-BENCH_SCRIPT = Path(device_bench.__file__)
+PORTABLE = Path(portable.__file__).parent  # copied as it is: relative imports only
 
 
 def remote_run(host: SshHost, models: dict[str, Path], spec: dict, *, python: str = "python3",
                workdir: str | None = None, fetch_engines: Path | None = None, timeout: float = 3600) -> dict:
-    """Run `device_bench.py` on `host` over `models` with `spec` (models are filled in); return its result."""
+    """Run `portable.device_bench` on `host` over `models` with `spec` (models are filled in); return its result."""
     for name, path in models.items():
         if not Path(path).is_file():
             raise PipelineError(f"model {name} ({path}) does not exist")
@@ -40,9 +41,10 @@ def remote_run(host: SshHost, models: dict[str, Path], spec: dict, *, python: st
                 staged[name].symlink_to(Path(path).resolve())
             full_spec = {**spec, "models": {name: p.name for name, p in staged.items()}}
             (local / "spec.json").write_text(json.dumps(full_spec, indent=1))
-            log(f"remote: copying {len(models)} model(s) and the bench script to {host.destination}:{folder}")
-            host.put([BENCH_SCRIPT, local / "spec.json", *staged.values()], folder)
-            command = (f"cd {shlex.quote(folder)} && {python} {BENCH_SCRIPT.name} --spec spec.json --out result.json")
+            shutil.copytree(PORTABLE, local / "portable", ignore=shutil.ignore_patterns("__pycache__"))
+            log(f"remote: copying {len(models)} model(s) and the bench code to {host.destination}:{folder}")
+            host.put([local / "portable", local / "spec.json", *staged.values()], folder, recursive=True)
+            command = f"cd {shlex.quote(folder)} && {python} -m portable.device_bench --spec spec.json --out result.json"
             done = host.run(command, timeout=timeout, check=False)
             host.get(f"{folder}/result.json", local / "result.json")
             result = json.loads((local / "result.json").read_text())

@@ -56,8 +56,9 @@ class SshHost:
             raise self._fail(f"`{command[:60]}`", done)
         return done
 
-    def put(self, files: list[Path], remote_folder: str, *, timeout: float = 600) -> None:
-        self._scp([str(f) for f in files], f"{self.destination}:{shlex.quote(remote_folder)}/", "copy to", timeout)
+    def put(self, files: list[Path], remote_folder: str, *, recursive: bool = False, timeout: float = 600) -> None:
+        self._scp([str(f) for f in files], f"{self.destination}:{shlex.quote(remote_folder)}/", "copy to", timeout,
+                  recursive=recursive)
 
     def get(self, remote_path: str, local_path: Path, *, recursive: bool = False, timeout: float = 600) -> None:
         self._scp([f"{self.destination}:{shlex.quote(remote_path)}"], str(local_path), "copy from", timeout,

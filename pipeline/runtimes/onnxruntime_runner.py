@@ -1,14 +1,13 @@
-"""ONNX Runtime runner with explicit, reproducible threading (the default picks every core, which makes
-latency numbers depend on whatever else the machine is doing)."""
+"""ONNX Runtime runner over the one session loader (`portable.onnxruntime_loader`, shared with the device
+script): explicit, reproducible threading, CPU as the fallback provider."""
 
 from pathlib import Path
 
 import numpy as np
 
 from pipeline.errors import PipelineError
+from pipeline.portable.onnxruntime_loader import CPU, onnxruntime_session, provider_name
 from pipeline.runtimes.base import Runner
-
-CPU = "CPUExecutionProvider"
 
 
 def holds_qdq(path: Path) -> bool:
@@ -29,9 +28,8 @@ class OnnxRuntimeRunner(Runner):
 
     def __init__(self, path: Path, threads: int | None = None, providers: list | None = None,
                  optimize_graph: bool = True):
-        """`optimize_graph=False` runs the graph as written: no fusion, so the QuantizeLinear/DequantizeLinear
-        pairs of a Q/DQ model execute one by one in float around fp32 convolutions (the arithmetic TensorRT's
-        INT8 kernels reproduce with exact int32 sums), instead of being fused into this CPU's integer kernels."""
+        """`optimize_graph=False` runs the graph as written (see `onnxruntime_session`): how a Q/DQ model bound
+        for TensorRT is judged, instead of by this CPU's fused integer kernels."""
         super().__init__()
         self.path = Path(path)
         self.optimize_graph = optimize_graph
@@ -41,34 +39,11 @@ class OnnxRuntimeRunner(Runner):
         self.requested_providers = list(providers) if providers else [CPU]
         self.session = None
 
-    def _providers(self, ort) -> list:
-        """Requested providers that this onnxruntime build has, CPU always last as the fallback.
-
-        A CUDA request on a CPU-only install runs on CPU; describe() reports what was actually used.
-        """
-        available = set(ort.get_available_providers())
-        chosen = [p for p in self.requested_providers if (p[0] if isinstance(p, tuple) else p) in available]
-        if CPU not in [p[0] if isinstance(p, tuple) else p for p in chosen]:
-            chosen.append(CPU)
-        return chosen
-
     def activate_impl(self) -> None:
-        import onnxruntime as ort
-
         if not self.path.is_file():
             raise PipelineError(f"ONNX model not found: {self.path}")
-        options = ort.SessionOptions()
-        # 0 = onnxruntime's default (one thread per physical core).
-        options.intra_op_num_threads = self.threads or 0
-        # Classifiers are chains of ops: sequential execution with one inter-op thread avoids spinning
-        # threads that only steal cores from the intra-op pool.
-        options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_ALL if self.optimize_graph
-                                            else ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
-        options.log_severity_level = 3  # errors only: warnings would clutter the CLI's stderr
         try:
-            self.session = ort.InferenceSession(str(self.path), sess_options=options, providers=self._providers(ort))
+            self.session = onnxruntime_session(self.path, self.threads, self.requested_providers, self.optimize_graph)
         except Exception as error:  # onnxruntime's errors derive from Exception only (InvalidProtobuf, Fail...)
             raise PipelineError(f"cannot load ONNX model {self.path}: {_first_line(error)}") from None
         inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
@@ -93,5 +68,5 @@ class OnnxRuntimeRunner(Runner):
         providers = self.session.get_providers() if self.session is not None else None
         return {"runtime": "onnxruntime", "version": ort.__version__, "threads": self.threads,
                 "inter_op_threads": 1, "providers": providers, "requested_providers":
-                [p[0] if isinstance(p, tuple) else p for p in self.requested_providers], "model": str(self.path),
+                [provider_name(p) for p in self.requested_providers], "model": str(self.path),
                 **({} if self.optimize_graph else {"graph_optimization": "none (graph as written)"})}

@@ -1,7 +1,7 @@
 """Build a TensorRT engine here (the TensorRT Python API, 10 or 11) and check engines against this machine.
 (Part of the runtime layer: the engine stage and the measurement layer both build engines through it.)
 
-The builder itself is `device_bench.build_engine`, shared with the remote harness, so an engine built on the
+The builder itself is `portable.tensorrt_loader.build_engine`, shared with the remote harness, so an engine built on the
 device over SSH and one built here come from the same code. Engines are tied to the TensorRT version and the
 GPU: each gets a stamp `<engine>.json` beside it, and loading checks the stamp first.
 """
@@ -10,7 +10,9 @@ import json
 from pathlib import Path
 
 from pipeline.errors import MissingDependency, PipelineError
-from pipeline.runtimes import device_bench
+from pipeline.portable import tensorrt_loader
+from pipeline.portable.cuda_buffers import cuda_backend
+from pipeline.portable.errors import BenchError
 from pipeline.runtimes.tensorrt_runner import TRT_INSTALL, import_tensorrt
 
 
@@ -27,10 +29,11 @@ def build_engine_file(onnx: Path, engine: Path, *, precision: str = "fp32", batc
                             f"{tensorrt_max or 'any'}: an engine built here would not load on the device")
     engine.parent.mkdir(parents=True, exist_ok=True)
     try:
-        return device_bench.build_engine(str(onnx), str(engine), precision=precision, batch=batch, max_batch=max_batch,
-                                         workspace_mb=workspace_mb, dla_core=dla_core, gpu_fallback=gpu_fallback,
-                                         timing_cache=str(timing_cache) if timing_cache else None)
-    except device_bench.BenchError as error:
+        return tensorrt_loader.build_engine(str(onnx), str(engine), precision=precision, batch=batch,
+                                            max_batch=max_batch, workspace_mb=workspace_mb, dla_core=dla_core,
+                                            gpu_fallback=gpu_fallback,
+                                            timing_cache=str(timing_cache) if timing_cache else None)
+    except BenchError as error:
         raise PipelineError(str(error)) from None
 
 
@@ -53,9 +56,9 @@ def check_engine_here(engine: Path) -> dict:
     except MissingDependency:
         raise MissingDependency(f"{engine.name} needs TensorRT {stamp.get('tensorrt_version')} on a "
                                 f"{stamp.get('gpu_name')}: {TRT_INSTALL}") from None
-    cuda = device_bench.cuda_backend()
+    cuda = cuda_backend()
     try:
-        problem = device_bench.stamp_mismatch(stamp, str(trt.__version__), cuda.gpu())
+        problem = tensorrt_loader.stamp_mismatch(stamp, str(trt.__version__), cuda.gpu())
     finally:
         cuda.close()
     if problem:

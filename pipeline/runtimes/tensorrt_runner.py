@@ -1,6 +1,6 @@
 """TensorRT runner: an engine file run with TensorRT's Python API (10 or 11) and pycuda or cuda-python buffers.
 
-The engine code is `device_bench.TrtSession`, the same that runs on a device over SSH, so a local and a
+The engine code is `portable.tensorrt_loader.TrtSession`, the same that runs on a device over SSH, so a local and a
 remote measurement differ only in where they ran. `tensorrt` is imported lazily (at construction), so
 importing this module costs nothing on machines without it. The engine's stamp (`<engine>.json`: TensorRT
 version, GPU, compute capability) is checked before loading: a mismatched engine fails with a clear message.
@@ -12,17 +12,22 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.errors import MissingDependency, PipelineError
-from pipeline.lazy import lazy_import
-from pipeline.runtimes import device_bench
+from pipeline.portable.cuda_buffers import cuda_backend
+from pipeline.portable.errors import BenchError
+from pipeline.portable import tensorrt_loader
 from pipeline.runtimes.base import Runner
 
 TRT_INSTALL = "pip install 'edge-pipeline[trt]' (needs an NVIDIA GPU and TensorRT 10+)"
 
 
 def import_tensorrt():
-    trt = lazy_import("tensorrt", install=TRT_INSTALL)
+    """`portable.tensorrt_loader.import_tensorrt` (the one import) with the package's install hint."""
+    try:
+        trt = tensorrt_loader.import_tensorrt(install=TRT_INSTALL)
+    except BenchError as error:
+        raise MissingDependency(str(error)) from None
     # TensorRT < 10 has the binding-index API, not the tensor-name API used here.
-    if int(str(trt.__version__).split(".")[0]) < 10:
+    if tensorrt_loader.trt_major(trt) < 10:
         raise MissingDependency(f"tensorrt {trt.__version__} is too old: {TRT_INSTALL}, or time it with trtexec")
     return trt
 
@@ -36,8 +41,8 @@ def tensorrt_available() -> str | None:
     except MissingDependency as error:
         return str(error)
     try:
-        device_bench.cuda_backend().close()
-    except (device_bench.BenchError, Exception) as error:  # no driver / no GPU raises the backend's own errors
+        cuda_backend().close()
+    except Exception as error:  # no driver / no GPU raises the backend's own errors
         return f"no usable CUDA GPU: {str(error).splitlines()[0] if str(error) else type(error).__name__}"
     return None
 
@@ -56,14 +61,14 @@ class TensorRtRunner(Runner):
         if not self.engine_path.is_file():
             raise PipelineError(f"TensorRT engine not found: {self.engine_path}")
         try:
-            self.session = device_bench.TrtSession(str(self.engine_path), check_stamp=self.check_stamp)
-        except device_bench.BenchError as error:
+            self.session = tensorrt_loader.TrtSession(str(self.engine_path), check_stamp=self.check_stamp)
+        except BenchError as error:
             raise PipelineError(str(error)) from None
 
     def infer_impl(self, batch: np.ndarray) -> np.ndarray:
         try:
             return self.session.infer(batch)
-        except device_bench.BenchError as error:
+        except BenchError as error:
             raise PipelineError(str(error)) from None
 
     def deactivate_impl(self) -> None:

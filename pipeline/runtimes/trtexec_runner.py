@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.errors import MissingDependency, PipelineError
-from pipeline.runtimes import device_bench
+from pipeline.portable import trtexec_loader
+from pipeline.portable.errors import BenchError
 from pipeline.runtimes.base import Runner
 
 
@@ -22,7 +23,7 @@ class TrtexecRunner(Runner):
     def __init__(self, model_path: Path, precision: str = "fp32", input_name: str | None = None,
                  workspace_mb: int | None = None, dla_core: int | None = None, tensorrt_major: int | None = None):
         super().__init__()
-        if device_bench.trtexec_path() is None:
+        if trtexec_loader.trtexec_path() is None:
             raise MissingDependency("trtexec not found on PATH (it ships with TensorRT: /usr/src/tensorrt/bin on Jetson)")
         self.model_path = Path(model_path)
         self.precision, self.input_name = precision, input_name
@@ -40,15 +41,15 @@ class TrtexecRunner(Runner):
         """Per-iteration GPU compute milliseconds for `runs` iterations after `warmup` ms of warm-up."""
         with tempfile.TemporaryDirectory(prefix="edge-pipeline-trtexec-") as folder:
             times, profile = Path(folder) / "times.json", Path(folder) / "profile.json"
-            command = device_bench.trtexec_command(
+            command = trtexec_loader.trtexec_command(
                 str(self.model_path), precision=self.precision, input_name=self.input_name,
                 input_shape=tuple(example.shape[1:]), batch=int(example.shape[0]), runs=runs, warmup_ms=max(200, warmup),
                 engine_path=None, times_path=str(times), profile_path=str(profile), workspace_mb=self.workspace_mb,
                 dla_core=self.dla_core, tensorrt_major=self.tensorrt_major)
             try:
-                measured = device_bench.run_trtexec(command, str(times))
-                self.profile = device_bench.parse_trtexec_profile(str(profile)) if profile.is_file() else []
-            except device_bench.BenchError as error:
+                measured = trtexec_loader.run_trtexec(command, str(times))
+                self.profile = trtexec_loader.parse_trtexec_profile(str(profile)) if profile.is_file() else []
+            except BenchError as error:
                 raise PipelineError(str(error)) from None
         return measured
 
@@ -56,5 +57,5 @@ class TrtexecRunner(Runner):
         pass
 
     def describe_impl(self) -> dict:
-        return {"runtime": "trtexec", "version": None, "threads": None, "flags": device_bench.TRTEXEC_TIMING_FLAGS,
+        return {"runtime": "trtexec", "version": None, "threads": None, "flags": trtexec_loader.TRTEXEC_TIMING_FLAGS,
                 "model": str(self.model_path)}
