@@ -32,14 +32,18 @@ ENV NVIDIA_VISIBLE_DEVICES=all \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIPELINE_TARGETS_DIR=/opt/edge-pipeline/targets
 COPY targets /opt/edge-pipeline/targets
+COPY constraints.txt /tmp/constraints.txt
 COPY --from=wheel /wheels /tmp/wheels
 # [trt]: tensorrt is already satisfied by the base image's bindings; pycuda builds against its CUDA.
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
-# DL3013 wants pinned versions: this installs our own wheel by path, whose dependencies pyproject.toml pins.
+# DL3013 wants pinned versions: this installs our own wheel by path, within pyproject.toml's ranges; on x86 the
+# tested torch/torchvision of constraints.txt, on Jetson the builds NVIDIA's index serves for that JetPack.
 # hadolint ignore=DL3013
 RUN wheel="$(ls /tmp/wheels/edge_pipeline-*.whl)" \
-    && python3 -m pip install --no-cache-dir ${JETSON_INDEX:+--extra-index-url "$JETSON_INDEX"} "${wheel}[trt]" \
-    && rm -rf /tmp/wheels \
+    && constraints=(-c /tmp/constraints.txt) \
+    && if [ -n "$JETSON_INDEX" ]; then constraints=(); fi \
+    && python3 -m pip install --no-cache-dir "${constraints[@]}" ${JETSON_INDEX:+--extra-index-url "$JETSON_INDEX"} "${wheel}[trt]" \
+    && rm -rf /tmp/wheels /tmp/constraints.txt \
     && python3 -c "import tensorrt; print('tensorrt', tensorrt.__version__)" \
     && pipeline --help > /dev/null
 

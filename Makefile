@@ -15,10 +15,10 @@ test: install dataset sshd qemu
 
 install: $(STAMP)
 
-# torch/torchvision are pinned in pyproject.toml to the releases served from local disk.
-$(STAMP): pyproject.toml
+# pyproject.toml gives version ranges; constraints.txt pins torch/torchvision to the releases served from local disk.
+$(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[test]'
 	touch $(STAMP)
 
 # Fashion-MNIST is the evaluation set of the embedded teachers; installed when we are root.
