@@ -30,7 +30,12 @@ from pipeline.fileio import (
 )
 from pipeline.progress import log
 
-MANIFEST_FORMAT = "edge-pipeline/run-v1"
+from pipeline.formats import format_fields, read_format
+
+MANIFEST_KIND, MANIFEST_VERSION = "run", 1
+# How a stage's cache key is computed (v1: sha256 of stage name, stage version, config and input hashes). Each
+# manifest entry records it; an entry with another key format is not current, so the stage runs again.
+CACHE_KEY_VERSION = 1
 # field metadata: leave the field out of the cache key while it has its default value, so that adding an
 # option does not make every existing run folder redo its stages
 OPTIONAL_IN_KEY = "optional_in_key"
@@ -120,14 +125,13 @@ class RunFolder:
 
     def _read_manifest(self) -> dict:
         if not self.manifest_path.exists():
-            return {"format": MANIFEST_FORMAT, "created": _now(), "stages": {}}
+            return {**format_fields(MANIFEST_KIND, MANIFEST_VERSION), "created": _now(), "stages": {}}
         try:
             manifest = json.loads(self.manifest_path.read_text())
         except ValueError as error:
             raise PipelineError(f"{self.manifest_path} is not valid JSON ({error}); delete the run folder or pick another --out") from None
-        if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
-            found = manifest.get("format") if isinstance(manifest, dict) else type(manifest).__name__
-            raise PipelineError(f"{self.root} is not an edge-pipeline run folder (manifest format {found!r})")
+        manifest = read_format(manifest, MANIFEST_KIND, MANIFEST_VERSION, what=f"run folder {self.root}",
+                               fix="give another --out (or delete the folder) to start a new run")
         problem = manifest_problem(manifest)
         if problem:
             raise PipelineError(f"{self.manifest_path} was edited by hand or damaged: {problem}; restore it, or delete "
@@ -162,7 +166,13 @@ class RunFolder:
 
     def _is_current(self, name: str, key: str) -> bool:
         entry = self.entry(name)
-        if not entry or entry.get("status") != "done" or entry.get("key") != key:
+        if not entry or entry.get("status") != "done":
+            return False
+        if entry.get("key_format_version", 1) != CACHE_KEY_VERSION:
+            log(f"[yellow]{name}: its cache key was written in format v{entry.get('key_format_version', 1)}, this "
+                f"release uses v{CACHE_KEY_VERSION}; running {name} again[/yellow]")
+            return False
+        if entry.get("key") != key:
             return False
         changed = self.changed_artifacts(name)
         if changed:
@@ -219,6 +229,7 @@ class RunFolder:
         entry = {
             "status": "done",
             "key": key,
+            "key_format_version": CACHE_KEY_VERSION,
             "stage_version": stage.version,
             "config": config,
             "inputs": {name: {"path": str(path), "sha256": input_hashes[name]} for name, path in inputs.items()},

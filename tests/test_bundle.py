@@ -93,3 +93,27 @@ def test_pareto_front_keeps_only_undominated_points():
     points = [{"name": "a", "latency_ms": 1.0, "accuracy": 0.9}, {"name": "b", "latency_ms": 0.5, "accuracy": 0.8},
               {"name": "c", "latency_ms": 0.8, "accuracy": 0.7}, {"name": "d", "latency_ms": 2.0, "accuracy": 0.85}]
     assert [p["name"] for p in pareto_front(points)] == ["b", "a"]
+
+
+def test_a_bundle_from_a_newer_release_is_refused_in_one_line_and_an_older_one_reads(bundled, tmp_path):
+    import shutil
+    from pathlib import Path
+
+    from pipeline.fileio import sha256_file
+
+    def rewritten(name: str, change) -> Path:
+        copy = tmp_path / name
+        shutil.copytree(bundled["bundle"], copy)
+        manifest = json.loads((copy / "manifest.json").read_text())
+        change(manifest)
+        (copy / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")  # vouched for again, as written
+        (copy / "manifest.sha256").write_text(f"{sha256_file(copy / 'manifest.json')}  manifest.json\n")
+        return copy
+
+    newer = rewritten("newer", lambda m: m.update(format="edge-pipeline/bundle-v2", format_version=2))
+    with pytest.raises(PipelineError, match=r"newer edge-pipeline \(bundle format v2; this release reads up to v1\)"
+                                            r": upgrade edge-pipeline") as refused:
+        verify_bundle(newer)
+    assert "\n" not in str(refused.value)
+    older = rewritten("older", lambda m: m.pop("format_version"))  # as bundles were written before versions
+    assert verify_bundle(older)["ok"]

@@ -171,7 +171,7 @@ def test_trtexec_results_are_parsed(tmp_path):
 
 
 def test_engine_stamps_refuse_another_tensorrt_or_gpu():
-    stamp = {"tensorrt_version": "10.3.0", "gpu_name": "Orin", "compute_capability": "8.7"}
+    stamp = {"format": "edge-pipeline/engine-stamp-v1", "tensorrt_version": "10.3.0", "gpu_name": "Orin", "compute_capability": "8.7"}
     assert tensorrt_loader.stamp_mismatch(stamp, "10.3.0", {"gpu_name": "Orin", "compute_capability": "8.7"}) is None
     assert "built with TensorRT 10.3.0, this is TensorRT 10.8.0" in tensorrt_loader.stamp_mismatch(
         stamp, "10.8.0", {"compute_capability": "8.7"})

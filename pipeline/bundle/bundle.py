@@ -24,10 +24,11 @@ from pipeline.bundle.card import model_card
 from pipeline.bundle.pareto import pareto_points, plot_pareto
 from pipeline.errors import PipelineError
 from pipeline.fileio import atomic_write_json, atomic_write_text, sha256_file
+from pipeline.formats import format_fields
 from pipeline.runtimes import OnnxRuntimeRunner
 from pipeline.stage import RunFolder, library_versions
 
-BUNDLE_FORMAT = "edge-pipeline/bundle-v1"
+BUNDLE_KIND, BUNDLE_VERSION = "bundle", 1
 EXAMPLE = Path(__file__).with_name("example_infer.py")
 
 
@@ -163,7 +164,7 @@ def make_bundle(run_root: Path, out: Path | None = None) -> dict:
     source = export_inputs.get("teacher") or export_inputs.get("model") or {}  # the checkpoint everything came from
     teacher = Path(manifest.get("teacher") or source.get("path") or "")
     teacher_sha256 = sha256_file(teacher) if teacher.is_file() else source.get("sha256")
-    record = {"format": BUNDLE_FORMAT, "name": name, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    record = {**format_fields(BUNDLE_KIND, BUNDLE_VERSION), "name": name, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
               "models": entries, "engines": engines, "preprocessing": preprocess, "class_labels": labels,
               "build": {"command": manifest.get("command"), "target": manifest.get("target"), "budget": manifest.get("budget", {}).get("name"),
                         "teacher": str(teacher), "teacher_arch": manifest.get("teacher_arch"),

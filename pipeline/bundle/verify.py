@@ -15,7 +15,9 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.errors import PipelineError
+from pipeline.bundle.bundle import BUNDLE_KIND, BUNDLE_VERSION
 from pipeline.fileio import sha256_file
+from pipeline.formats import read_format
 from pipeline.runtimes import OnnxRuntimeRunner
 
 PARITY_TOLERANCE = 1e-4
@@ -44,6 +46,8 @@ def verify_bundle(path: Path) -> dict:
         manifest = json.loads((path / "manifest.json").read_text())
     except ValueError:
         raise PipelineError(f"{path.name}/manifest.json is not valid JSON") from None
+    manifest = read_format(manifest, BUNDLE_KIND, BUNDLE_VERSION, what=f"bundle {path.name}",
+                           fix="make it again with `pipeline bundle RUN_FOLDER`")
     listed = manifest.get("files", {})
     present = {str(p.relative_to(path)) for p in path.rglob("*") if p.is_file()} - {"manifest.json", "manifest.sha256"}
     if present - set(listed):

@@ -13,10 +13,11 @@ from pathlib import Path
 
 from pipeline.errors import PipelineError
 from pipeline.fileio import atomic_write_json, sha256_file
+from pipeline.formats import format_fields, read_format
 from pipeline.gate.environment import differences, environment
 from pipeline.gate.stats import UNMEASURABLE, Verdict, decide
 
-BASELINE_FORMAT = "edge-pipeline/latency-baseline-v1"
+BASELINE_KIND, BASELINE_VERSION = "latency-baseline", 1
 MODEL_SUFFIXES = (".onnx", ".engine", ".plan")
 
 
@@ -98,8 +99,8 @@ def read_baseline(path: Path) -> tuple[dict, Path]:
         record = json.loads(path.read_text())
     except ValueError:
         raise PipelineError(f"baseline {path} is not valid JSON") from None
-    if record.get("format") != BASELINE_FORMAT:
-        raise PipelineError(f"{path} is not an edge-pipeline latency baseline (format {record.get('format')!r})")
+    record = read_format(record, BASELINE_KIND, BASELINE_VERSION, what=f"baseline {path}",
+                         fix=f"write a new one with `pipeline gate MODEL --baseline {path} --update-baseline`")
     model = path.parent / record["model_file"]
     if not model.is_file():
         raise PipelineError(f"the baseline's model {model} is missing (it is kept beside {path.name})")
@@ -124,7 +125,7 @@ def write_baseline(model: Path, path: Path, target, gate: GateSettings) -> dict:
     settings = _settings_for(target, gate)
     timed = time_onnx_models({"baseline": kept}, settings, example_input(settings, preprocess_from_onnx(kept, None)),
                              gate.rounds, label="gate: measuring the new baseline")["baseline"]
-    record = {"format": BASELINE_FORMAT, "model_file": kept.name, "model_sha256": sha256_file(kept),
+    record = {**format_fields(BASELINE_KIND, BASELINE_VERSION), "model_file": kept.name, "model_sha256": sha256_file(kept),
               "source_model": str(model), "target": target.to_dict(), "settings": gate.to_dict(),
               "environment": environment(settings.runtime, settings.threads), "latency_source": settings.source,
               "median_ms": timed["median_ms"], "round_medians_ms": timed["round_medians_ms"], "cv": timed["cv"],

@@ -34,7 +34,8 @@ from .cuda_buffers import cuda_backend
 from .errors import BenchError
 from .files import atomic_write_bytes, sha256_file
 from .onnxruntime_loader import onnxruntime_session
-from .tensorrt_loader import TrtSession, build_engine, import_tensorrt, onnx_precision, trt_major
+from .formats import format_fields
+from .tensorrt_loader import STAMP_KIND, STAMP_VERSION, TrtSession, build_engine, import_tensorrt, onnx_precision, trt_major
 from .timing import interleaved_rounds, time_calls
 from .trtexec_loader import run_trtexec, trtexec_command, trtexec_path
 
@@ -160,7 +161,8 @@ def run_spec(spec: dict, workdir: str) -> dict:
                                       timing_cache=os.path.join(workdir, "timing.cache"), workspace_mb=build.get("workspace_mb"),
                                       dla_core=build.get("dla_core"), gpu_fallback=build.get("gpu_fallback", True),
                                       tensorrt_major=major)
-            result["engines"][name] = {"command": " ".join(command), "engine_sha256": None}
+            result["engines"][name] = {**format_fields(STAMP_KIND, STAMP_VERSION), "command": " ".join(command),
+                                      "engine_sha256": None}
             timers[name] = (lambda c=command, t=times: run_trtexec(c, t))
     else:
         providers = spec.get("providers")

@@ -13,8 +13,9 @@ import numpy as np
 from .cuda_buffers import cuda_backend
 from .errors import BenchError
 from .files import atomic_write_bytes, sha256_file
+from .formats import FormatError, format_fields, read_format
 
-STAMP_FORMAT = "edge-pipeline/engine-stamp-v1"
+STAMP_KIND, STAMP_VERSION = "engine-stamp", 1
 INSTALL = "pip install tensorrt, or JetPack's python3-libnvinfer"
 
 
@@ -137,7 +138,7 @@ def build_engine(onnx_path: str, engine_path: str, *, precision: str = "fp32", b
     finally:
         if own_cuda:
             cuda.close()
-    stamp = {"format": STAMP_FORMAT, "tensorrt_version": str(trt.__version__), **gpu,
+    stamp = {**format_fields(STAMP_KIND, STAMP_VERSION), "tensorrt_version": str(trt.__version__), **gpu,
              "precision": precision, "onnx_precision": model_precision, "strongly_typed": strongly_typed,
              "builder_flags": [str(f).split(".")[-1] for f in flags], "dla_core": dla_core,
              "gpu_fallback": gpu_fallback if dla_core is not None else None, "workspace_mb": workspace_mb,
@@ -152,6 +153,10 @@ def build_engine(onnx_path: str, engine_path: str, *, precision: str = "fp32", b
 def stamp_mismatch(stamp: dict, tensorrt_version: str, gpu: dict) -> str | None:
     """Why an engine with this stamp cannot be loaded here (None when it can). Engines are tied to the exact
     TensorRT version and to the GPU's compute capability."""
+    try:
+        read_format(stamp, STAMP_KIND, STAMP_VERSION, what="the engine's stamp", fix="rebuild it (`pipeline engine`)")
+    except FormatError as error:
+        return str(error)
     if stamp.get("tensorrt_version") != tensorrt_version:
         return (f"engine built with TensorRT {stamp.get('tensorrt_version')}, this is TensorRT {tensorrt_version}: "
                 "rebuild it here (`pipeline engine`)")

@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 
 from pipeline.errors import MissingDependency, PipelineError
+from pipeline.formats import read_format
 from pipeline.portable import tensorrt_loader
 from pipeline.portable.cuda_buffers import cuda_backend
 from pipeline.portable.errors import BenchError
@@ -43,9 +44,11 @@ def read_stamp(engine: Path) -> dict:
         raise PipelineError(f"{engine} has no stamp ({stamp_path.name}): its TensorRT version and GPU are unknown; "
                             "rebuild it with `pipeline engine`")
     try:
-        return json.loads(stamp_path.read_text())
+        stamp = json.loads(stamp_path.read_text())
     except ValueError:
         raise PipelineError(f"{stamp_path} is not valid JSON") from None
+    return read_format(stamp, tensorrt_loader.STAMP_KIND, tensorrt_loader.STAMP_VERSION, what=str(stamp_path),
+                       fix="rebuild the engine with `pipeline engine`")
 
 
 def check_engine_here(engine: Path) -> dict:
