@@ -45,7 +45,8 @@ def write(name: str, record: dict) -> None:
 
 def synthesize(budget: str) -> None:
     """The default data-free transfer set (the `synthesize` stage of `pipeline drop`), shared by every row."""
-    from pipeline.build import BuildOptions, run_build
+    from pipeline.recipes.build import run_build
+    from pipeline.recipes.options import BuildOptions
 
     started = time.monotonic()
     run_build(BuildOptions(out=SHARED, budget=budget, drop_from="teacher", latency_reduction=0.3,
@@ -70,7 +71,8 @@ def _seeded_run_folder(name: str, data_free: bool) -> Path:
 
 
 def drop(reduction: float, per_class: int, budget: str, seed: int, iterations: int | None = None) -> None:
-    from pipeline.build import BuildOptions, run_build
+    from pipeline.recipes.build import run_build
+    from pipeline.recipes.options import BuildOptions
 
     data_free = per_class == 0
     name = f"drop-{reduction}-{'df' if data_free else f'real{per_class}'}{f'-it{iterations}' if iterations else ''}-s{seed}"

@@ -58,7 +58,8 @@ def seeded(name: str, cache_from: Path | None = None) -> Path:
 
 
 def build(folder: Path, budget: str, shared_transfer_set: bool = True, **options) -> dict:
-    from pipeline.build import BuildOptions, run_build
+    from pipeline.recipes.build import run_build
+    from pipeline.recipes.options import BuildOptions
 
     started = time.monotonic()
     summary = run_build(BuildOptions(out=folder, budget=budget, eval="fmnist", command=command(), **options))

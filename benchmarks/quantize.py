@@ -72,7 +72,8 @@ def teacher_path(model: str) -> str:
 
 def run(model: str, precision: str, calib: str | None, method: str | None) -> None:
     """One `pipeline quantize`; the run folder starts with this model's synthesis when an earlier row made it."""
-    from pipeline.build import BuildOptions, run_build
+    from pipeline.recipes.build import run_build
+    from pipeline.recipes.options import BuildOptions
 
     spec = MODELS[model]
     name = run_name(model, precision, calib, method)

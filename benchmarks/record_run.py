@@ -12,7 +12,7 @@ import platform
 from datetime import datetime, timezone
 from pathlib import Path
 
-from pipeline.build import summarize
+from pipeline.run_view import summarize
 from pipeline.fileio import atomic_write_json, atomic_write_text
 from pipeline.stage import RunFolder
 

@@ -92,6 +92,7 @@ class RunFolder:
         self.manifest_path = self.root / "manifest.json"
         if self.root.exists() and not self.root.is_dir():
             raise PipelineError(f"run folder {self.root} exists and is not a directory")
+        self.created = not self.root.exists()  # `--plan` removes a folder it made and left empty
         self.root.mkdir(parents=True, exist_ok=True)
         self.manifest = self._read_manifest()
 

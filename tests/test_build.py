@@ -114,7 +114,8 @@ def test_prepare_passes_the_users_input_shape_to_the_first_load(tmp_path):
     """A traced TorchScript teacher has no recorded input shape: --input-shape must reach the loader at once."""
     import torch
 
-    from pipeline.build import BuildOptions, prepare
+    from pipeline.recipes.context import prepare
+    from pipeline.recipes.options import BuildOptions
     from pipeline.models import create_model
 
     path = tmp_path / "traced.pt"
@@ -136,3 +137,29 @@ def test_a_second_process_on_the_same_run_folder_is_refused(tmp_path):
         assert not (run.root / "synthesize").exists()
     with run.lock():  # released: the next holder gets it
         pass
+
+
+def test_plan_resolves_the_recipe_from_the_same_stage_factories_without_running_anything(tmp_path):
+    """`--plan`: the stages a build would run, each with its named inputs and settings, resolved (defaults <
+    budget < target < flags) but not run; nothing is written, not even the run folder."""
+    from pipeline.recipes.build import plan_build
+    from pipeline.recipes.options import BuildOptions
+
+    plan = plan_build(BuildOptions(out=tmp_path / "run", budget="smoke", precision="int8", eval="none"))
+    assert [stage["stage"] for stage in plan["stages"]] == ["synthesize", "distill", "export", "quantize", "bench"]
+    inputs = {stage["stage"]: stage["inputs"] for stage in plan["stages"]}
+    assert inputs["distill"]["transfer_set"] == "transfer_set from synthesize"
+    assert inputs["quantize"]["onnx"] == "student from export"
+    assert inputs["bench"] == {"teacher": "teacher from export", "student": "model from quantize"}
+    assert plan["precision"] == "int8" and plan["synthesizer"] == "bn-inversion"  # auto, resolved for this teacher
+    assert not any(stage["finished"] for stage in plan["stages"])
+    assert not (tmp_path / "run").exists()
+    from typer.testing import CliRunner
+
+    from pipeline.cli import app
+
+    shown = CliRunner().invoke(app, ["quantize", "--plan", "--budget", "smoke", "--out", str(tmp_path / "q")],
+                               terminal_width=200)
+    assert shown.exit_code == 0, shown.output
+    assert "nothing was run" in shown.output and "onnx: teacher from export" in shown.output
+    assert not (tmp_path / "q").exists()

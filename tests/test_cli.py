@@ -35,8 +35,8 @@ def test_build_help_documents_the_contract():
 
 
 def test_help_quotes_the_training_defaults_the_code_uses():
-    # cli.py stays free of torch imports, so the defaults are written out in its help: keep them true
-    from pipeline import cli
+    # the CLI stays free of torch imports, so these defaults are written out in its help: keep them true
+    from pipeline.cli import options as cli
     from pipeline.distill.engine import StudentTraining
 
     assert f"(default {StudentTraining.kd_steps})" in cli.KD_STEPS.help
@@ -46,6 +46,61 @@ def test_help_quotes_the_training_defaults_the_code_uses():
 
     assert f"quick {BUDGETS['quick'].drop_iterations}, batch {RecoverySettings.batch_size}" in cli.DROP_ITERATIONS.help
     assert f"default {RecoverySettings.lr:g}" in cli.DROP_LR.help
+
+
+def _help(command: list[str], width: int = 200) -> str:
+    result = runner.invoke(app, [*command, "--help"], terminal_width=width, env={"COLUMNS": str(width)})
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def _source_help(command: list[str]) -> str:
+    """The help as written in the code: the command's docstring and every option's help."""
+    import typer
+
+    click_command = typer.main.get_command(app)
+    for name in command:
+        click_command = click_command.commands[name]
+    return " ".join([click_command.help or "", *(getattr(p, "help", None) or "" for p in click_command.params)])
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=" ".join)
+def test_rendered_help_keeps_every_word_and_rewraps_paragraphs(command):
+    """Markup must not eat text (rich once rendered `-> [drop] ->` as `->  ->` and `<out>/x` as `/x`), a literal
+    `%%` must not show, and paragraphs are re-wrapped to the terminal rather than broken where the source
+    line ended."""
+    import re
+    from collections import Counter
+
+    rendered = _help(command)
+    assert "%%" not in rendered and "->  ->" not in rendered
+    words = Counter(re.findall(r"[A-Za-z0-9]+", rendered))
+    missing = {w: n for w, n in Counter(re.findall(r"[A-Za-z0-9]+", _source_help(command))).items() if words[w] < n}
+    assert not missing, f"words of the source help missing from the rendered help: {missing}"
+    description = rendered.split("╭")[0].splitlines()[3:]  # after the usage line
+    for line, following in zip(description, description[1:]):
+        if line.strip() and following.strip():  # inside a paragraph: the line was broken by wrapping only
+            assert len(line.rstrip()) > 150, f"line broken mid-paragraph: {line.strip()!r}"
+
+
+def test_build_help_groups_its_options_into_panels():
+    text = _help(["build"])
+    panels = [title for title in ("Teacher", "Data-free training", "Compression", "Target and measurement", "Output")
+              if f"╭─ {title} " in text]
+    assert len(panels) == 5, panels
+    order = ["╭─ Teacher", "│ --teacher", "╭─ Data-free training", "│ --synthesizer", "╭─ Compression", "│ --precision",
+             "╭─ Target and measurement", "│ --host", "╭─ Output", "│ --out"]
+    assert [text.index(piece) for piece in order] == sorted(text.index(piece) for piece in order)
+
+
+def test_option_defaults_are_the_build_options_defaults():
+    from pipeline.cli import options
+    from pipeline.recipes.options import BuildOptions
+
+    text = _help(["build"])
+    for name in ("budget", "synthesizer", "calib", "calib_method", "max_accuracy_drop", "seed", "target"):
+        assert f"[default: ({getattr(BuildOptions(), name)})]" in text, name
+    assert options.CALIB_IMAGES.default is None  # not given: BuildOptions decides
 
 
 def _assert_one_line_error(result, *fragments):
@@ -106,3 +161,12 @@ def test_bench_a_checkpoint_with_eval_turned_off(tmp_path):
     measured = json.loads(result.stdout)
     assert "accuracy" not in measured and measured["latency"]["median_ms"] > 0
     assert measured["onnx"].endswith("model.onnx")
+
+
+def test_help_loads_no_torch():
+    """`pipeline --help` and every command's help stay fast: the CLI imports its settings, not the stages."""
+    import subprocess
+    import sys
+
+    code = "import sys, pipeline.cli; assert 'torch' not in sys.modules, 'torch imported'"
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)

@@ -253,7 +253,9 @@ def test_pipeline_drop_user_errors_are_one_line(tmp_path, args, message):
 
 
 def test_build_plans_the_drop_stage_only_when_asked():
-    from pipeline.build import BuildOptions, drop_budget, stages_to_run
+    from pipeline.recipes.options import BuildOptions
+    from pipeline.recipes.plan import stages_to_run
+    from pipeline.recipes.stage_specs import drop_budget
     from pipeline.targets import load_target
 
     cpu = load_target("cpu")

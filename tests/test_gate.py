@@ -78,9 +78,10 @@ BUSY = "too busy to tell"
 
 
 def _unless_busy(gate, was_busy, attempts: int = 3):
-    """An A/A gate, again when (and only when) it answered 'could not measure: too busy': on a shared 2-core VM a
-    burst of other work can cover a whole 3-second gate (seen twice in full-suite runs on an AMD EPYC). A false
-    alarm, or three busy answers in a row, still fails the test."""
+    """A gate, again when (and only when) it answered 'could not measure: too busy': on a shared 2-core VM a burst
+    of other work can cover a whole 3-second gate (seen in full-suite runs on an AMD EPYC, for an A/A pair and
+    once for the 56x-slower model, whose 0.05 ms baseline is all noise under load). A false alarm, a missed
+    regression, or three busy answers in a row still fail the test."""
     for _ in range(attempts):
         result = gate()
         if not was_busy(result):
@@ -103,8 +104,9 @@ def test_gate_passes_a_to_a_and_fails_a_real_regression(models, tmp_path):
     assert json.loads(same.stdout)["verdict"]["label"] == "pass"
 
     junit = tmp_path / "gate.xml"
-    worse = run_cli("gate", str(slow), "--baseline", str(baseline), "--max-regression", "20%", "--junit", str(junit),
-                    *FAST)
+    worse = _unless_busy(lambda: run_cli("gate", str(slow), "--baseline", str(baseline), "--max-regression", "20%",
+                                         "--junit", str(junit), *FAST),
+                         lambda result: result.returncode == 2 and BUSY in result.stdout)
     assert worse.returncode == 1, worse.stdout + worse.stderr
     assert worse.stdout.startswith("latency gate: REGRESSION (exit 1)") and "ratio" in worse.stdout
     suite = ET.parse(junit).getroot()

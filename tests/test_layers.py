@@ -83,7 +83,7 @@ def test_no_stage_reaches_into_the_drop_stage_to_measure():
         assert not [m for m in imports[package] if _package(m) == "drop"], package
     reaching = {(package, module) for package, modules in imports.items() if package != "drop"
                 for module in modules if module.startswith("pipeline.drop")}
-    builds = {pair for pair in reaching if pair[0] in ("build", "cli")}  # the recipes on top assemble the stages
+    builds = {pair for pair in reaching if pair[0] in ("recipes", "cli")}  # the recipes on top assemble the stages
     assert reaching - builds <= KNOWN_DROP_IMPORTS, sorted(reaching - builds - KNOWN_DROP_IMPORTS)
 
 
@@ -129,3 +129,13 @@ def test_sessions_the_tensorrt_import_and_file_hashing_are_each_written_once():
     assert _files_containing(r"^\s*(import|from) tensorrt\b") == ["portable/tensorrt_loader.py"]
     assert _files_containing("def sha256_file") == ["portable/files.py"]
     assert _files_containing("def cuda_backend") == ["portable/cuda_buffers.py"]
+
+
+def test_nothing_below_the_recipes_imports_them():
+    """The recipes (`recipes/`) and the CLI (`cli/`) are the top layer: no stage, runtime or measurement module
+    reaches up into them (the gate once took its latency settings from the build, the report its summary)."""
+    for package, modules in _imports().items():
+        if package in ("recipes", "cli", "__main__"):  # `python -m pipeline` starts the CLI
+            continue
+        upward = sorted(m for m in modules if _package(m) in ("recipes", "cli") or m == "pipeline.build")
+        assert not upward, (package, upward)

@@ -366,7 +366,8 @@ def test_pipeline_quantize_int8_end_to_end(tmp_path):
 
 @pytest.mark.slow
 def test_quantize_for_a_tensorrt_target_writes_tensorrt_qdq(tmp_path):
-    from pipeline.build import BuildOptions, run_build
+    from pipeline.recipes.build import run_build
+    from pipeline.recipes.options import BuildOptions
 
     target = tmp_path / "orin.toml"
     target.write_text('name = "orin"\ndescription = "test"\nruntime = "tensorrt"\ndevice = "jetson"\nprecision = "int8"\n')
@@ -420,7 +421,9 @@ def test_build_plans_the_quantize_stage_from_the_precision():
     from dataclasses import replace
 
     from pipeline.budgets import get_budget
-    from pipeline.build import BuildOptions, stages_to_run, synthesis_seconds
+    from pipeline.recipes.options import BuildOptions
+    from pipeline.recipes.plan import stages_to_run
+    from pipeline.recipes.stage_specs import synthesis_seconds
     from pipeline.targets import load_target
 
     cpu = load_target("cpu")

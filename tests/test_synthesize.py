@@ -173,7 +173,7 @@ def test_a_short_data_free_run_teaches_the_student_far_above_chance(lenet_view, 
 def test_auto_picks_bn_inversion_only_for_teachers_with_batchnorm(lenet_view):
     from types import SimpleNamespace
 
-    from pipeline.build import auto_synthesizer
+    from pipeline.recipes.context import auto_synthesizer
 
     assert auto_synthesizer(SimpleNamespace(model=lenet_view.model)) == "bn-inversion"
     plain = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.Flatten(), torch.nn.Linear(4 * 26 * 26, 10))

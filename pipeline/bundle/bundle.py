@@ -26,6 +26,7 @@ from pipeline.errors import PipelineError
 from pipeline.fileio import atomic_write_json, atomic_write_text, sha256_file
 from pipeline.formats import format_fields
 from pipeline.runtimes import OnnxRuntimeRunner
+from pipeline.run_view import RunView
 from pipeline.stage import RunFolder, library_versions
 
 BUNDLE_KIND, BUNDLE_VERSION = "bundle", 1
@@ -67,23 +68,12 @@ def onnx_io(path: Path) -> dict:
 
 def _models(run: RunFolder) -> list[dict]:
     """The handed-on model (and, when quantised, its fp32 form) with the bench figures that describe it."""
-    stages = run.manifest["stages"]
-    bench = stages.get("bench", {}).get("metrics", {})
-    export = stages.get("export", {}).get("artifacts", {})
-    quantize = stages.get("quantize")
-    role = next((name for name in ("student", "model", "teacher") if name in export), "student")
-    models = []
-    if quantize:
-        precision = quantize["metrics"]["precision"]
-        models.append({"source": run.root / quantize["artifacts"]["model"]["path"], "role": role,
-                       "precision": precision, "bench": bench.get("student")})
-        models.append({"source": run.root / export[role]["path"], "role": role, "precision": "fp32",
-                       "accuracy": quantize["metrics"].get("accuracy_fp32")})
-    elif role in export:
-        models.append({"source": run.root / export[role]["path"], "role": role, "precision": "fp32",
-                       "bench": bench.get(role)})
-    if not models:
-        raise PipelineError(f"{run.root} has no exported model: run `pipeline build` (or export) first")
+    handed_on = RunView(run).handed_on()
+    models = [{"source": handed_on.onnx, "role": handed_on.role, "precision": handed_on.precision,
+               "bench": handed_on.bench}]
+    if handed_on.onnx != handed_on.fp32_onnx:
+        models.append({"source": handed_on.fp32_onnx, "role": handed_on.role, "precision": "fp32",
+                       "accuracy": handed_on.accuracy_fp32})
     return models
 
 

@@ -25,7 +25,7 @@ def _markdown(frame) -> str:
 def write_report(run_root: Path, out: Path | None = None) -> dict:
     import pandas as pd
 
-    from pipeline.build import summarize
+    from pipeline.run_view import summarize
 
     if not (Path(run_root) / "manifest.json").is_file():
         raise PipelineError(f"{run_root} is not a run folder (no manifest.json)")

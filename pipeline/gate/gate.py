@@ -8,31 +8,17 @@ this machine, interleaved: a number from another day or machine is never compare
 import json
 import shutil
 import time
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from pipeline.errors import PipelineError
 from pipeline.fileio import atomic_write_json, sha256_file
 from pipeline.formats import format_fields, read_format
 from pipeline.gate.environment import differences, environment
+from pipeline.gate.settings import GateSettings
 from pipeline.gate.stats import UNMEASURABLE, Verdict, decide
 
 BASELINE_KIND, BASELINE_VERSION = "latency-baseline", 1
 MODEL_SUFFIXES = (".onnx", ".engine", ".plan")
-
-
-@dataclass(frozen=True)
-class GateSettings:
-    max_regression: float = 0.05  # fraction: 0.05 = the candidate may be up to 5 % slower
-    rounds: int = 30  # alternating baseline/candidate rounds (one paired ratio each)
-    runs: int = 200  # timed runs per model per round (a round's figure is their median)
-    warmup: int = 20
-    max_seconds: float = 0.5  # per model per round; at least 10 runs are always made
-    confidence: float = 0.95
-    strict_environment: bool = False  # refuse (exit 2) instead of warning when the environment differs
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def parse_regression(text: str) -> float:
@@ -52,10 +38,11 @@ def resolve_model(path: Path) -> Path:
     """An ONNX file or engine as given; a run folder gives the model it hands on (quantised, else student)."""
     path = Path(path)
     if path.is_dir():
-        for candidate in ("quantize/model.onnx", "export/student.onnx", "export/teacher.onnx", "export/model.onnx"):
-            if (path / candidate).is_file():
-                return path / candidate
-        raise PipelineError(f"{path} holds no exported model (export/*.onnx or quantize/model.onnx)")
+        if not (path / "manifest.json").is_file():
+            raise PipelineError(f"{path} is not a run folder (no manifest.json): give an ONNX file or a run folder")
+        from pipeline.run_view import RunView
+
+        return RunView(path).handed_on().onnx
     if not path.is_file():
         raise PipelineError(f"model not found: {path}")
     if path.suffix not in MODEL_SUFFIXES:
@@ -64,8 +51,7 @@ def resolve_model(path: Path) -> Path:
 
 
 def _settings_for(target, gate: GateSettings):
-    from pipeline.build import measurement_options
-    from pipeline.measure import LatencySettings
+    from pipeline.measure import LatencySettings, measurement_options
 
     return LatencySettings(batch=target.batch, threads=target.threads, warmup=gate.warmup, runs=gate.runs,
                            rounds=gate.rounds, max_seconds=gate.max_seconds, **measurement_options(target))

@@ -3,7 +3,13 @@ timing protocol (`time_onnx_models`, `time_runners`) over the runtime layer's ru
 statistic (`paired_ratio`). No stage times a model any other way, and this package imports no stage."""
 
 from pipeline.measure.paired import PairedRatio, bootstrap_ci, paired_ratio, trimmed_mean
-from pipeline.measure.settings import LatencySettings, example_input, runtime_version
+from pipeline.measure.settings import (
+    LatencySettings,
+    example_input,
+    latency_source,
+    measurement_options,
+    runtime_version,
+)
 from pipeline.measure.timing import (
     LatencyStats,
     latency_samples_ms,
@@ -15,6 +21,6 @@ from pipeline.measure.timing import (
     time_runners,
 )
 
-__all__ = ["LatencySettings", "LatencyStats", "PairedRatio", "bootstrap_ci", "example_input", "latency_samples_ms",
-           "make_runner", "measure_latency", "paired_ratio", "runner_for", "runtime_version", "time_onnx_models",
+__all__ = ["LatencySettings", "LatencyStats", "PairedRatio", "bootstrap_ci", "example_input", "latency_samples_ms", "latency_source",
+           "make_runner", "measure_latency", "measurement_options", "paired_ratio", "runner_for", "runtime_version", "time_onnx_models",
            "time_remotely", "time_runners", "trimmed_mean"]

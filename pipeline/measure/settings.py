@@ -46,3 +46,35 @@ def runtime_version(runtime: str) -> str:
 
 def example_input(settings: LatencySettings, preprocess: Preprocess, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).standard_normal((settings.batch, *preprocess.input_shape)).astype(np.float32)
+
+
+def latency_source(target) -> tuple[str, str | None]:
+    """Where this target's latency can be measured from here: ("remote", None) over SSH to its host,
+    ("local", None) with its runtime on this machine, or ("proxy", why) with this machine's onnxruntime."""
+    if target.remote:
+        return "remote", None
+    if target.runtime == "tensorrt":
+        from pipeline.runtimes.tensorrt_runner import tensorrt_available
+
+        reason = tensorrt_available()
+        if reason is not None:
+            return "proxy", reason
+    return "local", None
+
+
+def measurement_options(target) -> dict:
+    """The LatencySettings / BenchConfig fields that say where and how latency is measured for the target."""
+    source, _ = latency_source(target)
+    remote = {"port": target.remote_port, "python": target.remote_python, "identity": target.remote_identity,
+              "ssh_options": list(target.ssh_options), "workdir": target.remote_workdir} if target.remote else None
+    tensorrt = {"max_batch": target.max_batch, "workspace_mb": target.workspace_mb, "dla_core": target.dla_core,
+                "gpu_fallback": target.gpu_fallback} if target.runtime == "tensorrt" else None
+    if target.runtime != "tensorrt":
+        engine_precision = "fp32"
+    elif target.precision in ("int8", "binary"):
+        engine_precision = "fp16"  # blocks and candidates are float models: INT8 engines need Q/DQ in the ONNX
+    else:
+        engine_precision = target.precision
+    return {"runtime": "onnxruntime" if source == "proxy" else target.runtime, "source": source,
+            "proxy_for": target.runtime if source == "proxy" else None, "host": target.host if target.remote else None,
+            "remote": remote, "tensorrt": tensorrt, "precision": engine_precision}

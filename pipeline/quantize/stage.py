@@ -7,7 +7,6 @@ images only when the user passes `--calib real --images DIR`. Labelled images ar
 on, never used to choose anything."""
 
 import copy
-import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,21 +28,13 @@ from pipeline.quantize.calibration import (
     normalised,
     real_images,
 )
-from pipeline.quantize.compact import compact_quantized
 from pipeline.quantize.cpu_isa import detect_cpu_isa
 from pipeline.quantize.fp16 import convert_fp16
+from pipeline.quantize.int8_model import DEFAULT_MAX_ACCURACY_DROP, quantize_model_int8
 from pipeline.quantize.int8 import (
-    TENSORRT_QDQ,
     Int8Settings,
-    count_ops,
-    cpu_candidates,
-    prepare_for_quantization,
-    quantize_int8,
-    tensorrt_qdq_problems,
-    weighted_nodes,
 )
 from pipeline.quantize.packed import save_binary_checkpoint
-from pipeline.quantize.sensitivity import repair
 from pipeline.quantize.verify import ONNXRUNTIME_KERNELS, QDQ_AS_WRITTEN, judged_as_written, logits, output_error
 from pipeline.stage import Stage, StageOutput, optional_field
 from pipeline.synthesize.transfer_set import NormalisedImages, TransferSet
@@ -62,7 +53,7 @@ class QuantizeConfig:
     int8: Int8Settings = field(default_factory=Int8Settings)
     images: str | None = None  # real images for --calib real (unlabelled use)
     calib_images: int = 512
-    max_accuracy_drop: float = 0.5  # points of top-1, estimated without labels on held-back images (verify.py)
+    max_accuracy_drop: float = DEFAULT_MAX_ACCURACY_DROP  # points of top-1
     binary_training: RecoverySettings = field(default_factory=lambda: RecoverySettings(iterations=3000))
     binary_coverage: float = 0.9  # at least this share of the binarisable weights becomes binary (binary.py)
     eval: str | None = None  # labelled set, reported only
@@ -117,8 +108,10 @@ class QuantizeStage(Stage):
                 convert_fp16(self.onnx_path, out)
                 details = {"format": "fp16 (float32 inputs/outputs)"}
             elif config.precision == "int8":
-                details = self._int8(self.onnx_path, images, preprocess, scratch, out, repair_allowed=True,
-                                     format_name=config.int8_format)
+                details = quantize_model_int8(self.onnx_path, out, images, preprocess, scratch, runtime=config.runtime,
+                                              settings=config.int8, latency=config.latency,
+                                              max_accuracy_drop=config.max_accuracy_drop,
+                                              format_name=config.int8_format)
             else:
                 details = self._binary(images, preprocess, workdir, scratch, out)
             verification = self._verify(out, images, preprocess)
@@ -132,62 +125,6 @@ class QuantizeStage(Stage):
         if config.precision == "binary":
             artifacts["binary_weights"] = "binary_weights.pt"
         return StageOutput(artifacts=artifacts, metrics=metrics)
-
-    # --- INT8 ---------------------------------------------------------------------------------------
-    def _int8(self, fp32: Path, images: CalibrationImages, preprocess, scratch: Path, out: Path,
-              repair_allowed: bool, format_name: str | None = None) -> dict:
-        """`format_name`: use this INT8 format instead of timing every candidate format (the budget search
-        times them once on the full model and reuses the winner for every smaller one)."""
-        config = self.config
-        prepared = prepare_for_quantization(fp32, scratch / "prepared.onnx")
-        cache = scratch  # calibration ranges: computed once per run, shared by the formats and the repair probes
-        isa = detect_cpu_isa()
-        formats = [TENSORRT_QDQ] if config.runtime == "tensorrt" else cpu_candidates(isa)
-        if format_name is not None:
-            formats = [fmt for fmt in formats if fmt.name == format_name] or formats
-        candidates = {fmt.name: quantize_int8(prepared, scratch / f"{fmt.name}.onnx", fmt, config.int8,
-                                              images.calibration, cache) for fmt in formats}
-        choice = {"candidates": [fmt.to_dict() for fmt in formats]}
-        fmt = formats[0]
-        if len(formats) > 1:  # the fastest on this CPU, measured: instruction sets alone mispredict it
-            timed = time_onnx_models({"fp32": fp32, **candidates}, config.latency, example_input(config.latency, preprocess),
-                                     config.latency.rounds, label="int8: timing candidate formats")
-            fmt = min(formats, key=lambda f: timed[f.name]["median_ms"])
-            choice["timing_ms"] = {name: entry["median_ms"] for name, entry in timed.items()}
-            log("int8: candidate formats " + ", ".join(f"{name} {ms:.3f} ms" for name, ms in choice["timing_ms"].items())
-                + f"; chose {fmt.name}")
-        shutil.copy(candidates[fmt.name], out)
-        # a TensorRT-bound model is judged (and repaired) by its Q/DQ graph as written: this CPU's integer
-        # kernels would make the choice of float layers depend on whether the CPU has VNNI (verify.py)
-        as_written = judged_as_written(config.runtime, "int8")
-
-        def quantised_logits(path: Path):
-            return logits(path, images.held_back, as_written=as_written)
-
-        reference = logits(fp32, images.held_back)
-        error = output_error(reference, quantised_logits(out))
-        details = {"format": fmt.to_dict(), "isa": isa.to_dict(), "format_choice": choice, "float_layers": []}
-        budget = config.max_accuracy_drop / 100
-        details["estimated_accuracy_drop_points"] = 100 * error["expected_accuracy_drop"]
-        if repair_allowed and error["expected_accuracy_drop"] > budget:
-            log(f"int8: estimated accuracy drop {100 * error['expected_accuracy_drop']:.2f} points exceeds "
-                f"--max-accuracy-drop {config.max_accuracy_drop}; measuring per-layer sensitivity")
-
-            def quantise(path: Path, exclude=None, only=None) -> Path:
-                return quantize_int8(prepared, path, fmt, config.int8, images.calibration, cache, exclude, only)
-
-            fixed = repair(weighted_nodes(prepared), quantise, quantised_logits, reference, budget, scratch, out)
-            details.update(repair=fixed, float_layers=fixed["float_layers"])
-            if not fixed["met"]:
-                log(f"int8: warning: even with {len(fixed['float_layers'])} layers in float the estimated drop "
-                    f"exceeds {config.max_accuracy_drop} points")
-        details["compacted_bytes"] = compact_quantized(out, prepared)
-        details["ops"] = count_ops(out)
-        if fmt.tensorrt_legal:
-            problems = tensorrt_qdq_problems(out)
-            if problems:
-                raise PipelineError(f"the INT8 model is not TensorRT-ready: {problems[0]}")
-        return details
 
     # --- binary weights ----------------------------------------------------------------------------
     def _binary(self, images: CalibrationImages, preprocess, workdir: Path, scratch: Path, out: Path) -> dict:

@@ -247,19 +247,17 @@ class SearchStage(Stage):
         return path
 
     def _int8(self, fp32: Path, scratch: Path, format_name: str | None) -> dict:
-        """The quantize stage's own INT8 path (same formats, calibration and checks), so the handed-on model is
+        """The quantize stage's own INT8 technique (same formats, calibration and checks), so the handed-on model is
         the one that was searched; `format_name` (the winner on the full model) skips timing the formats again."""
         from pipeline.quantize.calibration import load_calibration_images
-        from pipeline.quantize.stage import QuantizeConfig, QuantizeStage
+        from pipeline.quantize.int8 import Int8Settings
+        from pipeline.quantize.int8_model import quantize_model_int8
 
-        runtime = self._deployed_runtime()
-        quantize = QuantizeStage(fp32, None, self.transfer_set_path,
-                                 QuantizeConfig(precision="int8", runtime=runtime, latency=replace_rounds(self.config.latency),
-                                                calib_images=self.config.calib_images, seed=self.config.seed))
         images = load_calibration_images("synthetic", self.preprocess, transfer_set=self.transfer_set_path,
                                          count=self.config.calib_images, seed=self.config.seed)
-        return quantize._int8(fp32, images, self.preprocess, scratch, scratch / "model.onnx", repair_allowed=True,
-                              format_name=format_name)
+        return quantize_model_int8(fp32, scratch / "model.onnx", images, self.preprocess, scratch,
+                                   runtime=self._deployed_runtime(), settings=Int8Settings(),
+                                   latency=replace_rounds(self.config.latency), format_name=format_name)
 
     def _deployed_runtime(self) -> str:
         return "tensorrt" if self.config.latency.proxy_for == "tensorrt" else self.config.latency.runtime

@@ -1,0 +1,71 @@
+"""The Typer application and what every command shares: one-line errors with a non-zero exit, and output."""
+
+import sys
+import traceback
+from typing import Callable, Optional
+
+import typer
+from rich.console import Console
+
+from pipeline import progress
+
+app = typer.Typer(
+    help="Turn a trained PyTorch image classifier into a small, fast, verified edge artifact, without its "
+         "training data.\n\n"
+         "Typical use: `pipeline build --teacher r34.pt --target cpu`. With no --teacher, the embedded "
+         "Fashion-MNIST ResNet-20 teacher is used. Every command explains itself: `pipeline COMMAND --help`.",
+    # markdown: paragraphs are re-wrapped to the terminal, and text in square brackets is kept as written
+    no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False, rich_markup_mode="markdown")
+teacher_app = typer.Typer(help="Train and inspect teachers.", no_args_is_help=True, rich_markup_mode="markdown")
+stdout = Console(width=None if sys.stdout.isatty() else 120)  # CI logs: wide enough for the summary table
+
+
+def run_action(debug: bool, quiet: bool, action: Callable[[], object], *, out_hint: str | None = None) -> object:
+    from pipeline.errors import PipelineError
+
+    progress.set_quiet(quiet)
+    try:
+        return action()
+    except PipelineError as error:
+        if debug:
+            traceback.print_exc()
+        print(f"error: {error}", file=sys.stderr)
+        raise typer.Exit(error.exit_code)
+    except KeyboardInterrupt:
+        where = f" in {out_hint}" if out_hint else ""
+        print(f"interrupted: finished stages are kept{where}; run the same command again to resume", file=sys.stderr)
+        raise typer.Exit(130)
+    except OSError as error:
+        if debug:
+            traceback.print_exc()
+        print(f"error: {os_error_message(error, out_hint)}", file=sys.stderr)
+        raise typer.Exit(1)
+    except Exception as error:  # a bug or an environment problem: still one line unless --debug
+        if debug:
+            traceback.print_exc()
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        print(f"error: unexpected {type(error).__name__}: {first_line} (run with --debug for the traceback)", file=sys.stderr)
+        raise typer.Exit(1)
+
+
+def os_error_message(error: OSError, out_hint: str | None) -> str:
+    """Disk full, file-size limit, read-only or forbidden folder: say which file, and that nothing finished is lost."""
+    import errno
+
+    where = f" writing {error.filename}" if error.filename else ""
+    kept = f"; finished stages in {out_hint} are kept and" if out_hint else ";"
+    advice = {errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quota exceeded",
+              errno.EFBIG: "file too large for this file system or the process's file-size limit",
+              errno.EROFS: "read-only file system", errno.EACCES: "permission denied"}.get(error.errno)
+    if advice is None:
+        return f"{error.strerror or error}{where}"
+    return f"{advice}{where}{kept} the unfinished stage left nothing in place: fix it and run the same command again"
+
+
+def input_shape_option(text: Optional[str]):
+    if text is None:
+        return None
+    from pipeline.models.load import parse_input_shape
+
+    return parse_input_shape(text)
+

@@ -1,0 +1,71 @@
+"""`pipeline build` and the commands built on it: the stages in order in one run folder."""
+
+from contextlib import nullcontext
+from dataclasses import replace
+
+from pipeline.errors import PipelineError
+from pipeline.recipes.context import prepare
+from pipeline.recipes.options import STAGE_ORDER, BuildOptions
+from pipeline.recipes.plan import precision, stages_to_run
+from pipeline.recipes.stage_specs import STAGE_FACTORIES
+from pipeline.run_view import summarize
+
+
+DATA_PARALLEL_STAGES = ("synthesize", "distill")
+
+
+def run_build(options: BuildOptions, *, until: str = "bench") -> dict:
+    """Run the stages up to and including `until`; finished, unchanged stages are skipped.
+
+    Under torchrun every rank runs synthesize and distill together; then the other ranks leave and rank 0
+    exports and measures alone (a second process would distort the latency figures)."""
+    from pipeline import distributed
+
+    if until not in STAGE_ORDER:
+        raise PipelineError(f"unknown stage {until!r}")
+    distributed.init(distributed.local_device(options.device))
+    ctx = prepare(replace(options, until=until))
+    with ctx.run.lock() if distributed.is_main() else nullcontext():  # torchrun's other ranks share rank 0's folder
+        ctx.run.reload()  # what a process that held the folder before us wrote
+        ctx.run.set_run_info(
+            command=options.command, teacher=str(ctx.teacher_path), teacher_arch=ctx.teacher.arch,
+            teacher_format=ctx.teacher.source_format, target=ctx.target.to_dict(), budget=ctx.budget.to_dict(),
+            preprocess=ctx.teacher.preprocess.to_dict(), num_classes=ctx.teacher.num_classes, eval=ctx.eval,
+            world_size=distributed.world_size())
+        for name in STAGE_ORDER:
+            # asked again each time: the search decides the precision, and with it whether quantize runs
+            if name not in stages_to_run(ctx.options, until, ctx.target):
+                continue
+            if name not in DATA_PARALLEL_STAGES and distributed.active():
+                main = distributed.is_main()
+                distributed.finish()
+                if not main:
+                    break
+            entry = ctx.run.run(STAGE_FACTORIES[name](ctx), force=options.force)
+            if name == "search":
+                ctx.options = replace(ctx.options, precision=entry["metrics"]["precision"])
+        distributed.finish()
+        return summarize(ctx.run)
+
+
+
+def plan_build(options: BuildOptions, *, until: str = "bench") -> dict:
+    """What `run_build` would do, resolved and validated but not run (`--plan`): the settings after defaults,
+    budget and target are applied, and each stage with its named inputs and its config, from the same stage
+    factories the run uses. Which stages are already finished in the run folder is shown; none is checked
+    for being up to date (that needs their inputs' hashes)."""
+    ctx = replace(prepare(replace(options, until=until)), planning=True)
+    stages = []
+    for name in stages_to_run(ctx.options, until, ctx.target):
+        stage = STAGE_FACTORIES[name](ctx)
+        inputs = {key: f"{path.name} from {path.parent.name[1:]}" if str(path).startswith("@") else str(path)
+                  for key, path in stage.inputs().items()}
+        entry = ctx.run.entry(name) or {}
+        stages.append({"stage": name, "inputs": inputs, "config": stage.config_dict(),
+                       "finished": entry.get("status") == "done"})
+    if ctx.run.created and not any(ctx.run.root.iterdir()):
+        ctx.run.root.rmdir()  # planning writes nothing
+    return {"run_folder": str(ctx.run.root), "teacher": str(ctx.teacher_path), "arch": ctx.teacher.arch,
+            "target": ctx.target.name, "runtime": ctx.target.runtime, "budget": ctx.budget.name,
+            "precision": ("chosen by the search" if ctx.options.search else precision(ctx.options, ctx.target)),
+            "synthesizer": ctx.options.synthesizer, "eval": ctx.eval, "stages": stages}

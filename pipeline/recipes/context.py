@@ -1,0 +1,83 @@
+"""Everything a build needs, resolved and validated before any stage runs, so bad input fails in one line, early."""
+
+from dataclasses import replace
+from pathlib import Path
+
+from pipeline.assets import resolve_teacher
+from pipeline.budgets import get_budget
+from pipeline.data import fashion_mnist
+from pipeline.models import default_student
+from pipeline.models.load import LoadedModel
+from pipeline.recipes.options import BuildContext, BuildOptions
+from pipeline.recipes.plan import precision
+from pipeline.recipes.stage_specs import drop_budget, quantize_config
+from pipeline.stage import RunFolder
+from pipeline.targets import load_target
+from pipeline.teacher_spec import TeacherSpec
+
+
+def prepare(options: BuildOptions) -> BuildContext:
+    """Resolve and validate everything before any stage runs, so bad input fails in one line, early."""
+    target = load_target(options.target).with_host(options.host)
+    target.check_precision(precision(options, target))
+    if options.auto_drop and options.drop_from is None and options.quantize_from is None and options.search is None \
+            and (target.latency_budget_ms is not None or target.latency_reduction is not None):
+        options = replace(options, search="build")  # the target's budget is part of what `build` delivers
+    if options.search is not None:
+        drop_budget(options, target)  # a missing or bad latency budget fails before any stage runs
+    budget = get_budget(options.budget)
+    teacher_path = resolve_teacher(options.teacher)
+    spec = TeacherSpec(options.arch, options.input_shape, options.num_classes, options.trust_checkpoint)
+    teacher = spec.load(teacher_path)
+    if options.input_shape is None and target.input_size is not None \
+            and tuple(target.input_size) != teacher.input_shape[1:]:
+        # the target asks for another resolution than the checkpoint's default: reload (and re-probe) at that size
+        spec = replace(spec, input_shape=(teacher.input_shape[0], *target.input_size))
+        teacher = spec.load(teacher_path)
+    if options.drop_from is not None:
+        check_droppable(options, teacher, teacher_path)
+    if options.drop_from is not None and options.drop_blocks is None:
+        drop_budget(options, target)  # a missing or bad latency budget fails before any stage runs
+    quantize_config(options, target, budget, None, spec)  # bad precision / calibration options fail early
+    if options.synthesizer == "auto":
+        options = replace(options, synthesizer=auto_synthesizer(teacher))
+    suffix = "-drop" if options.drop_from == "teacher" else f"-{precision(options, target)}" if options.quantize_from else ""
+    out = options.out or Path("runs") / f"{teacher_path.stem}-{target.name}{suffix}"
+    eval_spec = choose_eval(options.eval, teacher)
+    return BuildContext(options, teacher_path, teacher, spec, target, budget, RunFolder(out), eval_spec)
+
+
+def check_droppable(options: BuildOptions, teacher: LoadedModel, teacher_path: Path) -> None:
+    """Before any stage runs: the model that will lose blocks has them, and --drop-blocks names exist in it."""
+    from pipeline.drop.blocks import require_block_names, require_blocks
+    from pipeline.models import create_model
+
+    if options.drop_from == "teacher":
+        model, label = teacher.model, f"{teacher_path.name} ({teacher.arch or teacher.source_format})"
+    else:
+        label = options.student or default_student(teacher.arch, teacher.input_shape)
+        channels, height, _ = teacher.input_shape
+        model = create_model(label, in_channels=channels, num_classes=teacher.num_classes, image_size=height)
+    if options.drop_blocks is not None:
+        require_block_names(model, options.drop_blocks, label)
+    elif options.drop_from == "teacher":
+        require_blocks(model, label)
+
+
+def auto_synthesizer(teacher: LoadedModel) -> str:
+    """BN-statistics inversion needs BatchNorm layers it can hook; TorchScript/exported graphs and BN-free nets get DAFL."""
+    import torch.nn as nn
+
+    has_bn = isinstance(teacher.model, nn.Module) and any(isinstance(m, nn.BatchNorm2d) for m in teacher.model.modules())
+    return "bn-inversion" if has_bn else "dafl"
+
+
+def choose_eval(requested: str | None, teacher: LoadedModel | None) -> str | None:
+    """--eval as given ('none' turns it off); unset: Fashion-MNIST for teachers trained on it, else nothing."""
+    if requested is not None:
+        return None if requested.lower() == "none" else requested
+    trained_on = teacher.metadata.get("training", {}).get("dataset") if teacher is not None else None
+    if trained_on == "fashion-mnist" and fashion_mnist.is_available():
+        return "fmnist"
+    return None
+

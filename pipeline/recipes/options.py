@@ -1,0 +1,87 @@
+"""The settings of a build, each default declared here once (the CLI passes only what the user gave), and the
+context every stage factory reads. Light on purpose: `pipeline --help` imports this to show the defaults."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the context's types; importing them here would load torch for `--help`
+    from pipeline.budgets import Budget
+    from pipeline.models.load import LoadedModel
+    from pipeline.stage import RunFolder
+    from pipeline.targets import Target
+    from pipeline.teacher_spec import TeacherSpec
+
+STAGE_ORDER = ("synthesize", "distill", "drop", "search", "export", "quantize", "engine", "bench")
+DEFAULT_SYNTHESIZER = "auto"  # bn-inversion for teachers with BatchNorm, else dafl
+
+
+@dataclass
+class BuildOptions:
+    teacher: str | None = None  # path, 'embedded:NAME' or None for the default teacher
+    arch: str | None = None
+    target: str = "cpu"
+    budget: str = "quick"
+    out: Path | None = None
+    student: str | None = None
+    eval: str | None = None  # 'fmnist', an image folder, 'none'; default: fmnist for the embedded teachers
+    input_shape: tuple[int, int, int] | None = None
+    num_classes: int | None = None
+    trust_checkpoint: bool = False
+    synthesizer: str = DEFAULT_SYNTHESIZER
+    synth_preset: str | None = None
+    synth_options: dict = field(default_factory=dict)  # --synth-option key=value overrides
+    temperature: float | None = None
+    ema: float | None = None
+    feature_weight: float | None = None
+    kd_steps: int | None = None
+    augment: bool | None = None
+    device: str = "auto"
+    mix_images: str | None = None  # a folder (or fmnist-train) of real images mixed into the transfer set
+    mix_per_class: int = 10
+    seed: int = 0
+    steps: int | None = None  # bound data-free training by steps instead of the budget's seconds (reproducible)
+    until: str = "bench"  # the last stage the command runs (`pipeline synthesize`: synthesize)
+    force: bool = False
+    command: str = ""
+    # block dropping: which model loses blocks ("teacher": `pipeline drop`, "student": build with a latency flag)
+    drop_from: str | None = None
+    latency_reduction: float | None = None
+    latency_ms: float | None = None
+    drop_blocks: tuple[str, ...] | None = None  # drop exactly these blocks (no latency-driven selection)
+    images: str | None = None  # few-shot drop: real images (a folder or fmnist-train) instead of the transfer set
+    per_class: int = 50
+    drop_iterations: int | None = None
+    drop_lr: float | None = None
+    # quantisation: "teacher" = `pipeline quantize` (the teacher itself is quantised; no distill, no drop)
+    quantize_from: str | None = None
+    precision: str | None = None  # fp32, fp16, int8, binary; None = the target's precision
+    calib: str = "synthetic"  # synthetic (the transfer set) or real (--images)
+    calib_method: str = "minmax"
+    calib_images: int = 512
+    max_accuracy_drop: float = 0.5
+    binary_iterations: int | None = None
+    binary_coverage: float = 0.9
+    host: str | None = None  # "user@device": measure latency and build the engine there (overrides the target's)
+    auto_drop: bool = False  # `build`: search under the budget when the target file sets one
+    # latency-budget search: "build" (the teacher and the distilled student as bases), "teacher" (`pipeline search`)
+    search: str | None = None
+
+
+@dataclass
+class BuildContext:
+    options: BuildOptions
+    teacher_path: Path
+    teacher: LoadedModel
+    spec: TeacherSpec
+    target: Target
+    budget: Budget
+    run: RunFolder
+    eval: str | None
+    planning: bool = False  # `--plan`: stage factories name earlier stages' artifacts instead of reading them
+
+    def artifact(self, stage: str, name: str) -> Path:
+        """An earlier stage's artifact; while planning, a placeholder that names it (`@distill/student`)."""
+        return Path(f"@{stage}/{name}") if self.planning else self.run.artifact(stage, name)
