@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test install dataset sshd qemu clean
+.PHONY: demo test install dataset sshd qemu format clean
 
 demo: install dataset
 	$(VENV)/bin/pipeline build --target cpu
@@ -51,6 +51,11 @@ qemu:
 	else \
 		echo "note: qemu-user not installed (sudo apt-get install qemu-user); the emulated-CPU INT8 test will skip"; \
 	fi
+
+# The house style (pyproject.toml [tool.ruff]; tests/test_style.py checks it).
+format: install
+	$(VENV)/bin/ruff format pipeline tests benchmarks
+	$(VENV)/bin/ruff check --fix pipeline tests benchmarks
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -22,7 +22,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from datafree import machine, machine_tag  # noqa: E402  (same machine record as the data-free benchmark)
 
-from pipeline.fileio import atomic_write_json, atomic_write_text  # noqa: E402
+from pipeline.fileio import atomic_write_json  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -37,8 +37,13 @@ def command() -> str:
 
 
 def write(name: str, record: dict) -> None:
-    record = {**record, "name": name, "recorded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-              "machine": machine(), "command": command()}
+    record = {
+        **record,
+        "name": name,
+        "recorded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": machine(),
+        "command": command(),
+    }
     atomic_write_json(RUNS_JSON / f"{name}.json", record)
     print(json.dumps({k: v for k, v in record.items() if k not in ("table", "selection")}, indent=1, default=str))
 
@@ -49,8 +54,10 @@ def synthesize(budget: str) -> None:
     from pipeline.recipes.options import BuildOptions
 
     started = time.monotonic()
-    run_build(BuildOptions(out=SHARED, budget=budget, drop_from="teacher", latency_reduction=0.3,
-                           command=command()), until="synthesize")
+    run_build(
+        BuildOptions(out=SHARED, budget=budget, drop_from="teacher", latency_reduction=0.3, command=command()),
+        until="synthesize",
+    )
     write(f"synthesize-{machine_tag()}", {"wall_s": round(time.monotonic() - started, 1), "budget": budget})
 
 
@@ -77,9 +84,18 @@ def drop(reduction: float, per_class: int, budget: str, seed: int, iterations: i
     data_free = per_class == 0
     name = f"drop-{reduction}-{'df' if data_free else f'real{per_class}'}{f'-it{iterations}' if iterations else ''}-s{seed}"
     folder = _seeded_run_folder(name, data_free)
-    options = BuildOptions(out=folder, budget=budget, drop_from="teacher", latency_reduction=reduction, eval="fmnist",
-                           images=None if data_free else "fmnist-train", per_class=per_class, seed=seed, command=command(),
-                           drop_iterations=iterations)
+    options = BuildOptions(
+        out=folder,
+        budget=budget,
+        drop_from="teacher",
+        latency_reduction=reduction,
+        eval="fmnist",
+        images=None if data_free else "fmnist-train",
+        per_class=per_class,
+        seed=seed,
+        command=command(),
+        drop_iterations=iterations,
+    )
     started = time.monotonic()
     summary = run_build(options)
     wall = time.monotonic() - started
@@ -87,16 +103,33 @@ def drop(reduction: float, per_class: int, budget: str, seed: int, iterations: i
     if not (SHARED / "cache").is_dir() and (folder / "cache").is_dir():
         shutil.copytree(folder / "cache", SHARED / "cache")  # later rows reuse the measured table
     metrics, bench = stages["drop"]["metrics"], stages["bench"]["metrics"]
-    write(name, {"model": "resnet20-fmnist", "method": "block-drop", "real_images": metrics["real_images"],
-                 "requested_reduction": reduction, "accuracy": bench["student"]["accuracy"],
-                 "teacher_accuracy": bench["teacher"]["accuracy"], "eval_images": bench["student"]["eval_images"],
-                 "onnx": str(folder / "export" / "student.onnx"), "teacher_onnx": str(folder / "export" / "teacher.onnx"),
-                 "drop_stage_wall_s": stages["drop"]["wall_s"], "synthesize_wall_s": stages.get("synthesize", {}).get("wall_s"),
-                 "command_wall_s": round(wall, 1), "table_from_cache": metrics["table_from_cache"],
-                 "dropped_blocks": metrics["dropped_blocks"], "fused_max_abs_diff": metrics["fused_max_abs_diff"],
-                 "drop_stage_latency": {k: metrics[k] for k in ("latency_full_ms", "latency_dropped_ms", "latency_reduction")},
-                 "bench_latency_ms": {m: bench[m]["latency"]["median_ms"] for m in ("teacher", "student")},
-                 "finetune": metrics["finetune"], "budget": budget, "summary_rows": summary["rows"]})
+    write(
+        name,
+        {
+            "model": "resnet20-fmnist",
+            "method": "block-drop",
+            "real_images": metrics["real_images"],
+            "requested_reduction": reduction,
+            "accuracy": bench["student"]["accuracy"],
+            "teacher_accuracy": bench["teacher"]["accuracy"],
+            "eval_images": bench["student"]["eval_images"],
+            "onnx": str(folder / "export" / "student.onnx"),
+            "teacher_onnx": str(folder / "export" / "teacher.onnx"),
+            "drop_stage_wall_s": stages["drop"]["wall_s"],
+            "synthesize_wall_s": stages.get("synthesize", {}).get("wall_s"),
+            "command_wall_s": round(wall, 1),
+            "table_from_cache": metrics["table_from_cache"],
+            "dropped_blocks": metrics["dropped_blocks"],
+            "fused_max_abs_diff": metrics["fused_max_abs_diff"],
+            "drop_stage_latency": {
+                k: metrics[k] for k in ("latency_full_ms", "latency_dropped_ms", "latency_reduction")
+            },
+            "bench_latency_ms": {m: bench[m]["latency"]["median_ms"] for m in ("teacher", "student")},
+            "finetune": metrics["finetune"],
+            "budget": budget,
+            "summary_rows": summary["rows"],
+        },
+    )
 
 
 def filter_prune(match: str, budget: str, seed: int) -> None:
@@ -111,12 +144,12 @@ def filter_prune(match: str, budget: str, seed: int) -> None:
     from pipeline.drop.filter_prune import channel_counts, prune_to_latency
     from pipeline.drop.finetune import RecoverySettings, recovery_finetune
     from pipeline.export.onnx_export import export_onnx
+    from pipeline.measure import LatencySettings
     from pipeline.models.load import load_model
     from pipeline.runtimes import OnnxRuntimeRunner
     from pipeline.synthesize.base import TeacherView
     from pipeline.synthesize.real_images import load_real_images
     from pipeline.synthesize.transfer_set import NormalisedImages, TransferSet
-    from pipeline.measure import LatencySettings
     from pipeline.targets import load_target
     from pipeline.training import freeze, seed_everything
 
@@ -141,17 +174,35 @@ def filter_prune(match: str, budget: str, seed: int) -> None:
     recovery = RecoverySettings(iterations=reference["finetune"]["iterations"])
     work = WORK / name
     work.mkdir(parents=True, exist_ok=True)
-    finetune = recovery_finetune(pruned, copy.deepcopy(teacher), images, recovery, work, seed, label="fine-tune (filter-pruned)")
+    finetune = recovery_finetune(
+        pruned, copy.deepcopy(teacher), images, recovery, work, seed, label="fine-tune (filter-pruned)"
+    )
     wall = time.monotonic() - started
     onnx_path = work / "pruned.onnx"
     export_onnx(pruned.eval(), loaded.preprocess, onnx_path)
     data = load_eval_dataset("fmnist", loaded.preprocess)
     with OnnxRuntimeRunner(onnx_path, threads=load_target("cpu").threads) as runner:
         accuracy = accuracy_with_runner(runner, data.images, data.labels)
-    write(name, {"model": "resnet20-fmnist", "method": "filter-prune", "real_images": real, "matched_to": match,
-                 "accuracy": accuracy, "eval_images": len(data), "onnx": str(onnx_path), "wall_s": round(wall, 1),
-                 "pruning_ratio": search["ratio"], "reached_matched_latency": search["reached"], "search": search["trace"], "channels": channel_counts(pruned),
-                 "finetune": finetune, "fused_max_abs_diff": None, "budget": budget})
+    write(
+        name,
+        {
+            "model": "resnet20-fmnist",
+            "method": "filter-prune",
+            "real_images": real,
+            "matched_to": match,
+            "accuracy": accuracy,
+            "eval_images": len(data),
+            "onnx": str(onnx_path),
+            "wall_s": round(wall, 1),
+            "pruning_ratio": search["ratio"],
+            "reached_matched_latency": search["reached"],
+            "search": search["trace"],
+            "channels": channel_counts(pruned),
+            "finetune": finetune,
+            "fused_max_abs_diff": None,
+            "budget": budget,
+        },
+    )
 
 
 def resnet34(threads: int, rounds: int, adapter_steps: int) -> None:
@@ -163,9 +214,9 @@ def resnet34(threads: int, rounds: int, adapter_steps: int) -> None:
 
     from pipeline.drop.blocks import droppable_blocks
     from pipeline.drop.latency_table import block_latency_table, cache_key, format_table, time_candidate_sets
-    from pipeline.measure import LatencySettings
     from pipeline.drop.recoverability import RecoverabilityProbe, RecoverabilitySettings
     from pipeline.drop.select import LatencyBudget, greedy_drop
+    from pipeline.measure import LatencySettings
     from pipeline.models import create_model
     from pipeline.preprocess import default_preprocess
 
@@ -175,23 +226,41 @@ def resnet34(threads: int, rounds: int, adapter_steps: int) -> None:
     settings = LatencySettings(threads=threads, warmup=5, runs=50, rounds=rounds, max_seconds=1.5)
     started = time.monotonic()
     blocks = droppable_blocks(model)
-    table = block_latency_table(model, preprocess, blocks, settings, cache_key("resnet34", "cpu", settings, (3, 224, 224)))
+    table = block_latency_table(
+        model, preprocess, blocks, settings, cache_key("resnet34", "cpu", settings, (3, 224, 224))
+    )
     table_s = time.monotonic() - started
     print(format_table(table))
-    probe = RecoverabilityProbe(model, torch.randn(48, 3, 224, 224), (3, 224, 224),
-                                RecoverabilitySettings(steps=adapter_steps, batch_size=4, train_images=32, eval_images=16))
+    probe = RecoverabilityProbe(
+        model,
+        torch.randn(48, 3, 224, 224),
+        (3, 224, 224),
+        RecoverabilitySettings(steps=adapter_steps, batch_size=4, train_images=32, eval_images=16),
+    )
 
     def measure(dropped, candidates):
         return time_candidate_sets(model, model, dropped, candidates, preprocess, settings)
 
     selection = greedy_drop(table, LatencyBudget(reduction=PRACTISE_REDUCTION), probe, measure)
     last = selection["verifications"][-1]
-    write(f"resnet34-224-{machine_tag()}", {
-        "model": "resnet34-224 (random weights)", "threads": threads, "table_s": round(table_s, 1),
-        "wall_s": round(time.monotonic() - started, 1), "table": table, "selection": selection,
-        "operating_point": {"requested_reduction": PRACTISE_REDUCTION, "dropped_blocks": selection["dropped"],
-                            "full_ms": last["full_ms"], "dropped_ms": last["dropped_ms"],
-                            "measured_reduction": last["measured_reduction"]}})
+    write(
+        f"resnet34-224-{machine_tag()}",
+        {
+            "model": "resnet34-224 (random weights)",
+            "threads": threads,
+            "table_s": round(table_s, 1),
+            "wall_s": round(time.monotonic() - started, 1),
+            "table": table,
+            "selection": selection,
+            "operating_point": {
+                "requested_reduction": PRACTISE_REDUCTION,
+                "dropped_blocks": selection["dropped"],
+                "full_ms": last["full_ms"],
+                "dropped_ms": last["dropped_ms"],
+                "measured_reduction": last["measured_reduction"],
+            },
+        },
+    )
 
 
 def main() -> None:

@@ -30,8 +30,13 @@ RUNS = RESULTS / "datafree"
 PAIRS = {"lenet": ("lenet5-fmnist", "lenet5-half"), "resnet": ("resnet20-fmnist", "resnet14")}
 # Published Fashion-MNIST / MNIST anchors (../shared/docs/METHODS.md section 1).
 ANCHORS = [
-    {"paper": "ZSKD (Nayak et al. 2019)", "dataset": "Fashion-MNIST", "teacher": 0.9084, "kd_real": 0.8966,
-     "data_free": 0.7962},
+    {
+        "paper": "ZSKD (Nayak et al. 2019)",
+        "dataset": "Fashion-MNIST",
+        "teacher": 0.9084,
+        "kd_real": 0.8966,
+        "data_free": 0.7962,
+    },
     {"paper": "DAFL (Chen et al. 2019)", "dataset": "MNIST", "teacher": 0.9891, "kd_real": 0.9891, "data_free": 0.9820},
 ]
 # the current default for BN teachers, spelt out so the rows mean the same when defaults change
@@ -45,10 +50,16 @@ METHOD_ROWS = {  # row name -> (synthesizer, extra CLI arguments, real images us
     "soft-target": ("soft-target", ["--no-augment"], 0),
     "noise": ("noise", ["--no-augment"], 0),
     # mixing: the default synthesizer plus 10 real training images per class in its transfer set
-    "bn-inversion+mix-10-per-class": ("bn-inversion", [*BN_INVERSION_DEFAULT, "--mix-images", "fmnist-train",
-                                                       "--mix-per-class", "10"], 100),
-    "images-10-per-class": ("images", ["--synth-option", "path=fmnist-train", "--synth-option", "per_class=10",
-                                       "--no-augment"], 100),
+    "bn-inversion+mix-10-per-class": (
+        "bn-inversion",
+        [*BN_INVERSION_DEFAULT, "--mix-images", "fmnist-train", "--mix-per-class", "10"],
+        100,
+    ),
+    "images-10-per-class": (
+        "images",
+        ["--synth-option", "path=fmnist-train", "--synth-option", "per_class=10", "--no-augment"],
+        100,
+    ),
 }
 
 
@@ -62,7 +73,13 @@ def cpu_name() -> str:
 def machine() -> dict:
     # torch uses one thread per core unless OMP_NUM_THREADS says otherwise
     threads = int(os.environ.get("OMP_NUM_THREADS", "0")) or os.cpu_count()
-    return {"cpu": cpu_name(), "cores": os.cpu_count(), "threads": threads, "gpu": None, "platform": platform.platform()}
+    return {
+        "cpu": cpu_name(),
+        "cores": os.cpu_count(),
+        "threads": threads,
+        "gpu": None,
+        "platform": platform.platform(),
+    }
 
 
 def machine_tag() -> str:
@@ -76,8 +93,12 @@ def machine_tag() -> str:
 def write(name: str, record: dict) -> None:
     from pipeline.fileio import atomic_write_json
 
-    record = {**record, "recorded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "machine": machine(),
-              "command": " ".join(["python", "benchmarks/datafree.py", *sys.argv[1:]])}
+    record = {
+        **record,
+        "recorded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": machine(),
+        "command": " ".join(["python", "benchmarks/datafree.py", *sys.argv[1:]]),
+    }
     atomic_write_json(RUNS / f"{name}.json", record)
     print(json.dumps({k: v for k, v in record.items() if k != "curve"}, indent=1))
 
@@ -91,9 +112,19 @@ def teacher_accuracy(pair: str) -> None:
 
     loaded = load_model(resolve_teacher(f"embedded:{PAIRS[pair][0]}"))
     test = fashion_mnist_split("test", loaded.preprocess)
-    write(f"{pair}-teacher", {"pair": pair, "teacher": PAIRS[pair][0], "student": None, "method": "teacher",
-                              "real_images": 60000, "seed": 0,
-                              "accuracy": accuracy_torch(loaded.model, test.images, test.labels), "wall_s": None})
+    write(
+        f"{pair}-teacher",
+        {
+            "pair": pair,
+            "teacher": PAIRS[pair][0],
+            "student": None,
+            "method": "teacher",
+            "real_images": 60000,
+            "seed": 0,
+            "accuracy": accuracy_torch(loaded.model, test.images, test.labels),
+            "wall_s": None,
+        },
+    )
 
 
 def kd_real_ceiling(pair: str, seed: int, epochs: int, batch_size: int, lr: float, temperature: float) -> None:
@@ -123,7 +154,7 @@ def kd_real_ceiling(pair: str, seed: int, epochs: int, batch_size: int, lr: floa
         student.train()
         order = torch.randperm(len(train), generator=generator)
         for step in range(steps_per_epoch):
-            index = order[step * batch_size:(step + 1) * batch_size]
+            index = order[step * batch_size : (step + 1) * batch_size]
             # shift augmentation changes the image, so the teacher labels the shifted image
             images = random_shift(train.images[index], 2, generator)
             with torch.no_grad():
@@ -134,11 +165,23 @@ def kd_real_ceiling(pair: str, seed: int, epochs: int, batch_size: int, lr: floa
             optimizer.step()
             scheduler.step()
         print(f"epoch {epoch + 1}/{epochs} loss {loss.item():.4f} {time.monotonic() - start:.0f} s", flush=True)
-    write(f"{pair}-kd-real-s{seed}", {
-        "pair": pair, "teacher": teacher_name, "student": student_name, "method": "kd-real", "real_images": len(train),
-        "seed": seed, "accuracy": accuracy_torch(student, test.images, test.labels),
-        "wall_s": round(time.monotonic() - start, 1), "epochs": epochs, "batch_size": batch_size, "lr": lr,
-        "temperature": temperature})
+    write(
+        f"{pair}-kd-real-s{seed}",
+        {
+            "pair": pair,
+            "teacher": teacher_name,
+            "student": student_name,
+            "method": "kd-real",
+            "real_images": len(train),
+            "seed": seed,
+            "accuracy": accuracy_torch(student, test.images, test.labels),
+            "wall_s": round(time.monotonic() - start, 1),
+            "epochs": epochs,
+            "batch_size": batch_size,
+            "lr": lr,
+            "temperature": temperature,
+        },
+    )
 
 
 def method_run(pair: str, row: str, seed: int, budget: str, extra: list[str]) -> None:
@@ -147,9 +190,30 @@ def method_run(pair: str, row: str, seed: int, budget: str, extra: list[str]) ->
     synthesizer, arguments, real_images = METHOD_ROWS[row]
     name = f"{pair}-{row}-{budget}-s{seed}-{machine_tag()}"
     out = ROOT / "runs" / "bench-datafree" / name
-    command = [sys.executable, "-m", "pipeline.cli", "build", "--teacher", f"embedded:{teacher_name}",
-               "--student", student_name, "--synthesizer", synthesizer, *arguments, *extra, "--budget", budget,
-               "--seed", str(seed), "--eval", "fmnist", "--out", str(out), "--json", "--quiet"]
+    command = [
+        sys.executable,
+        "-m",
+        "pipeline.cli",
+        "build",
+        "--teacher",
+        f"embedded:{teacher_name}",
+        "--student",
+        student_name,
+        "--synthesizer",
+        synthesizer,
+        *arguments,
+        *extra,
+        "--budget",
+        budget,
+        "--seed",
+        str(seed),
+        "--eval",
+        "fmnist",
+        "--out",
+        str(out),
+        "--json",
+        "--quiet",
+    ]
     started = time.monotonic()
     result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
     if result.returncode != 0:
@@ -158,16 +222,34 @@ def method_run(pair: str, row: str, seed: int, budget: str, extra: list[str]) ->
     stages = manifest["stages"]
     student = stages["bench"]["metrics"]["student"]
     distill = stages["distill"]["metrics"]
-    write(name, {
-        "pair": pair, "teacher": teacher_name, "student": student_name, "method": row, "budget": budget,
-        "real_images": real_images, "seed": seed, "accuracy": student["accuracy"], "eval_images": student["eval_images"],
-        "wall_s": round(stages["synthesize"]["wall_s"] + stages["distill"]["wall_s"], 1),
-        "build_wall_s": round(time.monotonic() - started, 1), "pipeline_command": manifest.get("command"),
-        "student_steps": distill.get("student_steps"), "transfer_images": distill["transfer_set"]["images_added"],
-        "curve": distill.get("accuracy_curve", []), "synthetic_top1_agreement": distill.get("synthetic_top1_agreement"),
-        # the settings the run actually used, defaults included (defaults change between versions)
-        "training": stages["distill"]["config"]["training"], "synthesizer_options": stages["synthesize"]["config"]["options"],
-        "seconds": {"synthesize": stages["synthesize"]["config"]["seconds"], "distill": stages["distill"]["config"]["seconds"]}})
+    write(
+        name,
+        {
+            "pair": pair,
+            "teacher": teacher_name,
+            "student": student_name,
+            "method": row,
+            "budget": budget,
+            "real_images": real_images,
+            "seed": seed,
+            "accuracy": student["accuracy"],
+            "eval_images": student["eval_images"],
+            "wall_s": round(stages["synthesize"]["wall_s"] + stages["distill"]["wall_s"], 1),
+            "build_wall_s": round(time.monotonic() - started, 1),
+            "pipeline_command": manifest.get("command"),
+            "student_steps": distill.get("student_steps"),
+            "transfer_images": distill["transfer_set"]["images_added"],
+            "curve": distill.get("accuracy_curve", []),
+            "synthetic_top1_agreement": distill.get("synthetic_top1_agreement"),
+            # the settings the run actually used, defaults included (defaults change between versions)
+            "training": stages["distill"]["config"]["training"],
+            "synthesizer_options": stages["synthesize"]["config"]["options"],
+            "seconds": {
+                "synthesize": stages["synthesize"]["config"]["seconds"],
+                "distill": stages["distill"]["config"]["seconds"],
+            },
+        },
+    )
 
 
 def main() -> None:

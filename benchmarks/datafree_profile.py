@@ -34,14 +34,18 @@ def main(teacher_name: str, student_name: str) -> None:
     loaded = TeacherSpec().load(resolve_teacher(f"embedded:{teacher_name}"))
     view = TeacherView(freeze(loaded.model), loaded.preprocess, loaded.num_classes, torch.device("cpu"))
     synthesizer = create_synthesizer("bn-inversion", view, resolve_options("bn-inversion"), 0)
-    student = create_model(student_name, in_channels=view.input_shape[0], num_classes=view.num_classes,
-                           image_size=view.input_shape[1])
-    loop = DataFreeLoop(view, synthesizer, TransferSet(view.input_shape, view.num_classes, 10_000), student,
-                        StudentTraining(), 0)
+    student = create_model(
+        student_name, in_channels=view.input_shape[0], num_classes=view.num_classes, image_size=view.input_shape[1]
+    )
+    loop = DataFreeLoop(
+        view, synthesizer, TransferSet(view.input_shape, view.num_classes, 10_000), student, StudentTraining(), 0
+    )
     images = synthesizer.step(student)
     loop.add_images(images)
     print(f"{teacher_name} -> {student_name}, batch 128, one thread, seconds per call:")
-    print("  synthesis step (generator + teacher + student critic)", seconds_per_call(lambda: synthesizer.step(student)))
+    print(
+        "  synthesis step (generator + teacher + student critic)", seconds_per_call(lambda: synthesizer.step(student))
+    )
     print("  label new images with the teacher", seconds_per_call(lambda: loop.add_images(images)))
     print("  student KD step (augmented, teacher relabels)", seconds_per_call(loop.student_step))
     loop.settings = dataclasses.replace(loop.settings, augment=False)

@@ -46,7 +46,13 @@ def compat() -> None:
     from pipeline.preprocess import default_preprocess
     from pipeline.quantize.cpu_isa import detect_cpu_isa
     from pipeline.quantize.fp16 import convert_fp16
-    from pipeline.quantize.int8 import TENSORRT_QDQ, Int8Settings, cpu_candidates, prepare_for_quantization, quantize_int8
+    from pipeline.quantize.int8 import (
+        TENSORRT_QDQ,
+        Int8Settings,
+        cpu_candidates,
+        prepare_for_quantization,
+        quantize_int8,
+    )
 
     rows = []
     WORK.mkdir(parents=True, exist_ok=True)
@@ -67,33 +73,55 @@ def compat() -> None:
             files = {"fp32": folder / "fp32.onnx", "fp16": fp16, "int8": int8}
             if name == "resnet20":  # negative control: the CPU's integer-operator format must be refused
                 qoperator = next(f for f in cpu_candidates(detect_cpu_isa()) if f.operators == "qoperator")
-                files["int8 (cpu qoperator, control)"] = quantize_int8(prepared, folder / "qop.onnx", qoperator,
-                                                                       Int8Settings(), calibration, folder)
+                files["int8 (cpu qoperator, control)"] = quantize_int8(
+                    prepared, folder / "qop.onnx", qoperator, Int8Settings(), calibration, folder
+                )
             for precision, path in files.items():
                 report = preflight(path, precision.split()[0])
-                rows.append({"model": name, "input": list(spec.default_input), "precision": precision, "ok": report.ok,
-                             "errors": len(report.errors), "warnings": len(report.warnings),
-                             "notes": sum(f.severity == "note" for f in report.findings),
-                             "error_kinds": sorted({f"{f.kind}: {f.op}" for f in report.errors}),
-                             "warning_examples": sorted({f.message.split(",")[0] for f in report.warnings})[:6],
-                             "qdq_nodes": report.ops.get("QuantizeLinear", 0) + report.ops.get("DequantizeLinear", 0)})
-            verdicts = [f"{r['precision']} {'ok' if r['ok'] else 'REFUSED'} ({r['warnings']} warnings)"
-                        for r in rows if r["model"] == name]
+                rows.append(
+                    {
+                        "model": name,
+                        "input": list(spec.default_input),
+                        "precision": precision,
+                        "ok": report.ok,
+                        "errors": len(report.errors),
+                        "warnings": len(report.warnings),
+                        "notes": sum(f.severity == "note" for f in report.findings),
+                        "error_kinds": sorted({f"{f.kind}: {f.op}" for f in report.errors}),
+                        "warning_examples": sorted({f.message.split(",")[0] for f in report.warnings})[:6],
+                        "qdq_nodes": report.ops.get("QuantizeLinear", 0) + report.ops.get("DequantizeLinear", 0),
+                    }
+                )
+            verdicts = [
+                f"{r['precision']} {'ok' if r['ok'] else 'REFUSED'} ({r['warnings']} warnings)"
+                for r in rows
+                if r["model"] == name
+            ]
             print(f"{name}: {', '.join(verdicts)} [{time.monotonic() - started:.0f} s]", flush=True)
-    record = {"rows": rows, "recorded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "machine": machine(),
-              "command": command()}
+    record = {
+        "rows": rows,
+        "recorded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": machine(),
+        "command": command(),
+    }
     atomic_write_json(RESULTS / "engine_compat.json", record)
-    lines = ["# TensorRT pre-flight of every registry architecture", "",
-             f"`{command()}` on {record['machine']['cpu']}, {record['recorded_at']}. No TensorRT was used: this is "
-             "`pipeline check`'s verdict (parser-unsupported ops, Q/DQ zero points and types, dtypes; alignment "
-             "warnings are Conv/Gemm channel counts that are not multiples of 8 for fp16 or 32 for int8, excluding "
-             "image channels and class counts, which are listed as notes).", "",
-             "| model | input | precision | TensorRT parser | errors | alignment warnings | Q/DQ nodes | examples |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "# TensorRT pre-flight of every registry architecture",
+        "",
+        f"`{command()}` on {record['machine']['cpu']}, {record['recorded_at']}. No TensorRT was used: this is "
+        "`pipeline check`'s verdict (parser-unsupported ops, Q/DQ zero points and types, dtypes; alignment "
+        "warnings are Conv/Gemm channel counts that are not multiples of 8 for fp16 or 32 for int8, excluding "
+        "image channels and class counts, which are listed as notes).",
+        "",
+        "| model | input | precision | TensorRT parser | errors | alignment warnings | Q/DQ nodes | examples |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         examples = "; ".join(r["error_kinds"] or r["warning_examples"])
-        lines.append(f"| {r['model']} | {'x'.join(map(str, r['input']))} | {r['precision']} | "
-                     f"{'accepts' if r['ok'] else '**refuses**'} | {r['errors']} | {r['warnings']} | {r['qdq_nodes']} | {examples} |")
+        lines.append(
+            f"| {r['model']} | {'x'.join(map(str, r['input']))} | {r['precision']} | "
+            f"{'accepts' if r['ok'] else '**refuses**'} | {r['errors']} | {r['warnings']} | {r['qdq_nodes']} | {examples} |"
+        )
     atomic_write_text(RESULTS / "engine_compat.md", "\n".join(lines) + "\n")
     print(f"wrote {RESULTS / 'engine_compat.md'}")
 
@@ -108,8 +136,20 @@ def loopback(budget: str) -> None:
         target = WORK / "jetson-orin-nano-loopback.toml"
         target.write_text(device.target_toml())
         out = WORK / f"jetson-loopback-{budget}"
-        args = [sys.executable, "-m", "pipeline.cli", "build", "--target", str(target), "--budget", budget,
-                "--out", str(out), "--force", "--json"]
+        args = [
+            sys.executable,
+            "-m",
+            "pipeline.cli",
+            "build",
+            "--target",
+            str(target),
+            "--budget",
+            budget,
+            "--out",
+            str(out),
+            "--force",
+            "--json",
+        ]
         started = time.monotonic()
         done = subprocess.run(args, capture_output=True, text=True)
         wall = time.monotonic() - started
@@ -118,15 +158,32 @@ def loopback(budget: str) -> None:
         summary = json.loads(done.stdout)
         stages = json.loads((out / "manifest.json").read_text())["stages"]
         table = json.loads((out / "drop" / "latency_table.json").read_text())
-        record = {"build_command": " ".join(["pipeline", *args[3:]]), "target_file": target.read_text(),
-                  "summary": summary, "latency_table": table, "drop": stages["drop"]["metrics"],
-                  "engine": stages["engine"]["metrics"], "bench": stages["bench"]["metrics"], "wall_s": round(wall, 1),
-                  "recorded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "machine": machine(),
-                  "command": command()}
+        record = {
+            "build_command": " ".join(["pipeline", *args[3:]]),
+            "target_file": target.read_text(),
+            "summary": summary,
+            "latency_table": table,
+            "drop": stages["drop"]["metrics"],
+            "engine": stages["engine"]["metrics"],
+            "bench": stages["bench"]["metrics"],
+            "wall_s": round(wall, 1),
+            "recorded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "machine": machine(),
+            "command": command(),
+        }
         atomic_write_json(RESULTS / "engine_loopback.json", record)
-        print(json.dumps({"latency_source": table["latency_source"], "measured_on": table["measured_on"],
-                          "dropped": stages["drop"]["metrics"]["dropped_blocks"], "engine_built": record["engine"]["built"],
-                          "wall_s": record["wall_s"]}, indent=1))
+        print(
+            json.dumps(
+                {
+                    "latency_source": table["latency_source"],
+                    "measured_on": table["measured_on"],
+                    "dropped": stages["drop"]["metrics"]["dropped_blocks"],
+                    "engine_built": record["engine"]["built"],
+                    "wall_s": record["wall_s"],
+                },
+                indent=1,
+            )
+        )
     finally:
         process.terminate()
 

@@ -37,7 +37,9 @@ LEVELS = (0.03, 0.05, 0.10)
 def _commit() -> str:
     import subprocess
 
-    return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip()
+    return subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT
+    ).stdout.strip()
 
 
 def command() -> str:
@@ -63,8 +65,13 @@ def ratio(base: Path, other: Path, rounds: int) -> float:
     from pipeline.preprocess import preprocess_from_onnx
 
     settings = LatencySettings(threads=2, warmup=20, runs=100, max_seconds=0.5)
-    timed = time_onnx_models({"a": base, "b": other}, settings, example_input(settings, preprocess_from_onnx(base, None)),
-                             rounds, label="calibrating")
+    timed = time_onnx_models(
+        {"a": base, "b": other},
+        settings,
+        example_input(settings, preprocess_from_onnx(base, None)),
+        rounds,
+        label="calibrating",
+    )
     return paired_ratio(timed["b"]["round_medians_ms"], timed["a"]["round_medians_ms"]).ratio
 
 
@@ -78,7 +85,7 @@ def calibrate() -> None:
     # probes at k = 7 and 21 with 40 rounds: at k = 3 the extra cost is within the noise of 20 rounds (one AMD
     # EPYC probe read 8.8 % for k = 3, then 3.6 % for k = 7), which made the fit pick far too small a kernel
     probe = {k: ratio(base, slowed(base, 1, WORK / f"probe-k{k}.onnx", k), 40) - 1 for k in (7, 21)}
-    b = (probe[21] - probe[7]) / (21 ** 2 - 7 ** 2)
+    b = (probe[21] - probe[7]) / (21**2 - 7**2)
     a = probe[7] - b * 49
     variants = {}
     for level in LEVELS:
@@ -86,13 +93,26 @@ def calibrate() -> None:
         size += 1 - size % 2  # odd: a centred identity kernel
         path = slowed(base, 1, WORK / f"slow-{int(level * 100)}.onnx", size)
         x = np.random.default_rng(0).standard_normal((4, 1, 28, 28)).astype(np.float32)
-        same = np.abs(ort.InferenceSession(str(path)).run(None, {"input": x})[0]
-                      - ort.InferenceSession(str(base)).run(None, {"input": x})[0]).max()
-        variants[level] = {"extra_convs": 1, "kernel": size, "file": path.name, "outputs_max_abs_diff": float(same),
-                           "measured_slowdown": ratio(base, path, 60) - 1}
+        same = np.abs(
+            ort.InferenceSession(str(path)).run(None, {"input": x})[0]
+            - ort.InferenceSession(str(base)).run(None, {"input": x})[0]
+        ).max()
+        variants[level] = {
+            "extra_convs": 1,
+            "kernel": size,
+            "file": path.name,
+            "outputs_max_abs_diff": float(same),
+            "measured_slowdown": ratio(base, path, 60) - 1,
+        }
         print(level, variants[level], flush=True)
-    atomic_write_json(WORK / "calibration.json", {"probe": {str(k): v for k, v in probe.items()}, "fit": {"a": a, "b": b},
-                                                  "variants": {str(k): v for k, v in variants.items()}})
+    atomic_write_json(
+        WORK / "calibration.json",
+        {
+            "probe": {str(k): v for k, v in probe.items()},
+            "fit": {"a": a, "b": b},
+            "variants": {str(k): v for k, v in variants.items()},
+        },
+    )
 
 
 def trials(aa: int, ab: int, levels: tuple[float, ...] = LEVELS, name: str = "gate") -> None:
@@ -111,39 +131,65 @@ def trials(aa: int, ab: int, levels: tuple[float, ...] = LEVELS, name: str = "ga
         level = plan[index]
         candidate = WORK / ("baseline.onnx" if level == 0 else calibration["variants"][str(level)]["file"])
         report = run_gate(candidate, baseline, target, settings)
-        outcomes[level].append({"exit_code": report["exit_code"], "ratio": report["verdict"]["ratio"],
-                                "low": report["verdict"]["low"], "gate_s": report["gate_seconds"]})
+        outcomes[level].append(
+            {
+                "exit_code": report["exit_code"],
+                "ratio": report["verdict"]["ratio"],
+                "low": report["verdict"]["low"],
+                "gate_s": report["gate_seconds"],
+            }
+        )
         if done % 10 == 0:
             print(f"{done}/{len(plan)} gates, {time.monotonic() - started:.0f} s", flush=True)
     rows = []
     for level, runs in outcomes.items():
         codes = [r["exit_code"] for r in runs]
-        rows.append({"slowdown": level, "trials": len(runs), "alarm_rate": codes.count(1) / len(runs),
-                     "unmeasurable_rate": codes.count(2) / len(runs),
-                     "median_gate_s": float(np.median([r["gate_s"] for r in runs])),
-                     "median_ratio": float(np.median([r["ratio"] for r in runs if r["exit_code"] != 2] or [np.nan])),
-                     "measured_slowdown": calibration["variants"][str(level)]["measured_slowdown"] if level else 0.0,
-                     "kernel": calibration["variants"][str(level)]["kernel"] if level else None})
-    record = {"rows": rows, "settings": settings.to_dict(), "calibration": calibration, "outcomes": {str(k): v for k, v in outcomes.items()},
-              "wall_s": round(time.monotonic() - started, 1), "recorded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-              "machine": machine(), "command": command(), "commit": _commit()}
+        rows.append(
+            {
+                "slowdown": level,
+                "trials": len(runs),
+                "alarm_rate": codes.count(1) / len(runs),
+                "unmeasurable_rate": codes.count(2) / len(runs),
+                "median_gate_s": float(np.median([r["gate_s"] for r in runs])),
+                "median_ratio": float(np.median([r["ratio"] for r in runs if r["exit_code"] != 2] or [np.nan])),
+                "measured_slowdown": calibration["variants"][str(level)]["measured_slowdown"] if level else 0.0,
+                "kernel": calibration["variants"][str(level)]["kernel"] if level else None,
+            }
+        )
+    record = {
+        "rows": rows,
+        "settings": settings.to_dict(),
+        "calibration": calibration,
+        "outcomes": {str(k): v for k, v in outcomes.items()},
+        "wall_s": round(time.monotonic() - started, 1),
+        "recorded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": machine(),
+        "command": command(),
+        "commit": _commit(),
+    }
     for row in rows:  # which code and which machine produced each row
         row.update(commit=record["commit"], cpu=record["machine"]["cpu"])
     atomic_write_json(RESULTS / f"{name}.json", record)
-    lines = ["# Latency gate: false alarms and detection on this machine", "",
-             f"`{command()}` (after `python benchmarks/gate.py calibrate`) at commit {record['commit']} on {record['machine']['cpu']}, "
-             f"{record['machine']['cores']} cores, {record['recorded_at']}; {record['wall_s']:.0f} s in all.",
-             f"Model: the embedded ResNet-20 teacher (ONNX Runtime CPU, 2 threads, batch 1). Gate: default settings "
-             f"({settings.rounds} interleaved rounds x {settings.runs} runs, allowed regression "
-             f"{100 * settings.max_regression:.0f} %, 95 % bootstrap interval). Each slowdown is one extra k x k "
-             "identity convolution in front of the model (outputs unchanged; k sets the cost); 'measured' is its cost "
-             "measured separately with 60 interleaved rounds.", "",
-             "| injected slowdown | kernel | measured | trials | alarm rate | could not measure | median ratio | median gate s |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "# Latency gate: false alarms and detection on this machine",
+        "",
+        f"`{command()}` (after `python benchmarks/gate.py calibrate`) at commit {record['commit']} on {record['machine']['cpu']}, "
+        f"{record['machine']['cores']} cores, {record['recorded_at']}; {record['wall_s']:.0f} s in all.",
+        f"Model: the embedded ResNet-20 teacher (ONNX Runtime CPU, 2 threads, batch 1). Gate: default settings "
+        f"({settings.rounds} interleaved rounds x {settings.runs} runs, allowed regression "
+        f"{100 * settings.max_regression:.0f} %, 95 % bootstrap interval). Each slowdown is one extra k x k "
+        "identity convolution in front of the model (outputs unchanged; k sets the cost); 'measured' is its cost "
+        "measured separately with 60 interleaved rounds.",
+        "",
+        "| injected slowdown | kernel | measured | trials | alarm rate | could not measure | median ratio | median gate s |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for row in rows:
-        lines.append(f"| {100 * row['slowdown']:.0f} % | {row['kernel'] or '—'} | {100 * row['measured_slowdown']:.1f} % | {row['trials']} | "
-                     f"{100 * row['alarm_rate']:.1f} % | {100 * row['unmeasurable_rate']:.1f} % | {row['median_ratio']:.4f} | "
-                     f"{row['median_gate_s']:.1f} |")
+        lines.append(
+            f"| {100 * row['slowdown']:.0f} % | {row['kernel'] or '—'} | {100 * row['measured_slowdown']:.1f} % | {row['trials']} | "
+            f"{100 * row['alarm_rate']:.1f} % | {100 * row['unmeasurable_rate']:.1f} % | {row['median_ratio']:.4f} | "
+            f"{row['median_gate_s']:.1f} |"
+        )
     atomic_write_text(RESULTS / f"{name}.md", "\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -28,44 +28,89 @@ BUDGETS = ("smoke", "quick", "full")
 
 
 def commit() -> str:
-    return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip()
+    return subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT
+    ).stdout.strip()
 
 
 def run_one(teacher: str, budget: str, target: str, out: Path) -> dict:
-    command = [sys.executable, "-m", "pipeline.cli", "quantize", "--teacher", f"embedded:{teacher}", "--target", target,
-               "--budget", budget, "--precision", "int8", "--calib-method", "percentile", "--out", str(out)]
+    command = [
+        sys.executable,
+        "-m",
+        "pipeline.cli",
+        "quantize",
+        "--teacher",
+        f"embedded:{teacher}",
+        "--target",
+        target,
+        "--budget",
+        budget,
+        "--precision",
+        "int8",
+        "--calib-method",
+        "percentile",
+        "--out",
+        str(out),
+    ]
     if target != "cpu":
         command += ["--eval", "fmnist"]
     started = time.monotonic()
     result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
     wall = time.monotonic() - started
-    row = {"teacher": teacher, "budget": budget, "target": target, "calibration_method": "percentile",
-           "command": " ".join(["pipeline", *command[3:]]), "returncode": result.returncode, "wall_s": round(wall, 1)}
+    row = {
+        "teacher": teacher,
+        "budget": budget,
+        "target": target,
+        "calibration_method": "percentile",
+        "command": " ".join(["pipeline", *command[3:]]),
+        "returncode": result.returncode,
+        "wall_s": round(wall, 1),
+    }
     if result.returncode != 0:
         return {**row, "error": result.stderr.strip().splitlines()[-1] if result.stderr.strip() else ""}
     stages = json.loads((out / "manifest.json").read_text())["stages"]
     quantize = stages["quantize"]["metrics"]
     kernels = quantize.get("output_error_onnxruntime_kernels")
-    return {**row, "transfer_set_images": stages["synthesize"]["metrics"]["transfer_set"]["images"],
-            "calibration_images": quantize["calibration_images"], "format": quantize["format"]["name"],
-            "judged_by": quantize["judged_by"], "relative_mse": quantize["output_error"]["relative_mse"],
-            "top1_agreement": quantize["output_error"]["top1_agreement"],
-            "relative_mse_onnxruntime_kernels": kernels["relative_mse"] if kernels else None,
-            "accuracy_fp32": quantize.get("accuracy_fp32"), "accuracy": quantize.get("accuracy_quantized"),
-            "eval_images": quantize.get("eval_images"), "float_layers": len(quantize["float_layers"])}
+    return {
+        **row,
+        "transfer_set_images": stages["synthesize"]["metrics"]["transfer_set"]["images"],
+        "calibration_images": quantize["calibration_images"],
+        "format": quantize["format"]["name"],
+        "judged_by": quantize["judged_by"],
+        "relative_mse": quantize["output_error"]["relative_mse"],
+        "top1_agreement": quantize["output_error"]["top1_agreement"],
+        "relative_mse_onnxruntime_kernels": kernels["relative_mse"] if kernels else None,
+        "accuracy_fp32": quantize.get("accuracy_fp32"),
+        "accuracy": quantize.get("accuracy_quantized"),
+        "eval_images": quantize.get("eval_images"),
+        "float_layers": len(quantize["float_layers"]),
+    }
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| teacher | budget | target | exit | wall s | transfer set | calib images | format | rel. MSE (reported) "
-             "| rel. MSE (CPU kernels) | top-1 fp32 -> int8 |", "|" + "---|" * 11]
+    lines = [
+        "| teacher | budget | target | exit | wall s | transfer set | calib images | format | rel. MSE (reported) "
+        "| rel. MSE (CPU kernels) | top-1 fp32 -> int8 |",
+        "|" + "---|" * 11,
+    ]
     for r in rows:
-        accuracy = (f"{100 * r['accuracy_fp32']:.2f} -> {100 * r['accuracy']:.2f} % ({r['eval_images']})"
-                    if r.get("accuracy") is not None else "")
-        kernels = f"{r['relative_mse_onnxruntime_kernels']:.4g}" if r.get("relative_mse_onnxruntime_kernels") is not None else "(same)"
-        lines.append(f"| {r['teacher']} | {r['budget']} | {r['target']} | {r['returncode']} | {r['wall_s']} | "
-                     f"{r.get('transfer_set_images', '')} | {r.get('calibration_images', '')} | {r.get('format', r.get('error', ''))} | "
-                     f"{r['relative_mse']:.4g} | {kernels} | {accuracy} |" if r["returncode"] == 0 else
-                     f"| {r['teacher']} | {r['budget']} | {r['target']} | {r['returncode']} | {r['wall_s']} | | | {r.get('error', '')} | | | |")
+        accuracy = (
+            f"{100 * r['accuracy_fp32']:.2f} -> {100 * r['accuracy']:.2f} % ({r['eval_images']})"
+            if r.get("accuracy") is not None
+            else ""
+        )
+        kernels = (
+            f"{r['relative_mse_onnxruntime_kernels']:.4g}"
+            if r.get("relative_mse_onnxruntime_kernels") is not None
+            else "(same)"
+        )
+        lines.append(
+            f"| {r['teacher']} | {r['budget']} | {r['target']} | {r['returncode']} | {r['wall_s']} | "
+            f"{r.get('transfer_set_images', '')} | {r.get('calibration_images', '')} | {r.get('format', r.get('error', ''))} | "
+            f"{r['relative_mse']:.4g} | {kernels} | {accuracy} |"
+            if r["returncode"] == 0
+            else f"| {r['teacher']} | {r['budget']} | {r['target']} | {r['returncode']} | {r['wall_s']} | | | {r.get('error', '')} | | | |"
+        )
     return "\n".join(lines)
 
 
@@ -75,7 +120,9 @@ def main() -> None:
     args = parser.parse_args()
     folder = ROOT / "runs" / "bench-int8-calibration"
     machine = {"cpu": cpu_name(), "isa": detect_cpu_isa().summary(), "commit": commit()}
-    plan = [(t, b, "cpu") for b in args.budgets for t in TEACHERS] + [(t, "smoke", "jetson-orin-nano") for t in TEACHERS]
+    plan = [(t, b, "cpu") for b in args.budgets for t in TEACHERS] + [
+        (t, "smoke", "jetson-orin-nano") for t in TEACHERS
+    ]
     rows = []
     for teacher, budget, target in plan:
         print(f"{teacher} {budget} {target} ...", flush=True)
@@ -84,14 +131,16 @@ def main() -> None:
         print(f"  exit {row['returncode']} in {row['wall_s']} s", flush=True)
     results = ROOT / "benchmarks" / "results"
     atomic_write_json(results / "int8-calibration.json", {"machine": machine, "rows": rows})
-    atomic_write_text(results / "int8-calibration.md",
-                      f"# INT8 percentile calibration at every budget (issue 20)\n\n"
-                      f"Commit {machine['commit']}; {machine['isa']}; 2 cores. Command: "
-                      f"`python benchmarks/int8_calibration.py`.\n\n{table(rows)}\n\n"
-                      "`rel. MSE (reported)`: the figure the stage reports: onnxruntime's integer kernels for the cpu "
-                      "target (what it deploys on), the Q/DQ graph as written for TensorRT targets (what TensorRT "
-                      "computes). `rel. MSE (CPU kernels)`: this CPU's onnxruntime kernels on the TensorRT-form model, "
-                      "recorded for comparison. Accuracy: Fashion-MNIST test split, reporting only.\n")
+    atomic_write_text(
+        results / "int8-calibration.md",
+        f"# INT8 percentile calibration at every budget (issue 20)\n\n"
+        f"Commit {machine['commit']}; {machine['isa']}; 2 cores. Command: "
+        f"`python benchmarks/int8_calibration.py`.\n\n{table(rows)}\n\n"
+        "`rel. MSE (reported)`: the figure the stage reports: onnxruntime's integer kernels for the cpu "
+        "target (what it deploys on), the Q/DQ graph as written for TensorRT targets (what TensorRT "
+        "computes). `rel. MSE (CPU kernels)`: this CPU's onnxruntime kernels on the TensorRT-form model, "
+        "recorded for comparison. Accuracy: Fashion-MNIST test split, reporting only.\n",
+    )
     print(table(rows))
 
 

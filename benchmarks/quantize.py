@@ -22,7 +22,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from datafree import machine, machine_tag  # noqa: E402
 
-from pipeline.fileio import atomic_write_json, atomic_write_text  # noqa: E402
+from pipeline.fileio import atomic_write_json  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -33,17 +33,27 @@ WORK = ROOT / "runs" / "bench-quantize"
 MODELS = {
     "resnet20-fmnist": {"teacher": "embedded:resnet20-fmnist", "arch": "resnet20", "budget": "quick"},
     "lenet5-fmnist": {"teacher": "embedded:lenet5-fmnist", "arch": "lenet5", "budget": "quick"},
-    "resnet20-fmnist-drop30": {"teacher": "runs/bench-blockdrop/drop-0.3-df-s0/drop/dropped.pt", "arch": "resnet20",
-                               "budget": "quick"},
+    "resnet20-fmnist-drop30": {
+        "teacher": "runs/bench-blockdrop/drop-0.3-df-s0/drop/dropped.pt",
+        "arch": "resnet20",
+        "budget": "quick",
+    },
     "resnet18-224": {"random": "resnet18", "arch": "resnet18", "budget": "smoke"},
     "resnet34-224": {"random": "resnet34", "arch": "resnet34", "budget": "smoke"},
 }
-FMNIST_ROWS = [("fp16", None, None)] + [("int8", calib, method) for calib in ("synthetic", "real")
-                                         for method in ("minmax", "entropy", "percentile")] + [("binary", "synthetic", None)]
+FMNIST_ROWS = (
+    [("fp16", None, None)]
+    + [("int8", calib, method) for calib in ("synthetic", "real") for method in ("minmax", "entropy", "percentile")]
+    + [("binary", "synthetic", None)]
+)
 RANDOM_ROWS = [("fp16", None, None), ("int8", "synthetic", "minmax"), ("binary", "synthetic", None)]
-PLAN = {"resnet20-fmnist": FMNIST_ROWS, "lenet5-fmnist": FMNIST_ROWS,
-        "resnet20-fmnist-drop30": [("fp16", None, None), ("int8", "synthetic", "minmax"), ("int8", "real", "minmax")],
-        "resnet18-224": RANDOM_ROWS, "resnet34-224": RANDOM_ROWS}
+PLAN = {
+    "resnet20-fmnist": FMNIST_ROWS,
+    "lenet5-fmnist": FMNIST_ROWS,
+    "resnet20-fmnist-drop30": [("fp16", None, None), ("int8", "synthetic", "minmax"), ("int8", "real", "minmax")],
+    "resnet18-224": RANDOM_ROWS,
+    "resnet34-224": RANDOM_ROWS,
+}
 
 
 def command() -> str:
@@ -89,13 +99,22 @@ def run(model: str, precision: str, calib: str | None, method: str | None) -> No
         shutil.copytree(shared / "synthesize", folder / "synthesize")
         shutil.copy(shared / "manifest.json", folder / "manifest.json")
     options = BuildOptions(
-        teacher=teacher_path(model), arch=spec["arch"], out=folder, budget=spec["budget"], quantize_from="teacher",
-        precision=precision, calib=calib or "synthetic", calib_method=method or "minmax",
-        images="fmnist-train" if calib == "real" else None, eval="none" if random_weights else "fmnist",
+        teacher=teacher_path(model),
+        arch=spec["arch"],
+        out=folder,
+        budget=spec["budget"],
+        quantize_from="teacher",
+        precision=precision,
+        calib=calib or "synthetic",
+        calib_method=method or "minmax",
+        images="fmnist-train" if calib == "real" else None,
+        eval="none" if random_weights else "fmnist",
         input_shape=(3, 224, 224) if random_weights else None,
         # random weights: accuracy means nothing, so no repair (it would chase noise) and one KD step for binary
-        max_accuracy_drop=99 if random_weights else 0.5, binary_iterations=1 if random_weights else None,
-        command=command())
+        max_accuracy_drop=99 if random_weights else 0.5,
+        binary_iterations=1 if random_weights else None,
+        command=command(),
+    )
     started = time.monotonic()
     summary = run_build(options, until="quantize")
     wall = time.monotonic() - started
@@ -107,17 +126,37 @@ def run(model: str, precision: str, calib: str | None, method: str | None) -> No
         atomic_write_json(shared / "manifest.json", kept)
     stages = manifest["stages"]
     metrics = stages["quantize"]["metrics"]
-    record = {"name": name, "model": spec["arch"], "variant": model, "precision": precision,
-              "calibration": metrics["calibration"] if precision != "fp16" else None,
-              "calibration_method": method, "random_weights": random_weights,
-              "onnx": str((folder / "quantize" / "model.onnx").relative_to(ROOT)),
-              "fp32_onnx": str((folder / "export" / "teacher.onnx").relative_to(ROOT)),
-              "quantize_wall_s": stages["quantize"]["wall_s"], "synthesize_wall_s": stages.get("synthesize", {}).get("wall_s"),
-              "command_wall_s": round(wall, 1), "metrics": metrics, "run_folder": summary["run_folder"],
-              "recorded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "machine": machine(), "command": command()}
+    record = {
+        "name": name,
+        "model": spec["arch"],
+        "variant": model,
+        "precision": precision,
+        "calibration": metrics["calibration"] if precision != "fp16" else None,
+        "calibration_method": method,
+        "random_weights": random_weights,
+        "onnx": str((folder / "quantize" / "model.onnx").relative_to(ROOT)),
+        "fp32_onnx": str((folder / "export" / "teacher.onnx").relative_to(ROOT)),
+        "quantize_wall_s": stages["quantize"]["wall_s"],
+        "synthesize_wall_s": stages.get("synthesize", {}).get("wall_s"),
+        "command_wall_s": round(wall, 1),
+        "metrics": metrics,
+        "run_folder": summary["run_folder"],
+        "recorded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": machine(),
+        "command": command(),
+    }
     atomic_write_json(RUNS_JSON / f"{name}.json", record)
-    keys = ("format", "accuracy_fp32", "accuracy_quantized", "accuracy_drop_points", "size_ratio", "speedup",
-            "estimated_accuracy_drop_points", "binarised_bytes", "binarised_fp32_bytes")
+    keys = (
+        "format",
+        "accuracy_fp32",
+        "accuracy_quantized",
+        "accuracy_drop_points",
+        "size_ratio",
+        "speedup",
+        "estimated_accuracy_drop_points",
+        "binarised_bytes",
+        "binarised_fp32_bytes",
+    )
     print(json.dumps({k: metrics.get(k) for k in keys}, default=str, indent=1))
 
 
@@ -131,11 +170,17 @@ def all_rows(models: list[str]) -> None:
 def formats(model: str, rounds: int) -> None:
     """Every INT8 format this CPU could be given (TensorRT's S8S8 QDQ and the CPU candidates) against fp32, at
     batch 1 and 32, from the same calibration: the evidence behind the cpu target's format choice."""
-    from pipeline.preprocess import preprocess_from_onnx
     from pipeline.measure import LatencySettings, example_input, time_onnx_models
+    from pipeline.preprocess import preprocess_from_onnx
     from pipeline.quantize.calibration import load_calibration_images
     from pipeline.quantize.cpu_isa import detect_cpu_isa
-    from pipeline.quantize.int8 import TENSORRT_QDQ, Int8Settings, cpu_candidates, prepare_for_quantization, quantize_int8
+    from pipeline.quantize.int8 import (
+        TENSORRT_QDQ,
+        Int8Settings,
+        cpu_candidates,
+        prepare_for_quantization,
+        quantize_int8,
+    )
 
     base = WORK / run_name(model, "int8", "synthetic", "minmax")
     fp32 = base / "export" / "teacher.onnx"
@@ -153,13 +198,24 @@ def formats(model: str, rounds: int) -> None:
         paths[name] = quantize_int8(prepared, folder / f"{name}.onnx", fmt, Int8Settings(), images.calibration, folder)
     timing = {}
     for batch in (1, 32):
-        settings = LatencySettings(batch=batch, threads=2, warmup=3 if batch > 1 else 10, runs=20 if batch > 1 else 100,
-                                   max_seconds=2.0)
-        timed = time_onnx_models(paths, settings, example_input(settings, preprocess), rounds, label=f"formats b{batch}")
+        settings = LatencySettings(
+            batch=batch, threads=2, warmup=3 if batch > 1 else 10, runs=20 if batch > 1 else 100, max_seconds=2.0
+        )
+        timed = time_onnx_models(
+            paths, settings, example_input(settings, preprocess), rounds, label=f"formats b{batch}"
+        )
         timing[f"b{batch}"] = {name: entry["median_ms"] for name, entry in timed.items()}
-    record = {"model": model, "isa": isa.to_dict(), "rounds": rounds, "formats": {n: f.to_dict() for n, f in candidates.items()},
-              "latency_ms": timing, "speedup_vs_fp32": {b: {n: t["fp32"] / ms for n, ms in t.items()} for b, t in timing.items()},
-              "recorded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "machine": machine(), "command": command()}
+    record = {
+        "model": model,
+        "isa": isa.to_dict(),
+        "rounds": rounds,
+        "formats": {n: f.to_dict() for n, f in candidates.items()},
+        "latency_ms": timing,
+        "speedup_vs_fp32": {b: {n: t["fp32"] / ms for n, ms in t.items()} for b, t in timing.items()},
+        "recorded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": machine(),
+        "command": command(),
+    }
     atomic_write_json(RUNS_JSON / f"formats-{model}-{machine_tag()}.json", record)
     print(json.dumps(record["speedup_vs_fp32"], indent=1))
 
@@ -181,8 +237,12 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
     if args.mode == "run":
-        run(args.model, args.precision, args.calib if args.precision != "fp16" else None,
-            args.method if args.precision == "int8" else None)
+        run(
+            args.model,
+            args.precision,
+            args.calib if args.precision != "fp16" else None,
+            args.method if args.precision == "int8" else None,
+        )
     elif args.mode == "all":
         all_rows(args.models)
     elif args.mode == "formats":

@@ -12,8 +12,8 @@ import platform
 from datetime import datetime, timezone
 from pathlib import Path
 
-from pipeline.run_view import summarize
 from pipeline.fileio import atomic_write_json, atomic_write_text
+from pipeline.run_view import summarize
 from pipeline.stage import RunFolder
 
 
@@ -50,28 +50,46 @@ def main() -> None:
         "eval": manifest.get("eval"),
         "stage_wall_s": {name: entry["wall_s"] for name, entry in manifest["stages"].items()},
         "versions": next(iter(manifest["stages"].values()))["versions"],
-        "training_steps": {name: manifest["stages"][name]["metrics"].get(key)
-                           for name, key in (("synthesize", "steps"), ("distill", "steps"))
-                           if name in manifest["stages"]},
+        "training_steps": {
+            name: manifest["stages"][name]["metrics"].get(key)
+            for name, key in (("synthesize", "steps"), ("distill", "steps"))
+            if name in manifest["stages"]
+        },
         "rows": rows,
     }
     out = Path(__file__).parent / "results"
     atomic_write_json(out / f"{args.name}.json", result)
 
-    lines = [f"# {args.name}", "", f"Command: `{args.command}` (runs `{manifest.get('command')}`)",
-             f"Machine: {result['machine']['cpu']}, {result['machine']['cores']} cores, no GPU. "
-             f"Recorded {result['recorded_at']}.", ""]
+    lines = [
+        f"# {args.name}",
+        "",
+        f"Command: `{args.command}` (runs `{manifest.get('command')}`)",
+        f"Machine: {result['machine']['cpu']}, {result['machine']['cores']} cores, no GPU. "
+        f"Recorded {result['recorded_at']}.",
+        "",
+    ]
     if args.wall_s:
-        lines += [f"Whole command wall time: {args.wall_s:.0f} s. Stage wall times: "
-                  + ", ".join(f"{k} {v:.0f} s" for k, v in result["stage_wall_s"].items()), ""]
-    lines += ["| model | arch | parameters | ONNX bytes | top-1 | eval images | latency median ms | p90 ms | CV |",
-              "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+        lines += [
+            f"Whole command wall time: {args.wall_s:.0f} s. Stage wall times: "
+            + ", ".join(f"{k} {v:.0f} s" for k, v in result["stage_wall_s"].items()),
+            "",
+        ]
+    lines += [
+        "| model | arch | parameters | ONNX bytes | top-1 | eval images | latency median ms | p90 ms | CV |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
     for row in rows:
         accuracy = f"{row['accuracy'] * 100:.2f} %" if row["accuracy"] is not None else "—"
-        lines.append(f"| {row['model']} | {row['arch']} | {row['parameters']:,} | {row['onnx_bytes']:,} | {accuracy} | "
-                     f"{row['eval_images']} | {row['latency_median_ms']:.3f} | {row['latency_p90_ms']:.3f} | "
-                     f"{row['latency_cv']:.2f} |")
-    lines += ["", "Latency: ONNX Runtime CPU, batch 1, threads as in the target; accuracy of the exported ONNX model.", ""]
+        lines.append(
+            f"| {row['model']} | {row['arch']} | {row['parameters']:,} | {row['onnx_bytes']:,} | {accuracy} | "
+            f"{row['eval_images']} | {row['latency_median_ms']:.3f} | {row['latency_p90_ms']:.3f} | "
+            f"{row['latency_cv']:.2f} |"
+        )
+    lines += [
+        "",
+        "Latency: ONNX Runtime CPU, batch 1, threads as in the target; accuracy of the exported ONNX model.",
+        "",
+    ]
     atomic_write_text(out / f"{args.name}.md", "\n".join(lines))
     print(json.dumps(result, indent=2))
 

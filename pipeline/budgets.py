@@ -35,19 +35,51 @@ class Budget:
 
 BUDGETS = {
     # smoke: exercises every code path in about a minute (tests, CI); its accuracy means nothing.
-    "smoke": Budget("smoke", synthesize_seconds=5, distill_seconds=12, batch_size=32,
-                    bench_warmup=5, bench_runs=30, eval_limit=1000,
-                    drop_iterations=20, drop_adapter_steps=3, drop_latency_rounds=6, drop_latency_runs=30,
-                    binary_iterations=20, quantize_latency_rounds=3, standalone_synthesize_seconds=5),
+    "smoke": Budget(
+        "smoke",
+        synthesize_seconds=5,
+        distill_seconds=12,
+        batch_size=32,
+        bench_warmup=5,
+        bench_runs=30,
+        eval_limit=1000,
+        drop_iterations=20,
+        drop_adapter_steps=3,
+        drop_latency_rounds=6,
+        drop_latency_runs=30,
+        binary_iterations=20,
+        quantize_latency_rounds=3,
+        standalone_synthesize_seconds=5,
+    ),
     # quick: the default; the whole build stays under 15 minutes on 2 CPU cores. Most of it goes to distill,
     # where the synthesizer keeps learning too but the student also learns (synthesize alone trains no student).
-    "quick": Budget("quick", synthesize_seconds=60, distill_seconds=780, batch_size=128,
-                    bench_warmup=20, bench_runs=300, eval_limit=None, curve_every_s=60),
+    "quick": Budget(
+        "quick",
+        synthesize_seconds=60,
+        distill_seconds=780,
+        batch_size=128,
+        bench_warmup=20,
+        bench_runs=300,
+        eval_limit=None,
+        curve_every_s=60,
+    ),
     # full: the quality setting, about an hour on 2 CPU cores.
-    "full": Budget("full", synthesize_seconds=600, distill_seconds=3000, batch_size=256,
-                   bench_warmup=50, bench_runs=1000, eval_limit=None, curve_every_s=300,
-                   drop_iterations=8000, drop_adapter_steps=120, drop_latency_rounds=100,
-                   binary_iterations=8000, quantize_latency_rounds=50, standalone_synthesize_seconds=900),
+    "full": Budget(
+        "full",
+        synthesize_seconds=600,
+        distill_seconds=3000,
+        batch_size=256,
+        bench_warmup=50,
+        bench_runs=1000,
+        eval_limit=None,
+        curve_every_s=300,
+        drop_iterations=8000,
+        drop_adapter_steps=120,
+        drop_latency_rounds=100,
+        binary_iterations=8000,
+        quantize_latency_rounds=50,
+        standalone_synthesize_seconds=900,
+    ),
 }
 
 
@@ -60,8 +92,13 @@ def get_budget(name: str) -> Budget:
         raise PipelineError(f"unknown budget {name!r}; choose one of {', '.join(BUDGETS)} or a duration such as 30m")
     quick = BUDGETS["quick"]
     synth_share = quick.synthesize_seconds / (quick.synthesize_seconds + quick.distill_seconds)
-    return replace(quick, name=name, synthesize_seconds=round(seconds * synth_share, 1),
-                   distill_seconds=round(seconds * (1 - synth_share), 1), curve_every_s=max(30.0, seconds / 15))
+    return replace(
+        quick,
+        name=name,
+        synthesize_seconds=round(seconds * synth_share, 1),
+        distill_seconds=round(seconds * (1 - synth_share), 1),
+        curve_every_s=max(30.0, seconds / 15),
+    )
 
 
 def parse_duration(text: str) -> float | None:

@@ -8,7 +8,9 @@ def predict_torch(model: torch.nn.Module, images: torch.Tensor, batch_size: int 
     """Predicted classes (on the CPU); batches go to the model's device. Leaves the model in eval mode."""
     model.eval()
     device = next(model.parameters()).device
-    return torch.cat([model(images[i:i + batch_size].to(device)).argmax(1).cpu() for i in range(0, len(images), batch_size)])
+    return torch.cat(
+        [model(images[i : i + batch_size].to(device)).argmax(1).cpu() for i in range(0, len(images), batch_size)]
+    )
 
 
 def accuracy_torch(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 500) -> float:

@@ -11,8 +11,15 @@ from typing import Any
 
 from pipeline.portable.files import atomic_write_bytes, sha256_file
 
-__all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_write_json", "atomic_torch_save", "canonical_strings",
-           "sha256_file", "sha256_json"]
+__all__ = [
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "atomic_write_json",
+    "atomic_torch_save",
+    "canonical_strings",
+    "sha256_file",
+    "sha256_json",
+]
 
 
 def atomic_write_text(path: Path, text: str) -> None:

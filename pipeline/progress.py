@@ -48,6 +48,12 @@ def progress_bar(description: str, total: int | None):
     if _quiet or not sys.stderr.isatty():
         yield _Task(None, None, total)
         return
-    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn()]
+    columns = [
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    ]
     with Progress(*columns, console=console, transient=True) as progress:
         yield _Task(progress, progress.add_task(description, total=total), total)

@@ -39,8 +39,14 @@ class RunView:
         fp32 = self.root / export[role]["path"]
         bench, quantize = self.metrics("bench"), self.stages.get("quantize")
         if quantize and quantize.get("status") == "done":
-            return HandedOn(self.root / quantize["artifacts"]["model"]["path"], role, quantize["metrics"]["precision"],
-                            fp32, bench.get("student"), quantize["metrics"].get("accuracy_fp32"))
+            return HandedOn(
+                self.root / quantize["artifacts"]["model"]["path"],
+                role,
+                quantize["metrics"]["precision"],
+                fp32,
+                bench.get("student"),
+                quantize["metrics"].get("accuracy_fp32"),
+            )
         return HandedOn(fp32, role, "fp32", fp32, bench.get(role), None)
 
     def dropped_blocks(self) -> list[str] | None:
@@ -61,23 +67,40 @@ def summarize(run: RunFolder) -> dict:
         source = name if name in export else "teacher" if name == "student" and view.metrics("quantize") else None
         if source is None:
             continue
-        row = {"model": name, "arch": export[source].get("arch"), "parameters": export[source].get("parameters"),
-               "precision": "fp32", "onnx_bytes": export[source].get("size_bytes"),
-               "onnx": str(run.root / f"export/{source}.onnx")}
+        row = {
+            "model": name,
+            "arch": export[source].get("arch"),
+            "parameters": export[source].get("parameters"),
+            "precision": "fp32",
+            "onnx_bytes": export[source].get("size_bytes"),
+            "onnx": str(run.root / f"export/{source}.onnx"),
+        }
         if name == "student" and view.metrics("quantize"):
             handed_on = view.handed_on()
-            row.update(precision=handed_on.precision, onnx_bytes=view.metrics("quantize")["size_bytes"],
-                       onnx=str(handed_on.onnx))
+            row.update(
+                precision=handed_on.precision,
+                onnx_bytes=view.metrics("quantize")["size_bytes"],
+                onnx=str(handed_on.onnx),
+            )
         latency = bench.get(name, {}).get("latency", {})
-        row.update(accuracy=bench.get(name, {}).get("accuracy"), eval_images=bench.get(name, {}).get("eval_images"),
-                   latency_median_ms=latency.get("median_ms"), latency_p90_ms=latency.get("p90_ms"),
-                   latency_cv=latency.get("cv"))
+        row.update(
+            accuracy=bench.get(name, {}).get("accuracy"),
+            eval_images=bench.get(name, {}).get("eval_images"),
+            latency_median_ms=latency.get("median_ms"),
+            latency_p90_ms=latency.get("p90_ms"),
+            latency_cv=latency.get("cv"),
+        )
         if name == "student" and view.dropped_blocks() is not None:
             row["dropped_blocks"] = view.dropped_blocks()
         rows.append(row)
-    return {"run_folder": str(run.root), "manifest": str(run.manifest_path), "rows": rows,
-            "latency_source": view.latency_source(), "notes": run_notes(run),
-            "stages": {name: {"wall_s": entry.get("wall_s")} for name, entry in view.stages.items()}}
+    return {
+        "run_folder": str(run.root),
+        "manifest": str(run.manifest_path),
+        "rows": rows,
+        "latency_source": view.latency_source(),
+        "notes": run_notes(run),
+        "stages": {name: {"wall_s": entry.get("wall_s")} for name, entry in view.stages.items()},
+    }
 
 
 def run_notes(run: RunFolder) -> list[str]:
@@ -93,18 +116,26 @@ def run_notes(run: RunFolder) -> list[str]:
     sources = {first.get("latency_source"), drop.get("latency_source")} - {None}
     if "proxy" in sources:
         target = run.manifest.get("target", {}).get("name")
-        notes.append(f"latency figures are a proxy: {target} runs {first.get('proxy_for') or drop.get('proxy_for')}, which "
-                     "is not available on this machine and no --host was given, so latency was measured with onnxruntime "
-                     "on this CPU (block savings and speed-ups are indicative only; milliseconds are not the device's)")
+        notes.append(
+            f"latency figures are a proxy: {target} runs {first.get('proxy_for') or drop.get('proxy_for')}, which "
+            "is not available on this machine and no --host was given, so latency was measured with onnxruntime "
+            "on this CPU (block savings and speed-ups are indicative only; milliseconds are not the device's)"
+        )
     if "remote" in sources:
         measured = first.get("measured_on") or {}
-        notes.append(f"latency measured on {measured.get('host')} with {measured.get('runtime')} "
-                     f"(power mode {measured.get('nvpmodel_mode') or 'unknown'})")
+        notes.append(
+            f"latency measured on {measured.get('host')} with {measured.get('runtime')} "
+            f"(power mode {measured.get('nvpmodel_mode') or 'unknown'})"
+        )
     engine = stages.get("engine", {}).get("metrics")
     if engine and not engine.get("built"):
-        notes.append(f"no TensorRT engine built ({engine.get('reason')}); on the device run "
-                     f"{run.root / 'engine' / 'build_on_device.sh'}")
+        notes.append(
+            f"no TensorRT engine built ({engine.get('reason')}); on the device run "
+            f"{run.root / 'engine' / 'build_on_device.sh'}"
+        )
     elif engine:
-        notes.append(f"engine: {run.root / 'engine' / 'model.engine'} (TensorRT {engine['stamp'].get('tensorrt_version')}, "
-                     f"built on {engine.get('built_on')})")
+        notes.append(
+            f"engine: {run.root / 'engine' / 'model.engine'} (TensorRT {engine['stamp'].get('tensorrt_version')}, "
+            f"built on {engine.get('built_on')})"
+        )
     return notes

@@ -28,9 +28,8 @@ from pipeline.fileio import (
     sha256_file,
     sha256_json,
 )
-from pipeline.progress import log
-
 from pipeline.formats import format_fields, read_format
+from pipeline.progress import log
 
 MANIFEST_KIND, MANIFEST_VERSION = "run", 1
 # How a stage's cache key is computed (v1: sha256 of stage name, stage version, config and input hashes). Each
@@ -109,8 +108,9 @@ class RunFolder:
             handle.seek(0)
             holder = handle.read().strip() or "another process"
             handle.close()
-            raise PipelineError(f"run folder {self.root} is in use by {holder}: wait for it to finish, or give "
-                                "another --out") from None
+            raise PipelineError(
+                f"run folder {self.root} is in use by {holder}: wait for it to finish, or give another --out"
+            ) from None
         handle.seek(0)
         handle.truncate()
         handle.write(f"pipeline process {os.getpid()}")
@@ -130,13 +130,22 @@ class RunFolder:
         try:
             manifest = json.loads(self.manifest_path.read_text())
         except ValueError as error:
-            raise PipelineError(f"{self.manifest_path} is not valid JSON ({error}); delete the run folder or pick another --out") from None
-        manifest = read_format(manifest, MANIFEST_KIND, MANIFEST_VERSION, what=f"run folder {self.root}",
-                               fix="give another --out (or delete the folder) to start a new run")
+            raise PipelineError(
+                f"{self.manifest_path} is not valid JSON ({error}); delete the run folder or pick another --out"
+            ) from None
+        manifest = read_format(
+            manifest,
+            MANIFEST_KIND,
+            MANIFEST_VERSION,
+            what=f"run folder {self.root}",
+            fix="give another --out (or delete the folder) to start a new run",
+        )
         problem = manifest_problem(manifest)
         if problem:
-            raise PipelineError(f"{self.manifest_path} was edited by hand or damaged: {problem}; restore it, or delete "
-                                "the run folder (or give another --out) to start again")
+            raise PipelineError(
+                f"{self.manifest_path} was edited by hand or damaged: {problem}; restore it, or delete "
+                "the run folder (or give another --out) to start again"
+            )
         return manifest
 
     def save_manifest(self) -> None:
@@ -161,24 +170,31 @@ class RunFolder:
     def changed_artifacts(self, name: str) -> list[str]:
         """The finished stage's files that are missing or differ from the hashes recorded when it wrote them."""
         entry = self.entry(name) or {}
-        return [artifact["path"] for artifact in entry.get("artifacts", {}).values()
-                if not (self.root / artifact["path"]).is_file()
-                or sha256_file(self.root / artifact["path"]) != artifact["sha256"]]
+        return [
+            artifact["path"]
+            for artifact in entry.get("artifacts", {}).values()
+            if not (self.root / artifact["path"]).is_file()
+            or sha256_file(self.root / artifact["path"]) != artifact["sha256"]
+        ]
 
     def _is_current(self, name: str, key: str) -> bool:
         entry = self.entry(name)
         if not entry or entry.get("status") != "done":
             return False
         if entry.get("key_format_version", 1) != CACHE_KEY_VERSION:
-            log(f"[yellow]{name}: its cache key was written in format v{entry.get('key_format_version', 1)}, this "
-                f"release uses v{CACHE_KEY_VERSION}; running {name} again[/yellow]")
+            log(
+                f"[yellow]{name}: its cache key was written in format v{entry.get('key_format_version', 1)}, this "
+                f"release uses v{CACHE_KEY_VERSION}; running {name} again[/yellow]"
+            )
             return False
         if entry.get("key") != key:
             return False
         changed = self.changed_artifacts(name)
         if changed:
-            log(f"[yellow]{name}: {', '.join(changed)} changed or went missing since the stage wrote it "
-                f"(edited by hand?); running {name} again[/yellow]")
+            log(
+                f"[yellow]{name}: {', '.join(changed)} changed or went missing since the stage wrote it "
+                f"(edited by hand?); running {name} again[/yellow]"
+            )
             return False
         return True
 
@@ -223,8 +239,11 @@ class RunFolder:
         self._swap_into_place(workdir, final_dir)
         failpoints.hit(f"{stage.name}:swapped")  # the folder is in place, the manifest does not know it yet
         artifacts = {
-            name: {"path": f"{stage.name}/{filename}", "sha256": sha256_file(final_dir / filename),
-                   "bytes": (final_dir / filename).stat().st_size}
+            name: {
+                "path": f"{stage.name}/{filename}",
+                "sha256": sha256_file(final_dir / filename),
+                "bytes": (final_dir / filename).stat().st_size,
+            }
             for name, filename in output.artifacts.items()
         }
         entry = {
@@ -283,12 +302,17 @@ def manifest_problem(manifest: dict) -> str | None:
         if not isinstance(entry, dict) or not isinstance(entry.get("artifacts", {}), dict):
             return f"the entry of stage {name!r} is not a table with 'artifacts'"
         for artifact_name, artifact in entry.get("artifacts", {}).items():
-            if not isinstance(artifact, dict) or not isinstance(artifact.get("path"), str) \
-                    or not isinstance(artifact.get("sha256"), str):
+            if (
+                not isinstance(artifact, dict)
+                or not isinstance(artifact.get("path"), str)
+                or not isinstance(artifact.get("sha256"), str)
+            ):
                 return f"artifact {artifact_name!r} of stage {name!r} lacks a path or a sha256"
             path = Path(artifact["path"])
             if path.is_absolute() or ".." in path.parts:
-                return f"artifact {artifact_name!r} of stage {name!r} points outside the run folder ({artifact['path']})"
+                return (
+                    f"artifact {artifact_name!r} of stage {name!r} points outside the run folder ({artifact['path']})"
+                )
     return None
 
 

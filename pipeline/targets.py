@@ -72,8 +72,9 @@ class Target:
         if precision not in PRECISIONS:
             raise PipelineError(f"unknown precision {precision!r}; choose one of {', '.join(sorted(PRECISIONS))}")
         if precision not in self.allowed_precisions:
-            raise PipelineError(f"target {self.name} accepts precision {', '.join(self.allowed_precisions)}, "
-                                f"not {precision}")
+            raise PipelineError(
+                f"target {self.name} accepts precision {', '.join(self.allowed_precisions)}, not {precision}"
+            )
 
     def accepts_tensorrt(self, version: str) -> bool:
         return version_in_range(version, self.tensorrt_min, self.tensorrt_max)
@@ -90,7 +91,7 @@ def version_in_range(version: str, low: str | None, high: str | None) -> bool:
         return False
     if high is not None:
         limit = _version_tuple(high)
-        return have[:len(limit)] <= limit
+        return have[: len(limit)] <= limit
     return True
 
 
@@ -114,7 +115,9 @@ def load_target(name_or_path: str, *, _seen: tuple = ()) -> Target:
     if "alias" in data:
         extra = set(data) - {"alias", "description"}
         if extra:
-            raise PipelineError(f"{path}: an alias file holds only alias and description, not {', '.join(sorted(extra))}")
+            raise PipelineError(
+                f"{path}: an alias file holds only alias and description, not {', '.join(sorted(extra))}"
+            )
         seen = (*_seen, str(path.resolve()))
         if not isinstance(data["alias"], str) or _target_path(data["alias"]).resolve().__str__() in seen:
             raise PipelineError(f"{path}: alias must name another target (no loops)")
@@ -123,11 +126,24 @@ def load_target(name_or_path: str, *, _seen: tuple = ()) -> Target:
 
 
 # key -> (TOML type(s), check, message); tables map to field names with a prefix
-def _positive_int(v): return isinstance(v, int) and not isinstance(v, bool) and v >= 1
-def _non_negative_int(v): return isinstance(v, int) and not isinstance(v, bool) and v >= 0
-def _string(v): return isinstance(v, str) and v != ""
-def _version(v): return isinstance(v, str) and re.fullmatch(r"\d+(\.\d+)*", v) is not None
-def _positive_number(v): return isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0
+def _positive_int(v):
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 1
+
+
+def _non_negative_int(v):
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+
+def _string(v):
+    return isinstance(v, str) and v != ""
+
+
+def _version(v):
+    return isinstance(v, str) and re.fullmatch(r"\d+(\.\d+)*", v) is not None
+
+
+def _positive_number(v):
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0
 
 
 TOP_LEVEL = {
@@ -136,23 +152,27 @@ TOP_LEVEL = {
     "runtime": (lambda v: v in RUNTIMES, f"one of {sorted(RUNTIMES)}"),
     "device": (lambda v: v in DEVICES, f"one of {sorted(DEVICES)}"),
     "precision": (lambda v: v in PRECISIONS, f"one of {sorted(PRECISIONS)}"),
-    "precisions": (lambda v: isinstance(v, list) and v and all(p in PRECISIONS for p in v),
-                   f"a non-empty list drawn from {sorted(PRECISIONS)}"),
+    "precisions": (
+        lambda v: isinstance(v, list) and v and all(p in PRECISIONS for p in v),
+        f"a non-empty list drawn from {sorted(PRECISIONS)}",
+    ),
     "batch": (_positive_int, "a positive integer"),
     "max_batch": (_positive_int, "a positive integer"),
-    "input_size": (lambda v: isinstance(v, list) and len(v) == 2 and all(_positive_int(x) for x in v),
-                   "[height, width] in pixels"),
+    "input_size": (
+        lambda v: isinstance(v, list) and len(v) == 2 and all(_positive_int(x) for x in v),
+        "[height, width] in pixels",
+    ),
     "threads": (_positive_int, "a positive integer"),
     "latency_budget_ms": (_positive_number, "a positive number of milliseconds"),
     "latency_reduction": (lambda v: _positive_number(v) and v < 1, "a fraction between 0 and 1"),
-    "power_mode": (_string, "a non-empty string (the nvpmodel mode name, e.g. \"15W\")"),
-    "host": (_string, "\"localhost\" or \"user@host\""),
+    "power_mode": (_string, 'a non-empty string (the nvpmodel mode name, e.g. "15W")'),
+    "host": (_string, '"localhost" or "user@host"'),
 }
 TABLES = {
     "tensorrt": {
-        "min_version": ("tensorrt_min", _version, "a version such as \"10.3\""),
-        "max_version": ("tensorrt_max", _version, "a version such as \"10\" (any 10.x)"),
-        "jetpack": ("jetpack", _version, "a version such as \"6.2\""),
+        "min_version": ("tensorrt_min", _version, 'a version such as "10.3"'),
+        "max_version": ("tensorrt_max", _version, 'a version such as "10" (any 10.x)'),
+        "jetpack": ("jetpack", _version, 'a version such as "6.2"'),
         "workspace_mb": ("workspace_mb", _positive_int, "a positive integer (MiB)"),
         "dla_core": ("dla_core", _non_negative_int, "a DLA core index (0 or 1)"),
         "gpu_fallback": ("gpu_fallback", lambda v: isinstance(v, bool), "true or false"),
@@ -162,8 +182,11 @@ TABLES = {
         "runs": ("runs", _positive_int, "a positive integer"),
     },
     "gate": {
-        "max_regression": ("gate_max_regression", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)
-                           and 0 <= v < 1, "a fraction such as 0.05 (5 %)"),
+        "max_regression": (
+            "gate_max_regression",
+            lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v < 1,
+            "a fraction such as 0.05 (5 %)",
+        ),
         "rounds": ("gate_rounds", _positive_int, "a positive integer"),
         "runs": ("gate_runs", _positive_int, "a positive integer"),
     },
@@ -172,8 +195,11 @@ TABLES = {
         "python": ("remote_python", _string, "the device's python command"),
         "workdir": ("remote_workdir", _string, "a folder on the device"),
         "identity": ("remote_identity", _string, "a private key file"),
-        "ssh_options": ("ssh_options", lambda v: isinstance(v, list) and all(_string(x) and "=" in x for x in v),
-                        "a list of \"Key=Value\" ssh options"),
+        "ssh_options": (
+            "ssh_options",
+            lambda v: isinstance(v, list) and all(_string(x) and "=" in x for x in v),
+            'a list of "Key=Value" ssh options',
+        ),
     },
 }
 
@@ -224,9 +250,15 @@ def _check_consistency(target: Target, source: str) -> None:
     if target.latency_budget_ms is not None and target.latency_reduction is not None:
         raise PipelineError(f"{source}: give latency_budget_ms or latency_reduction, not both")
     if target.runtime == "onnxruntime" and (target.dla_core is not None or target.workspace_mb is not None):
-        raise PipelineError(f"{source}: [tensorrt] settings need runtime = \"tensorrt\"")
+        raise PipelineError(f'{source}: [tensorrt] settings need runtime = "tensorrt"')
     if target.dla_core is not None and target.device != "jetson":
-        raise PipelineError(f"{source}: dla_core is only for Jetson devices (device = \"jetson\")")
-    if target.tensorrt_min and target.tensorrt_max and \
-            _version_tuple(target.tensorrt_min)[:len(_version_tuple(target.tensorrt_max))] > _version_tuple(target.tensorrt_max):
-        raise PipelineError(f"{source}: tensorrt min_version {target.tensorrt_min} is above max_version {target.tensorrt_max}")
+        raise PipelineError(f'{source}: dla_core is only for Jetson devices (device = "jetson")')
+    if (
+        target.tensorrt_min
+        and target.tensorrt_max
+        and _version_tuple(target.tensorrt_min)[: len(_version_tuple(target.tensorrt_max))]
+        > _version_tuple(target.tensorrt_max)
+    ):
+        raise PipelineError(
+            f"{source}: tensorrt min_version {target.tensorrt_min} is above max_version {target.tensorrt_max}"
+        )

@@ -14,5 +14,10 @@ class TeacherSpec:
     trust_checkpoint: bool = False
 
     def load(self, path: Path) -> LoadedModel:
-        return load_model(path, arch=self.arch, trust_checkpoint=self.trust_checkpoint,
-                          input_shape=self.input_shape, num_classes=self.num_classes)
+        return load_model(
+            path,
+            arch=self.arch,
+            trust_checkpoint=self.trust_checkpoint,
+            input_shape=self.input_shape,
+            num_classes=self.num_classes,
+        )

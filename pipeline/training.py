@@ -93,8 +93,15 @@ class ResumableLoop:
 
         if not distributed.is_main():
             return
-        atomic_torch_save({"states": {name: state.state_dict() for name, state in self.states.items()},
-                           "step": self.step, "elapsed": self.elapsed, "torch_rng": torch.get_rng_state()}, self.path)
+        atomic_torch_save(
+            {
+                "states": {name: state.state_dict() for name, state in self.states.items()},
+                "step": self.step,
+                "elapsed": self.elapsed,
+                "torch_rng": torch.get_rng_state(),
+            },
+            self.path,
+        )
         self._last_save = time.monotonic()
 
     def finish(self) -> None:

@@ -13,15 +13,24 @@ ROOT = Path(__file__).resolve().parents[1]
 # Two cores: keep torch from oversubscribing when tests run beside subprocesses.
 torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", min(2, os.cpu_count() or 1))))
 
-needs_fmnist = pytest.mark.skipif(not fashion_mnist.is_available(),
-                                  reason="Fashion-MNIST not installed (apt-get install dataset-fashion-mnist)")
+needs_fmnist = pytest.mark.skipif(
+    not fashion_mnist.is_available(), reason="Fashion-MNIST not installed (apt-get install dataset-fashion-mnist)"
+)
 
 
-def run_cli(*args: str, timeout: float = 600, env: dict | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
+def run_cli(
+    *args: str, timeout: float = 600, env: dict | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess:
     """Run the real `pipeline` console entry point in a subprocess, as a user would."""
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
-    return subprocess.run([sys.executable, "-m", "pipeline.cli", *args], capture_output=True, text=True,
-                          timeout=timeout, env=full_env, cwd=cwd or ROOT)
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=full_env,
+        cwd=cwd or ROOT,
+    )
 
 
 @pytest.fixture(scope="session")

@@ -12,8 +12,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 SSHD = next((p for p in (shutil.which("sshd"), "/usr/sbin/sshd") if p and os.path.isfile(p)), None)
-SKIP_REASON = None if SSHD and shutil.which("ssh") and shutil.which("ssh-keygen") else \
-    "OpenSSH server not installed (apt-get install openssh-server); the remote harness is tested against a real sshd"
+SKIP_REASON = (
+    None
+    if SSHD and shutil.which("ssh") and shutil.which("ssh-keygen")
+    else "OpenSSH server not installed (apt-get install openssh-server); the remote harness is tested against a real sshd"
+)
 
 
 @dataclass
@@ -39,8 +42,12 @@ class LoopbackDevice:
 
         data = tomllib.loads((TARGETS_DIR / f"{base}.toml").read_text())
         data.update(name=f"{base}-loopback", host=self.host, **overrides)
-        data["remote"] = {"port": self.port, "python": self.python, "identity": str(self.identity),
-                          "ssh_options": self.ssh_options()}
+        data["remote"] = {
+            "port": self.port,
+            "python": self.python,
+            "identity": str(self.identity),
+            "ssh_options": self.ssh_options(),
+        }
         return _to_toml(data)
 
 
@@ -49,6 +56,7 @@ def _to_toml(data: dict) -> str:
 
     def value(v):
         return json.dumps(v) if not isinstance(v, bool) else ("true" if v else "false")
+
     lines = [f"{k} = {value(v)}" for k, v in data.items() if not isinstance(v, dict)]
     for table, entries in data.items():
         if isinstance(entries, dict):
@@ -70,11 +78,23 @@ def start_sshd(folder: Path):
     (folder / "authorized_keys").write_text((folder / "client_key.pub").read_text())
     (folder / "authorized_keys").chmod(0o600)
     port = _free_port()
-    sftp = next((p for p in ("/usr/lib/openssh/sftp-server", "/usr/libexec/openssh/sftp-server") if os.path.isfile(p)), None)
-    config = [f"Port {port}", "ListenAddress 127.0.0.1", f"HostKey {folder / 'host_key'}",
-              f"AuthorizedKeysFile {folder / 'authorized_keys'}", f"PidFile {folder / 'sshd.pid'}", "StrictModes no",
-              "UsePAM no", "PasswordAuthentication no", "KbdInteractiveAuthentication no", "PubkeyAuthentication yes",
-              "PermitRootLogin prohibit-password", *([f"Subsystem sftp {sftp}"] if sftp else [])]
+    sftp = next(
+        (p for p in ("/usr/lib/openssh/sftp-server", "/usr/libexec/openssh/sftp-server") if os.path.isfile(p)), None
+    )
+    config = [
+        f"Port {port}",
+        "ListenAddress 127.0.0.1",
+        f"HostKey {folder / 'host_key'}",
+        f"AuthorizedKeysFile {folder / 'authorized_keys'}",
+        f"PidFile {folder / 'sshd.pid'}",
+        "StrictModes no",
+        "UsePAM no",
+        "PasswordAuthentication no",
+        "KbdInteractiveAuthentication no",
+        "PubkeyAuthentication yes",
+        "PermitRootLogin prohibit-password",
+        *([f"Subsystem sftp {sftp}"] if sftp else []),
+    ]
     (folder / "sshd_config").write_text("\n".join(config) + "\n")
     if os.geteuid() == 0:
         Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # privilege-separation directory sshd insists on as root

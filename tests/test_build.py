@@ -54,13 +54,30 @@ def test_smoke_build_of_the_embedded_default_teacher(tmp_path):
 def _start_build(run: Path, env: dict | None = None) -> subprocess.Popen:
     import os
 
-    return subprocess.Popen([sys.executable, "-m", "pipeline.cli", "build", "--teacher", "embedded:lenet5-fmnist",
-                             "--budget", "smoke", "--out", str(run), "--eval", "none"],
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
-                            # a shell's background job (`cmd &`) inherits SIGINT ignored, and Python then never
-                            # turns Ctrl-C into KeyboardInterrupt: give the child the default disposition back
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "pipeline.cli",
+            "build",
+            "--teacher",
+            "embedded:lenet5-fmnist",
+            "--budget",
+            "smoke",
+            "--out",
+            str(run),
+            "--eval",
+            "none",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+        # a shell's background job (`cmd &`) inherits SIGINT ignored, and Python then never
+        # turns Ctrl-C into KeyboardInterrupt: give the child the default disposition back
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
 
 
 def _wait_for(condition, timeout: float = 180) -> None:
@@ -82,8 +99,9 @@ def test_ctrl_c_keeps_finished_stages_and_rerun_resumes(tmp_path):
     finished = _manifest(run)["stages"]["synthesize"]["finished_at"]
     assert "distill" not in _manifest(run)["stages"]
 
-    result = run_cli("build", "--teacher", "embedded:lenet5-fmnist", "--budget", "smoke", "--out", str(run),
-                     "--eval", "none")
+    result = run_cli(
+        "build", "--teacher", "embedded:lenet5-fmnist", "--budget", "smoke", "--out", str(run), "--eval", "none"
+    )
     assert result.returncode == 0, result.stderr
     assert "synthesize: up to date, skipped" in result.stderr
     manifest = _manifest(run)
@@ -100,8 +118,20 @@ def test_headline_usage_with_a_plain_torchvision_state_dict(tmp_path):
     teacher = tmp_path / "r18.pt"
     torch.save(torchvision.models.resnet18(num_classes=10).state_dict(), teacher)
     run = tmp_path / "run"
-    result = run_cli("build", "--teacher", str(teacher), "--budget", "smoke", "--steps", "4", "--input-shape", "3,64,64",
-                     "--out", str(run), "--json")
+    result = run_cli(
+        "build",
+        "--teacher",
+        str(teacher),
+        "--budget",
+        "smoke",
+        "--steps",
+        "4",
+        "--input-shape",
+        "3,64,64",
+        "--out",
+        str(run),
+        "--json",
+    )
     assert result.returncode == 0, result.stderr
     rows = {row["model"]: row for row in json.loads(result.stdout)["rows"]}
     assert rows["teacher"]["arch"] == "resnet18" and rows["teacher"]["accuracy"] is None
@@ -114,9 +144,9 @@ def test_prepare_passes_the_users_input_shape_to_the_first_load(tmp_path):
     """A traced TorchScript teacher has no recorded input shape: --input-shape must reach the loader at once."""
     import torch
 
+    from pipeline.models import create_model
     from pipeline.recipes.context import prepare
     from pipeline.recipes.options import BuildOptions
-    from pipeline.models import create_model
 
     path = tmp_path / "traced.pt"
     torch.jit.save(torch.jit.trace(create_model("lenet5").eval(), torch.randn(1, 1, 28, 28)), path)
@@ -158,8 +188,9 @@ def test_plan_resolves_the_recipe_from_the_same_stage_factories_without_running_
 
     from pipeline.cli import app
 
-    shown = CliRunner().invoke(app, ["quantize", "--plan", "--budget", "smoke", "--out", str(tmp_path / "q")],
-                               terminal_width=200)
+    shown = CliRunner().invoke(
+        app, ["quantize", "--plan", "--budget", "smoke", "--out", str(tmp_path / "q")], terminal_width=200
+    )
     assert shown.exit_code == 0, shown.output
     assert "nothing was run" in shown.output and "onnx: teacher from export" in shown.output
     assert not (tmp_path / "q").exists()

@@ -5,8 +5,8 @@ import tarfile
 
 import pytest
 import torch
-
 from conftest import run_cli
+
 from pipeline.bundle.pareto import pareto_front
 from pipeline.bundle.verify import verify_bundle
 from pipeline.errors import PipelineError
@@ -20,8 +20,20 @@ def bundled(tmp_path_factory):
     checkpoint = folder / "lenet5.pt"
     torch.save(create_model("lenet5").state_dict(), checkpoint)
     run = folder / "run"
-    measured = run_cli("bench", "--teacher", str(checkpoint), "--arch", "lenet5", "--eval", "none", "--budget", "smoke",
-                       "--out", str(run), "--quiet")
+    measured = run_cli(
+        "bench",
+        "--teacher",
+        str(checkpoint),
+        "--arch",
+        "lenet5",
+        "--eval",
+        "none",
+        "--budget",
+        "smoke",
+        "--out",
+        str(run),
+        "--quiet",
+    )
     assert measured.returncode == 0, measured.stderr
     made = run_cli("bundle", str(run), "--json")
     assert made.returncode == 0, made.stderr
@@ -90,8 +102,12 @@ def test_verify_refuses_added_and_missing_files(bundled, tmp_path):
 
 
 def test_pareto_front_keeps_only_undominated_points():
-    points = [{"name": "a", "latency_ms": 1.0, "accuracy": 0.9}, {"name": "b", "latency_ms": 0.5, "accuracy": 0.8},
-              {"name": "c", "latency_ms": 0.8, "accuracy": 0.7}, {"name": "d", "latency_ms": 2.0, "accuracy": 0.85}]
+    points = [
+        {"name": "a", "latency_ms": 1.0, "accuracy": 0.9},
+        {"name": "b", "latency_ms": 0.5, "accuracy": 0.8},
+        {"name": "c", "latency_ms": 0.8, "accuracy": 0.7},
+        {"name": "d", "latency_ms": 2.0, "accuracy": 0.85},
+    ]
     assert [p["name"] for p in pareto_front(points)] == ["b", "a"]
 
 
@@ -111,8 +127,11 @@ def test_a_bundle_from_a_newer_release_is_refused_in_one_line_and_an_older_one_r
         return copy
 
     newer = rewritten("newer", lambda m: m.update(format="edge-pipeline/bundle-v2", format_version=2))
-    with pytest.raises(PipelineError, match=r"newer edge-pipeline \(bundle format v2; this release reads up to v1\)"
-                                            r": upgrade edge-pipeline") as refused:
+    with pytest.raises(
+        PipelineError,
+        match=r"newer edge-pipeline \(bundle format v2; this release reads up to v1\)"
+        r": upgrade edge-pipeline",
+    ) as refused:
         verify_bundle(newer)
     assert "\n" not in str(refused.value)
     older = rewritten("older", lambda m: m.pop("format_version"))  # as bundles were written before versions

@@ -8,15 +8,45 @@ from pipeline.cli import app
 from tests.conftest import run_cli
 
 runner = CliRunner()
-COMMANDS = [["build"], ["synthesize"], ["distill"], ["drop"], ["search"], ["export"], ["bench"], ["models"], ["targets"],
-            ["synthesizers"], ["quantize"], ["engine"], ["check"], ["gate"], ["bundle"], ["verify"], ["report"],
-            ["teacher"], ["teacher", "train"], ["teacher", "inspect"]]
+COMMANDS = [
+    ["build"],
+    ["synthesize"],
+    ["distill"],
+    ["drop"],
+    ["search"],
+    ["export"],
+    ["bench"],
+    ["models"],
+    ["targets"],
+    ["synthesizers"],
+    ["quantize"],
+    ["engine"],
+    ["check"],
+    ["gate"],
+    ["bundle"],
+    ["verify"],
+    ["report"],
+    ["teacher"],
+    ["teacher", "train"],
+    ["teacher", "inspect"],
+]
 
 
 def test_top_level_help_lists_every_command():
     result = runner.invoke(app, ["--help"])
     assert result.exit_code == 0
-    for command in ("build", "synthesize", "distill", "drop", "search", "export", "bench", "models", "targets", "teacher"):
+    for command in (
+        "build",
+        "synthesize",
+        "distill",
+        "drop",
+        "search",
+        "export",
+        "bench",
+        "models",
+        "targets",
+        "teacher",
+    ):
         assert command in result.output
 
 
@@ -29,8 +59,19 @@ def test_every_command_has_help(command):
 
 def test_build_help_documents_the_contract():
     text = runner.invoke(app, ["build", "--help"], terminal_width=200).output
-    for option in ("--teacher", "--arch", "--target", "--budget", "--out", "--trust-checkpoint", "--json", "--debug",
-                   "--steps", "--drop-blocks", "--latency-ms"):
+    for option in (
+        "--teacher",
+        "--arch",
+        "--target",
+        "--budget",
+        "--out",
+        "--trust-checkpoint",
+        "--json",
+        "--debug",
+        "--steps",
+        "--drop-blocks",
+        "--latency-ms",
+    ):
         assert option in text
 
 
@@ -85,11 +126,24 @@ def test_rendered_help_keeps_every_word_and_rewraps_paragraphs(command):
 
 def test_build_help_groups_its_options_into_panels():
     text = _help(["build"])
-    panels = [title for title in ("Teacher", "Data-free training", "Compression", "Target and measurement", "Output")
-              if f"╭─ {title} " in text]
+    panels = [
+        title
+        for title in ("Teacher", "Data-free training", "Compression", "Target and measurement", "Output")
+        if f"╭─ {title} " in text
+    ]
     assert len(panels) == 5, panels
-    order = ["╭─ Teacher", "│ --teacher", "╭─ Data-free training", "│ --synthesizer", "╭─ Compression", "│ --precision",
-             "╭─ Target and measurement", "│ --host", "╭─ Output", "│ --out"]
+    order = [
+        "╭─ Teacher",
+        "│ --teacher",
+        "╭─ Data-free training",
+        "│ --synthesizer",
+        "╭─ Compression",
+        "│ --precision",
+        "╭─ Target and measurement",
+        "│ --host",
+        "╭─ Output",
+        "│ --out",
+    ]
     assert [text.index(piece) for piece in order] == sorted(text.index(piece) for piece in order)
 
 
@@ -114,7 +168,9 @@ def _assert_one_line_error(result, *fragments):
 
 
 def test_missing_teacher_file(tmp_path):
-    _assert_one_line_error(run_cli("build", "--teacher", str(tmp_path / "r34.pt"), "--out", str(tmp_path / "run")), "r34.pt")
+    _assert_one_line_error(
+        run_cli("build", "--teacher", str(tmp_path / "r34.pt"), "--out", str(tmp_path / "run")), "r34.pt"
+    )
 
 
 def test_corrupt_teacher_file(tmp_path):
@@ -128,13 +184,15 @@ def test_wrong_arch_names_keys(tmp_path):
 
     path = tmp_path / "lenet.pt"
     torch.save(create_model("lenet5").state_dict(), path)
-    _assert_one_line_error(run_cli("export", "--teacher", str(path), "--arch", "resnet20", "--out", str(tmp_path / "x")),
-                           "resnet20")
+    _assert_one_line_error(
+        run_cli("export", "--teacher", str(path), "--arch", "resnet20", "--out", str(tmp_path / "x")), "resnet20"
+    )
 
 
 def test_wrong_input_shape(tmp_path):
-    _assert_one_line_error(run_cli("teacher", "inspect", "--teacher", "embedded:lenet5-fmnist", "--input-shape", "3,4,4"),
-                           "input shape")
+    _assert_one_line_error(
+        run_cli("teacher", "inspect", "--teacher", "embedded:lenet5-fmnist", "--input-shape", "3,4,4"), "input shape"
+    )
 
 
 def test_unknown_target_and_budget(tmp_path):
@@ -155,8 +213,19 @@ def test_models_and_targets_list():
 def test_bench_a_checkpoint_with_eval_turned_off(tmp_path):
     import json
 
-    result = run_cli("bench", "--teacher", "embedded:lenet5-fmnist", "--budget", "smoke", "--eval", "none",
-                     "--out", str(tmp_path / "bench"), "--json", "--quiet")
+    result = run_cli(
+        "bench",
+        "--teacher",
+        "embedded:lenet5-fmnist",
+        "--budget",
+        "smoke",
+        "--eval",
+        "none",
+        "--out",
+        str(tmp_path / "bench"),
+        "--json",
+        "--quiet",
+    )
     assert result.returncode == 0, result.stderr
     measured = json.loads(result.stdout)
     assert "accuracy" not in measured and measured["latency"]["median_ms"] > 0

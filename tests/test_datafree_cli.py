@@ -21,17 +21,38 @@ def _manifest(run: Path) -> dict:
 
 
 @needs_fmnist
-@pytest.mark.parametrize("method, extra", [
-    ("bn-inversion", []),
-    ("dafl", ["--synth-preset", "paper", "--synth-option", "batch_size=32"]),
-    ("soft-target", ["--synth-option", "inner_steps=5"]),
-    ("images", ["--synth-option", "path=fmnist-train", "--synth-option", "per_class=5"]),
-    ("bn-inversion", ["--mix-images", "fmnist-train", "--mix-per-class", "3", "--ema", "0.99", "--feature-weight", "1"]),
-])
+@pytest.mark.parametrize(
+    "method, extra",
+    [
+        ("bn-inversion", []),
+        ("dafl", ["--synth-preset", "paper", "--synth-option", "batch_size=32"]),
+        ("soft-target", ["--synth-option", "inner_steps=5"]),
+        ("images", ["--synth-option", "path=fmnist-train", "--synth-option", "per_class=5"]),
+        (
+            "bn-inversion",
+            ["--mix-images", "fmnist-train", "--mix-per-class", "3", "--ema", "0.99", "--feature-weight", "1"],
+        ),
+    ],
+)
 def test_every_synthesizer_runs_through_distill(method, extra, tmp_path):
     run = tmp_path / "run"
-    result = run_cli("distill", "--teacher", "embedded:lenet5-fmnist", "--budget", "smoke", "--steps", "12",
-                     "--out", str(run), "--synthesizer", method, *extra, "--eval", "fmnist", "--quiet")
+    result = run_cli(
+        "distill",
+        "--teacher",
+        "embedded:lenet5-fmnist",
+        "--budget",
+        "smoke",
+        "--steps",
+        "12",
+        "--out",
+        str(run),
+        "--synthesizer",
+        method,
+        *extra,
+        "--eval",
+        "fmnist",
+        "--quiet",
+    )
     assert result.returncode == 0, result.stderr
     stages = _manifest(run)["stages"]
     assert stages["synthesize"]["metrics"]["method"] == method
@@ -51,10 +72,12 @@ def test_every_synthesizer_runs_through_distill(method, extra, tmp_path):
 
 
 def test_bad_synthesizer_choices_fail_in_one_line(tmp_path):
-    for args, message in ((["--synthesizer", "gan"], "unknown synthesizer 'gan'"),
-                          (["--synth-option", "colour=red"], "has no option 'colour'"),
-                          (["--synth-option", "novalue"], "expects KEY=VALUE"),
-                          (["--synthesizer", "images"], "needs a folder")):
+    for args, message in (
+        (["--synthesizer", "gan"], "unknown synthesizer 'gan'"),
+        (["--synth-option", "colour=red"], "has no option 'colour'"),
+        (["--synth-option", "novalue"], "expects KEY=VALUE"),
+        (["--synthesizer", "images"], "needs a folder"),
+    ):
         result = run_cli("synthesize", "--budget", "smoke", "--out", str(tmp_path / "r"), *args)
         assert result.returncode != 0
         lines = result.stderr.strip().splitlines()
@@ -65,9 +88,29 @@ def test_two_process_torchrun_distill_trains_and_ranks_agree(tmp_path):
     """torchrun --nproc-per-node 2 with gloo on the CPU: DDP keeps both ranks' students identical."""
     run = tmp_path / "run"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29517",
-               "-m", "pipeline.cli", "distill", "--teacher", "embedded:lenet5-fmnist", "--budget", "smoke",
-               "--out", str(run), "--device", "cpu", "--eval", "none", "--quiet"]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc-per-node",
+        "2",
+        "--master-port",
+        "29517",
+        "-m",
+        "pipeline.cli",
+        "distill",
+        "--teacher",
+        "embedded:lenet5-fmnist",
+        "--budget",
+        "smoke",
+        "--out",
+        str(run),
+        "--device",
+        "cpu",
+        "--eval",
+        "none",
+        "--quiet",
+    ]
     result = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env, cwd=ROOT)
     assert result.returncode == 0, result.stderr[-3000:]
     stages = _manifest(run)["stages"]
@@ -87,8 +130,25 @@ def test_imagenet_shaped_resnet34_teacher_goes_through_the_same_path(tmp_path):
     teacher = tmp_path / "r34.pt"
     torch.save(torchvision.models.resnet34(num_classes=1000).state_dict(), teacher)
     run = tmp_path / "run"
-    result = run_cli("distill", "--teacher", str(teacher), "--budget", "smoke", "--steps", "3", "--out", str(run),
-                     "--eval", "none", "--synth-option", "batch_size=4", "--kd-steps", "1", "--quiet", timeout=900)
+    result = run_cli(
+        "distill",
+        "--teacher",
+        str(teacher),
+        "--budget",
+        "smoke",
+        "--steps",
+        "3",
+        "--out",
+        str(run),
+        "--eval",
+        "none",
+        "--synth-option",
+        "batch_size=4",
+        "--kd-steps",
+        "1",
+        "--quiet",
+        timeout=900,
+    )
     assert result.returncode == 0, result.stderr
     stages = _manifest(run)["stages"]
     distill = stages["distill"]["metrics"]

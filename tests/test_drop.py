@@ -9,16 +9,16 @@ import onnx
 import pytest
 import torch
 import torch.nn as nn
-
 from conftest import run_cli
+
 from pipeline.drop.adapters import AdaptedConv, adapter_parameters, fuse_adapters, insert_adapters
 from pipeline.drop.blocks import DroppedBlock, conv_count, droppable_blocks, without_blocks
 from pipeline.drop.filter_prune import channel_counts, filter_prune
 from pipeline.drop.latency_table import cache_key, load_or_measure
-from pipeline.measure import LatencySettings
 from pipeline.drop.select import LatencyBudget, greedy_drop
 from pipeline.errors import PipelineError
 from pipeline.export.onnx_export import export_onnx
+from pipeline.measure import LatencySettings
 from pipeline.models import create_model, get_spec, list_models
 from pipeline.models.checkpoint import save_checkpoint
 from pipeline.models.load import load_model
@@ -44,8 +44,11 @@ def _trained_like(arch: str, seed: int = 0) -> nn.Module:
             module.weight.data.uniform_(0.5, 1.5)
             module.bias.data.uniform_(-0.2, 0.2)
     for block in droppable_blocks(model):
-        norms = [m for name, m in model.get_submodule(block.name).named_modules()
-                 if isinstance(m, nn.BatchNorm2d) and "downsample" not in name]
+        norms = [
+            m
+            for name, m in model.get_submodule(block.name).named_modules()
+            if isinstance(m, nn.BatchNorm2d) and "downsample" not in name
+        ]
         norms[-1].weight.data.uniform_(0.1, 0.5)
     model.train()
     with torch.no_grad():
@@ -127,8 +130,14 @@ def test_a_dropped_checkpoint_loads_back_with_its_structure(tmp_path):
     model = _trained_like("resnet20")
     pruned = without_blocks(model, ["layer1.1", "layer3.0"])
     path = tmp_path / "dropped.pt"
-    save_checkpoint(path, pruned, arch="resnet20", preprocess=default_preprocess(1, 28, 28), num_classes=10,
-                    metadata={"dropped_blocks": ["layer1.1", "layer3.0"]})
+    save_checkpoint(
+        path,
+        pruned,
+        arch="resnet20",
+        preprocess=default_preprocess(1, 28, 28),
+        num_classes=10,
+        metadata={"dropped_blocks": ["layer1.1", "layer3.0"]},
+    )
     loaded = load_model(path)
     x = torch.randn(2, 1, 28, 28)
     with torch.no_grad():
@@ -165,10 +174,13 @@ def _table(savings: dict, full: float = 1.0) -> dict:
 
 def _additive_timer(savings: dict, extra: dict | None = None):
     """Set latencies as a runtime would report them: 1 ms minus the savings, plus an interaction term."""
+
     def measure(dropped, candidates):
         def latency(names):
             return 1.0 - sum(savings[n] for n in names) + (extra or {}).get(frozenset(names), 0.0)
+
         return {"full": 1.0, "current": latency(dropped), **{c: latency(dropped + [c]) for c in candidates}}
+
     return measure
 
 
@@ -201,8 +213,15 @@ def test_greedy_drop_uses_measured_savings_when_they_do_not_add_up():
     assert already["dropped"] == [] and already["verifications"][0]["full_ms"] == 1.0
 
 
-@pytest.mark.parametrize("kwargs, message", [({}, "exactly one"), ({"reduction": 0.3, "ms": 1.0}, "exactly one"),
-                                             ({"reduction": 1.5}, "between 0 and 1"), ({"ms": -1.0}, "positive")])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({}, "exactly one"),
+        ({"reduction": 0.3, "ms": 1.0}, "exactly one"),
+        ({"reduction": 1.5}, "between 0 and 1"),
+        ({"ms": -1.0}, "positive"),
+    ],
+)
 def test_latency_budget_is_validated(kwargs, message):
     with pytest.raises(PipelineError, match=message):
         LatencyBudget(**kwargs)
@@ -220,8 +239,9 @@ def test_filter_pruning_baseline_rounds_channels_to_multiples_of_8():
 @pytest.mark.slow
 def test_pipeline_drop_end_to_end_on_the_embedded_teacher(tmp_path):
     run = tmp_path / "run"
-    result = run_cli("drop", "--budget", "smoke", "--latency-reduction", "0.1", "--out", str(run), "--json",
-                     "--eval", "none")
+    result = run_cli(
+        "drop", "--budget", "smoke", "--latency-reduction", "0.1", "--out", str(run), "--json", "--eval", "none"
+    )
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)
     manifest = json.loads((run / "manifest.json").read_text())
@@ -240,12 +260,17 @@ def test_pipeline_drop_end_to_end_on_the_embedded_teacher(tmp_path):
     assert again.returncode == 0 and again.stderr.count("up to date, skipped") == 4
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--budget", "smoke"], "needs a latency budget"),
-    (["--teacher", "embedded:lenet5-fmnist", "--latency-reduction", "0.3", "--budget", "smoke"],
-     "no droppable residual blocks"),
-    (["--latency-reduction", "3", "--budget", "smoke"], "between 0 and 1"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--budget", "smoke"], "needs a latency budget"),
+        (
+            ["--teacher", "embedded:lenet5-fmnist", "--latency-reduction", "0.3", "--budget", "smoke"],
+            "no droppable residual blocks",
+        ),
+        (["--latency-reduction", "3", "--budget", "smoke"], "between 0 and 1"),
+    ],
+)
 def test_pipeline_drop_user_errors_are_one_line(tmp_path, args, message):
     result = run_cli("drop", *args, "--out", str(tmp_path / "run"), "--eval", "none")
     assert result.returncode != 0 and message in result.stderr
@@ -260,8 +285,13 @@ def test_build_plans_the_drop_stage_only_when_asked():
 
     cpu = load_target("cpu")
     assert stages_to_run(BuildOptions(), "bench", cpu) == ["synthesize", "distill", "export", "bench"]
-    assert stages_to_run(BuildOptions(drop_from="student", latency_reduction=0.3), "bench", cpu) == \
-        ["synthesize", "distill", "drop", "export", "bench"]
+    assert stages_to_run(BuildOptions(drop_from="student", latency_reduction=0.3), "bench", cpu) == [
+        "synthesize",
+        "distill",
+        "drop",
+        "export",
+        "bench",
+    ]
     assert stages_to_run(BuildOptions(drop_from="teacher"), "bench", cpu) == ["synthesize", "drop", "export", "bench"]
     assert stages_to_run(BuildOptions(drop_from="teacher", images="few/"), "drop", cpu) == ["drop"]
     assert drop_budget(BuildOptions(latency_ms=2.0), cpu) == LatencyBudget(ms=2.0)
@@ -277,8 +307,24 @@ def test_build_with_a_latency_budget_searches_the_teacher_and_the_distilled_stud
     """`build --latency-reduction` runs the budget search with two bases: the teacher and the distilled student
     (fp32 only here, to keep the test short; tests/test_search.py covers precisions)."""
     run = tmp_path / "run"
-    result = run_cli("build", "--budget", "smoke", "--steps", "10", "--latency-reduction", "0.15", "--student", "resnet8",
-                     "--precision", "fp32", "--out", str(run), "--json", "--eval", "none")
+    result = run_cli(
+        "build",
+        "--budget",
+        "smoke",
+        "--steps",
+        "10",
+        "--latency-reduction",
+        "0.15",
+        "--student",
+        "resnet8",
+        "--precision",
+        "fp32",
+        "--out",
+        str(run),
+        "--json",
+        "--eval",
+        "none",
+    )
     assert result.returncode == 0, result.stderr
     manifest = json.loads((run / "manifest.json").read_text())
     assert list(manifest["stages"]) == ["synthesize", "distill", "search", "export", "bench"]

@@ -9,16 +9,16 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from conftest import needs_fmnist, run_cli
 from onnx import TensorProto, helper, numpy_helper
 
-from conftest import needs_fmnist, run_cli
 from pipeline.engine.preflight import preflight
 from pipeline.errors import PipelineError
 from pipeline.export.onnx_export import export_onnx
 from pipeline.models import create_model
-from pipeline.preprocess import default_preprocess
 from pipeline.portable import tensorrt_loader, trtexec_loader
 from pipeline.portable.errors import BenchError
+from pipeline.preprocess import default_preprocess
 from pipeline.runtimes.tensorrt_runner import tensorrt_available
 
 
@@ -26,8 +26,12 @@ from pipeline.runtimes.tensorrt_runner import tensorrt_available
 def lenet_onnx(tmp_path_factory):
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("engine") / "lenet5.onnx"
-    export_onnx(create_model("lenet5", in_channels=1, num_classes=10).eval(), default_preprocess(1, 28, 28), path,
-                exporter="torchscript")
+    export_onnx(
+        create_model("lenet5", in_channels=1, num_classes=10).eval(),
+        default_preprocess(1, 28, 28),
+        path,
+        exporter="torchscript",
+    )
     return path
 
 
@@ -43,11 +47,18 @@ def _conv_model(tmp_path, channels_in, channels_mid, name="conv.onnx"):
     """input -> Conv(channels_in -> channels_mid) -> Conv(channels_mid -> 16) -> output"""
     w1 = numpy_helper.from_array(np.zeros((channels_mid, channels_in, 3, 3), np.float32), "w1")
     w2 = numpy_helper.from_array(np.zeros((16, channels_mid, 3, 3), np.float32), "w2")
-    nodes = [helper.make_node("Conv", ["input", "w1"], ["h"], name="conv1"),
-             helper.make_node("Conv", ["h", "w2"], ["out"], name="conv2")]
-    return _graph_model(tmp_path, nodes, [w1, w2],
-                        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, channels_in, 8, 8])],
-                        [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 16, 4, 4])], name)
+    nodes = [
+        helper.make_node("Conv", ["input", "w1"], ["h"], name="conv1"),
+        helper.make_node("Conv", ["h", "w2"], ["out"], name="conv2"),
+    ]
+    return _graph_model(
+        tmp_path,
+        nodes,
+        [w1, w2],
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, channels_in, 8, 8])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 16, 4, 4])],
+        name,
+    )
 
 
 def test_an_exported_classifier_passes_preflight(lenet_onnx):
@@ -57,8 +68,12 @@ def test_an_exported_classifier_passes_preflight(lenet_onnx):
     notes = {f.message.split(",")[0] for f in report.findings if f.severity == "note"}
     assert notes == {"1 input channels", "10 output channels"}
     # ... but LeNet-5's classic widths (6 and 84) miss the fp16 tensor cores
-    assert {w.message.split(",")[0] for w in report.warnings} == {"6 output channels", "6 input channels",
-                                                                  "84 output channels", "84 input channels"}
+    assert {w.message.split(",")[0] for w in report.warnings} == {
+        "6 output channels",
+        "6 input channels",
+        "84 output channels",
+        "84 input channels",
+    }
 
 
 def test_alignment_warnings_follow_the_precision(tmp_path):
@@ -79,20 +94,36 @@ def test_preflight_names_what_tensorrt_refuses(tmp_path):
     w = numpy_helper.from_array(np.zeros((8, 8, 1, 1), np.uint8), "w_q")
     nodes = [
         helper.make_node("QuantizeLinear", ["input", "scale", "zp_u8"], ["xq"], name="q_uint8"),
-        helper.make_node("QLinearConv", ["xq", "scale", "zp_u8", "w_q", "scale", "zp_u8", "scale", "zp_u8"], ["yq"],
-                         name="qlinearconv"),
+        helper.make_node(
+            "QLinearConv",
+            ["xq", "scale", "zp_u8", "w_q", "scale", "zp_u8", "scale", "zp_u8"],
+            ["yq"],
+            name="qlinearconv",
+        ),
         helper.make_node("DequantizeLinear", ["yq", "scale", "zp_u8"], ["y"], name="dq"),
         helper.make_node("QuantizeLinear", ["y", "scale", "zp_s8"], ["y8"], name="q_asymmetric"),
         helper.make_node("DequantizeLinear", ["y8", "scale", "zp_s8"], ["y2"], name="dq2"),
-        helper.make_node("QLinearAdd", ["xq", "scale", "zp_u8", "xq", "scale", "zp_u8", "scale", "zp_u8"], ["sq"],
-                         name="contrib", domain="com.microsoft"),
+        helper.make_node(
+            "QLinearAdd",
+            ["xq", "scale", "zp_u8", "xq", "scale", "zp_u8", "scale", "zp_u8"],
+            ["sq"],
+            name="contrib",
+            domain="com.microsoft",
+        ),
         helper.make_node("Cast", ["y2"], ["out"], name="to_double", to=TensorProto.DOUBLE),
     ]
-    path = _graph_model(tmp_path, nodes, [scale, u8_zero, s8_zero, w],
-                        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 8, 4, 4])],
-                        [helper.make_tensor_value_info("out", TensorProto.DOUBLE, [1, 8, 4, 4]),
-                         helper.make_tensor_value_info("sq", TensorProto.UINT8, [1, 8, 4, 4])], "bad.onnx",
-                        opsets=(("", 17), ("com.microsoft", 1)))
+    path = _graph_model(
+        tmp_path,
+        nodes,
+        [scale, u8_zero, s8_zero, w],
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 8, 4, 4])],
+        [
+            helper.make_tensor_value_info("out", TensorProto.DOUBLE, [1, 8, 4, 4]),
+            helper.make_tensor_value_info("sq", TensorProto.UINT8, [1, 8, 4, 4]),
+        ],
+        "bad.onnx",
+        opsets=(("", 17), ("com.microsoft", 1)),
+    )
     report = preflight(path, "int8")
     kinds = {(f.kind, f.node) for f in report.errors}
     assert ("unsupported-op", "qlinearconv") in kinds and ("unsupported-op", "contrib") in kinds
@@ -139,13 +170,33 @@ def test_onnx_precision_is_read_from_the_file(lenet_onnx, tmp_path):
 
 
 def test_trtexec_command_lines():
-    common = dict(input_name="input", input_shape=(3, 224, 224), batch=4, runs=100, warmup_ms=500,
-                  times_path="t.json", profile_path="p.json")
-    ten = trtexec_loader.trtexec_command("m.onnx", precision="int8", engine_path="m.engine", tensorrt_major=10,
-                                       dla_core=0, workspace_mb=512, **common)
-    for flag in ("--useCudaGraph", "--noDataTransfers", "--useSpinWait", "--separateProfileRun", "--exportTimes=t.json",
-                 "--exportProfile=p.json", "--int8", "--fp16", "--useDLACore=0", "--allowGPUFallback",
-                 "--shapes=input:4x3x224x224", "--memPoolSize=workspace:512M", "--saveEngine=m.engine"):
+    common = dict(
+        input_name="input",
+        input_shape=(3, 224, 224),
+        batch=4,
+        runs=100,
+        warmup_ms=500,
+        times_path="t.json",
+        profile_path="p.json",
+    )
+    ten = trtexec_loader.trtexec_command(
+        "m.onnx", precision="int8", engine_path="m.engine", tensorrt_major=10, dla_core=0, workspace_mb=512, **common
+    )
+    for flag in (
+        "--useCudaGraph",
+        "--noDataTransfers",
+        "--useSpinWait",
+        "--separateProfileRun",
+        "--exportTimes=t.json",
+        "--exportProfile=p.json",
+        "--int8",
+        "--fp16",
+        "--useDLACore=0",
+        "--allowGPUFallback",
+        "--shapes=input:4x3x224x224",
+        "--memPoolSize=workspace:512M",
+        "--saveEngine=m.engine",
+    ):
         assert flag in ten
     eleven = trtexec_loader.trtexec_command("m.onnx", precision="fp16", engine_path=None, tensorrt_major=11, **common)
     assert "--stronglyTyped" in eleven and "--fp16" not in eleven  # TensorRT 11 has no precision flags
@@ -155,13 +206,31 @@ def test_trtexec_command_lines():
 
 def test_trtexec_results_are_parsed(tmp_path):
     # the shapes trtexec writes: --exportTimes a list of per-iteration records, --exportProfile [{"count"}, layers...]
-    times = [{"startInMs": 0.0, "endInMs": 0.0, "startComputeMs": 1.0 + i, "endComputeMs": 1.5 + i, "startOutMs": 0.0,
-              "endOutMs": 0.0, "inMs": 0.0, "computeMs": 0.5 + 0.01 * i, "outMs": 0.0, "latencyMs": 0.6 + 0.01 * i,
-              "endToEndMs": 0.6} for i in range(5)]
+    times = [
+        {
+            "startInMs": 0.0,
+            "endInMs": 0.0,
+            "startComputeMs": 1.0 + i,
+            "endComputeMs": 1.5 + i,
+            "startOutMs": 0.0,
+            "endOutMs": 0.0,
+            "inMs": 0.0,
+            "computeMs": 0.5 + 0.01 * i,
+            "outMs": 0.0,
+            "latencyMs": 0.6 + 0.01 * i,
+            "endToEndMs": 0.6,
+        }
+        for i in range(5)
+    ]
     (tmp_path / "times.json").write_text(json.dumps(times))
-    assert trtexec_loader.parse_trtexec_times(str(tmp_path / "times.json")) == pytest.approx([0.5, 0.51, 0.52, 0.53, 0.54])
-    profile = [{"count": 5}, {"name": "conv1", "timeMs": 1.0, "averageMs": 0.2, "medianMs": 0.19, "percentage": 60.0},
-               {"name": "fc", "timeMs": 0.5, "averageMs": 0.1, "medianMs": 0.1, "percentage": 40.0}]
+    assert trtexec_loader.parse_trtexec_times(str(tmp_path / "times.json")) == pytest.approx(
+        [0.5, 0.51, 0.52, 0.53, 0.54]
+    )
+    profile = [
+        {"count": 5},
+        {"name": "conv1", "timeMs": 1.0, "averageMs": 0.2, "medianMs": 0.19, "percentage": 60.0},
+        {"name": "fc", "timeMs": 0.5, "averageMs": 0.1, "medianMs": 0.1, "percentage": 40.0},
+    ]
     (tmp_path / "profile.json").write_text(json.dumps(profile))
     layers = trtexec_loader.parse_trtexec_profile(str(tmp_path / "profile.json"))
     assert [layer["name"] for layer in layers] == ["conv1", "fc"] and layers[0]["median_ms"] == 0.19
@@ -171,17 +240,36 @@ def test_trtexec_results_are_parsed(tmp_path):
 
 
 def test_engine_stamps_refuse_another_tensorrt_or_gpu():
-    stamp = {"format": "edge-pipeline/engine-stamp-v1", "tensorrt_version": "10.3.0", "gpu_name": "Orin", "compute_capability": "8.7"}
+    stamp = {
+        "format": "edge-pipeline/engine-stamp-v1",
+        "tensorrt_version": "10.3.0",
+        "gpu_name": "Orin",
+        "compute_capability": "8.7",
+    }
     assert tensorrt_loader.stamp_mismatch(stamp, "10.3.0", {"gpu_name": "Orin", "compute_capability": "8.7"}) is None
     assert "built with TensorRT 10.3.0, this is TensorRT 10.8.0" in tensorrt_loader.stamp_mismatch(
-        stamp, "10.8.0", {"compute_capability": "8.7"})
-    assert "compute 8.7" in tensorrt_loader.stamp_mismatch(stamp, "10.3.0", {"gpu_name": "H100", "compute_capability": "9.0"})
+        stamp, "10.8.0", {"compute_capability": "8.7"}
+    )
+    assert "compute 8.7" in tensorrt_loader.stamp_mismatch(
+        stamp, "10.3.0", {"gpu_name": "H100", "compute_capability": "9.0"}
+    )
 
 
 @pytest.mark.skipif(tensorrt_available() is None, reason="TensorRT is installed: the engine is built, not described")
 def test_engine_stage_without_tensorrt_leaves_the_device_command(lenet_onnx, tmp_path):
-    result = run_cli("engine", "--onnx", str(lenet_onnx), "--target", "jetson-agx-orin", "--precision", "fp16",
-                     "--out", str(tmp_path / "e"), "--json", "--quiet")
+    result = run_cli(
+        "engine",
+        "--onnx",
+        str(lenet_onnx),
+        "--target",
+        "jetson-agx-orin",
+        "--precision",
+        "fp16",
+        "--out",
+        str(tmp_path / "e"),
+        "--json",
+        "--quiet",
+    )
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["built"] is False and "tensorrt" in report["reason"]
@@ -196,8 +284,18 @@ def test_engine_stage_without_tensorrt_leaves_the_device_command(lenet_onnx, tmp
 def test_engine_command_errors(lenet_onnx, tmp_path):
     cpu = run_cli("engine", "--onnx", str(lenet_onnx), "--target", "cpu", "--out", str(tmp_path / "c"), "--quiet")
     assert cpu.returncode != 0 and "engines are for TensorRT targets" in cpu.stderr
-    fp32 = run_cli("engine", "--onnx", str(lenet_onnx), "--target", "jetson-agx-orin", "--precision", "fp32",
-                   "--out", str(tmp_path / "d"), "--quiet")  # DLA runs fp16/int8 only
+    fp32 = run_cli(
+        "engine",
+        "--onnx",
+        str(lenet_onnx),
+        "--target",
+        "jetson-agx-orin",
+        "--precision",
+        "fp32",
+        "--out",
+        str(tmp_path / "d"),
+        "--quiet",
+    )  # DLA runs fp16/int8 only
     assert fp32.returncode != 0 and "accepts precision fp16, int8, not fp32" in fp32.stderr
 
 
@@ -207,8 +305,20 @@ def test_engine_command_errors(lenet_onnx, tmp_path):
 def test_engine_stage_builds_a_stamped_engine_that_matches_onnxruntime(lenet_onnx, tmp_path):
     from pipeline.runtimes import OnnxRuntimeRunner, TensorRtRunner
 
-    result = run_cli("engine", "--onnx", str(lenet_onnx), "--target", "x86-gpu", "--precision", "fp32",
-                     "--out", str(tmp_path / "e"), "--json", "--quiet", timeout=900)
+    result = run_cli(
+        "engine",
+        "--onnx",
+        str(lenet_onnx),
+        "--target",
+        "x86-gpu",
+        "--precision",
+        "fp32",
+        "--out",
+        str(tmp_path / "e"),
+        "--json",
+        "--quiet",
+        timeout=900,
+    )
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["built"] and report["stamp"]["compute_capability"]
@@ -228,13 +338,31 @@ def test_engine_stage_builds_a_stamped_engine_that_matches_onnxruntime(lenet_onn
 @pytest.mark.skipif(tensorrt_available() is None, reason="TensorRT is installed here: latency is not a proxy")
 def test_a_jetson_build_on_a_laptop_completes_with_a_labelled_proxy(tmp_path):
     out = tmp_path / "run"
-    result = run_cli("quantize", "--target", "jetson", "--precision", "fp16", "--calib", "real", "--images", "fmnist-train",
-                     "--budget", "smoke", "--out", str(out), "--json", "--quiet", timeout=600)
+    result = run_cli(
+        "quantize",
+        "--target",
+        "jetson",
+        "--precision",
+        "fp16",
+        "--calib",
+        "real",
+        "--images",
+        "fmnist-train",
+        "--budget",
+        "smoke",
+        "--out",
+        str(out),
+        "--json",
+        "--quiet",
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)
     stages = json.loads((out / "manifest.json").read_text())["stages"]
     assert list(stages) == ["export", "quantize", "engine", "bench"]
-    assert all(e["latency_source"] == "proxy" and e["proxy_for"] == "tensorrt" for e in stages["bench"]["metrics"].values())
+    assert all(
+        e["latency_source"] == "proxy" and e["proxy_for"] == "tensorrt" for e in stages["bench"]["metrics"].values()
+    )
     assert stages["engine"]["metrics"]["built"] is False
     notes = " ".join(summary["notes"])
     assert "latency figures are a proxy" in notes and "build_on_device.sh" in notes

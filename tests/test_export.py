@@ -1,7 +1,6 @@
 """ONNX export: every registry architecture, both exporters, TorchScript and torch.export inputs, parity that can
 fail, and atomic writes."""
 
-
 import numpy as np
 import onnx
 import pytest

@@ -14,20 +14,33 @@ GPU = {"gpu_name": "Orin", "compute_capability": "8.7"}
 
 
 def test_read_format_migrates_step_by_step_and_refuses_what_it_cannot_read():
-    migrations = {1: lambda r: {**{k: v for k, v in r.items() if k != "old"}, "renamed": r["old"]},
-                  2: lambda r: {**r, "added": True}}
+    migrations = {
+        1: lambda r: {**{k: v for k, v in r.items() if k != "old"}, "renamed": r["old"]},
+        2: lambda r: {**r, "added": True},
+    }
     record = {**format_fields("thing", 1), "old": 5}
-    assert read_format(record, "thing", 3, what="x", fix="f", migrations=migrations) == \
-        {**format_fields("thing", 3), "renamed": 5, "added": True}
+    assert read_format(record, "thing", 3, what="x", fix="f", migrations=migrations) == {
+        **format_fields("thing", 3),
+        "renamed": 5,
+        "added": True,
+    }
     unversioned = {"format": "edge-pipeline/thing-v3"}  # written before format_version existed
     assert read_format(unversioned, "thing", 3, what="x", fix="f")["format_version"] == 3
-    for record, message in [({**format_fields("thing", 1)}, r"older edge-pipeline \(thing format v1; this release "
-                                                            r"reads v3 and cannot convert it\): do this"),
-                            ({**format_fields("thing", 4)}, r"newer edge-pipeline \(thing format v4; this release "
-                                                            r"reads up to v3\): upgrade edge-pipeline"),
-                            ({"format": "something-else"}, r"not an edge-pipeline thing record .*: do this"),
-                            ({"format": "edge-pipeline/thing-v3", "format_version": 2}, "not an edge-pipeline"),
-                            ([1, 2], "not an edge-pipeline thing record")]:
+    for record, message in [
+        (
+            {**format_fields("thing", 1)},
+            r"older edge-pipeline \(thing format v1; this release "
+            r"reads v3 and cannot convert it\): do this",
+        ),
+        (
+            {**format_fields("thing", 4)},
+            r"newer edge-pipeline \(thing format v4; this release "
+            r"reads up to v3\): upgrade edge-pipeline",
+        ),
+        ({"format": "something-else"}, r"not an edge-pipeline thing record .*: do this"),
+        ({"format": "edge-pipeline/thing-v3", "format_version": 2}, "not an edge-pipeline"),
+        ([1, 2], "not an edge-pipeline thing record"),
+    ]:
         with pytest.raises(PipelineError, match=message) as refused:
             read_format(record, "thing", 3, what="x", fix="do this")
         assert "\n" not in str(refused.value)

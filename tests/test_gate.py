@@ -8,8 +8,8 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
-
 from conftest import run_cli
+
 from pipeline.errors import PipelineError
 from pipeline.export.onnx_export import export_onnx
 from pipeline.gate.gate import parse_regression
@@ -98,15 +98,20 @@ def test_gate_passes_a_to_a_and_fails_a_real_regression(models, tmp_path):
     assert (tmp_path / "ci" / "baseline.onnx").is_file() and record["environment"]["cpu"]
     assert record["environment"]["runtime"] == "onnxruntime" and record["environment"]["threads"] == 2
 
-    same = _unless_busy(lambda: run_cli("gate", str(base), "--baseline", str(baseline), "--max-regression", "50%",
-                                        "--json", *FAST), lambda result: result.returncode == 2 and BUSY in result.stdout)
+    same = _unless_busy(
+        lambda: run_cli("gate", str(base), "--baseline", str(baseline), "--max-regression", "50%", "--json", *FAST),
+        lambda result: result.returncode == 2 and BUSY in result.stdout,
+    )
     assert same.returncode == 0, same.stdout + same.stderr
     assert json.loads(same.stdout)["verdict"]["label"] == "pass"
 
     junit = tmp_path / "gate.xml"
-    worse = _unless_busy(lambda: run_cli("gate", str(slow), "--baseline", str(baseline), "--max-regression", "20%",
-                                         "--junit", str(junit), *FAST),
-                         lambda result: result.returncode == 2 and BUSY in result.stdout)
+    worse = _unless_busy(
+        lambda: run_cli(
+            "gate", str(slow), "--baseline", str(baseline), "--max-regression", "20%", "--junit", str(junit), *FAST
+        ),
+        lambda result: result.returncode == 2 and BUSY in result.stdout,
+    )
     assert worse.returncode == 1, worse.stdout + worse.stderr
     assert worse.stdout.startswith("latency gate: REGRESSION (exit 1)") and "ratio" in worse.stdout
     suite = ET.parse(junit).getroot()
@@ -126,11 +131,21 @@ def test_gate_cannot_measure_says_so_with_exit_2(models, tmp_path):
     record = json.loads(baseline.read_text())
     record["environment"]["cpu"] = "Some Other CPU"
     baseline.write_text(json.dumps(record))
-    warned = _unless_busy(lambda: run_gate(base, baseline, cpu, quick),
-                          lambda report: report["exit_code"] == 2 and BUSY in report["verdict"]["reason"])
+    warned = _unless_busy(
+        lambda: run_gate(base, baseline, cpu, quick),
+        lambda report: report["exit_code"] == 2 and BUSY in report["verdict"]["reason"],
+    )
     assert warned["exit_code"] == 0 and "environment differs" in warned["warnings"][0]
-    strict = run_cli("gate", str(base), "--baseline", str(baseline), "--strict-environment", "--junit",
-                     str(tmp_path / "j.xml"), *FAST)
+    strict = run_cli(
+        "gate",
+        str(base),
+        "--baseline",
+        str(baseline),
+        "--strict-environment",
+        "--junit",
+        str(tmp_path / "j.xml"),
+        *FAST,
+    )
     assert strict.returncode == 2 and "Some Other CPU" in strict.stdout
     assert ET.parse(tmp_path / "j.xml").getroot().find("testcase/error").get("type") == "CouldNotMeasure"
     (tmp_path / "b.onnx").write_bytes((tmp_path / "b.onnx").read_bytes() + b"\0")  # tampered baseline model

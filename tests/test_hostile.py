@@ -21,17 +21,41 @@ pytestmark = pytest.mark.slow
 
 # A Jetson build runs all seven stages. Steps instead of seconds and named blocks instead of a latency-driven
 # choice make it reproducible: the only inputs left are the seed and the machine.
-BUILD = ["build", "--target", "jetson-orin-nano", "--budget", "smoke", "--steps", "16",
-         "--drop-blocks", "layer2.1,layer3.1", "--eval", "none", "--seed", "3"]
+BUILD = [
+    "build",
+    "--target",
+    "jetson-orin-nano",
+    "--budget",
+    "smoke",
+    "--steps",
+    "16",
+    "--drop-blocks",
+    "layer2.1,layer3.1",
+    "--eval",
+    "none",
+    "--seed",
+    "3",
+]
 # What the build hands on. Latency tables and bench reports are measurements: they differ run to run.
-MODEL_ARTIFACTS = {"synthesize": ("transfer_set", "synthesizer", "preview"),
-                   "distill": ("student", "transfer_set", "synthesizer"),
-                   "drop": ("model", "selection"), "export": ("teacher", "student"), "quantize": ("model",),
-                   "engine": ("onnx", "script", "instructions")}
+MODEL_ARTIFACTS = {
+    "synthesize": ("transfer_set", "synthesizer", "preview"),
+    "distill": ("student", "transfer_set", "synthesizer"),
+    "drop": ("model", "selection"),
+    "export": ("teacher", "student"),
+    "quantize": ("model",),
+    "engine": ("onnx", "script", "instructions"),
+}
 # Where each attempt dies: inside the three training loops (after a step's work, before its checkpoint, so
 # resuming redoes it), and at the three moments of publishing a stage.
-CRASHES = ["synthesize:step-3", "distill:step-5", "drop:step-7", "export:written", "quantize:swapped",
-           "engine:started", "bench:written"]
+CRASHES = [
+    "synthesize:step-3",
+    "distill:step-5",
+    "drop:step-7",
+    "export:written",
+    "quantize:swapped",
+    "engine:started",
+    "bench:written",
+]
 RESUMED = {"synthesize", "distill", "drop"}  # stages whose partial work survives (the others start over)
 
 
@@ -41,8 +65,11 @@ def _manifest(run: Path) -> dict:
 
 def _model_hashes(run: Path) -> dict[str, str]:
     stages = _manifest(run)["stages"]
-    hashes = {f"{stage}/{name}": stages[stage]["artifacts"][name]["sha256"]
-              for stage, names in MODEL_ARTIFACTS.items() for name in names}
+    hashes = {
+        f"{stage}/{name}": stages[stage]["artifacts"][name]["sha256"]
+        for stage, names in MODEL_ARTIFACTS.items()
+        for name in names
+    }
     for key, digest in hashes.items():  # the manifest's word is checked against the files themselves
         stage, name = key.split("/")
         assert sha256_file(run / stages[stage]["artifacts"][name]["path"]) == digest, key
@@ -96,27 +123,50 @@ def test_sigkill_in_every_stage_then_resume_gives_the_same_artifacts_as_an_unint
 def _limit_file_size(limit: int):
     def apply():
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))  # Python ignores SIGXFSZ: write() fails with EFBIG
+
     return apply
 
 
 def test_a_write_that_fails_for_lack_of_space_leaves_earlier_stages_intact_and_nothing_half_written(tmp_path):
     run = tmp_path / "run"
     # 2 steps: what `distill --steps 8` gives synthesize (8 x 5 s / 17 s), so distill finds it up to date
-    first = run_cli("synthesize", "--teacher", "embedded:lenet5-fmnist", "--budget", "smoke", "--steps", "2",
-                    "--out", str(run))
+    first = run_cli(
+        "synthesize", "--teacher", "embedded:lenet5-fmnist", "--budget", "smoke", "--steps", "2", "--out", str(run)
+    )
     assert first.returncode == 0, first.stderr
     synthesized = _manifest(run)["stages"]["synthesize"]
     pool_bytes = synthesized["artifacts"]["transfer_set"]["bytes"]
 
     # distill's transfer set holds more images than synthesize's (and its student is bigger still): a write
     # inside distill runs out of room part-way
-    args = ["distill", "--teacher", "embedded:lenet5-fmnist", "--budget", "smoke", "--steps", "8", "--eval", "none",
-            "--out", str(run)]
-    result = subprocess.run([sys.executable, "-m", "pipeline.cli", *args], capture_output=True, text=True, cwd=ROOT,
-                            timeout=300, preexec_fn=_limit_file_size(pool_bytes - 1))
+    args = [
+        "distill",
+        "--teacher",
+        "embedded:lenet5-fmnist",
+        "--budget",
+        "smoke",
+        "--steps",
+        "8",
+        "--eval",
+        "none",
+        "--out",
+        str(run),
+    ]
+    result = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+        preexec_fn=_limit_file_size(pool_bytes - 1),
+    )
     assert result.returncode == 1
     message = result.stderr.strip().splitlines()[-1]
-    assert message.startswith("error: file too large") and ".partial-distill/" in message and "run the same command" in message
+    assert (
+        message.startswith("error: file too large")
+        and ".partial-distill/" in message
+        and "run the same command" in message
+    )
     assert "Traceback" not in result.stderr and "synthesize: up to date, skipped" in result.stderr
     assert list(_manifest(run)["stages"]) == ["synthesize"]  # the manifest is still whole JSON, and knows no distill
     assert not (run / "distill").exists()
@@ -134,7 +184,9 @@ def test_atomic_write_on_a_full_file_system_keeps_the_old_file(tmp_path):
 
     mount = tmp_path / "small"
     mount.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)], capture_output=True, text=True)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)], capture_output=True, text=True
+    )
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a small tmpfs here ({mounted.stderr.strip() or 'not root'})")
     try:
@@ -153,8 +205,19 @@ def test_atomic_write_on_a_full_file_system_keeps_the_old_file(tmp_path):
 
 def test_a_run_folder_edited_by_hand(tmp_path):
     run = tmp_path / "run"
-    args = ["distill", "--teacher", "embedded:lenet5-fmnist", "--budget", "smoke", "--steps", "6", "--eval", "none",
-            "--out", str(run)]
+    args = [
+        "distill",
+        "--teacher",
+        "embedded:lenet5-fmnist",
+        "--budget",
+        "smoke",
+        "--steps",
+        "6",
+        "--eval",
+        "none",
+        "--out",
+        str(run),
+    ]
     assert run_cli(*args).returncode == 0
     manifest_path = run / "manifest.json"
     good = manifest_path.read_text()
@@ -175,11 +238,26 @@ def test_a_run_folder_edited_by_hand(tmp_path):
 
     # a damaged manifest: one line, exit 2, and nothing in the folder is touched
     good = json.loads(good)
-    edits = {"stages is a list": {**good, "stages": []},
-             "artifact without a hash": {**good, "stages": {**good["stages"], "distill": {
-                 **good["stages"]["distill"], "artifacts": {"student": {"path": "distill/student.pt"}}}}},
-             "path outside the folder": {**good, "stages": {**good["stages"], "distill": {
-                 **good["stages"]["distill"], "artifacts": {"student": {"path": "../../etc/passwd", "sha256": "0"}}}}}}
+    edits = {
+        "stages is a list": {**good, "stages": []},
+        "artifact without a hash": {
+            **good,
+            "stages": {
+                **good["stages"],
+                "distill": {**good["stages"]["distill"], "artifacts": {"student": {"path": "distill/student.pt"}}},
+            },
+        },
+        "path outside the folder": {
+            **good,
+            "stages": {
+                **good["stages"],
+                "distill": {
+                    **good["stages"]["distill"],
+                    "artifacts": {"student": {"path": "../../etc/passwd", "sha256": "0"}},
+                },
+            },
+        },
+    }
     for what, edited in edits.items():
         manifest_path.write_text(json.dumps(edited))
         files = {p: p.read_bytes() for p in run.rglob("*") if p.is_file() and p.name != ".lock"}

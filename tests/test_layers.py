@@ -10,11 +10,15 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "pipeline"
 STAGES = {"synthesize", "distill", "drop", "export", "quantize", "engine", "bench", "search", "gate", "bundle"}
 # (importing package, imported module) pairs that break a rule today
-KNOWN_DROP_IMPORTS = {("quantize", "pipeline.drop.finetune"),  # binary-weight KD reuses drop's recovery loop
-                      ("models", "pipeline.drop.blocks"),  # the loader rebuilds a dropped checkpoint
-                      # the budget search combines drop's techniques (they belong in public technique modules)
-                      *(("search", f"pipeline.drop.{name}") for name in
-                        ("adapters", "blocks", "finetune", "latency_table", "recoverability", "select"))}
+KNOWN_DROP_IMPORTS = {
+    ("quantize", "pipeline.drop.finetune"),  # binary-weight KD reuses drop's recovery loop
+    ("models", "pipeline.drop.blocks"),  # the loader rebuilds a dropped checkpoint
+    # the budget search combines drop's techniques (they belong in public technique modules)
+    *(
+        ("search", f"pipeline.drop.{name}")
+        for name in ("adapters", "blocks", "finetune", "latency_table", "recoverability", "select")
+    ),
+}
 # the one strongly connected group of packages left (models/load.py reads drop's and quantize's checkpoints;
 # synthesize and distill share the generator loop)
 KNOWN_CYCLE = {"distill", "drop", "export", "models", "quantize", "synthesize", "teacher_spec"}
@@ -81,8 +85,13 @@ def test_no_stage_reaches_into_the_drop_stage_to_measure():
     imports = _imports()
     for package in ("gate", "bench"):
         assert not [m for m in imports[package] if _package(m) == "drop"], package
-    reaching = {(package, module) for package, modules in imports.items() if package != "drop"
-                for module in modules if module.startswith("pipeline.drop")}
+    reaching = {
+        (package, module)
+        for package, modules in imports.items()
+        if package != "drop"
+        for module in modules
+        if module.startswith("pipeline.drop")
+    }
     builds = {pair for pair in reaching if pair[0] in ("recipes", "cli")}  # the recipes on top assemble the stages
     assert reaching - builds <= KNOWN_DROP_IMPORTS, sorted(reaching - builds - KNOWN_DROP_IMPORTS)
 
@@ -103,8 +112,12 @@ def test_portable_code_runs_without_the_package():
 
     for path in (PACKAGE / "portable").glob("*.py"):
         tree = ast.parse(path.read_text(), str(path), feature_version=(3, 8))
-        lazy = {id(node) for function in ast.walk(tree) if isinstance(function, (ast.FunctionDef, ast.AsyncFunctionDef))
-                for node in ast.walk(function)}
+        lazy = {
+            id(node)
+            for function in ast.walk(tree)
+            if isinstance(function, (ast.FunctionDef, ast.AsyncFunctionDef))
+            for node in ast.walk(function)
+        }
         for node in ast.walk(tree):
             if isinstance(node, ast.Import):
                 roots = [alias.name.split(".")[0] for alias in node.names]
@@ -119,8 +132,11 @@ def test_portable_code_runs_without_the_package():
 def _files_containing(pattern: str) -> list[str]:
     import re
 
-    return sorted(str(path.relative_to(PACKAGE)) for path in PACKAGE.rglob("*.py")
-                  if re.search(pattern, path.read_text(), re.MULTILINE))
+    return sorted(
+        str(path.relative_to(PACKAGE))
+        for path in PACKAGE.rglob("*.py")
+        if re.search(pattern, path.read_text(), re.MULTILINE)
+    )
 
 
 def test_sessions_the_tensorrt_import_and_file_hashing_are_each_written_once():

@@ -60,16 +60,26 @@ def _error(match: str, **kwargs) -> str:
 
 # --- parse_input_shape ------------------------------------------------------------------------
 
-@pytest.mark.parametrize("text, expected", [
-    ("3,224,224", (3, 224, 224)), ("3x224x224", (3, 224, 224)), ("1x28x28", (1, 28, 28)),
-    ("3X32X32", (3, 32, 32)), (" (3, 32, 32) ", (3, 32, 32)), ("[1,28,28]", (1, 28, 28)),
-])
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("3,224,224", (3, 224, 224)),
+        ("3x224x224", (3, 224, 224)),
+        ("1x28x28", (1, 28, 28)),
+        ("3X32X32", (3, 32, 32)),
+        (" (3, 32, 32) ", (3, 32, 32)),
+        ("[1,28,28]", (1, 28, 28)),
+    ],
+)
 def test_parse_input_shape(text, expected):
     assert parse_input_shape(text) == expected
 
 
-@pytest.mark.parametrize("text", ["", "abc", "3x224", "3x224x224x1", "0x28x28", "-1,28,28", "3.0x28x28",
-                                  "3x99999x99999", "3;28;28", "３x28x28"])
+@pytest.mark.parametrize(
+    "text",
+    ["", "abc", "3x224", "3x224x224x1", "0x28x28", "-1,28,28", "3.0x28x28", "3x99999x99999", "3;28;28", "３x28x28"],
+)
 def test_parse_input_shape_rejects_junk(text):
     with pytest.raises(PipelineError) as caught:
         parse_input_shape(text)
@@ -78,6 +88,7 @@ def test_parse_input_shape_rejects_junk(text):
 
 # --- identify_arch ----------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("arch", list_models())
 @pytest.mark.parametrize("in_channels, num_classes", [(None, None), (1, 5), (3, 7)])
 def test_identify_every_registry_arch(arch, in_channels, num_classes):
@@ -85,13 +96,22 @@ def test_identify_every_registry_arch(arch, in_channels, num_classes):
     with torch.device("meta"):
         state_dict = create_model(arch, in_channels=in_channels, num_classes=num_classes).state_dict()
     spec = get_spec(arch)
-    assert identify_arch(state_dict) == (arch, in_channels or spec.default_input[0], num_classes or spec.default_classes)
+    assert identify_arch(state_dict) == (
+        arch,
+        in_channels or spec.default_input[0],
+        num_classes or spec.default_classes,
+    )
 
 
-@pytest.mark.parametrize("factory, arch", [(torchvision.models.resnet18, "resnet18"),
-                                           (torchvision.models.resnet34, "resnet34"),
-                                           (torchvision.models.resnet50, "resnet50"),
-                                           (torchvision.models.mobilenet_v2, "mobilenet_v2")])
+@pytest.mark.parametrize(
+    "factory, arch",
+    [
+        (torchvision.models.resnet18, "resnet18"),
+        (torchvision.models.resnet34, "resnet34"),
+        (torchvision.models.resnet50, "resnet50"),
+        (torchvision.models.mobilenet_v2, "mobilenet_v2"),
+    ],
+)
 def test_identify_plain_torchvision(factory, arch):
     with torch.device("meta"):
         state_dict = factory().state_dict()
@@ -105,6 +125,7 @@ def test_identify_unknown_state_dict():
 
 
 # --- state_dict round trips ---------------------------------------------------------------------
+
 
 # resnet34 is covered, at full size, by test_headline_torchvision_resnet34.
 @pytest.mark.parametrize("arch", [name for name in list_models() if name != "resnet34"])
@@ -148,17 +169,25 @@ def _sgd_state(model: nn.Module) -> dict:
     return optimizer.state_dict()
 
 
-@pytest.mark.parametrize("wrap", [
-    lambda sd, model: {"state_dict": sd},
-    lambda sd, model: {"model": sd},
-    lambda sd, model: {"model_state_dict": sd, "epoch": 12},
-    lambda sd, model: {f"module.{key}": value for key, value in sd.items()},
-    lambda sd, model: {f"_orig_mod.{key}": value for key, value in sd.items()},
-    # pytorch/examples ImageNet script: DataParallel prefix inside a wrapper next to optimizer state.
-    lambda sd, model: {"epoch": 3, "arch": "lenet5", "best_acc1": torch.tensor(71.2),
-                       "state_dict": {f"module.{key}": value for key, value in sd.items()},
-                       "optimizer": _sgd_state(model)},
-], ids=["state_dict", "model", "model_state_dict", "module-prefix", "compile-prefix", "imagenet-example"])
+@pytest.mark.parametrize(
+    "wrap",
+    [
+        lambda sd, model: {"state_dict": sd},
+        lambda sd, model: {"model": sd},
+        lambda sd, model: {"model_state_dict": sd, "epoch": 12},
+        lambda sd, model: {f"module.{key}": value for key, value in sd.items()},
+        lambda sd, model: {f"_orig_mod.{key}": value for key, value in sd.items()},
+        # pytorch/examples ImageNet script: DataParallel prefix inside a wrapper next to optimizer state.
+        lambda sd, model: {
+            "epoch": 3,
+            "arch": "lenet5",
+            "best_acc1": torch.tensor(71.2),
+            "state_dict": {f"module.{key}": value for key, value in sd.items()},
+            "optimizer": _sgd_state(model),
+        },
+    ],
+    ids=["state_dict", "model", "model_state_dict", "module-prefix", "compile-prefix", "imagenet-example"],
+)
 def test_state_dict_wrappers(wrap, tmp_path):
     model = _model("lenet5")
     state_dict = {key: value.clone() for key, value in model.state_dict().items()}
@@ -170,8 +199,11 @@ def test_state_dict_wrappers(wrap, tmp_path):
 
 def test_state_dict_with_explicit_arch_half_precision_and_no_num_batches_tracked(tmp_path):
     model = _model("resnet8")
-    state_dict = {key: value.half() if value.is_floating_point() else value
-                  for key, value in model.state_dict().items() if not key.endswith("num_batches_tracked")}
+    state_dict = {
+        key: value.half() if value.is_floating_point() else value
+        for key, value in model.state_dict().items()
+        if not key.endswith("num_batches_tracked")
+    }
     torch.save(state_dict, tmp_path / "old.pt")
     loaded = load_model(tmp_path / "old.pt", arch="resnet8", num_classes=10)
     assert loaded.arch == "resnet8" and next(loaded.model.parameters()).dtype == torch.float32
@@ -182,11 +214,18 @@ def test_state_dict_with_explicit_arch_half_precision_and_no_num_batches_tracked
 
 # --- our own checkpoint -------------------------------------------------------------------------
 
+
 def test_pipeline_checkpoint_round_trip(tmp_path):
     model = _model("resnet8")
     preprocess = Preprocess(1, 28, 28, FASHION_MNIST_MEAN, FASHION_MNIST_STD, "gray")
-    save_checkpoint(tmp_path / "t.pt", model, arch="resnet8", preprocess=preprocess, num_classes=10,
-                    metadata={"test_accuracy": 0.91})
+    save_checkpoint(
+        tmp_path / "t.pt",
+        model,
+        arch="resnet8",
+        preprocess=preprocess,
+        num_classes=10,
+        metadata={"test_accuracy": 0.91},
+    )
     loaded = load_model(tmp_path / "t.pt")
     assert (loaded.arch, loaded.source_format, loaded.preprocess) == ("resnet8", "pipeline", preprocess)
     assert loaded.metadata == {"test_accuracy": 0.91} and loaded.num_classes == 10
@@ -195,6 +234,7 @@ def test_pipeline_checkpoint_round_trip(tmp_path):
 
 
 # --- TorchScript, torch.export, pickled modules ----------------------------------------------------
+
 
 def test_torchscript_needs_input_shape(tmp_path):
     model = _model("resnet8", in_channels=3, num_classes=4)
@@ -220,7 +260,11 @@ def test_torch_export_batch1(tmp_path):
     torch.export.save(torch.export.export(model, (torch.randn(1, 1, 28, 28),)), tmp_path / "m.pt2")
     loaded = load_model(tmp_path / "m.pt2")
     assert (loaded.arch, loaded.num_classes, loaded.input_shape, loaded.source_format) == (
-        None, 10, (1, 28, 28), "torch.export")
+        None,
+        10,
+        (1, 28, 28),
+        "torch.export",
+    )
     loaded.model.train()
     loaded.model.eval()  # must not raise, although ExportedProgram.module() refuses eval()
     _assert_same_outputs(model, loaded)
@@ -281,6 +325,7 @@ def test_state_dict_wrapper_with_pickled_extras(tmp_path):
 
 # --- bad inputs -------------------------------------------------------------------------------
 
+
 @pytest.fixture
 def lenet_file(tmp_path):
     path = tmp_path / "lenet.pt"
@@ -296,8 +341,9 @@ def test_directory(tmp_path):
     _error(str(tmp_path), path=tmp_path)
 
 
-@pytest.mark.parametrize("content", [b"", os.urandom(4096), b"hello, I am a text file\n"],
-                         ids=["empty", "random", "text"])
+@pytest.mark.parametrize(
+    "content", [b"", os.urandom(4096), b"hello, I am a text file\n"], ids=["empty", "random", "text"]
+)
 def test_unreadable_bytes(content, tmp_path):
     path = tmp_path / "bad.pt"
     path.write_bytes(content)
@@ -337,8 +383,9 @@ def test_state_dict_of_unknown_arch(tmp_path):
 
 
 def test_damaged_pipeline_checkpoint(tmp_path):
-    save_checkpoint(tmp_path / "t.pt", _model("lenet5"), arch="lenet5", preprocess=Preprocess(1, 28, 28),
-                    num_classes=10)
+    save_checkpoint(
+        tmp_path / "t.pt", _model("lenet5"), arch="lenet5", preprocess=Preprocess(1, 28, 28), num_classes=10
+    )
     checkpoint = torch.load(tmp_path / "t.pt")
     del checkpoint["preprocess"]
     torch.save(checkpoint, tmp_path / "t.pt")
@@ -350,10 +397,13 @@ def test_no_weights(tmp_path):
     _error("holds no model weights", path=tmp_path / "meta.pt")
 
 
-@pytest.mark.parametrize("arch, shape, match", [
-    ("lenet5", (1, 8, 8), "rejects input shape 1x8x8"),  # too small for its 5x5 convolutions
-    ("resnet18", (1, 32, 32), "rejects input shape 1x32x32"),  # gray input into an RGB model
-])
+@pytest.mark.parametrize(
+    "arch, shape, match",
+    [
+        ("lenet5", (1, 8, 8), "rejects input shape 1x8x8"),  # too small for its 5x5 convolutions
+        ("resnet18", (1, 32, 32), "rejects input shape 1x32x32"),  # gray input into an RGB model
+    ],
+)
 def test_wrong_input_shape(arch, shape, match, tmp_path):
     torch.save(_model(arch, num_classes=5).state_dict(), tmp_path / "m.pt")
     _error(match, path=tmp_path / "m.pt", input_shape=shape)

@@ -11,15 +11,15 @@ import numpy as np
 import onnx
 import pytest
 import torch
-
 from conftest import needs_fmnist, run_cli
+
 from pipeline.errors import PipelineError
 from pipeline.export.onnx_export import export_onnx
 from pipeline.models import create_model
 from pipeline.preprocess import default_preprocess
 from pipeline.quantize import binary
-from pipeline.quantize.compact import compact_quantized
 from pipeline.quantize.calibration import equal_batches
+from pipeline.quantize.compact import compact_quantized
 from pipeline.quantize.cpu_isa import detect_cpu_isa
 from pipeline.quantize.int8 import (
     TENSORRT_QDQ,
@@ -52,8 +52,14 @@ def resnet(tmp_path_factory):
     export_onnx(model, PREPROCESS, fp32)
     images = np.random.default_rng(0).standard_normal((96, 1, 28, 28)).astype(np.float32)
     prepared = prepare_for_quantization(fp32, folder / "prepared.onnx")
-    return {"model": model, "fp32": fp32, "prepared": prepared, "calibration": images[:64], "held_back": images[64:],
-            "folder": folder}
+    return {
+        "model": model,
+        "fp32": fp32,
+        "prepared": prepared,
+        "calibration": images[:64],
+        "held_back": images[64:],
+        "folder": folder,
+    }
 
 
 def _initializers(path: Path) -> dict[str, np.ndarray]:
@@ -62,8 +68,9 @@ def _initializers(path: Path) -> dict[str, np.ndarray]:
 
 @pytest.mark.parametrize("method", ["minmax", "entropy", "percentile"])
 def test_tensorrt_int8_is_symmetric_per_channel_qdq(resnet, method, tmp_path):
-    out = quantize_int8(resnet["prepared"], tmp_path / "int8.onnx", TENSORRT_QDQ, Int8Settings(method),
-                        resnet["calibration"], tmp_path)
+    out = quantize_int8(
+        resnet["prepared"], tmp_path / "int8.onnx", TENSORRT_QDQ, Int8Settings(method), resnet["calibration"], tmp_path
+    )
     graph = onnx.load(str(out)).graph
     constants = _initializers(out)
     producers = {output: node for node in graph.node for output in node.output}
@@ -106,8 +113,10 @@ def test_calibration_in_unequal_batches_works_for_every_method(resnet, tmp_path)
 
 def _both_errors(resnet, out: Path) -> dict:
     reference = logits(resnet["fp32"], resnet["held_back"])
-    return {"as_written": output_error(reference, logits(out, resnet["held_back"], as_written=True))["relative_mse"],
-            "kernels": output_error(reference, logits(out, resnet["held_back"]))["relative_mse"]}
+    return {
+        "as_written": output_error(reference, logits(out, resnet["held_back"], as_written=True))["relative_mse"],
+        "kernels": output_error(reference, logits(out, resnet["held_back"]))["relative_mse"],
+    }
 
 
 HOST_ISA = detect_cpu_isa()
@@ -118,7 +127,9 @@ def test_onnxruntime_int8_kernels_on_this_cpu_against_the_graph_as_written(resne
     """ISA-dependent by design. The graph as written (Q/DQ in float) is the same everywhere; onnxruntime's fused
     integer kernels match it where u8 x s8 sums cannot saturate (VNNI, AMX, ARM) and miss it on x86 without
     VNNI (measured: 0.064 on a Zen 1 EPYC, where the graph as written gives 0.0002)."""
-    out = quantize_int8(resnet["prepared"], tmp_path / "int8.onnx", TENSORRT_QDQ, Int8Settings(), resnet["calibration"], tmp_path)
+    out = quantize_int8(
+        resnet["prepared"], tmp_path / "int8.onnx", TENSORRT_QDQ, Int8Settings(), resnet["calibration"], tmp_path
+    )
     errors = _both_errors(resnet, out)
     assert errors["as_written"] < 0.01
     if isa.u8s8_may_saturate:
@@ -127,23 +138,43 @@ def test_onnxruntime_int8_kernels_on_this_cpu_against_the_graph_as_written(resne
         assert errors["kernels"] < 0.01, errors
 
 
-@pytest.mark.skipif(shutil.which("qemu-x86_64") is None or HOST_ISA.arch != "x86_64",
-                    reason="needs qemu-user on x86-64 (apt-get install qemu-user; `make test` installs it as root)")
+@pytest.mark.skipif(
+    shutil.which("qemu-x86_64") is None or HOST_ISA.arch != "x86_64",
+    reason="needs qemu-user on x86-64 (apt-get install qemu-user; `make test` installs it as root)",
+)
 def test_tensorrt_form_error_is_the_same_on_an_emulated_cpu_without_vnni(resnet, tmp_path):
     """The failure the issue saw on a Zen 1 EPYC, caught on any x86 CPU: the same process under qemu's Zen 1
     model (AVX2, no VNNI, no AVX-512) makes onnxruntime pick its AVX2 kernels. Their error jumps; the figure the
     stage reports for a TensorRT-bound model (the graph as written) does not move."""
-    out = quantize_int8(resnet["prepared"], tmp_path / "int8.onnx", TENSORRT_QDQ, Int8Settings(), resnet["calibration"], tmp_path)
+    out = quantize_int8(
+        resnet["prepared"], tmp_path / "int8.onnx", TENSORRT_QDQ, Int8Settings(), resnet["calibration"], tmp_path
+    )
     np.save(tmp_path / "held.npy", resnet["held_back"])
-    script = ("import json, sys, numpy as np\n"
-              "from pipeline.quantize.verify import logits, output_error\n"
-              "held = np.load(sys.argv[3])\n"
-              "ref = logits(sys.argv[1], held, threads=1)\n"
-              "print(json.dumps({key: output_error(ref, logits(sys.argv[2], held, threads=1, as_written=key == 'as_written'))"
-              "['relative_mse'] for key in ('as_written', 'kernels')}))\n")
-    result = subprocess.run(["qemu-x86_64", "-cpu", "EPYC-v1", sys.executable, "-c", script, str(resnet["fp32"]),
-                             str(out), str(tmp_path / "held.npy")], capture_output=True, text=True, timeout=300,
-                            cwd=Path(__file__).resolve().parents[1])
+    script = (
+        "import json, sys, numpy as np\n"
+        "from pipeline.quantize.verify import logits, output_error\n"
+        "held = np.load(sys.argv[3])\n"
+        "ref = logits(sys.argv[1], held, threads=1)\n"
+        "print(json.dumps({key: output_error(ref, logits(sys.argv[2], held, threads=1, as_written=key == 'as_written'))"
+        "['relative_mse'] for key in ('as_written', 'kernels')}))\n"
+    )
+    result = subprocess.run(
+        [
+            "qemu-x86_64",
+            "-cpu",
+            "EPYC-v1",
+            sys.executable,
+            "-c",
+            script,
+            str(resnet["fp32"]),
+            str(out),
+            str(tmp_path / "held.npy"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=Path(__file__).resolve().parents[1],
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     emulated, native = json.loads(result.stdout.splitlines()[-1]), _both_errors(resnet, out)
     assert emulated["kernels"] > 0.03 and emulated["kernels"] > 10 * emulated["as_written"], emulated
@@ -152,7 +183,9 @@ def test_tensorrt_form_error_is_the_same_on_an_emulated_cpu_without_vnni(resnet,
 
 def test_tensorrt_check_names_what_tensorrt_rejects(resnet, tmp_path):
     cpu_format = next(fmt for fmt in cpu_candidates(detect_cpu_isa()) if fmt.operators == "qoperator")
-    out = quantize_int8(resnet["prepared"], tmp_path / "qop.onnx", cpu_format, Int8Settings(), resnet["calibration"], tmp_path)
+    out = quantize_int8(
+        resnet["prepared"], tmp_path / "qop.onnx", cpu_format, Int8Settings(), resnet["calibration"], tmp_path
+    )
     problems = tensorrt_qdq_problems(out)
     assert any("(QLinearConv): not supported by TensorRT's ONNX parser" in p for p in problems)
     assert any("quantised type is uint8" in p for p in problems)
@@ -179,9 +212,14 @@ def test_cpu_candidates_follow_the_instruction_set(tmp_path):
 
 @pytest.mark.parametrize("format_name", ["tensorrt", "u8s8-qdq"])
 def test_compacted_model_computes_identical_outputs(resnet, tmp_path, format_name):
-    fmt = TENSORRT_QDQ if format_name == "tensorrt" else \
-        next(f for f in cpu_candidates(detect_cpu_isa()) if f.name == "u8s8-qdq")
-    out = quantize_int8(resnet["prepared"], tmp_path / "int8.onnx", fmt, Int8Settings(), resnet["calibration"], tmp_path)
+    fmt = (
+        TENSORRT_QDQ
+        if format_name == "tensorrt"
+        else next(f for f in cpu_candidates(detect_cpu_isa()) if f.name == "u8s8-qdq")
+    )
+    out = quantize_int8(
+        resnet["prepared"], tmp_path / "int8.onnx", fmt, Int8Settings(), resnet["calibration"], tmp_path
+    )
     before_logits, before_size = logits(out, resnet["held_back"]), out.stat().st_size
     saved = compact_quantized(out, resnet["prepared"])
     assert saved > 0 and out.stat().st_size < before_size
@@ -194,6 +232,7 @@ def test_compacted_model_computes_identical_outputs(resnet, tmp_path, format_nam
         if node.op_type == "DequantizeLinear" and node.input[0] in constants:
             is_bias = constants[node.input[0]].dtype == np.int32
             assert len(node.input) == (2 if is_bias else 3), node.name
+
     # the exporter's layer names stay readable; the quantiser's scaffolding got short ids
     def conv_names(path):
         return [n.name for n in onnx.load(str(path)).graph.node if n.op_type == "Conv"]
@@ -209,12 +248,14 @@ def test_repair_keeps_the_most_sensitive_layers_in_float(resnet, tmp_path):
     reference = logits(resnet["fp32"], resnet["held_back"])
 
     def quantise(path, exclude=None, only=None):
-        return quantize_int8(resnet["prepared"], path, TENSORRT_QDQ, Int8Settings(), resnet["calibration"], tmp_path,
-                             exclude, only)
+        return quantize_int8(
+            resnet["prepared"], path, TENSORRT_QDQ, Int8Settings(), resnet["calibration"], tmp_path, exclude, only
+        )
 
     layers = weighted_nodes(resnet["prepared"])
-    report = repair(layers, quantise, lambda p: logits(p, resnet["held_back"]), reference, 0.0, tmp_path,
-                    tmp_path / "repaired.onnx")
+    report = repair(
+        layers, quantise, lambda p: logits(p, resnet["held_back"]), reference, 0.0, tmp_path, tmp_path / "repaired.onnx"
+    )
     assert len(report["sensitivity"]) == len(layers)
     mse = [row["relative_mse"] for row in report["sensitivity"]]
     assert mse == sorted(mse, reverse=True)
@@ -274,8 +315,16 @@ def test_binarisable_layers_skip_first_and_last():
 
 def test_layer_damage_is_zero_for_a_layer_that_is_already_binary_and_grows_with_the_error():
     torch.manual_seed(0)
-    model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.ReLU(), torch.nn.Conv2d(4, 8, 3), torch.nn.ReLU(),
-                                torch.nn.Conv2d(8, 8, 3), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.LazyLinear(3))
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(1, 4, 3),
+        torch.nn.ReLU(),
+        torch.nn.Conv2d(4, 8, 3),
+        torch.nn.ReLU(),
+        torch.nn.Conv2d(8, 8, 3),
+        torch.nn.ReLU(),
+        torch.nn.Flatten(),
+        torch.nn.LazyLinear(3),
+    )
     images = torch.randn(64, 1, 12, 12)
     model(images)  # materialise the lazy layer
     with torch.no_grad():
@@ -287,10 +336,12 @@ def test_layer_damage_is_zero_for_a_layer_that_is_already_binary_and_grows_with_
 
 
 def test_split_by_damage_keeps_the_worst_layers_per_weight_within_the_allowance():
-    rows = [{"layer": "a", "weights": 100, "damage_per_weight": 1.0},
-            {"layer": "b", "weights": 5, "damage_per_weight": 9.0},    # worst per weight, small: kept
-            {"layer": "c", "weights": 10, "damage_per_weight": 5.0},   # next worst, 15 weights kept in all: too many
-            {"layer": "d", "weights": 3, "damage_per_weight": 2.0}]    # would fit, but worse layers were refused
+    rows = [
+        {"layer": "a", "weights": 100, "damage_per_weight": 1.0},
+        {"layer": "b", "weights": 5, "damage_per_weight": 9.0},  # worst per weight, small: kept
+        {"layer": "c", "weights": 10, "damage_per_weight": 5.0},  # next worst, 15 weights kept in all: too many
+        {"layer": "d", "weights": 3, "damage_per_weight": 2.0},
+    ]  # would fit, but worse layers were refused
     assert binary.split_by_damage(rows, coverage=0.9) == (["a", "c", "d"], ["b"])  # allowance: 11.8 weights
     assert binary.split_by_damage(rows, coverage=0.8) == (["a"], ["b", "c", "d"])  # allowance: 23.6
     assert binary.split_by_damage(rows, coverage=1.0) == (["a", "b", "c", "d"], [])
@@ -304,8 +355,9 @@ def test_packed_checkpoint_reloads_the_binary_model_exactly(tmp_path):
     model = create_model("resnet8", in_channels=1, num_classes=10).eval()
     layers = binary.binarisable_layers(model)
     binary.materialise(binary.binarise(model, layers))
-    packed = save_binary_checkpoint(tmp_path / "binary.pt", model, layers, arch="resnet8", preprocess=PREPROCESS,
-                                    num_classes=10)
+    packed = save_binary_checkpoint(
+        tmp_path / "binary.pt", model, layers, arch="resnet8", preprocess=PREPROCESS, num_classes=10
+    )
     assert binary.fp32_bytes(packed) / binary.packed_bytes(packed) > 25
     reloaded = load_model(tmp_path / "binary.pt").model.eval()
     images = torch.randn(8, 1, 28, 28)
@@ -313,8 +365,14 @@ def test_packed_checkpoint_reloads_the_binary_model_exactly(tmp_path):
         assert torch.equal(reloaded(images), model(images))
     # a layer that is not binary cannot be packed (it would not reload as it was)
     with pytest.raises(PipelineError, match="not binary"):
-        save_binary_checkpoint(tmp_path / "bad.pt", create_model("resnet8", in_channels=1, num_classes=10), layers,
-                               arch="resnet8", preprocess=PREPROCESS, num_classes=10)
+        save_binary_checkpoint(
+            tmp_path / "bad.pt",
+            create_model("resnet8", in_channels=1, num_classes=10),
+            layers,
+            arch="resnet8",
+            preprocess=PREPROCESS,
+            num_classes=10,
+        )
 
 
 def test_binary_model_exports_as_exact_plus_minus_127_int8_weights(tmp_path):
@@ -370,18 +428,25 @@ def test_quantize_for_a_tensorrt_target_writes_tensorrt_qdq(tmp_path):
     from pipeline.recipes.options import BuildOptions
 
     target = tmp_path / "orin.toml"
-    target.write_text('name = "orin"\ndescription = "test"\nruntime = "tensorrt"\ndevice = "jetson"\nprecision = "int8"\n')
+    target.write_text(
+        'name = "orin"\ndescription = "test"\nruntime = "tensorrt"\ndevice = "jetson"\nprecision = "int8"\n'
+    )
     run = tmp_path / "run"
     # TensorRT is not needed to write the model: stop before the engine and bench stages
-    run_build(BuildOptions(budget="smoke", target=str(target), out=run, eval="none", quantize_from="teacher"),
-              until="quantize")
+    run_build(
+        BuildOptions(budget="smoke", target=str(target), out=run, eval="none", quantize_from="teacher"),
+        until="quantize",
+    )
     metrics = json.loads((run / "manifest.json").read_text())["stages"]["quantize"]["metrics"]
     assert metrics["format"]["name"] == TENSORRT_QDQ.name and len(metrics["format_choice"]["candidates"]) == 1
     assert "latency_quantized_ms" not in metrics  # not timed on onnxruntime as if it were TensorRT
     # judged as TensorRT computes it, on any CPU; this CPU's integer kernels are recorded beside it
     assert metrics["judged_by"] == QDQ_AS_WRITTEN
     kernels = metrics["output_error_onnxruntime_kernels"]
-    assert kernels["u8s8_may_saturate"] == HOST_ISA.u8s8_may_saturate and kernels["images"] == metrics["output_error"]["images"]
+    assert (
+        kernels["u8s8_may_saturate"] == HOST_ISA.u8s8_may_saturate
+        and kernels["images"] == metrics["output_error"]["images"]
+    )
     assert tensorrt_qdq_problems(run / "quantize" / "model.onnx") == []
 
 
@@ -401,15 +466,18 @@ def test_pipeline_quantize_binary_end_to_end(tmp_path):
     assert sorted(packed["metadata"]["binarised_layers"]) == sorted(metrics["binarised_layers"])
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--precision", "fp32"], "needs --precision int8, fp16 or binary"),
-    (["--precision", "int4"], "unknown precision"),
-    (["--calib", "real"], "--calib real needs --images"),
-    (["--calib", "other", "--images", "x"], "unknown calibration source"),
-    (["--calib-method", "mse"], "unknown calibration method"),
-    (["--max-accuracy-drop", "-1"], "--max-accuracy-drop"),
-    (["--precision", "binary", "--binary-coverage", "0"], "--binary-coverage is a fraction"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--precision", "fp32"], "needs --precision int8, fp16 or binary"),
+        (["--precision", "int4"], "unknown precision"),
+        (["--calib", "real"], "--calib real needs --images"),
+        (["--calib", "other", "--images", "x"], "unknown calibration source"),
+        (["--calib-method", "mse"], "unknown calibration method"),
+        (["--max-accuracy-drop", "-1"], "--max-accuracy-drop"),
+        (["--precision", "binary", "--binary-coverage", "0"], "--binary-coverage is a fraction"),
+    ],
+)
 def test_pipeline_quantize_user_errors_are_one_line(tmp_path, args, message):
     result = run_cli("quantize", "--budget", "smoke", "--out", str(tmp_path / "run"), *args)
     assert result.returncode != 0 and message in result.stderr, result.stderr
@@ -428,20 +496,34 @@ def test_build_plans_the_quantize_stage_from_the_precision():
 
     cpu = load_target("cpu")
     assert "quantize" not in stages_to_run(BuildOptions(), "bench", cpu)  # the cpu target is fp32
-    assert stages_to_run(BuildOptions(precision="int8"), "bench", cpu) == \
-        ["synthesize", "distill", "export", "quantize", "bench"]
+    assert stages_to_run(BuildOptions(precision="int8"), "bench", cpu) == [
+        "synthesize",
+        "distill",
+        "export",
+        "quantize",
+        "bench",
+    ]
     assert stages_to_run(BuildOptions(), "bench", replace(cpu, precision="int8"))[-2:] == ["quantize", "bench"]
-    assert stages_to_run(BuildOptions(quantize_from="teacher", precision="fp16"), "bench", cpu) == \
-        ["synthesize", "export", "quantize", "bench"]
-    assert stages_to_run(BuildOptions(quantize_from="teacher", precision="int8", calib="real", images="fmnist-train"),
-                         "bench", cpu) == ["export", "quantize", "bench"]
+    assert stages_to_run(BuildOptions(quantize_from="teacher", precision="fp16"), "bench", cpu) == [
+        "synthesize",
+        "export",
+        "quantize",
+        "bench",
+    ]
+    assert stages_to_run(
+        BuildOptions(quantize_from="teacher", precision="int8", calib="real", images="fmnist-train"), "bench", cpu
+    ) == ["export", "quantize", "bench"]
     quick = get_budget("quick")
     # the transfer set is the training data of `pipeline drop` and of binary weights: a longer synthesis
     assert synthesis_seconds(BuildOptions(drop_from="teacher"), cpu, quick) == quick.standalone_synthesize_seconds
-    assert synthesis_seconds(BuildOptions(quantize_from="teacher", precision="binary"), cpu, quick) == \
-        quick.standalone_synthesize_seconds
-    assert synthesis_seconds(BuildOptions(quantize_from="teacher", precision="int8"), cpu, quick) == \
-        quick.synthesize_seconds
+    assert (
+        synthesis_seconds(BuildOptions(quantize_from="teacher", precision="binary"), cpu, quick)
+        == quick.standalone_synthesize_seconds
+    )
+    assert (
+        synthesis_seconds(BuildOptions(quantize_from="teacher", precision="int8"), cpu, quick)
+        == quick.synthesize_seconds
+    )
 
 
 @needs_fmnist

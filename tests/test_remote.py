@@ -4,8 +4,8 @@ import json
 
 import pytest
 import torch
-
 from conftest import needs_fmnist, run_cli
+
 from pipeline.errors import PipelineError
 from pipeline.export.onnx_export import export_onnx
 from pipeline.models import create_model
@@ -24,14 +24,26 @@ def lenet_onnx(tmp_path_factory):
 
 
 def _host(device, **changes) -> SshHost:
-    return SshHost(device.host, port=changes.get("port", device.port), identity=str(device.identity),
-                   options=tuple(device.ssh_options()))
+    return SshHost(
+        device.host,
+        port=changes.get("port", device.port),
+        identity=str(device.identity),
+        options=tuple(device.ssh_options()),
+    )
 
 
 def test_remote_run_times_models_on_the_device_and_cleans_up(loopback_device, lenet_onnx):
     host = _host(loopback_device)
-    spec = {"runtime": "tensorrt", "fallback": ["trtexec", "onnxruntime"], "input_shape": [1, 28, 28], "threads": 1,
-            "warmup": 3, "runs": 20, "rounds": 2, "max_seconds": 0.5}
+    spec = {
+        "runtime": "tensorrt",
+        "fallback": ["trtexec", "onnxruntime"],
+        "input_shape": [1, 28, 28],
+        "threads": 1,
+        "warmup": 3,
+        "runs": 20,
+        "rounds": 2,
+        "max_seconds": 0.5,
+    }
     result = remote_run(host, {"a": lenet_onnx, "b": lenet_onnx}, spec, python=loopback_device.python)
     # no TensorRT on this "device": the same script fell back to onnxruntime and said so
     assert result["runtime_used"] == "onnxruntime" and "measured with onnxruntime" in result["warnings"][0]
@@ -39,39 +51,77 @@ def test_remote_run_times_models_on_the_device_and_cleans_up(loopback_device, le
         entry = result["models"][name]
         assert len(entry["round_medians_ms"]) == 2 and entry["median_ms"] > 0 and entry["pooled"]["runs"] >= 20
     facts = result["device"]
-    assert {"hostname", "nvpmodel_mode" if "nvpmodel_mode" in facts else "cpu", "temperatures_c", "tensorrt_version"} <= set(facts)
+    assert {
+        "hostname",
+        "nvpmodel_mode" if "nvpmodel_mode" in facts else "cpu",
+        "temperatures_c",
+        "tensorrt_version",
+    } <= set(facts)
     leftovers = host.run("ls -d /tmp/edge-pipeline-bench.* 2>/dev/null | wc -l").stdout.strip()
     assert leftovers == "0"
 
 
 def test_ssh_failures_are_one_line_errors(loopback_device, lenet_onnx):
-    closed = SshHost(loopback_device.host, port=1, identity=str(loopback_device.identity),
-                     options=tuple(loopback_device.ssh_options()), connect_timeout=3)
+    closed = SshHost(
+        loopback_device.host,
+        port=1,
+        identity=str(loopback_device.identity),
+        options=tuple(loopback_device.ssh_options()),
+        connect_timeout=3,
+    )
     with pytest.raises(PipelineError, match=r"ssh on .*127\.0\.0\.1:1 failed: .*refused") as error:
         closed.run("true")
     assert "\n" not in str(error.value)
     host = _host(loopback_device)
     with pytest.raises(PipelineError, match="bench on .* failed: none of tensorrt is installed"):  # no fallback given
-        remote_run(host, {"a": lenet_onnx}, {"runtime": "tensorrt", "input_shape": [1, 28, 28]},
-                   python=loopback_device.python)
+        remote_run(
+            host, {"a": lenet_onnx}, {"runtime": "tensorrt", "input_shape": [1, 28, 28]}, python=loopback_device.python
+        )
 
 
 @needs_fmnist
 def test_pipeline_bench_with_host_measures_on_the_device(loopback_device, lenet_onnx, tmp_path):
     target = tmp_path / "loopback.toml"
     target.write_text(loopback_device.target_toml())
-    result = run_cli("bench", "--teacher", str(lenet_onnx), "--target", str(target), "--budget", "smoke",
-                     "--out", str(tmp_path / "bench"), "--json", "--quiet", timeout=300)
+    result = run_cli(
+        "bench",
+        "--teacher",
+        str(lenet_onnx),
+        "--target",
+        str(target),
+        "--budget",
+        "smoke",
+        "--out",
+        str(tmp_path / "bench"),
+        "--json",
+        "--quiet",
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["latency_source"] == "remote"
     assert report["measured_on"]["host"] == loopback_device.host and report["measured_on"]["runtime"] == "onnxruntime"
-    assert report["latency"]["median_ms"] > 0 and report["runtime"]["runtime"] == "onnxruntime"  # accuracy: computed here
+    assert (
+        report["latency"]["median_ms"] > 0 and report["runtime"]["runtime"] == "onnxruntime"
+    )  # accuracy: computed here
 
 
 def test_an_unreachable_host_fails_the_command_in_one_line(tmp_path, lenet_onnx):
-    result = run_cli("bench", "--teacher", str(lenet_onnx), "--target", "jetson-orin-nano", "--host", "nobody@127.0.0.1:1",
-                     "--budget", "smoke", "--out", str(tmp_path / "b"), "--quiet", timeout=120)
+    result = run_cli(
+        "bench",
+        "--teacher",
+        str(lenet_onnx),
+        "--target",
+        "jetson-orin-nano",
+        "--host",
+        "nobody@127.0.0.1:1",
+        "--budget",
+        "smoke",
+        "--out",
+        str(tmp_path / "b"),
+        "--quiet",
+        timeout=120,
+    )
     assert result.returncode != 0
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: ") and "nobody@127.0.0.1:1" in lines[0]
@@ -88,8 +138,26 @@ def test_drop_for_a_jetson_measures_the_block_table_on_the_device(loopback_devic
     teacher = tmp_path / "resnet8.pt"  # random weights: 3 blocks keep the test short; accuracy is not the point here
     torch.manual_seed(0)
     torch.save(create_model("resnet8").state_dict(), teacher)
-    result = run_cli("drop", "--teacher", str(teacher), "--arch", "resnet8", "--target", str(target), "--budget", "smoke",
-                     "--images", "fmnist-train", "--per-class", "5", "--out", str(out), "--json", "--quiet", timeout=900)
+    result = run_cli(
+        "drop",
+        "--teacher",
+        str(teacher),
+        "--arch",
+        "resnet8",
+        "--target",
+        str(target),
+        "--budget",
+        "smoke",
+        "--images",
+        "fmnist-train",
+        "--per-class",
+        "5",
+        "--out",
+        str(out),
+        "--json",
+        "--quiet",
+        timeout=900,
+    )
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)
     manifest = json.loads((out / "manifest.json").read_text())["stages"]

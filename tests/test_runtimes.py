@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from pipeline.bench import accuracy_with_runner, predictions_with_runner
-from pipeline.measure import measure_latency
 from pipeline.errors import MissingDependency, PipelineError
 from pipeline.export import export_onnx
+from pipeline.measure import measure_latency
 from pipeline.models import create_model
 from pipeline.preprocess import default_preprocess
 from pipeline.runtimes import (
@@ -36,6 +36,7 @@ def lenet(tmp_path_factory):
 
 class SleepRunner(Runner):
     """Counts calls and takes a known time, so timing logic is tested without a model's noise."""
+
     name = "sleep"
 
     def __init__(self, seconds: float, slow_first: int = 0):
@@ -94,8 +95,10 @@ def test_onnxruntime_errors_are_one_line(lenet, tmp_path):
         runner.infer(np.zeros((1, 3, 28, 28), np.float32))  # wrong channel count
 
 
-@pytest.mark.skipif("CUDAExecutionProvider" in __import__("onnxruntime").get_available_providers(),
-                    reason="this onnxruntime has CUDA, so there is no fallback to observe")
+@pytest.mark.skipif(
+    "CUDAExecutionProvider" in __import__("onnxruntime").get_available_providers(),
+    reason="this onnxruntime has CUDA, so there is no fallback to observe",
+)
 def test_unavailable_provider_falls_back_to_cpu(lenet):
     _, path, images = lenet
     with OnnxRuntimeRunner(path, providers=["CUDAExecutionProvider"]) as runner:
@@ -171,7 +174,9 @@ def test_tensorrt_runner_matches_onnxruntime(lenet, tmp_path):
     _, path, images = lenet
     engine_path = tmp_path / "lenet5.engine"
     # plain FP32 (the builder clears TF32), so onnxruntime's outputs are a fair reference
-    stamp = build_engine_file(path, engine_path, precision="fp32", batch=8, max_batch=64, timing_cache=tmp_path / "t.cache")
+    stamp = build_engine_file(
+        path, engine_path, precision="fp32", batch=8, max_batch=64, timing_cache=tmp_path / "t.cache"
+    )
     assert stamp["profile"] == [[1, 1, 28, 28], [8, 1, 28, 28], [64, 1, 28, 28]]
     assert (tmp_path / "t.cache").is_file()
     with TensorRtRunner(engine_path) as trt_runner, OnnxRuntimeRunner(path) as ort_runner:

@@ -8,8 +8,15 @@ import pytest
 from pipeline.search.space import Candidate, practise_order, predicted_ms, shortlist
 from tests.conftest import run_cli
 
-TABLE = {"full_ms": 1.0, "blocks": [{"block": "a", "saving_ms": 0.10}, {"block": "b", "saving_ms": 0.20},
-                                    {"block": "c", "saving_ms": 0.30}, {"block": "d", "saving_ms": -0.01}]}
+TABLE = {
+    "full_ms": 1.0,
+    "blocks": [
+        {"block": "a", "saving_ms": 0.10},
+        {"block": "b", "saving_ms": 0.20},
+        {"block": "c", "saving_ms": 0.30},
+        {"block": "d", "saving_ms": -0.01},
+    ],
+}
 
 
 def test_practise_order_takes_the_cheapest_loss_per_millisecond_first_and_useless_blocks_last():
@@ -38,8 +45,13 @@ def test_the_short_list_keeps_only_candidates_next_to_the_budget_line():
     names = {c.name for c in shortlist(bases, ["fp32", "int8"], limit_ms=0.7)}
     # fp32 needs 3 blocks (0.7); 2 blocks (0.8) is more than 10 % over the limit, so only 3 and 4
     # int8: 0 blocks -> 0.8, 1 -> 0.72, 2 -> 0.64 meets; 1 is within 10 % of the limit: kept as well
-    assert names == {"teacher-drop3-fp32", "teacher-drop4-fp32", "teacher-drop1-int8", "teacher-drop2-int8",
-                     "teacher-drop3-int8"}
+    assert names == {
+        "teacher-drop3-fp32",
+        "teacher-drop4-fp32",
+        "teacher-drop1-int8",
+        "teacher-drop2-int8",
+        "teacher-drop3-int8",
+    }
     # a budget nothing is predicted to meet still measures the fastest model, to say how far off it is
     assert {c.name for c in shortlist(bases, ["fp32"], limit_ms=0.1)} == {"teacher-drop5-fp32"}
     assert Candidate("student", ("x1",), "int8").describe() == "student, 1 block(s) dropped (x1), int8"
@@ -52,8 +64,13 @@ def test_pipeline_search_end_to_end_then_an_impossible_budget_reuses_the_cache(t
     first = run_cli(*base, "--latency-reduction", "0.15")
     assert first.returncode == 0, first.stderr
     manifest = json.loads((run / "manifest.json").read_text())
-    assert [s for s in manifest["stages"]] == ["synthesize", "search", "export", *(["quantize"] if (
-        manifest["stages"]["search"]["metrics"]["precision"] != "fp32") else []), "bench"]
+    assert [s for s in manifest["stages"]] == [
+        "synthesize",
+        "search",
+        "export",
+        *(["quantize"] if (manifest["stages"]["search"]["metrics"]["precision"] != "fp32") else []),
+        "bench",
+    ]
     search = json.loads((run / "search" / "search.json").read_text())
     chosen = search["chosen"]
     # judged against the teacher timed in the same session, per round, with the margin to spare
@@ -61,8 +78,10 @@ def test_pipeline_search_end_to_end_then_an_impossible_budget_reuses_the_cache(t
     for record in search["candidates"].values():  # every short-listed model was measured and estimated
         assert record["latency_ms"] > 0 and 0 <= record["agreement"] <= 1 and 0 <= record["accuracy"] <= 1
         assert record["meets_budget"] == (record["ratio_to_teacher"] <= 0.85 * 0.97)
-    assert max(r["expected_loss_vs_teacher"] for r in search["candidates"].values() if r["meets_budget"]) >= \
-        chosen["expected_loss_vs_teacher"]
+    assert (
+        max(r["expected_loss_vs_teacher"] for r in search["candidates"].values() if r["meets_budget"])
+        >= chosen["expected_loss_vs_teacher"]
+    )
     with open(run / "search" / "pareto.csv") as handle:
         rows = list(csv.DictReader(handle))
     assert sum(row["chosen"] == "True" for row in rows) == 1 and any(row["shortlisted"] == "False" for row in rows)

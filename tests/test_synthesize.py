@@ -27,8 +27,11 @@ def lenet_view() -> TeacherView:
     return TeacherView(freeze(loaded.model), loaded.preprocess, loaded.num_classes, torch.device("cpu"))
 
 
-SMALL = {"dafl": {"batch_size": 16}, "bn-inversion": {"batch_size": 16, "inner_steps": 2},
-         "soft-target": {"batch_size": 16, "inner_steps": 3}}
+SMALL = {
+    "dafl": {"batch_size": 16},
+    "bn-inversion": {"batch_size": 16, "inner_steps": 2},
+    "soft-target": {"batch_size": 16, "inner_steps": 3},
+}
 
 
 def test_registry_lists_every_method_the_issue_names():
@@ -101,7 +104,9 @@ def test_transfer_set_round_trip_and_reservoir(tmp_path):
 
 
 def test_teacher_logits_in_the_pool_are_the_teachers_on_the_stored_pixels(lenet_view):
-    synthesizer = create_synthesizer("bn-inversion", lenet_view, resolve_options("bn-inversion", None, SMALL["bn-inversion"]), 0)
+    synthesizer = create_synthesizer(
+        "bn-inversion", lenet_view, resolve_options("bn-inversion", None, SMALL["bn-inversion"]), 0
+    )
     pool = TransferSet(lenet_view.input_shape, 10, 100)
     engine = DataFreeLoop(lenet_view, synthesizer, pool, None, StudentTraining(), 0)
     for _ in range(4):
@@ -118,18 +123,24 @@ def test_bn_inversion_jitter_shows_the_teacher_shifted_or_flipped_views(lenet_vi
     and the gradient still reaches the generated pixels."""
     import torch.nn.functional as F
 
-    plain = create_synthesizer("bn-inversion", lenet_view,
-                               resolve_options("bn-inversion", None, {"batch_size": 8, "jitter": 0}), 0)
+    plain = create_synthesizer(
+        "bn-inversion", lenet_view, resolve_options("bn-inversion", None, {"batch_size": 8, "jitter": 0}), 0
+    )
     images = torch.rand(8, 1, 28, 28, generator=torch.Generator().manual_seed(0))
     assert plain._jittered(images) is images  # jitter=0: the teacher sees the images as generated
     plain.close()
-    synthesizer = create_synthesizer("bn-inversion", lenet_view,
-                                     resolve_options("bn-inversion", None, {"batch_size": 8, "jitter": 2}), 0)
+    synthesizer = create_synthesizer(
+        "bn-inversion", lenet_view, resolve_options("bn-inversion", None, {"batch_size": 8, "jitter": 2}), 0
+    )
     images.requires_grad_(True)
     seen = synthesizer._jittered(images)
     padded = F.pad(images.detach(), (2, 2, 2, 2), mode="replicate")
-    views = [view for dy in range(5) for dx in range(5) for view in
-             (padded[..., dy:dy + 28, dx:dx + 28], padded[..., dy:dy + 28, dx:dx + 28].flip(-1))]
+    views = [
+        view
+        for dy in range(5)
+        for dx in range(5)
+        for view in (padded[..., dy : dy + 28, dx : dx + 28], padded[..., dy : dy + 28, dx : dx + 28].flip(-1))
+    ]
     for i in range(len(images)):
         assert any(torch.equal(seen[i].detach(), view[i]) for view in views), i
     assert not torch.equal(seen.detach(), images.detach())

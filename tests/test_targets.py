@@ -24,7 +24,9 @@ def test_jetson_is_the_orin_nano():
 
 
 def test_gpu_targets_say_what_the_engine_needs():
-    nano, agx, xavier, gpu = (load_target(n) for n in ("jetson-orin-nano", "jetson-agx-orin", "jetson-xavier-nx", "x86-gpu"))
+    nano, agx, xavier, gpu = (
+        load_target(n) for n in ("jetson-orin-nano", "jetson-agx-orin", "jetson-xavier-nx", "x86-gpu")
+    )
     assert all(t.runtime == "tensorrt" for t in (nano, agx, xavier, gpu))
     assert nano.dla_core is None and agx.dla_core == 0 and agx.gpu_fallback  # the Orin Nano has no DLA
     assert nano.accepts_tensorrt("10.3.0") and not nano.accepts_tensorrt("11.0.0")  # JetPack 6 -> TensorRT 10.x
@@ -49,25 +51,28 @@ def test_unknown_keys_are_errors():
         target_from_dict({**BASE, "remote": {"pyhton": "python3"}})
 
 
-@pytest.mark.parametrize("extra, message", [
-    ({"runtime": "tflite"}, "runtime must be one of"),
-    ({"batch": "4"}, "batch must be a positive integer"),
-    ({"batch": True}, "batch must be a positive integer"),
-    ({"input_size": [224]}, r"input_size must be \[height, width\]"),
-    ({"latency_reduction": 1.5}, "latency_reduction must be a fraction"),
-    ({"precisions": ["fp32", "int4"]}, "precisions must be"),
-    ({"precision": "int8", "precisions": ["fp16"]}, "precision int8 is not in precisions"),
-    ({"batch": 8, "max_batch": 4}, "max_batch .* is below batch"),
-    ({"latency_budget_ms": 2.0, "latency_reduction": 0.3}, "not both"),
-    ({"tensorrt": {"min_version": 10}}, "tensorrt.min_version must be a version"),
-    ({"tensorrt": {"dla_core": -1}}, "dla_core must be a DLA core index"),
-    ({"tensorrt": {"gpu_fallback": "yes"}}, "gpu_fallback must be true or false"),
-    ({"tensorrt": {"min_version": "11.0", "max_version": "10"}}, "is above max_version"),
-    ({"device": "cuda", "tensorrt": {"dla_core": 0}}, "dla_core is only for Jetson"),
-    ({"runtime": "onnxruntime", "device": "cpu", "tensorrt": {"workspace_mb": 512}}, r"\[tensorrt\] settings need"),
-    ({"remote": {"ssh_options": ["NoEquals"]}}, "ssh_options must be"),
-    ({"tensorrt": 3}, r"\[tensorrt\] must be a table"),
-])
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        ({"runtime": "tflite"}, "runtime must be one of"),
+        ({"batch": "4"}, "batch must be a positive integer"),
+        ({"batch": True}, "batch must be a positive integer"),
+        ({"input_size": [224]}, r"input_size must be \[height, width\]"),
+        ({"latency_reduction": 1.5}, "latency_reduction must be a fraction"),
+        ({"precisions": ["fp32", "int4"]}, "precisions must be"),
+        ({"precision": "int8", "precisions": ["fp16"]}, "precision int8 is not in precisions"),
+        ({"batch": 8, "max_batch": 4}, "max_batch .* is below batch"),
+        ({"latency_budget_ms": 2.0, "latency_reduction": 0.3}, "not both"),
+        ({"tensorrt": {"min_version": 10}}, "tensorrt.min_version must be a version"),
+        ({"tensorrt": {"dla_core": -1}}, "dla_core must be a DLA core index"),
+        ({"tensorrt": {"gpu_fallback": "yes"}}, "gpu_fallback must be true or false"),
+        ({"tensorrt": {"min_version": "11.0", "max_version": "10"}}, "is above max_version"),
+        ({"device": "cuda", "tensorrt": {"dla_core": 0}}, "dla_core is only for Jetson"),
+        ({"runtime": "onnxruntime", "device": "cpu", "tensorrt": {"workspace_mb": 512}}, r"\[tensorrt\] settings need"),
+        ({"remote": {"ssh_options": ["NoEquals"]}}, "ssh_options must be"),
+        ({"tensorrt": 3}, r"\[tensorrt\] must be a table"),
+    ],
+)
 def test_wrong_types_and_values_are_errors(extra, message):
     with pytest.raises(PipelineError, match=message):
         target_from_dict({**BASE, **extra})
@@ -92,9 +97,11 @@ def test_bad_files_are_errors(tmp_path):
 
 def test_target_from_a_path(tmp_path):
     path = tmp_path / "edge.toml"
-    path.write_text('name = "edge"\ndescription = "d"\nruntime = "tensorrt"\ndevice = "jetson"\nbatch = 4\n'
-                    'input_size = [32, 32]\nhost = "me@edge"\n[tensorrt]\nmin_version = "10.3"\nmax_version = "10"\n'
-                    '[remote]\nport = 2222\nssh_options = ["UserKnownHostsFile=/dev/null"]\n')
+    path.write_text(
+        'name = "edge"\ndescription = "d"\nruntime = "tensorrt"\ndevice = "jetson"\nbatch = 4\n'
+        'input_size = [32, 32]\nhost = "me@edge"\n[tensorrt]\nmin_version = "10.3"\nmax_version = "10"\n'
+        '[remote]\nport = 2222\nssh_options = ["UserKnownHostsFile=/dev/null"]\n'
+    )
     target = load_target(str(path))
     assert target.batch == 4 and target.input_size == (32, 32) and target.tensorrt_min == "10.3"
     assert target.remote and target.remote_port == 2222 and target.ssh_options == ("UserKnownHostsFile=/dev/null",)

@@ -26,8 +26,22 @@ def test_teacher_training_is_reproducible_from_a_seed(tmp_path):
     outputs = []
     for attempt in ("a", "b"):
         path = tmp_path / f"{attempt}.pt"
-        result = run_cli("teacher", "train", "--arch", "lenet5-half", "--epochs", "1", "--train-images", "1024",
-                         "--seed", "3", "--out", str(path), "--json", "--quiet")
+        result = run_cli(
+            "teacher",
+            "train",
+            "--arch",
+            "lenet5-half",
+            "--epochs",
+            "1",
+            "--train-images",
+            "1024",
+            "--seed",
+            "3",
+            "--out",
+            str(path),
+            "--json",
+            "--quiet",
+        )
         assert result.returncode == 0, result.stderr
         outputs.append((torch.load(path, weights_only=True), json.loads(result.stdout)))
     (first, record), (second, _) = outputs

@@ -33,8 +33,10 @@ RESULTS = ROOT / "benchmarks" / "results" / "experiments" / "lenet5-binary-recip
 @torch.no_grad()
 def accuracy(model, images, labels) -> float:
     model.eval()
-    return float(sum((model(images[i:i + 1000]).argmax(1) == labels[i:i + 1000]).sum()
-                     for i in range(0, len(images), 1000)) / len(images))
+    return float(
+        sum((model(images[i : i + 1000]).argmax(1) == labels[i : i + 1000]).sum() for i in range(0, len(images), 1000))
+        / len(images)
+    )
 
 
 def main() -> None:
@@ -49,7 +51,9 @@ def main() -> None:
     loaded = load_model(ROOT / "pipeline" / "assets" / "teachers" / "lenet5-fmnist.pt")
     teacher, preprocess = loaded.model.eval(), loaded.preprocess
     pool = TransferSet.load(transfer_set)
-    data = NormalisedImages(pool.pixels, lambda pixels: torch.from_numpy(normalised(pixels, preprocess)), torch.device("cpu"))
+    data = NormalisedImages(
+        pool.pixels, lambda pixels: torch.from_numpy(normalised(pixels, preprocess)), torch.device("cpu")
+    )
     held_out = fashion_mnist_split("train", preprocess)
     images, labels = held_out.images[-10000:], held_out.labels[-10000:]
 
@@ -59,16 +63,31 @@ def main() -> None:
     after_batchnorm = accuracy(student, images, labels)
     started = time.time()
     with tempfile.TemporaryDirectory() as scratch:
-        training = recovery_finetune(student, teacher, data, RecoverySettings(**{"iterations": 3000, **overrides}),
-                                     Path(scratch) / "kd", 0, label=name)
+        training = recovery_finetune(
+            student,
+            teacher,
+            data,
+            RecoverySettings(**{"iterations": 3000, **overrides}),
+            Path(scratch) / "kd",
+            0,
+            label=name,
+        )
     student = binary.materialise(student).eval()
     before_reestimate = accuracy(student, images, labels)
     if reestimate_after:
         binary.reestimate_batchnorm(student, data, seed=1)
-    row = {"name": name, "recipe": recipe, "layers": layers, "val_teacher": accuracy(teacher, images, labels),
-           "val_after_bn": after_batchnorm, "val_before_reest": before_reestimate,
-           "val_binary": accuracy(student, images, labels), "train_s": round(time.time() - started, 1),
-           "final_loss": training["final_loss"], "transfer_set": transfer_set.name}
+    row = {
+        "name": name,
+        "recipe": recipe,
+        "layers": layers,
+        "val_teacher": accuracy(teacher, images, labels),
+        "val_after_bn": after_batchnorm,
+        "val_before_reest": before_reestimate,
+        "val_binary": accuracy(student, images, labels),
+        "train_s": round(time.time() - started, 1),
+        "final_loss": training["final_loss"],
+        "transfer_set": transfer_set.name,
+    }
     print(json.dumps(row))
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     with open(RESULTS, "a") as out:

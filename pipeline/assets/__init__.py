@@ -25,5 +25,5 @@ def resolve_teacher(value: str | None) -> Path:
     if value is None:
         return embedded_teacher_path()
     if value.startswith(EMBEDDED_PREFIX):
-        return embedded_teacher_path(value[len(EMBEDDED_PREFIX):])
+        return embedded_teacher_path(value[len(EMBEDDED_PREFIX) :])
     return Path(value).expanduser()

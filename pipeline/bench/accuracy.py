@@ -25,12 +25,14 @@ def predictions_with_runner(runner: Runner, images: torch.Tensor | np.ndarray, b
         raise PipelineError(f"batch_size must be >= 1, got {batch_size}")
     scope = nullcontext(runner) if runner.is_active else runner
     with scope:
-        return np.concatenate([runner.infer(images[i:i + batch_size]).argmax(axis=1)
-                               for i in range(0, len(images), batch_size)]).astype(np.int64)
+        return np.concatenate(
+            [runner.infer(images[i : i + batch_size]).argmax(axis=1) for i in range(0, len(images), batch_size)]
+        ).astype(np.int64)
 
 
-def accuracy_with_runner(runner: Runner, images: torch.Tensor | np.ndarray, labels: torch.Tensor | np.ndarray,
-                         batch_size: int = 256) -> float:
+def accuracy_with_runner(
+    runner: Runner, images: torch.Tensor | np.ndarray, labels: torch.Tensor | np.ndarray, batch_size: int = 256
+) -> float:
     labels = _to_numpy(labels, np.int64).reshape(-1)
     if len(labels) != len(images):
         raise PipelineError(f"{len(images)} images but {len(labels)} labels")

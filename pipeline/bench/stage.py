@@ -49,10 +49,21 @@ class BenchConfig:
         """Per round: a share of the timed runs (at least 2) and of the warm-up (at least 2, since the other
         models ran in between); no time cut, so every model gets the same number of samples."""
         rounds = max(1, min(self.rounds, self.runs))
-        return LatencySettings(runtime=self.runtime, batch=self.batch, threads=self.threads,
-                               warmup=max(2, math.ceil(self.warmup / rounds)), runs=max(2, math.ceil(self.runs / rounds)),
-                               rounds=rounds, max_seconds=None, source=self.source, proxy_for=self.proxy_for,
-                               precision=self.precision, host=self.host, remote=self.remote, tensorrt=self.tensorrt)
+        return LatencySettings(
+            runtime=self.runtime,
+            batch=self.batch,
+            threads=self.threads,
+            warmup=max(2, math.ceil(self.warmup / rounds)),
+            runs=max(2, math.ceil(self.runs / rounds)),
+            rounds=rounds,
+            max_seconds=None,
+            source=self.source,
+            proxy_for=self.proxy_for,
+            precision=self.precision,
+            host=self.host,
+            remote=self.remote,
+            tensorrt=self.tensorrt,
+        )
 
 
 class BenchStage(Stage):
@@ -73,7 +84,9 @@ class BenchStage(Stage):
         example = example_input(settings, preprocess, config.seed)
         dataset = load_eval_dataset(config.eval, preprocess, config.eval_limit) if config.eval else None
         if config.source == "proxy":
-            log(f"[yellow]bench: latency by proxy: onnxruntime on this machine stands in for {config.proxy_for}[/yellow]")
+            log(
+                f"[yellow]bench: latency by proxy: onnxruntime on this machine stands in for {config.proxy_for}[/yellow]"
+            )
         label = f"bench: {len(self.models)} model(s), {settings.rounds} interleaved rounds"
         results = {}
         with tempfile.TemporaryDirectory(prefix="edge-pipeline-bench-") as folder:
@@ -98,12 +111,23 @@ class BenchStage(Stage):
     def _entry(self, name: str, path: Path, runner, timed: dict, settings: LatencySettings, dataset) -> dict:
         config = self.config
         pooled = timed["pooled"]
-        latency = {**{key: pooled[key] for key in ("mean_ms", "p90_ms", "p99_ms", "min_ms", "max_ms", "runs")},
-                   "median_ms": timed["median_ms"], "cv": timed["cv"], "round_medians_ms": timed["round_medians_ms"],
-                   "rounds": settings.rounds, "warmup": settings.warmup, "batch": config.batch}
+        latency = {
+            **{key: pooled[key] for key in ("mean_ms", "p90_ms", "p99_ms", "min_ms", "max_ms", "runs")},
+            "median_ms": timed["median_ms"],
+            "cv": timed["cv"],
+            "round_medians_ms": timed["round_medians_ms"],
+            "rounds": settings.rounds,
+            "warmup": settings.warmup,
+            "batch": config.batch,
+        }
         with runner:
-            entry = {"runtime": runner.describe(), "size_bytes": path.stat().st_size, "latency_source": config.source,
-                     "proxy_for": config.proxy_for, "latency": latency}
+            entry = {
+                "runtime": runner.describe(),
+                "size_bytes": path.stat().st_size,
+                "latency_source": config.source,
+                "proxy_for": config.proxy_for,
+                "latency": latency,
+            }
             if config.source == "remote":
                 entry["measured_on"] = timed["measured_on"]
             if dataset is not None:
@@ -112,8 +136,10 @@ class BenchStage(Stage):
                 entry["eval_images"] = len(dataset)
         accuracy = f", top-1 {entry['accuracy']:.4f} on {len(dataset)} images" if dataset is not None else ""
         where = {"remote": f" on {config.host}", "proxy": f" (proxy for {config.proxy_for})"}.get(config.source, "")
-        log(f"bench: {name} median {latency['median_ms']:.3f} ms{where} (p90 {latency['p90_ms']:.3f}, "
-            f"CV {latency['cv']:.2f}, {settings.rounds} rounds){accuracy}")
+        log(
+            f"bench: {name} median {latency['median_ms']:.3f} ms{where} (p90 {latency['p90_ms']:.3f}, "
+            f"CV {latency['cv']:.2f}, {settings.rounds} rounds){accuracy}"
+        )
         return entry
 
     def _accuracy(self, runner, path: Path, dataset) -> dict:
@@ -121,7 +147,11 @@ class BenchStage(Stage):
         bound_for_tensorrt = config.runtime == "tensorrt" or config.proxy_for == "tensorrt"
         if isinstance(runner, OnnxRuntimeRunner) and bound_for_tensorrt and holds_qdq(path):
             with OnnxRuntimeRunner(path, threads=config.threads, optimize_graph=False) as as_written:
-                return {"accuracy": accuracy_with_runner(as_written, dataset.images, dataset.labels),
-                        "accuracy_runtime": "onnxruntime, Q/DQ as written (no graph optimisation)"}
-        return {"accuracy": accuracy_with_runner(runner, dataset.images, dataset.labels),
-                "accuracy_runtime": runner.describe()["runtime"]}
+                return {
+                    "accuracy": accuracy_with_runner(as_written, dataset.images, dataset.labels),
+                    "accuracy_runtime": "onnxruntime, Q/DQ as written (no graph optimisation)",
+                }
+        return {
+            "accuracy": accuracy_with_runner(runner, dataset.images, dataset.labels),
+            "accuracy_runtime": runner.describe()["runtime"],
+        }

@@ -25,8 +25,8 @@ from pipeline.bundle.pareto import pareto_points, plot_pareto
 from pipeline.errors import PipelineError
 from pipeline.fileio import atomic_write_json, atomic_write_text, sha256_file
 from pipeline.formats import format_fields
-from pipeline.runtimes import OnnxRuntimeRunner
 from pipeline.run_view import RunView
+from pipeline.runtimes import OnnxRuntimeRunner
 from pipeline.stage import RunFolder, library_versions
 
 BUNDLE_KIND, BUNDLE_VERSION = "bundle", 1
@@ -60,29 +60,55 @@ def onnx_io(path: Path) -> dict:
     initializers = {t.name for t in model.graph.initializer}
 
     def describe(values):
-        return [{"name": v.name, "dtype": onnx.helper.tensor_dtype_to_np_dtype(v.type.tensor_type.elem_type).name,
-                 "shape": [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim]} for v in values]
-    return {"inputs": describe([i for i in model.graph.input if i.name not in initializers]),
-            "outputs": describe(model.graph.output)}
+        return [
+            {
+                "name": v.name,
+                "dtype": onnx.helper.tensor_dtype_to_np_dtype(v.type.tensor_type.elem_type).name,
+                "shape": [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim],
+            }
+            for v in values
+        ]
+
+    return {
+        "inputs": describe([i for i in model.graph.input if i.name not in initializers]),
+        "outputs": describe(model.graph.output),
+    }
 
 
 def _models(run: RunFolder) -> list[dict]:
     """The handed-on model (and, when quantised, its fp32 form) with the bench figures that describe it."""
     handed_on = RunView(run).handed_on()
-    models = [{"source": handed_on.onnx, "role": handed_on.role, "precision": handed_on.precision,
-               "bench": handed_on.bench}]
+    models = [
+        {"source": handed_on.onnx, "role": handed_on.role, "precision": handed_on.precision, "bench": handed_on.bench}
+    ]
     if handed_on.onnx != handed_on.fp32_onnx:
-        models.append({"source": handed_on.fp32_onnx, "role": handed_on.role, "precision": "fp32",
-                       "accuracy": handed_on.accuracy_fp32})
+        models.append(
+            {
+                "source": handed_on.fp32_onnx,
+                "role": handed_on.role,
+                "precision": "fp32",
+                "accuracy": handed_on.accuracy_fp32,
+            }
+        )
     return models
 
 
 def _latency_entry(bench: dict, target: dict) -> dict:
     latency = bench["latency"]
-    return {"target": target.get("name"), "median_ms": latency["median_ms"], "p90_ms": latency["p90_ms"],
-            "p99_ms": latency["p99_ms"], "cv": latency["cv"], "batch": latency.get("batch"),
-            "warmup": latency.get("warmup"), "runs": latency.get("runs"), "latency_source": bench.get("latency_source"),
-            "proxy_for": bench.get("proxy_for"), "runtime": bench.get("runtime"), "measured_on": bench.get("measured_on")}
+    return {
+        "target": target.get("name"),
+        "median_ms": latency["median_ms"],
+        "p90_ms": latency["p90_ms"],
+        "p99_ms": latency["p99_ms"],
+        "cv": latency["cv"],
+        "batch": latency.get("batch"),
+        "warmup": latency.get("warmup"),
+        "runs": latency.get("runs"),
+        "latency_source": bench.get("latency_source"),
+        "proxy_for": bench.get("proxy_for"),
+        "runtime": bench.get("runtime"),
+        "measured_on": bench.get("measured_on"),
+    }
 
 
 def make_bundle(run_root: Path, out: Path | None = None) -> dict:
@@ -92,9 +118,11 @@ def make_bundle(run_root: Path, out: Path | None = None) -> dict:
     manifest = run.manifest
     changed = [path for stage in manifest["stages"] for path in run.changed_artifacts(stage)]
     if changed:
-        raise PipelineError(f"{', '.join(changed)} in {run_root} changed since the pipeline wrote it (edited by hand?): "
-                            "the bundle would not match the recorded accuracy and latency; run the same build again "
-                            "to redo the affected stages")
+        raise PipelineError(
+            f"{', '.join(changed)} in {run_root} changed since the pipeline wrote it (edited by hand?): "
+            "the bundle would not match the recorded accuracy and latency; run the same build again "
+            "to redo the affected stages"
+        )
     name = Path(run_root).resolve().name
     out = Path(out) if out else Path(run_root) / "bundle"
     final, archive = out / name, out / f"{name}.tar.gz"
@@ -121,13 +149,26 @@ def make_bundle(run_root: Path, out: Path | None = None) -> dict:
         reference = f"reference/{model['role']}-{model['precision']}-output.npy"
         np.save(staging / reference, output.astype(np.float32))
         bench = model.get("bench") or {}
-        entry = {"file": filename, "role": model["role"], "precision": model["precision"], **onnx_io(staging / filename),
-                 "reference_output": reference, "accuracy": {}, "latency": []}
+        entry = {
+            "file": filename,
+            "role": model["role"],
+            "precision": model["precision"],
+            **onnx_io(staging / filename),
+            "reference_output": reference,
+            "accuracy": {},
+            "latency": [],
+        }
         if bench.get("accuracy") is not None:
             entry["accuracy"][bench.get("eval_dataset", "eval")] = bench["accuracy"]
         elif model.get("accuracy") is not None:  # measured by the quantize stage on the same labelled set
-            dataset = next((b.get("eval_dataset") for b in manifest["stages"].get("bench", {}).get("metrics", {}).values()
-                            if b.get("eval_dataset")), manifest.get("eval") or "eval")
+            dataset = next(
+                (
+                    b.get("eval_dataset")
+                    for b in manifest["stages"].get("bench", {}).get("metrics", {}).values()
+                    if b.get("eval_dataset")
+                ),
+                manifest.get("eval") or "eval",
+            )
             entry["accuracy"][dataset] = model["accuracy"]
         if bench.get("latency"):
             entry["latency"].append(_latency_entry(bench, manifest.get("target", {})))
@@ -140,11 +181,22 @@ def make_bundle(run_root: Path, out: Path | None = None) -> dict:
         folder.mkdir(parents=True)
         for artifact in ("model.engine", "model.engine.json"):
             shutil.copyfile(run.root / "engine" / artifact, folder / artifact)
-        engines.append({"target": target, "file": f"engines/{target}/model.engine",
-                        "stamp": json.loads((folder / "model.engine.json").read_text())})
+        engines.append(
+            {
+                "target": target,
+                "file": f"engines/{target}/model.engine",
+                "stamp": json.loads((folder / "model.engine.json").read_text()),
+            }
+        )
     elif engine_stage:
-        engines.append({"target": manifest["target"]["name"], "file": None, "reason": engine_stage["metrics"].get("reason"),
-                        "command": engine_stage["metrics"].get("command")})
+        engines.append(
+            {
+                "target": manifest["target"]["name"],
+                "file": None,
+                "reason": engine_stage["metrics"].get("reason"),
+                "command": engine_stage["metrics"].get("command"),
+            }
+        )
     (staging / "example").mkdir()
     shutil.copyfile(EXAMPLE, staging / "example" / "infer.py")
     points = pareto_points(manifest)
@@ -154,16 +206,34 @@ def make_bundle(run_root: Path, out: Path | None = None) -> dict:
     source = export_inputs.get("teacher") or export_inputs.get("model") or {}  # the checkpoint everything came from
     teacher = Path(manifest.get("teacher") or source.get("path") or "")
     teacher_sha256 = sha256_file(teacher) if teacher.is_file() else source.get("sha256")
-    record = {**format_fields(BUNDLE_KIND, BUNDLE_VERSION), "name": name, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-              "models": entries, "engines": engines, "preprocessing": preprocess, "class_labels": labels,
-              "build": {"command": manifest.get("command"), "target": manifest.get("target"), "budget": manifest.get("budget", {}).get("name"),
-                        "teacher": str(teacher), "teacher_arch": manifest.get("teacher_arch"),
-                        "teacher_sha256": teacher_sha256,
-                        "stages": {k: {"wall_s": v.get("wall_s"), "versions": v.get("versions")} for k, v in manifest["stages"].items()}},
-              "libraries": library_versions(), "pareto": points}
+    record = {
+        **format_fields(BUNDLE_KIND, BUNDLE_VERSION),
+        "name": name,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "models": entries,
+        "engines": engines,
+        "preprocessing": preprocess,
+        "class_labels": labels,
+        "build": {
+            "command": manifest.get("command"),
+            "target": manifest.get("target"),
+            "budget": manifest.get("budget", {}).get("name"),
+            "teacher": str(teacher),
+            "teacher_arch": manifest.get("teacher_arch"),
+            "teacher_sha256": teacher_sha256,
+            "stages": {
+                k: {"wall_s": v.get("wall_s"), "versions": v.get("versions")} for k, v in manifest["stages"].items()
+            },
+        },
+        "libraries": library_versions(),
+        "pareto": points,
+    }
     atomic_write_text(staging / "MODEL_CARD.md", model_card(record))
-    record["files"] = {str(p.relative_to(staging)): {"sha256": sha256_file(p), "bytes": p.stat().st_size}
-                       for p in sorted(staging.rglob("*")) if p.is_file()}
+    record["files"] = {
+        str(p.relative_to(staging)): {"sha256": sha256_file(p), "bytes": p.stat().st_size}
+        for p in sorted(staging.rglob("*"))
+        if p.is_file()
+    }
     atomic_write_json(staging / "manifest.json", record)
     atomic_write_text(staging / "manifest.sha256", f"{sha256_file(staging / 'manifest.json')}  manifest.json\n")
     if final.exists():
@@ -173,5 +243,10 @@ def make_bundle(run_root: Path, out: Path | None = None) -> dict:
     with tarfile.open(partial_archive, "w:gz") as tar:
         tar.add(final, arcname=name)
     partial_archive.replace(archive)
-    return {"bundle": str(final), "archive": str(archive), "files": len(record["files"]) + 2,
-            "models": [e["file"] for e in entries], "engines": [e["file"] for e in engines if e.get("file")]}
+    return {
+        "bundle": str(final),
+        "archive": str(archive),
+        "files": len(record["files"]) + 2,
+        "models": [e["file"] for e in entries],
+        "engines": [e["file"] for e in engines if e.get("file")],
+    }

@@ -29,7 +29,9 @@ def main() -> None:
     if len(sys.argv) < 2:
         sys.exit("usage: python example/infer.py IMAGE [MODEL]")
     manifest = json.loads((BUNDLE / "manifest.json").read_text())
-    model = manifest["models"][0] if len(sys.argv) < 3 else next(m for m in manifest["models"] if m["file"] == sys.argv[2])
+    model = (
+        manifest["models"][0] if len(sys.argv) < 3 else next(m for m in manifest["models"] if m["file"] == sys.argv[2])
+    )
     session = ort.InferenceSession(str(BUNDLE / model["file"]), providers=["CPUExecutionProvider"])
     logits = session.run(None, {model["inputs"][0]["name"]: preprocess(sys.argv[1], manifest["preprocessing"])})[0][0]
     probabilities = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()

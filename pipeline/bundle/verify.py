@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.errors import PipelineError
 from pipeline.bundle.bundle import BUNDLE_KIND, BUNDLE_VERSION
+from pipeline.errors import PipelineError
 from pipeline.fileio import sha256_file
 from pipeline.formats import read_format
 from pipeline.runtimes import OnnxRuntimeRunner
@@ -46,8 +46,13 @@ def verify_bundle(path: Path) -> dict:
         manifest = json.loads((path / "manifest.json").read_text())
     except ValueError:
         raise PipelineError(f"{path.name}/manifest.json is not valid JSON") from None
-    manifest = read_format(manifest, BUNDLE_KIND, BUNDLE_VERSION, what=f"bundle {path.name}",
-                           fix="make it again with `pipeline bundle RUN_FOLDER`")
+    manifest = read_format(
+        manifest,
+        BUNDLE_KIND,
+        BUNDLE_VERSION,
+        what=f"bundle {path.name}",
+        fix="make it again with `pipeline bundle RUN_FOLDER`",
+    )
     listed = manifest.get("files", {})
     present = {str(p.relative_to(path)) for p in path.rglob("*") if p.is_file()} - {"manifest.json", "manifest.sha256"}
     if present - set(listed):
@@ -65,9 +70,15 @@ def verify_bundle(path: Path) -> dict:
             stamp = json.loads((path / engine["file"]).with_name("model.engine.json").read_text())
             if stamp != engine["stamp"]:
                 raise PipelineError(f"{engine['file']}: its stamp differs from the manifest's")
-            engines.append({"file": engine["file"], "tensorrt_version": stamp.get("tensorrt_version"),
-                            "gpu": stamp.get("gpu_name"), "loaded": False,
-                            "note": "hash and stamp checked; loading needs that TensorRT version and GPU"})
+            engines.append(
+                {
+                    "file": engine["file"],
+                    "tensorrt_version": stamp.get("tensorrt_version"),
+                    "gpu": stamp.get("gpu_name"),
+                    "loaded": False,
+                    "note": "hash and stamp checked; loading needs that TensorRT version and GPU",
+                }
+            )
     return {"bundle": str(path), "files_checked": len(listed) + 2, "models": checks, "engines": engines, "ok": True}
 
 
@@ -79,7 +90,9 @@ def _parity(root: Path, model: dict) -> dict:
     except PipelineError as error:
         raise PipelineError(f"{model['file']} does not load or run in onnxruntime: {error}") from None
     expected = np.load(root / model["reference_output"])
-    difference = float(np.abs(output.astype(np.float32) - expected).max()) if output.shape == expected.shape else float("inf")
+    difference = (
+        float(np.abs(output.astype(np.float32) - expected).max()) if output.shape == expected.shape else float("inf")
+    )
     if not difference <= PARITY_TOLERANCE:
         raise PipelineError(f"{model['file']} no longer reproduces its reference output (max |diff| {difference:.2e})")
     return {"file": model["file"], "max_abs_diff": difference}

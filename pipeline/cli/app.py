@@ -11,11 +11,15 @@ from pipeline import progress
 
 app = typer.Typer(
     help="Turn a trained PyTorch image classifier into a small, fast, verified edge artifact, without its "
-         "training data.\n\n"
-         "Typical use: `pipeline build --teacher r34.pt --target cpu`. With no --teacher, the embedded "
-         "Fashion-MNIST ResNet-20 teacher is used. Every command explains itself: `pipeline COMMAND --help`.",
+    "training data.\n\n"
+    "Typical use: `pipeline build --teacher r34.pt --target cpu`. With no --teacher, the embedded "
+    "Fashion-MNIST ResNet-20 teacher is used. Every command explains itself: `pipeline COMMAND --help`.",
     # markdown: paragraphs are re-wrapped to the terminal, and text in square brackets is kept as written
-    no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False, rich_markup_mode="markdown")
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="markdown",
+)
 teacher_app = typer.Typer(help="Train and inspect teachers.", no_args_is_help=True, rich_markup_mode="markdown")
 stdout = Console(width=None if sys.stdout.isatty() else 120)  # CI logs: wide enough for the summary table
 
@@ -44,7 +48,10 @@ def run_action(debug: bool, quiet: bool, action: Callable[[], object], *, out_hi
         if debug:
             traceback.print_exc()
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
-        print(f"error: unexpected {type(error).__name__}: {first_line} (run with --debug for the traceback)", file=sys.stderr)
+        print(
+            f"error: unexpected {type(error).__name__}: {first_line} (run with --debug for the traceback)",
+            file=sys.stderr,
+        )
         raise typer.Exit(1)
 
 
@@ -54,9 +61,13 @@ def os_error_message(error: OSError, out_hint: str | None) -> str:
 
     where = f" writing {error.filename}" if error.filename else ""
     kept = f"; finished stages in {out_hint} are kept and" if out_hint else ";"
-    advice = {errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quota exceeded",
-              errno.EFBIG: "file too large for this file system or the process's file-size limit",
-              errno.EROFS: "read-only file system", errno.EACCES: "permission denied"}.get(error.errno)
+    advice = {
+        errno.ENOSPC: "no space left on device",
+        errno.EDQUOT: "disk quota exceeded",
+        errno.EFBIG: "file too large for this file system or the process's file-size limit",
+        errno.EROFS: "read-only file system",
+        errno.EACCES: "permission denied",
+    }.get(error.errno)
     if advice is None:
         return f"{error.strerror or error}{where}"
     return f"{advice}{where}{kept} the unfinished stage left nothing in place: fix it and run the same command again"
@@ -68,4 +79,3 @@ def input_shape_option(text: Optional[str]):
     from pipeline.models.load import parse_input_shape
 
     return parse_input_shape(text)
-

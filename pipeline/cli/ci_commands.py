@@ -10,31 +10,63 @@ from pipeline.cli.app import app, run_action, stdout
 from pipeline.cli.options import CI_COMMANDS, DEBUG, HOST, JSON, OUTPUT_PANEL, QUIET, TARGET
 from pipeline.gate.settings import GateSettings
 
-
 GATE_PANEL = "Gate"
 GATE_DEFAULTS = GateSettings()  # shown in the help: the defaults live on the dataclass
 
 
 @app.command(rich_help_panel=CI_COMMANDS)
-def gate(candidate: Path = typer.Argument(..., help="The model to check: an ONNX file or a run folder (its handed-on model)."),
-         baseline: Path = typer.Option(..., "--baseline", "-b", rich_help_panel=GATE_PANEL, help=(
-             "Baseline file (JSON; its model is kept beside it).")),
-         max_regression: Optional[str] = typer.Option(None, "--max-regression", rich_help_panel=GATE_PANEL, help=(
-             "Allowed slowdown, e.g. 5% or 0.05 (default: the target's [gate] max_regression, else "
-             f"{GATE_DEFAULTS.max_regression:.0%}).")),
-         rounds: Optional[int] = typer.Option(None, "--rounds", rich_help_panel=GATE_PANEL, help=(
-             "Interleaved baseline/candidate rounds, one paired ratio each (default: the target's [gate] rounds, "
-             f"else {GATE_DEFAULTS.rounds}).")),
-         runs: Optional[int] = typer.Option(None, "--runs", rich_help_panel=GATE_PANEL, help=(
-             f"Timed runs per model per round (default: the target's [gate] runs, else {GATE_DEFAULTS.runs}).")),
-         update_baseline: bool = typer.Option(False, "--update-baseline", rich_help_panel=GATE_PANEL, help=(
-             "Write CANDIDATE as the new baseline (model copied beside it; environment recorded) instead of gating.")),
-         strict_environment: bool = typer.Option(False, "--strict-environment", rich_help_panel=GATE_PANEL, help=(
-             "Exit 2 when the environment (CPU, threads, runtime version) differs from the baseline's.")),
-         target: Optional[str] = TARGET, host: Optional[str] = HOST,
-         junit: Optional[Path] = typer.Option(None, "--junit", rich_help_panel=OUTPUT_PANEL, help=(
-             "Also write a JUnit XML report here.")),
-         json_output: bool = JSON, debug: bool = DEBUG, quiet: bool = QUIET):
+def gate(
+    candidate: Path = typer.Argument(
+        ..., help="The model to check: an ONNX file or a run folder (its handed-on model)."
+    ),
+    baseline: Path = typer.Option(
+        ..., "--baseline", "-b", rich_help_panel=GATE_PANEL, help=("Baseline file (JSON; its model is kept beside it).")
+    ),
+    max_regression: Optional[str] = typer.Option(
+        None,
+        "--max-regression",
+        rich_help_panel=GATE_PANEL,
+        help=(
+            "Allowed slowdown, e.g. 5% or 0.05 (default: the target's [gate] max_regression, else "
+            f"{GATE_DEFAULTS.max_regression:.0%})."
+        ),
+    ),
+    rounds: Optional[int] = typer.Option(
+        None,
+        "--rounds",
+        rich_help_panel=GATE_PANEL,
+        help=(
+            "Interleaved baseline/candidate rounds, one paired ratio each (default: the target's [gate] rounds, "
+            f"else {GATE_DEFAULTS.rounds})."
+        ),
+    ),
+    runs: Optional[int] = typer.Option(
+        None,
+        "--runs",
+        rich_help_panel=GATE_PANEL,
+        help=(f"Timed runs per model per round (default: the target's [gate] runs, else {GATE_DEFAULTS.runs})."),
+    ),
+    update_baseline: bool = typer.Option(
+        False,
+        "--update-baseline",
+        rich_help_panel=GATE_PANEL,
+        help=("Write CANDIDATE as the new baseline (model copied beside it; environment recorded) instead of gating."),
+    ),
+    strict_environment: bool = typer.Option(
+        False,
+        "--strict-environment",
+        rich_help_panel=GATE_PANEL,
+        help=("Exit 2 when the environment (CPU, threads, runtime version) differs from the baseline's."),
+    ),
+    target: Optional[str] = TARGET,
+    host: Optional[str] = HOST,
+    junit: Optional[Path] = typer.Option(
+        None, "--junit", rich_help_panel=OUTPUT_PANEL, help=("Also write a JUnit XML report here.")
+    ),
+    json_output: bool = JSON,
+    debug: bool = DEBUG,
+    quiet: bool = QUIET,
+):
     """Fail a merge when latency regresses: exit 0 pass, 1 regression, 2 could not measure.
 
     Baseline and candidate are measured now, on this machine (or the target's --host), in alternating rounds, so
@@ -54,8 +86,13 @@ def gate(candidate: Path = typer.Argument(..., help="The model to check: an ONNX
         from pipeline.targets import load_target
 
         loaded = load_target(target or BuildOptions.target).with_host(host)
-        settings = GateSettings.resolve(loaded, rounds=rounds, runs=runs, strict_environment=strict_environment,
-                                        max_regression=None if max_regression is None else parse_regression(max_regression))
+        settings = GateSettings.resolve(
+            loaded,
+            rounds=rounds,
+            runs=runs,
+            strict_environment=strict_environment,
+            max_regression=None if max_regression is None else parse_regression(max_regression),
+        )
         if update_baseline:
             return {"baseline_written": write_baseline(candidate, baseline, loaded, settings)}
         return run_gate(candidate, baseline, loaded, settings)
@@ -66,8 +103,11 @@ def gate(candidate: Path = typer.Argument(..., help="The model to check: an ONNX
         if json_output:
             stdout.print_json(json.dumps(record, default=str))
         else:
-            stdout.print(f"baseline written: {baseline} ({record['model_file']} beside it), median "
-                         f"{record['median_ms']:.4f} ms on {record['environment']['cpu']}", highlight=False)
+            stdout.print(
+                f"baseline written: {baseline} ({record['model_file']} beside it), median "
+                f"{record['median_ms']:.4f} ms on {record['environment']['cpu']}",
+                highlight=False,
+            )
         return
     if junit is not None:
         from pipeline.gate.junit import write_junit
@@ -83,10 +123,18 @@ def gate(candidate: Path = typer.Argument(..., help="The model to check: an ONNX
 
 
 @app.command(rich_help_panel=CI_COMMANDS)
-def bundle(run: Path = typer.Argument(..., help="A run folder (after `pipeline build`, `drop` or `quantize`)."),
-           out: Optional[Path] = typer.Option(None, "--out", "-o", rich_help_panel=OUTPUT_PANEL, help=(
-               "Where the folder and .tar.gz go (default `RUN/bundle`).")),
-           json_output: bool = JSON, debug: bool = DEBUG):
+def bundle(
+    run: Path = typer.Argument(..., help="A run folder (after `pipeline build`, `drop` or `quantize`)."),
+    out: Optional[Path] = typer.Option(
+        None,
+        "--out",
+        "-o",
+        rich_help_panel=OUTPUT_PANEL,
+        help=("Where the folder and .tar.gz go (default `RUN/bundle`)."),
+    ),
+    json_output: bool = JSON,
+    debug: bool = DEBUG,
+):
     """Package a run for a mobile team, as a folder and a .tar.gz.
 
     The bundle holds the models (ONNX per precision, engines with their TensorRT and GPU stamps), `manifest.json`
@@ -97,6 +145,7 @@ def bundle(run: Path = typer.Argument(..., help="A run folder (after `pipeline b
     Example: `pipeline bundle runs/resnet20-fmnist-cpu`, then
     `pipeline verify runs/resnet20-fmnist-cpu/bundle/resnet20-fmnist-cpu.tar.gz`
     """
+
     def action():
         from pipeline.bundle.bundle import make_bundle
 
@@ -106,19 +155,26 @@ def bundle(run: Path = typer.Argument(..., help="A run folder (after `pipeline b
     if json_output:
         stdout.print_json(json.dumps(result))
     else:
-        stdout.print(f"bundle: {result['bundle']} ({result['files']} files; models {', '.join(result['models'])})\n"
-                     f"archive: {result['archive']}", highlight=False)
+        stdout.print(
+            f"bundle: {result['bundle']} ({result['files']} files; models {', '.join(result['models'])})\n"
+            f"archive: {result['archive']}",
+            highlight=False,
+        )
 
 
 @app.command(rich_help_panel=CI_COMMANDS)
-def verify(bundle: Path = typer.Argument(..., help="A bundle folder or its .tar.gz."), json_output: bool = JSON,
-           debug: bool = DEBUG):
+def verify(
+    bundle: Path = typer.Argument(..., help="A bundle folder or its .tar.gz."),
+    json_output: bool = JSON,
+    debug: bool = DEBUG,
+):
     """Check a bundle: every byte is what its manifest says, and every model still computes what it did.
 
     Every file's sha256 against the manifest (and the manifest against `manifest.sha256`), no unlisted files,
     every model loads and reproduces its reference output. Exit 0 when intact, else one line naming the first
     problem and a non-zero exit.
     """
+
     def action():
         from pipeline.bundle.verify import verify_bundle
 
@@ -129,19 +185,31 @@ def verify(bundle: Path = typer.Argument(..., help="A bundle folder or its .tar.
         stdout.print_json(json.dumps(result))
     else:
         models = ", ".join(f"{m['file']} (max |diff| {m['max_abs_diff']:.1e})" for m in result["models"])
-        stdout.print(f"bundle intact: {result['files_checked']} files match the manifest; models reproduce their "
-                     f"reference outputs: {models}", highlight=False)
+        stdout.print(
+            f"bundle intact: {result['files_checked']} files match the manifest; models reproduce their "
+            f"reference outputs: {models}",
+            highlight=False,
+        )
 
 
 @app.command(rich_help_panel=CI_COMMANDS)
-def report(run: Path = typer.Argument(..., help="A run folder."),
-           out: Optional[Path] = typer.Option(None, "--out", "-o", rich_help_panel=OUTPUT_PANEL, help=(
-               "Folder for summary.md, summary.csv and pareto.png (default `RUN/report`).")),
-           json_output: bool = JSON, debug: bool = DEBUG):
+def report(
+    run: Path = typer.Argument(..., help="A run folder."),
+    out: Optional[Path] = typer.Option(
+        None,
+        "--out",
+        "-o",
+        rich_help_panel=OUTPUT_PANEL,
+        help=("Folder for summary.md, summary.csv and pareto.png (default `RUN/report`)."),
+    ),
+    json_output: bool = JSON,
+    debug: bool = DEBUG,
+):
     """Summary table of a run folder, as markdown and CSV, with its Pareto plot.
 
     Teacher against the handed-on model: precision, size, accuracy, latency and where it was measured; the
     accuracy-versus-latency Pareto plot when accuracy was measured."""
+
     def action():
         from pipeline.bundle.report import write_report
 
@@ -153,4 +221,3 @@ def report(run: Path = typer.Argument(..., help="A run folder."),
     else:
         print(result["markdown"])
         print(f"\nwritten to {result['folder']}/")
-

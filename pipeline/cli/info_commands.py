@@ -18,20 +18,29 @@ def models(json_output: bool = JSON):
 
     rows = [get_spec(name) for name in list_models()]
     if json_output:
-        stdout.print_json(json.dumps([{"name": s.name, "family": s.family, "input": s.default_input,
-                                       "classes": s.default_classes} for s in rows]))
+        stdout.print_json(
+            json.dumps(
+                [
+                    {"name": s.name, "family": s.family, "input": s.default_input, "classes": s.default_classes}
+                    for s in rows
+                ]
+            )
+        )
         return
     table = Table(title="architectures")
     for column in ("name", "family", "default input", "classes", "description"):
         table.add_column(column)
     for spec in rows:
-        table.add_row(spec.name, spec.family, "x".join(map(str, spec.default_input)), str(spec.default_classes), spec.description)
+        table.add_row(
+            spec.name, spec.family, "x".join(map(str, spec.default_input)), str(spec.default_classes), spec.description
+        )
     stdout.print(table)
 
 
 @app.command(rich_help_panel=INFO_COMMANDS)
 def targets(json_output: bool = JSON, debug: bool = DEBUG):
     """List the deployment targets (targets/*.toml)."""
+
     def action():
         from pipeline.targets import available_targets, load_target
 
@@ -45,7 +54,9 @@ def targets(json_output: bool = JSON, debug: bool = DEBUG):
     for column in ("name", "runtime", "device", "precision", "batch", "description"):
         table.add_column(column)
     for row in rows:
-        table.add_row(row["name"], row["runtime"], row["device"], row["precision"], str(row["batch"]), row["description"])
+        table.add_row(
+            row["name"], row["runtime"], row["device"], row["precision"], str(row["batch"]), row["description"]
+        )
     stdout.print(table)
 
 
@@ -53,21 +64,29 @@ app.add_typer(teacher_app, name="teacher", rich_help_panel=INFO_COMMANDS)
 
 
 @teacher_app.command("train")
-def teacher_train(arch: str = typer.Option(..., "--arch", help="Registry architecture, e.g. lenet5 or resnet20."),
-                  out: Path = typer.Option(..., "--out", "-o", help="Checkpoint file to write."),
-                  epochs: int = typer.Option(..., "--epochs", help="Training epochs over the 60k Fashion-MNIST images."),
-                  seed: int = typer.Option(0, "--seed", help="Random seed."),
-                  batch_size: int = typer.Option(128, "--batch-size"),
-                  lr: float = typer.Option(0.1, "--lr", help="Peak learning rate (SGD, one-cycle)."),
-                  train_images: Optional[int] = typer.Option(None, "--train-images", help="Use only the first N training images (quick checks)."),
-                  json_output: bool = JSON, debug: bool = DEBUG, quiet: bool = QUIET):
+def teacher_train(
+    arch: str = typer.Option(..., "--arch", help="Registry architecture, e.g. lenet5 or resnet20."),
+    out: Path = typer.Option(..., "--out", "-o", help="Checkpoint file to write."),
+    epochs: int = typer.Option(..., "--epochs", help="Training epochs over the 60k Fashion-MNIST images."),
+    seed: int = typer.Option(0, "--seed", help="Random seed."),
+    batch_size: int = typer.Option(128, "--batch-size"),
+    lr: float = typer.Option(0.1, "--lr", help="Peak learning rate (SGD, one-cycle)."),
+    train_images: Optional[int] = typer.Option(
+        None, "--train-images", help="Use only the first N training images (quick checks)."
+    ),
+    json_output: bool = JSON,
+    debug: bool = DEBUG,
+    quiet: bool = QUIET,
+):
     """Train a teacher on Fashion-MNIST (how the embedded teachers were made). The test split is used only
     once, after training, to record the final accuracy."""
+
     def action():
         from pipeline.teacher.train import train_teacher
 
-        return train_teacher(arch, out, epochs=epochs, seed=seed, batch_size=batch_size, lr=lr,
-                             train_images=train_images)
+        return train_teacher(
+            arch, out, epochs=epochs, seed=seed, batch_size=batch_size, lr=lr, train_images=train_images
+        )
 
     record = run_action(debug, quiet, action)
     if json_output:
@@ -77,19 +96,34 @@ def teacher_train(arch: str = typer.Option(..., "--arch", help="Registry archite
 
 
 @teacher_app.command("inspect")
-def teacher_inspect(teacher: Optional[str] = TEACHER, arch: Optional[str] = ARCH, trust_checkpoint: bool = TRUST,
-                    input_shape: Optional[str] = INPUT_SHAPE, num_classes: Optional[int] = NUM_CLASSES,
-                    json_output: bool = JSON, debug: bool = DEBUG):
+def teacher_inspect(
+    teacher: Optional[str] = TEACHER,
+    arch: Optional[str] = ARCH,
+    trust_checkpoint: bool = TRUST,
+    input_shape: Optional[str] = INPUT_SHAPE,
+    num_classes: Optional[int] = NUM_CLASSES,
+    json_output: bool = JSON,
+    debug: bool = DEBUG,
+):
     """Show what a checkpoint is: format, architecture, input shape, classes, preprocessing."""
+
     def action():
         from pipeline.assets import resolve_teacher
         from pipeline.teacher_spec import TeacherSpec
 
-        loaded = TeacherSpec(arch, input_shape_option(input_shape), num_classes, trust_checkpoint).load(resolve_teacher(teacher))
-        return {"path": str(loaded.path), "format": loaded.source_format, "arch": loaded.arch,
-                "input_shape": list(loaded.input_shape), "num_classes": loaded.num_classes,
-                "parameters": sum(p.numel() for p in loaded.model.parameters()),
-                "preprocess": loaded.preprocess.to_dict(), "metadata": loaded.metadata}
+        loaded = TeacherSpec(arch, input_shape_option(input_shape), num_classes, trust_checkpoint).load(
+            resolve_teacher(teacher)
+        )
+        return {
+            "path": str(loaded.path),
+            "format": loaded.source_format,
+            "arch": loaded.arch,
+            "input_shape": list(loaded.input_shape),
+            "num_classes": loaded.num_classes,
+            "parameters": sum(p.numel() for p in loaded.model.parameters()),
+            "preprocess": loaded.preprocess.to_dict(),
+            "metadata": loaded.metadata,
+        }
 
     info = run_action(debug, False, action)
     if json_output:

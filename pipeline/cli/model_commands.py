@@ -9,8 +9,21 @@ from rich.table import Table
 
 from pipeline.cli.app import app, input_shape_option, run_action, stdout
 from pipeline.cli.options import (
-    ARCH, BUDGET, DEBUG, EVAL, HOST, INFO_COMMANDS, INPUT_SHAPE, JSON, MODEL_COMMANDS, NUM_CLASSES, OUTPUT_PANEL, QUIET,
-    TARGET, TEACHER, TRUST,
+    ARCH,
+    BUDGET,
+    DEBUG,
+    EVAL,
+    HOST,
+    INFO_COMMANDS,
+    INPUT_SHAPE,
+    JSON,
+    MODEL_COMMANDS,
+    NUM_CLASSES,
+    OUTPUT_PANEL,
+    QUIET,
+    TARGET,
+    TEACHER,
+    TRUST,
 )
 
 
@@ -19,8 +32,15 @@ def synthesizers(json_output: bool = JSON):
     """List the synthesizers, their presets and options (set with --synth-preset / --synth-option KEY=VALUE)."""
     from pipeline.synthesize.base import list_synthesizers, synthesizer_class
 
-    rows = [{"name": name, "description": text, "presets": list(synthesizer_class(name).presets),
-             "options": synthesizer_class(name).defaults} for name, text in list_synthesizers().items()]
+    rows = [
+        {
+            "name": name,
+            "description": text,
+            "presets": list(synthesizer_class(name).presets),
+            "options": synthesizer_class(name).defaults,
+        }
+        for name, text in list_synthesizers().items()
+    ]
     if json_output:
         stdout.print_json(json.dumps(rows))
         return
@@ -28,20 +48,34 @@ def synthesizers(json_output: bool = JSON):
     for column in ("name", "description", "presets", "options (defaults)"):
         table.add_column(column)
     for row in rows:
-        table.add_row(row["name"], row["description"], ", ".join(row["presets"]) or "—",
-                      ", ".join(f"{k}={v}" for k, v in row["options"].items()))
+        table.add_row(
+            row["name"],
+            row["description"],
+            ", ".join(row["presets"]) or "—",
+            ", ".join(f"{k}={v}" for k, v in row["options"].items()),
+        )
     stdout.print(table)
 
 
 @app.command(rich_help_panel=MODEL_COMMANDS)
-def export(teacher: Optional[str] = TEACHER, arch: Optional[str] = ARCH, out: Path = typer.Option(..., "--out", "-o", help="Output folder."),
-           trust_checkpoint: bool = TRUST, input_shape: Optional[str] = INPUT_SHAPE, num_classes: Optional[int] = NUM_CLASSES,
-           eval: Optional[str] = EVAL, opset: int = typer.Option(17, "--opset", help="ONNX opset (>= 17)."),
-           json_output: bool = JSON, debug: bool = DEBUG, quiet: bool = QUIET):
+def export(
+    teacher: Optional[str] = TEACHER,
+    arch: Optional[str] = ARCH,
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder."),
+    trust_checkpoint: bool = TRUST,
+    input_shape: Optional[str] = INPUT_SHAPE,
+    num_classes: Optional[int] = NUM_CLASSES,
+    eval: Optional[str] = EVAL,
+    opset: int = typer.Option(17, "--opset", help="ONNX opset (>= 17)."),
+    json_output: bool = JSON,
+    debug: bool = DEBUG,
+    quiet: bool = QUIET,
+):
     """Export a checkpoint directly to ONNX (dynamic batch), checked and compared with PyTorch.
 
     Example: `pipeline export --teacher r34.pt --arch resnet34 --out exported/`
     """
+
     def action():
         from pipeline.assets import resolve_teacher
         from pipeline.export.stage import ExportConfig, ExportStage
@@ -49,7 +83,9 @@ def export(teacher: Optional[str] = TEACHER, arch: Optional[str] = ARCH, out: Pa
         from pipeline.teacher_spec import TeacherSpec
 
         spec = TeacherSpec(arch, input_shape_option(input_shape), num_classes, trust_checkpoint)
-        stage = ExportStage({"model": resolve_teacher(teacher)}, ExportConfig(opset=opset, eval=eval, specs={"model": spec}))
+        stage = ExportStage(
+            {"model": resolve_teacher(teacher)}, ExportConfig(opset=opset, eval=eval, specs={"model": spec})
+        )
         entry = RunFolder(out).run(stage, force=True)
         return {"onnx": str(Path(out) / entry["artifacts"]["model"]["path"]), **entry["metrics"]["model"]}
 
@@ -57,18 +93,34 @@ def export(teacher: Optional[str] = TEACHER, arch: Optional[str] = ARCH, out: Pa
     if json_output:
         stdout.print_json(json.dumps(result, default=str))
     else:
-        stdout.print(f"{result['onnx']}: {result['size_bytes'] / 1e6:.2f} MB, parity max |diff| "
-                     f"{result['parity_max_abs_diff']:.2e}, top-1 agreement {result['parity_top1_agreement']:.4f}")
+        stdout.print(
+            f"{result['onnx']}: {result['size_bytes'] / 1e6:.2f} MB, parity max |diff| "
+            f"{result['parity_max_abs_diff']:.2e}, top-1 agreement {result['parity_top1_agreement']:.4f}"
+        )
 
 
 @app.command(rich_help_panel=MODEL_COMMANDS)
-def bench(teacher: Optional[str] = typer.Option(None, "--teacher", "-t", help="Model to measure: any checkpoint `build` accepts, "
-                                                "or an exported .onnx file. Default: the embedded teacher."),
-          arch: Optional[str] = ARCH, target: Optional[str] = TARGET, budget: Optional[str] = BUDGET,
-          out: Path = typer.Option(..., "--out", "-o", help="Folder for the export and bench results."),
-          trust_checkpoint: bool = TRUST, input_shape: Optional[str] = INPUT_SHAPE, num_classes: Optional[int] = NUM_CLASSES,
-          eval: Optional[str] = EVAL, host: Optional[str] = HOST, json_output: bool = JSON, debug: bool = DEBUG,
-          quiet: bool = QUIET):
+def bench(
+    teacher: Optional[str] = typer.Option(
+        None,
+        "--teacher",
+        "-t",
+        help="Model to measure: any checkpoint `build` accepts, "
+        "or an exported .onnx file. Default: the embedded teacher.",
+    ),
+    arch: Optional[str] = ARCH,
+    target: Optional[str] = TARGET,
+    budget: Optional[str] = BUDGET,
+    out: Path = typer.Option(..., "--out", "-o", help="Folder for the export and bench results."),
+    trust_checkpoint: bool = TRUST,
+    input_shape: Optional[str] = INPUT_SHAPE,
+    num_classes: Optional[int] = NUM_CLASSES,
+    eval: Optional[str] = EVAL,
+    host: Optional[str] = HOST,
+    json_output: bool = JSON,
+    debug: bool = DEBUG,
+    quiet: bool = QUIET,
+):
     """Measure one model's latency on the target's runtime, and its top-1 accuracy when a labelled set is given.
 
     Warm-up, then interleaved rounds with pinned threads: median, p90, p99 and CV. Checkpoints are exported to
@@ -79,35 +131,59 @@ def bench(teacher: Optional[str] = typer.Option(None, "--teacher", "-t", help="M
 
     Example: `pipeline bench --teacher model.onnx --target jetson-orin-nano --host me@jetson.local --out runs/b`
     """
+
     def action():
         from pipeline.recipes.single_model import run_bench_only
         from pipeline.teacher_spec import TeacherSpec
 
         spec = TeacherSpec(arch, input_shape_option(input_shape), num_classes, trust_checkpoint)
-        return run_bench_only(teacher, spec=spec, target_name=target, budget_name=budget, out=out, eval_spec=eval,
-                              host=host)
+        return run_bench_only(
+            teacher, spec=spec, target_name=target, budget_name=budget, out=out, eval_spec=eval, host=host
+        )
 
     result = run_action(debug, quiet, action)
     if json_output:
         stdout.print_json(json.dumps(result, default=str))
         return
     latency = result["latency"]
-    accuracy = f", top-1 {result['accuracy'] * 100:.2f} % on {result['eval_images']} images" if "accuracy" in result else ""
-    where = {"remote": f" on {result.get('measured_on', {}).get('host')} ({result.get('measured_on', {}).get('runtime')})",
-             "proxy": f" (proxy: onnxruntime here stands in for {result.get('proxy_for')})"}.get(result.get("latency_source"), "")
-    stdout.print(f"{result['onnx']}: median {latency['median_ms']:.3f} ms{where}, p90 {latency['p90_ms']:.3f} ms, "
-                 f"p99 {latency['p99_ms']:.3f} ms, CV {latency['cv']:.2f}{accuracy}")
+    accuracy = (
+        f", top-1 {result['accuracy'] * 100:.2f} % on {result['eval_images']} images" if "accuracy" in result else ""
+    )
+    where = {
+        "remote": f" on {result.get('measured_on', {}).get('host')} ({result.get('measured_on', {}).get('runtime')})",
+        "proxy": f" (proxy: onnxruntime here stands in for {result.get('proxy_for')})",
+    }.get(result.get("latency_source"), "")
+    stdout.print(
+        f"{result['onnx']}: median {latency['median_ms']:.3f} ms{where}, p90 {latency['p90_ms']:.3f} ms, "
+        f"p99 {latency['p99_ms']:.3f} ms, CV {latency['cv']:.2f}{accuracy}"
+    )
 
 
 @app.command(rich_help_panel=MODEL_COMMANDS)
-def engine(onnx: Optional[Path] = typer.Option(None, "--onnx", help="ONNX file to build the engine from."),
-           run: Optional[Path] = typer.Option(None, "--run", help="Run folder: build its handed-on model (quantised, else student)."),
-           target: str = typer.Option("jetson-orin-nano", "--target", help="A TensorRT target (see `pipeline targets`)."),
-           precision: Optional[str] = typer.Option(None, "--precision", help="fp32, fp16 or int8 (default: the target's). "
-                                                   "TensorRT 11 takes precision from the ONNX: give an ONNX in that precision."),
-           host: Optional[str] = HOST, out: Optional[Path] = typer.Option(None, "--out", "-o", rich_help_panel=OUTPUT_PANEL, help=(
-               "Run folder for the engine (default: --run, or `runs/ONNX-TARGET-engine`).")),
-           json_output: bool = JSON, debug: bool = DEBUG, quiet: bool = QUIET):
+def engine(
+    onnx: Optional[Path] = typer.Option(None, "--onnx", help="ONNX file to build the engine from."),
+    run: Optional[Path] = typer.Option(
+        None, "--run", help="Run folder: build its handed-on model (quantised, else student)."
+    ),
+    target: str = typer.Option("jetson-orin-nano", "--target", help="A TensorRT target (see `pipeline targets`)."),
+    precision: Optional[str] = typer.Option(
+        None,
+        "--precision",
+        help="fp32, fp16 or int8 (default: the target's). "
+        "TensorRT 11 takes precision from the ONNX: give an ONNX in that precision.",
+    ),
+    host: Optional[str] = HOST,
+    out: Optional[Path] = typer.Option(
+        None,
+        "--out",
+        "-o",
+        rich_help_panel=OUTPUT_PANEL,
+        help=("Run folder for the engine (default: --run, or `runs/ONNX-TARGET-engine`)."),
+    ),
+    json_output: bool = JSON,
+    debug: bool = DEBUG,
+    quiet: bool = QUIET,
+):
     """Build a TensorRT engine (TensorRT 10 or 11) for a TensorRT target, after a pre-flight check.
 
     Where it is built: on --host (or the target's host) over SSH, the engine copied back; else here when
@@ -119,6 +195,7 @@ def engine(onnx: Optional[Path] = typer.Option(None, "--onnx", help="ONNX file t
 
     Example: `pipeline engine --run runs/resnet20-fmnist-jetson-orin-nano --target jetson-orin-nano`
     """
+
     def action():
         from pipeline.recipes.single_model import run_engine_only
 
@@ -129,17 +206,28 @@ def engine(onnx: Optional[Path] = typer.Option(None, "--onnx", help="ONNX file t
         stdout.print_json(json.dumps(result, default=str))
     elif result.get("built"):
         stamp = result["stamp"]
-        stdout.print(f"{result['run_folder']}/engine/model.engine: TensorRT {stamp.get('tensorrt_version')}, "
-                     f"{stamp.get('gpu_name')} (compute {stamp.get('compute_capability')}), built on {result['built_on']}")
+        stdout.print(
+            f"{result['run_folder']}/engine/model.engine: TensorRT {stamp.get('tensorrt_version')}, "
+            f"{stamp.get('gpu_name')} (compute {stamp.get('compute_capability')}), built on {result['built_on']}"
+        )
     else:
-        stdout.print(f"engine not built: {result['reason']}\nrun on the device: {result['run_folder']}/engine/build_on_device.sh")
+        stdout.print(
+            f"engine not built: {result['reason']}\nrun on the device: {result['run_folder']}/engine/build_on_device.sh"
+        )
 
 
 @app.command(rich_help_panel=MODEL_COMMANDS)
-def check(onnx: Path = typer.Argument(..., help="ONNX file to check."),
-          precision: str = typer.Option("fp16", "--precision", help="Precision the engine will run in: sets the "
-                                        "tensor-core alignment rule (fp16: multiples of 8, int8: of 32; fp32: none)."),
-          json_output: bool = JSON, debug: bool = DEBUG):
+def check(
+    onnx: Path = typer.Argument(..., help="ONNX file to check."),
+    precision: str = typer.Option(
+        "fp16",
+        "--precision",
+        help="Precision the engine will run in: sets the "
+        "tensor-core alignment rule (fp16: multiples of 8, int8: of 32; fp32: none).",
+    ),
+    json_output: bool = JSON,
+    debug: bool = DEBUG,
+):
     """Pre-flight an ONNX file for TensorRT, without TensorRT; exit status 1 when TensorRT would refuse it.
 
     Finds the ops TensorRT's ONNX parser does not support (QLinearConv, ConvInteger, contrib ops), non-zero or
@@ -147,6 +235,7 @@ def check(onnx: Path = typer.Argument(..., help="ONNX file to check."),
 
     Example: `pipeline check runs/r20-int8/quantize/model.onnx --precision int8`
     """
+
     def action():
         from pipeline.engine.preflight import preflight
 
@@ -159,4 +248,3 @@ def check(onnx: Path = typer.Argument(..., help="ONNX file to check."),
         print(report.format())
     if not report.ok:
         raise typer.Exit(1)
-

@@ -47,8 +47,9 @@ def fashion_mnist_split(split: str, preprocess: Preprocess, limit: int | None = 
     if limit is not None:
         images, labels = images[:limit], labels[:limit]
     raw = torch.from_numpy(images.copy()).unsqueeze(1)
-    return LabelledImages(f"fashion-mnist-{split}", normalise(raw, preprocess), torch.from_numpy(labels.copy()),
-                          fashion_mnist.CLASSES)
+    return LabelledImages(
+        f"fashion-mnist-{split}", normalise(raw, preprocess), torch.from_numpy(labels.copy()), fashion_mnist.CLASSES
+    )
 
 
 def image_folder(root: Path, preprocess: Preprocess, per_class: int | None = None) -> LabelledImages:

@@ -30,7 +30,7 @@ def _read_idx(path: Path, magic: int) -> np.ndarray:
     if int.from_bytes(data[:4], "big") != magic:
         raise PipelineError(f"{path} is not an IDX file (bad magic number)")
     ndim = data[3]
-    shape = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
 
 

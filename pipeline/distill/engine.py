@@ -25,6 +25,7 @@ from pipeline.training import ResumableLoop, cosine_scale
 @dataclass(frozen=True)
 class StudentTraining:
     """How the student learns from the pool (the `distill` half of the loop)."""
+
     batch_size: int = 128
     optimizer: str = "adam"  # adam | sgd
     lr: float = 2e-3
@@ -43,7 +44,9 @@ class StudentTraining:
 
 def make_optimizer(parameters, settings: StudentTraining) -> torch.optim.Optimizer:
     if settings.optimizer == "sgd":
-        return torch.optim.SGD(parameters, lr=settings.lr, momentum=0.9, weight_decay=settings.weight_decay, nesterov=True)
+        return torch.optim.SGD(
+            parameters, lr=settings.lr, momentum=0.9, weight_decay=settings.weight_decay, nesterov=True
+        )
     return torch.optim.Adam(parameters, lr=settings.lr, weight_decay=settings.weight_decay)
 
 
@@ -77,9 +80,17 @@ def augment_batch(images: torch.Tensor, rng: torch.Generator) -> torch.Tensor:
 
 
 class DataFreeLoop:
-    def __init__(self, teacher: TeacherView, synthesizer: Synthesizer | None, pool: TransferSet,
-                 student: nn.Module | None, settings: StudentTraining, seed: int,
-                 mix: Synthesizer | None = None, mix_every: int = 4):
+    def __init__(
+        self,
+        teacher: TeacherView,
+        synthesizer: Synthesizer | None,
+        pool: TransferSet,
+        student: nn.Module | None,
+        settings: StudentTraining,
+        seed: int,
+        mix: Synthesizer | None = None,
+        mix_every: int = 4,
+    ):
         self.teacher, self.synthesizer, self.pool, self.settings = teacher, synthesizer, pool, settings
         # mixing: a few real images (an `images` synthesizer) join the pool every `mix_every` iterations
         self.mix, self.mix_every, self.iterations = mix, max(1, mix_every), 0
@@ -104,12 +115,15 @@ class DataFreeLoop:
             self.optimizer = make_optimizer(parameters, settings)
             if settings.ema > 0:
                 self.ema = torch.optim.swa_utils.AveragedModel(
-                    student, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(settings.ema), use_buffers=True)
+                    student, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(settings.ema), use_buffers=True
+                )
 
     def _make_projection(self) -> FeatureProjection | None:
         from pipeline.errors import PipelineError
 
-        if not all(hasattr(m, name) for m in (self.student, self.teacher.model) for name in ("forward_features", "head")):
+        if not all(
+            hasattr(m, name) for m in (self.student, self.teacher.model) for name in ("forward_features", "head")
+        ):
             raise PipelineError("--feature-weight needs registry models on both sides (forward_features/head)")
         if distributed.active():
             raise PipelineError("--feature-weight is not supported under torchrun yet; use KD only")
@@ -218,10 +232,13 @@ def cost_report(steps: int, seconds: float, device: torch.device) -> dict:
     import sys
 
     peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
-    report = {"iterations": steps, "seconds_per_iteration": round(seconds / steps, 4) if steps else None,
-              "peak_host_memory_mb": round(peak_rss / 2 ** 20, 1)}
+    report = {
+        "iterations": steps,
+        "seconds_per_iteration": round(seconds / steps, 4) if steps else None,
+        "peak_host_memory_mb": round(peak_rss / 2**20, 1),
+    }
     if device.type == "cuda":
-        report["peak_gpu_memory_mb"] = round(torch.cuda.max_memory_allocated(device) / 2 ** 20, 1)
+        report["peak_gpu_memory_mb"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
         report["gpu"] = torch.cuda.get_device_name(device)
     return report
 

@@ -62,8 +62,13 @@ class AccuracyCurve:
         if self.data is None or self.every_s <= 0 or loop.elapsed < self.next_at:
             return
         with loop.paused():
-            self.points.append({"seconds": round(loop.elapsed, 1), "step": loop.step,
-                                "accuracy": round(self.accuracy(engine.student), 4)})
+            self.points.append(
+                {
+                    "seconds": round(loop.elapsed, 1),
+                    "step": loop.step,
+                    "accuracy": round(self.accuracy(engine.student), 4),
+                }
+            )
             self.next_at += self.every_s
 
 
@@ -84,20 +89,34 @@ class DistillStage(Stage):
         self.synthesizer_path = Path(synthesizer_path)
 
     def inputs(self) -> dict[str, Path]:
-        return {"teacher": self.teacher_path, "transfer_set": self.transfer_set_path, "synthesizer": self.synthesizer_path}
+        return {
+            "teacher": self.teacher_path,
+            "transfer_set": self.transfer_set_path,
+            "synthesizer": self.synthesizer_path,
+        }
 
     def run(self, workdir: Path) -> StageOutput:
         config = self.config
         seed_everything(config.seed)  # same student initialisation on every rank
         view = teacher_view(config.teacher, self.teacher_path, config.device)
         channels, height, _ = view.input_shape
-        student = create_model(config.student, in_channels=channels, num_classes=view.num_classes,
-                               image_size=height).to(view.device)
+        student = create_model(
+            config.student, in_channels=channels, num_classes=view.num_classes, image_size=height
+        ).to(view.device)
         seed_everything(rank_seed(config.seed))
         pool = TransferSet.load(self.transfer_set_path)
-        synthesizer = load_synthesizer(self.synthesizer_path, view, rank_seed(config.seed)) if config.continue_synthesis else None
-        engine = DataFreeLoop(view, synthesizer, pool, student, config.training, rank_seed(config.seed),
-                              mix=mix_synthesizer(view, config.mix, rank_seed(config.seed)))
+        synthesizer = (
+            load_synthesizer(self.synthesizer_path, view, rank_seed(config.seed)) if config.continue_synthesis else None
+        )
+        engine = DataFreeLoop(
+            view,
+            synthesizer,
+            pool,
+            student,
+            config.training,
+            rank_seed(config.seed),
+            mix=mix_synthesizer(view, config.mix, rank_seed(config.seed)),
+        )
         loop = ResumableLoop(workdir, config.seconds, engine.states(), config.steps)
         curve = AccuracyCurve(config.eval, view.preprocess, config.eval_every_s, config.eval_limit)
         method = synthesizer.name if synthesizer is not None else "transfer-set"
@@ -108,30 +127,58 @@ class DistillStage(Stage):
         distributed.average_buffers(final)
         checksums = distributed.gather_objects(parameter_checksum(final))
         pool = merge_rank_pools(pool)
-        metrics = {"student": config.student, "method": method, "steps": loop.step, "device": str(view.device),
-                   "world_size": distributed.world_size(), "rank_parameter_checksums": checksums,
-                   "ranks_agree": len(set(checksums)) == 1, "first_kd_loss": engine.first_kd,
-                   "final_kd_loss": engine.last.get("kd"), "student_steps": engine.student_steps, "cost": cost,
-                   "synthetic_top1_agreement": synthetic_agreement(view, final, pool),
-                   "transfer_set": pool.summary(), "resumed": loop.resumed, "ema": config.training.ema > 0,
-                   "student_parameters": sum(p.numel() for p in final.parameters()),
-                   **teacher_class_balance(pool.logits, view.num_classes)}
+        metrics = {
+            "student": config.student,
+            "method": method,
+            "steps": loop.step,
+            "device": str(view.device),
+            "world_size": distributed.world_size(),
+            "rank_parameter_checksums": checksums,
+            "ranks_agree": len(set(checksums)) == 1,
+            "first_kd_loss": engine.first_kd,
+            "final_kd_loss": engine.last.get("kd"),
+            "student_steps": engine.student_steps,
+            "cost": cost,
+            "synthetic_top1_agreement": synthetic_agreement(view, final, pool),
+            "transfer_set": pool.summary(),
+            "resumed": loop.resumed,
+            "ema": config.training.ema > 0,
+            "student_parameters": sum(p.numel() for p in final.parameters()),
+            **teacher_class_balance(pool.logits, view.num_classes),
+        }
         if curve.data is not None:
-            curve.points.append({"seconds": round(loop.elapsed, 1), "step": loop.step,
-                                 "accuracy": round(curve.accuracy(final), 4), "final": True})
+            curve.points.append(
+                {
+                    "seconds": round(loop.elapsed, 1),
+                    "step": loop.step,
+                    "accuracy": round(curve.accuracy(final), 4),
+                    "final": True,
+                }
+            )
             metrics["accuracy_curve"] = curve.points
-        save_checkpoint(workdir / "student.pt", final.cpu(), arch=config.student, preprocess=view.preprocess,
-                        num_classes=view.num_classes,
-                        metadata={"distilled_from": str(self.teacher_path), "method": method, "steps": loop.step,
-                                  "data_free": method != "images" and not config.mix})
+        save_checkpoint(
+            workdir / "student.pt",
+            final.cpu(),
+            arch=config.student,
+            preprocess=view.preprocess,
+            num_classes=view.num_classes,
+            metadata={
+                "distilled_from": str(self.teacher_path),
+                "method": method,
+                "steps": loop.step,
+                "data_free": method != "images" and not config.mix,
+            },
+        )
         pool.save(workdir / "transfer_set.pt", method=method)
         artifacts = {"student": "student.pt", "transfer_set": "transfer_set.pt"}
         if synthesizer is not None:
             save_synthesizer(workdir / "synthesizer.pt", synthesizer, config.seed)
             artifacts["synthesizer"] = "synthesizer.pt"
         loop.finish()
-        log(f"distill: {loop.step} steps, final KD loss {metrics['final_kd_loss']}, top-1 agreement with the teacher "
-            f"on held-back transfer images {metrics['synthetic_top1_agreement']}")
+        log(
+            f"distill: {loop.step} steps, final KD loss {metrics['final_kd_loss']}, top-1 agreement with the teacher "
+            f"on held-back transfer images {metrics['synthetic_top1_agreement']}"
+        )
         return StageOutput(artifacts=artifacts, metrics=metrics)
 
 
@@ -141,5 +188,7 @@ def synthetic_agreement(view, student, pool: TransferSet, samples: int = 1024) -
     if len(pool) == 0:
         return None
     pixels, logits = pool.pixels[-samples:], pool.logits[-samples:].float()
-    predictions = torch.cat([student(view.from_uint8(pixels[i:i + 256])).argmax(1).cpu() for i in range(0, len(pixels), 256)])
+    predictions = torch.cat(
+        [student(view.from_uint8(pixels[i : i + 256])).argmax(1).cpu() for i in range(0, len(pixels), 256)]
+    )
     return round(float((predictions == logits.argmax(1)).float().mean()), 4)

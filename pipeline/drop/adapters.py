@@ -32,12 +32,24 @@ class AdaptedConv(nn.Module):
         conv = self.conv
         if conv.groups != 1:
             raise PipelineError("an adapter can only fold into a dense (groups=1) convolution")
-        fused = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
-                          conv.dilation, conv.groups, bias=conv.bias is not None, padding_mode=conv.padding_mode,
-                          device=conv.weight.device, dtype=conv.weight.dtype)
+        fused = nn.Conv2d(
+            conv.in_channels,
+            conv.out_channels,
+            conv.kernel_size,
+            conv.stride,
+            conv.padding,
+            conv.dilation,
+            conv.groups,
+            bias=conv.bias is not None,
+            padding_mode=conv.padding_mode,
+            device=conv.weight.device,
+            dtype=conv.weight.dtype,
+        )
         mixing = self.adapter.weight.detach()[:, :, 0, 0]
         with torch.no_grad():
-            fused.weight.copy_(torch.einsum("op,pikl->oikl", mixing.double(), conv.weight.double()).to(conv.weight.dtype))
+            fused.weight.copy_(
+                torch.einsum("op,pikl->oikl", mixing.double(), conv.weight.double()).to(conv.weight.dtype)
+            )
             if conv.bias is not None:
                 fused.bias.copy_((mixing.double() @ conv.bias.double()).to(conv.bias.dtype))
         return fused
@@ -52,9 +64,11 @@ def gap_convs(pruned: nn.Module, input_shape: tuple[int, int, int]) -> list[str]
     """Names of the convolutions an adapter goes after: for each gap, the last dense main-path convolution
     that runs before it (one per conv even when several gaps follow it)."""
     order: list[tuple[str, nn.Module]] = []
-    hooks = [module.register_forward_pre_hook(lambda m, _x, name=name: order.append((name, m)))
-             for name, module in pruned.named_modules()
-             if isinstance(module, (nn.Conv2d, AdaptedConv, DroppedBlock, ProjectionShortcut))]
+    hooks = [
+        module.register_forward_pre_hook(lambda m, _x, name=name: order.append((name, m)))
+        for name, module in pruned.named_modules()
+        if isinstance(module, (nn.Conv2d, AdaptedConv, DroppedBlock, ProjectionShortcut))
+    ]
     parameter = next(pruned.parameters())
     was = pruned.training
     try:
@@ -65,8 +79,12 @@ def gap_convs(pruned: nn.Module, input_shape: tuple[int, int, int]) -> list[str]
         pruned.train(was)
         for hook in hooks:
             hook.remove()
-    inside_adapted = {f"{name}.{child}" for name, m in pruned.named_modules() if isinstance(m, AdaptedConv)
-                      for child in ("conv", "adapter")}
+    inside_adapted = {
+        f"{name}.{child}"
+        for name, m in pruned.named_modules()
+        if isinstance(m, AdaptedConv)
+        for child in ("conv", "adapter")
+    }
     chosen, last = [], None
     for name, module in order:
         if isinstance(module, (DroppedBlock, ProjectionShortcut)):

@@ -67,8 +67,10 @@ def droppable_blocks(model: nn.Module) -> list[Block]:
 def require_blocks(model: nn.Module, label: str) -> list[Block]:
     blocks = droppable_blocks(model)
     if not blocks:
-        raise PipelineError(f"{label} has no droppable residual blocks (block dropping needs a ResNet or "
-                            "MobileNetV2 from the registry; see `pipeline models`)")
+        raise PipelineError(
+            f"{label} has no droppable residual blocks (block dropping needs a ResNet or "
+            "MobileNetV2 from the registry; see `pipeline models`)"
+        )
     return blocks
 
 
@@ -77,8 +79,10 @@ def require_block_names(model: nn.Module, names, label: str) -> None:
     available = [block.name for block in require_blocks(model, label)]
     unknown = [name for name in names if name not in available]
     if unknown:
-        raise PipelineError(f"--drop-blocks: {', '.join(unknown)} is not a droppable block of {label}; "
-                            f"choose from {', '.join(available)}")
+        raise PipelineError(
+            f"--drop-blocks: {', '.join(unknown)} is not a droppable block of {label}; "
+            f"choose from {', '.join(available)}"
+        )
 
 
 def _parent(model: nn.Module, name: str) -> tuple[nn.Module, str]:
@@ -102,8 +106,10 @@ def without_blocks(model: nn.Module, names, *, copy_model: bool = True) -> nn.Mo
     known = {block.name: block for block in droppable_blocks(model)}
     unknown = [n for n in names if n not in known]
     if unknown:
-        raise PipelineError(f"cannot drop {', '.join(unknown)}: not a droppable block of this model "
-                            f"(droppable: {', '.join(known) or 'none'})")
+        raise PipelineError(
+            f"cannot drop {', '.join(unknown)}: not a droppable block of this model "
+            f"(droppable: {', '.join(known) or 'none'})"
+        )
     pruned = copy.deepcopy(model) if copy_model else model
     for name in names:
         block = pruned.get_submodule(name)

@@ -14,8 +14,10 @@ def pre_pool_module(model: nn.Module) -> nn.Module:
         return model.layer4
     if hasattr(model, "features"):  # MobileNetV2, LeNet
         return model.features
-    raise PipelineError(f"cannot find the pre-pooling features of a {type(model).__name__}; "
-                        "feature distillation needs a registry architecture")
+    raise PipelineError(
+        f"cannot find the pre-pooling features of a {type(model).__name__}; "
+        "feature distillation needs a registry architecture"
+    )
 
 
 class FeatureTap:

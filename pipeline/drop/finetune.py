@@ -39,8 +39,15 @@ class RecoverySettings:
         return asdict(self)
 
 
-def recovery_finetune(student: nn.Module, teacher: nn.Module, images: torch.Tensor, settings: RecoverySettings,
-                      workdir: Path, seed: int = 0, label: str = "recovery fine-tune") -> dict:
+def recovery_finetune(
+    student: nn.Module,
+    teacher: nn.Module,
+    images: torch.Tensor,
+    settings: RecoverySettings,
+    workdir: Path,
+    seed: int = 0,
+    label: str = "recovery fine-tune",
+) -> dict:
     """Train `student` (in place) to match `teacher` on `images` (normalised, on the training device)."""
     rng = torch.Generator().manual_seed(seed)
     # BatchNorm stays in inference mode: its running statistics are the teacher's memory of the real data,
@@ -53,8 +60,10 @@ def recovery_finetune(student: nn.Module, teacher: nn.Module, images: torch.Tens
     projection = _projection_if_needed(student, teacher, images)
     adapters = {id(p) for p in adapter_parameters(student)}
     # no weight decay on the adapters: it would pull an identity-initialised map towards zero
-    groups = [{"params": [p for p in student.parameters() if id(p) not in adapters], "weight_decay": settings.weight_decay},
-              {"params": [p for p in student.parameters() if id(p) in adapters], "weight_decay": 0.0}]
+    groups = [
+        {"params": [p for p in student.parameters() if id(p) not in adapters], "weight_decay": settings.weight_decay},
+        {"params": [p for p in student.parameters() if id(p) in adapters], "weight_decay": 0.0},
+    ]
     if projection is not None:
         groups.append({"params": list(projection.parameters()), "weight_decay": 0.0})
     optimizer = torch.optim.SGD(groups, lr=settings.lr, momentum=settings.momentum)
@@ -78,8 +87,11 @@ def recovery_finetune(student: nn.Module, teacher: nn.Module, images: torch.Tens
                 with torch.no_grad():
                     teacher_features, teacher_logits = teacher_tap(batch)
                 features, logits = student_tap(batch)
-                feature_loss = (projection(features, teacher_features) if projection is not None
-                                else F.mse_loss(features, teacher_features))
+                feature_loss = (
+                    projection(features, teacher_features)
+                    if projection is not None
+                    else F.mse_loss(features, teacher_features)
+                )
                 # relative to the teacher features' mean square: the same lr then suits every architecture
                 # (the raw MSE of the embedded ResNet-20 is large enough to diverge at lr 0.02)
                 feature_loss = feature_loss / teacher_features.pow(2).mean().clamp_min(1e-8)
@@ -87,11 +99,15 @@ def recovery_finetune(student: nn.Module, teacher: nn.Module, images: torch.Tens
                 if settings.kd_weight > 0:
                     loss = loss + settings.kd_weight * kd_loss(logits, teacher_logits, settings.temperature)
                 if not torch.isfinite(loss):
-                    raise PipelineError(f"the recovery fine-tune diverged at iteration {loop.step} (loss {float(loss.detach())}); "
-                                        "lower its learning rate (--drop-lr)")
+                    raise PipelineError(
+                        f"the recovery fine-tune diverged at iteration {loop.step} (loss {float(loss.detach())}); "
+                        "lower its learning rate (--drop-lr)"
+                    )
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
-                torch.nn.utils.clip_grad_norm_([p for group in groups for p in group["params"]], settings.clip_grad_norm)
+                torch.nn.utils.clip_grad_norm_(
+                    [p for group in groups for p in group["params"]], settings.clip_grad_norm
+                )
                 optimizer.step()
                 last = float(loss.detach())
                 first = last if first is None else first
@@ -102,8 +118,13 @@ def recovery_finetune(student: nn.Module, teacher: nn.Module, images: torch.Tens
         teacher_tap.close()
     loop.finish()
     student.eval()
-    return {"iterations": loop.step, "first_loss": first, "final_loss": last, "resumed": loop.resumed,
-            "feature_projection": projection is not None}
+    return {
+        "iterations": loop.step,
+        "first_loss": first,
+        "final_loss": last,
+        "resumed": loop.resumed,
+        "feature_projection": projection is not None,
+    }
 
 
 def _projection_if_needed(student: nn.Module, teacher: nn.Module, images: torch.Tensor):

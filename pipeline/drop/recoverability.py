@@ -35,14 +35,15 @@ def adapted_without(model: nn.Module, dropped: list[str], input_shape) -> nn.Mod
 class RecoverabilityProbe:
     """Holds the teacher's features on a fixed train/held-back split so each candidate costs only its own training."""
 
-    def __init__(self, teacher: nn.Module, images: torch.Tensor, input_shape, settings: RecoverabilitySettings,
-                 seed: int = 0):
+    def __init__(
+        self, teacher: nn.Module, images: torch.Tensor, input_shape, settings: RecoverabilitySettings, seed: int = 0
+    ):
         self.teacher, self.input_shape, self.settings = teacher, tuple(input_shape), settings
         self.rng = torch.Generator().manual_seed(seed)
         order = torch.randperm(len(images), generator=self.rng)
         held = min(settings.eval_images, max(1, len(images) // 5))
         self.eval_images = images[order[:held]]
-        self.train_images = images[order[held:held + settings.train_images]]
+        self.train_images = images[order[held : held + settings.train_images]]
         if len(self.train_images) == 0:
             self.train_images = self.eval_images
         self.train_features = self._teacher_features(self.train_images)
@@ -53,7 +54,7 @@ class RecoverabilityProbe:
         tap = FeatureTap(self.teacher)
         try:
             self.teacher.eval()
-            return torch.cat([tap(images[i:i + 256])[0] for i in range(0, len(images), 256)])
+            return torch.cat([tap(images[i : i + 256])[0] for i in range(0, len(images), 256)])
         finally:
             tap.close()
 
@@ -78,7 +79,9 @@ class RecoverabilityProbe:
                 loss.backward()
                 optimizer.step()
             with torch.no_grad():
-                remaining = torch.cat([tap(self.eval_images[i:i + 256])[0] for i in range(0, len(self.eval_images), 256)])
+                remaining = torch.cat(
+                    [tap(self.eval_images[i : i + 256])[0] for i in range(0, len(self.eval_images), 256)]
+                )
             return float(F.mse_loss(remaining, self.eval_features))
         finally:
             tap.close()

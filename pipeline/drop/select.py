@@ -46,8 +46,13 @@ def _from_table(table: dict) -> dict[str, float]:
     return timed
 
 
-def greedy_drop(table: dict, budget: LatencyBudget, recoverability: Callable[[list[str]], float],
-                measure: SetTimer, max_verifications: int = 3) -> dict:
+def greedy_drop(
+    table: dict,
+    budget: LatencyBudget,
+    recoverability: Callable[[list[str]], float],
+    measure: SetTimer,
+    max_verifications: int = 3,
+) -> dict:
     """Returns {"dropped", "steps" (every candidate's recoverability, measured saving and score at each
     step), "verifications"}."""
     blocks = [row["block"] for row in table["blocks"]]
@@ -57,13 +62,26 @@ def greedy_drop(table: dict, budget: LatencyBudget, recoverability: Callable[[li
         check = measure([], [])
         if check["full"] <= budget.limit_ms(check["full"]):
             log(f"drop: the full model ({check['full']:.3f} ms) already meets {budget.describe()}; nothing to drop")
-            return {"dropped": [], "steps": [], "verifications": [{"dropped": [], "full_ms": check["full"],
-                    "dropped_ms": check["full"], "limit_ms": budget.limit_ms(check["full"]), "measured_reduction": 0.0}]}
+            return {
+                "dropped": [],
+                "steps": [],
+                "verifications": [
+                    {
+                        "dropped": [],
+                        "full_ms": check["full"],
+                        "dropped_ms": check["full"],
+                        "limit_ms": budget.limit_ms(check["full"]),
+                        "measured_reduction": 0.0,
+                    }
+                ],
+            }
     while True:
         remaining = [name for name in blocks if name not in dropped]
         if not remaining:
-            raise PipelineError(f"cannot reach {budget.describe()} by dropping blocks: even without every droppable "
-                                "block the measured latency is above the budget")
+            raise PipelineError(
+                f"cannot reach {budget.describe()} by dropping blocks: even without every droppable "
+                "block the measured latency is above the budget"
+            )
         timed = _from_table(table) if not dropped else measure(dropped, remaining)
         limit = budget.limit_ms(timed["full"])
         scored = []
@@ -76,24 +94,46 @@ def greedy_drop(table: dict, budget: LatencyBudget, recoverability: Callable[[li
             scored.append(row)
         candidates = [row for row in scored if "score" in row]
         if not candidates:
-            raise PipelineError(f"cannot reach {budget.describe()} by dropping blocks: no remaining block saves "
-                                f"measurable time (now {timed['current']:.3f} ms, limit {limit:.3f} ms)")
+            raise PipelineError(
+                f"cannot reach {budget.describe()} by dropping blocks: no remaining block saves "
+                f"measurable time (now {timed['current']:.3f} ms, limit {limit:.3f} ms)"
+            )
         best = min(candidates, key=lambda row: row["score"])
         dropped.append(best["block"])
-        steps.append({"dropped": best["block"], "latency_ms": best["latency_ms"], "full_ms": timed["full"],
-                      "limit_ms": limit, "saving_source": "table" if len(dropped) == 1 else "measured", "candidates": scored})
-        log(f"drop: step {len(steps)}: {best['block']} (R {best['recoverability']:.4g}, saves {best['saving_ms']:.4f} ms, "
-            f"score {best['score']:.4g}); {best['latency_ms']:.3f} ms, limit {limit:.3f} ms")
+        steps.append(
+            {
+                "dropped": best["block"],
+                "latency_ms": best["latency_ms"],
+                "full_ms": timed["full"],
+                "limit_ms": limit,
+                "saving_source": "table" if len(dropped) == 1 else "measured",
+                "candidates": scored,
+            }
+        )
+        log(
+            f"drop: step {len(steps)}: {best['block']} (R {best['recoverability']:.4g}, saves {best['saving_ms']:.4f} ms, "
+            f"score {best['score']:.4g}); {best['latency_ms']:.3f} ms, limit {limit:.3f} ms"
+        )
         if best["latency_ms"] > limit:
             continue
         check = measure(dropped, [])
-        verifications.append({"dropped": list(dropped), "full_ms": check["full"], "dropped_ms": check["current"],
-                              "limit_ms": budget.limit_ms(check["full"]),
-                              "measured_reduction": 1 - check["current"] / check["full"]})
-        log(f"drop: check: {check['current']:.3f} ms vs full {check['full']:.3f} ms "
-            f"({100 * verifications[-1]['measured_reduction']:.1f} % lower; limit {verifications[-1]['limit_ms']:.3f} ms)")
+        verifications.append(
+            {
+                "dropped": list(dropped),
+                "full_ms": check["full"],
+                "dropped_ms": check["current"],
+                "limit_ms": budget.limit_ms(check["full"]),
+                "measured_reduction": 1 - check["current"] / check["full"],
+            }
+        )
+        log(
+            f"drop: check: {check['current']:.3f} ms vs full {check['full']:.3f} ms "
+            f"({100 * verifications[-1]['measured_reduction']:.1f} % lower; limit {verifications[-1]['limit_ms']:.3f} ms)"
+        )
         if check["current"] <= verifications[-1]["limit_ms"]:
             return {"dropped": dropped, "steps": steps, "verifications": verifications}
         if len(verifications) >= max_verifications:
-            raise PipelineError(f"the measured latency missed {budget.describe()} in {len(verifications)} checks; "
-                                "the machine may be too noisy (see the latency table's CV)")
+            raise PipelineError(
+                f"the measured latency missed {budget.describe()} in {len(verifications)} checks; "
+                "the machine may be too noisy (see the latency table's CV)"
+            )

@@ -37,7 +37,6 @@ from pipeline.teacher_spec import TeacherSpec
 from pipeline.training import freeze, seed_everything
 
 
-
 @dataclass(frozen=True)
 class DropConfig:
     target: str
@@ -58,7 +57,9 @@ class DropStage(Stage):
     name = "drop"
     version = 1
 
-    def __init__(self, model_path: Path, transfer_set_path: Path | None, config: DropConfig, cache_dir: Path | None = None):
+    def __init__(
+        self, model_path: Path, transfer_set_path: Path | None, config: DropConfig, cache_dir: Path | None = None
+    ):
         super().__init__(config)
         self.model_path = Path(model_path)
         self.transfer_set_path = Path(transfer_set_path) if transfer_set_path is not None else None
@@ -88,8 +89,11 @@ class DropStage(Stage):
         images, source = self._images(view)
         if config.blocks is not None:
             require_block_names(teacher_cpu, config.blocks, arch)
-        wanted = (f"the blocks {', '.join(config.blocks) or '(none)'}" if config.blocks is not None
-                  else LatencyBudget(config.reduction, config.latency_ms).describe())
+        wanted = (
+            f"the blocks {', '.join(config.blocks) or '(none)'}"
+            if config.blocks is not None
+            else LatencyBudget(config.reduction, config.latency_ms).describe()
+        )
         log(f"drop: {arch}, {len(blocks)} droppable blocks, {len(images)} {source} images, budget {wanted}")
 
         if config.blocks is None:
@@ -97,7 +101,10 @@ class DropStage(Stage):
             cache_dir = self.cache_dir or workdir
             cache_file = cache_dir / f"latency-{arch}-{config.target}-{key['runtime']}-{key['runtime_version']}.json"
             table, cached = load_or_measure(cache_file, teacher_cpu, loaded.preprocess, blocks, config.latency, key)
-            log(("drop: block latency table (cached)\n" if cached else "drop: block latency table\n") + format_table(table))
+            log(
+                ("drop: block latency table (cached)\n" if cached else "drop: block latency table\n")
+                + format_table(table)
+            )
         else:  # the user chose the blocks: the table would decide nothing (the full-vs-dropped timing still runs)
             table, cached = {"blocks": [], "cv": None, "not_measured": "--drop-blocks named the blocks"}, False
         atomic_write_json(workdir / "latency_table.json", {**table, "from_cache": cached})
@@ -106,43 +113,78 @@ class DropStage(Stage):
         with tempfile.TemporaryDirectory(prefix="edge-pipeline-drop-") as folder:
             full_onnx = export_for_timing(teacher_cpu, loaded.preprocess, folder, "full")  # timed beside each candidate
             selection = self._select(workdir, table, probe, full_onnx, teacher_cpu, loaded.preprocess)
-            return self._recover(workdir, selection, probe, view, loaded, teacher_cpu, full_onnx, images, source,
-                                 blocks, table, cached)
+            return self._recover(
+                workdir, selection, probe, view, loaded, teacher_cpu, full_onnx, images, source, blocks, table, cached
+            )
 
-    def _recover(self, workdir, selection, probe, view, loaded, teacher_cpu, full_onnx, images, source, blocks,
-                 table, cached) -> StageOutput:
+    def _recover(
+        self, workdir, selection, probe, view, loaded, teacher_cpu, full_onnx, images, source, blocks, table, cached
+    ) -> StageOutput:
         config, arch = self.config, loaded.arch or "unknown"
         dropped = selection["dropped"]
 
         student = probe.adapted(dropped)
         finetune = None
         if dropped:  # nothing dropped (the model already met the budget): hand it on untouched
-            finetune = recovery_finetune(student, view.model, images, config.recovery, workdir, config.seed,
-                                         label=f"recovery fine-tune ({len(dropped)} blocks dropped)")
+            finetune = recovery_finetune(
+                student,
+                view.model,
+                images,
+                config.recovery,
+                workdir,
+                config.seed,
+                label=f"recovery fine-tune ({len(dropped)} blocks dropped)",
+            )
         student = student.cpu().eval()
         fused, fused_diff = fold_adapters_checked(student, probe.eval_images[:128].cpu())
-        timed = time_models({"full": full_onnx, "dropped": fused}, loaded.preprocess, config.latency,
-                            label="latency: full vs dropped")
+        timed = time_models(
+            {"full": full_onnx, "dropped": fused}, loaded.preprocess, config.latency, label="latency: full vs dropped"
+        )
         full_ms, dropped_ms = timed["full"]["median_ms"], timed["dropped"]["median_ms"]
-        save_checkpoint(workdir / "dropped.pt", fused, arch=arch, preprocess=loaded.preprocess,
-                        num_classes=loaded.num_classes,
-                        metadata={"dropped_blocks": dropped, "dropped_from": source_record(self.model_path),
-                                  "data_free": config.images is None, "real_images": 0 if config.images is None else len(images),
-                                  **({"source_metadata": loaded.metadata} if loaded.metadata else {})})
-        metrics = {"arch": arch, "dropped_blocks": dropped, "blocks_total": len(blocks), "data": source,
-                   "latency_source": config.latency.source, "proxy_for": config.latency.proxy_for,
-                   "measured_on": timed["dropped"].get("measured_on"),
-                   "images": len(images), "real_images": 0 if config.images is None else len(images),
-                   "latency_full_ms": full_ms, "latency_dropped_ms": dropped_ms,
-                   "latency_reduction": 1 - dropped_ms / full_ms, "latency_cv": timed["dropped"]["cv"],
-                   "table_from_cache": cached, "table_cv": table["cv"], "fused_max_abs_diff": fused_diff,
-                   "verifications": selection["verifications"], "finetune": finetune,
-                   "parameters_full": sum(p.numel() for p in teacher_cpu.parameters()),
-                   "parameters_dropped": sum(p.numel() for p in fused.parameters())}
-        log(f"drop: dropped {', '.join(dropped) or 'nothing'}; {full_ms:.3f} -> {dropped_ms:.3f} ms "
-            f"({100 * metrics['latency_reduction']:.1f} % lower); fused vs unfused max |diff| {fused_diff:.1e}")
-        return StageOutput(artifacts={"model": "dropped.pt", "latency_table": "latency_table.json",
-                                      "selection": "selection.json"}, metrics=metrics)
+        save_checkpoint(
+            workdir / "dropped.pt",
+            fused,
+            arch=arch,
+            preprocess=loaded.preprocess,
+            num_classes=loaded.num_classes,
+            metadata={
+                "dropped_blocks": dropped,
+                "dropped_from": source_record(self.model_path),
+                "data_free": config.images is None,
+                "real_images": 0 if config.images is None else len(images),
+                **({"source_metadata": loaded.metadata} if loaded.metadata else {}),
+            },
+        )
+        metrics = {
+            "arch": arch,
+            "dropped_blocks": dropped,
+            "blocks_total": len(blocks),
+            "data": source,
+            "latency_source": config.latency.source,
+            "proxy_for": config.latency.proxy_for,
+            "measured_on": timed["dropped"].get("measured_on"),
+            "images": len(images),
+            "real_images": 0 if config.images is None else len(images),
+            "latency_full_ms": full_ms,
+            "latency_dropped_ms": dropped_ms,
+            "latency_reduction": 1 - dropped_ms / full_ms,
+            "latency_cv": timed["dropped"]["cv"],
+            "table_from_cache": cached,
+            "table_cv": table["cv"],
+            "fused_max_abs_diff": fused_diff,
+            "verifications": selection["verifications"],
+            "finetune": finetune,
+            "parameters_full": sum(p.numel() for p in teacher_cpu.parameters()),
+            "parameters_dropped": sum(p.numel() for p in fused.parameters()),
+        }
+        log(
+            f"drop: dropped {', '.join(dropped) or 'nothing'}; {full_ms:.3f} -> {dropped_ms:.3f} ms "
+            f"({100 * metrics['latency_reduction']:.1f} % lower); fused vs unfused max |diff| {fused_diff:.1e}"
+        )
+        return StageOutput(
+            artifacts={"model": "dropped.pt", "latency_table": "latency_table.json", "selection": "selection.json"},
+            metrics=metrics,
+        )
 
     def _images(self, view: TeacherView) -> tuple[torch.Tensor, str]:
         config = self.config
@@ -156,15 +198,21 @@ class DropStage(Stage):
             raise PipelineError(f"{self.transfer_set_path} holds no images")
         return NormalisedImages(pool.pixels, view.from_uint8, view.device), "transfer-set"
 
-    def _select(self, workdir: Path, table: dict, probe: RecoverabilityProbe, full_onnx: Path, teacher_cpu,
-                preprocess) -> dict:
+    def _select(
+        self, workdir: Path, table: dict, probe: RecoverabilityProbe, full_onnx: Path, teacher_cpu, preprocess
+    ) -> dict:
         """Greedy selection; its result is kept in the work folder so an interrupted fine-tune resumes on it."""
         path = workdir / "selection.json"
         if path.is_file():
             return json.loads(path.read_text())
         settings = self.config.latency
         if self.config.blocks is not None:  # the user chose; the latency table is still measured, for the record
-            selection = {"dropped": list(self.config.blocks), "steps": [], "verifications": [], "chosen_by": "--drop-blocks"}
+            selection = {
+                "dropped": list(self.config.blocks),
+                "steps": [],
+                "verifications": [],
+                "chosen_by": "--drop-blocks",
+            }
             atomic_write_text(path, json.dumps(selection, indent=1))
             return selection
 

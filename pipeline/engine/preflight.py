@@ -18,16 +18,48 @@ from pipeline.errors import PipelineError
 
 # The parser's "N" rows (onnx-tensorrt docs/operators.md) that a classifier export can realistically contain.
 UNSUPPORTED_OPS = {
-    "QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger", "DynamicQuantizeLinear", "BitShift",
-    "Compress", "ConcatFromSequence", "Det", "Hardmax", "MaxRoiPool", "MaxUnpool", "Multinomial",
-    "NegativeLogLikelihoodLoss", "RandomNormal", "RandomNormalLike", "RoiAlign", "SequenceAt", "SequenceConstruct",
-    "SequenceEmpty", "SequenceErase", "SequenceInsert", "SequenceLength", "Shrink", "SoftmaxCrossEntropyLoss",
-    "SplitToSequence", "StringNormalizer", "TfIdfVectorizer", "Unique",
+    "QLinearConv",
+    "QLinearMatMul",
+    "ConvInteger",
+    "MatMulInteger",
+    "DynamicQuantizeLinear",
+    "BitShift",
+    "Compress",
+    "ConcatFromSequence",
+    "Det",
+    "Hardmax",
+    "MaxRoiPool",
+    "MaxUnpool",
+    "Multinomial",
+    "NegativeLogLikelihoodLoss",
+    "RandomNormal",
+    "RandomNormalLike",
+    "RoiAlign",
+    "SequenceAt",
+    "SequenceConstruct",
+    "SequenceEmpty",
+    "SequenceErase",
+    "SequenceInsert",
+    "SequenceLength",
+    "Shrink",
+    "SoftmaxCrossEntropyLoss",
+    "SplitToSequence",
+    "StringNormalizer",
+    "TfIdfVectorizer",
+    "Unique",
 }
 STANDARD_DOMAINS = {"", "ai.onnx"}
 # onnx.TensorProto data types TensorRT cannot hold (names keep the report readable)
-UNSUPPORTED_DTYPES = {11: "double", 8: "string", 14: "complex64", 15: "complex128", 4: "uint16", 12: "uint32",
-                      13: "uint64", 5: "int16"}
+UNSUPPORTED_DTYPES = {
+    11: "double",
+    8: "string",
+    14: "complex64",
+    15: "complex128",
+    4: "uint16",
+    12: "uint32",
+    13: "uint64",
+    5: "int16",
+}
 ALIGNMENT = {"fp32": None, "fp16": 8, "int8": 32, "binary": 32}
 
 
@@ -61,14 +93,27 @@ class PreflightReport:
         return not self.errors
 
     def to_dict(self) -> dict:
-        return {"model": self.model, "precision": self.precision, "opset": self.opset, "ops": self.ops, "ok": self.ok,
-                "errors": len(self.errors), "warnings": len(self.warnings),
-                "findings": [asdict(f) for f in self.findings]}
+        return {
+            "model": self.model,
+            "precision": self.precision,
+            "opset": self.opset,
+            "ops": self.ops,
+            "ok": self.ok,
+            "errors": len(self.errors),
+            "warnings": len(self.warnings),
+            "findings": [asdict(f) for f in self.findings],
+        }
 
     def format(self, limit: int | None = 25) -> str:
-        verdict = "TensorRT's ONNX parser should accept it" if self.ok else f"{len(self.errors)} problem(s) TensorRT will refuse"
-        lines = [f"{self.model} ({self.precision}, opset {self.opset}): {verdict}; "
-                 f"{len(self.warnings)} tensor-core alignment warning(s)"]
+        verdict = (
+            "TensorRT's ONNX parser should accept it"
+            if self.ok
+            else f"{len(self.errors)} problem(s) TensorRT will refuse"
+        )
+        lines = [
+            f"{self.model} ({self.precision}, opset {self.opset}): {verdict}; "
+            f"{len(self.warnings)} tensor-core alignment warning(s)"
+        ]
         shown = self.findings if limit is None else self.findings[:limit]
         lines += [f"  {f.severity:<7} {f.kind:<14} {f.node} ({f.op}): {f.message}" for f in shown]
         if len(shown) < len(self.findings):
@@ -88,7 +133,9 @@ def preflight(path: Path, precision: str = "fp32") -> PreflightReport:
     except FileNotFoundError:
         raise PipelineError(f"ONNX file not found: {path}") from None
     except Exception as error:  # protobuf DecodeError and friends
-        raise PipelineError(f"{path} is not a readable ONNX file: {str(error).splitlines()[0] if str(error) else type(error).__name__}") from None
+        raise PipelineError(
+            f"{path} is not a readable ONNX file: {str(error).splitlines()[0] if str(error) else type(error).__name__}"
+        ) from None
     try:
         model = onnx.shape_inference.infer_shapes(model)
     except Exception:
@@ -102,13 +149,25 @@ def preflight(path: Path, precision: str = "fp32") -> PreflightReport:
         ops[node.op_type] = ops.get(node.op_type, 0) + 1
         name = node.name or (node.output[0] if node.output else node.op_type)
         if node.domain not in STANDARD_DOMAINS:
-            findings.append(Finding("error", "unsupported-op", name, f"{node.domain}.{node.op_type}",
-                                    f"custom-domain op ({node.domain}): TensorRT needs a plugin for it"))
+            findings.append(
+                Finding(
+                    "error",
+                    "unsupported-op",
+                    name,
+                    f"{node.domain}.{node.op_type}",
+                    f"custom-domain op ({node.domain}): TensorRT needs a plugin for it",
+                )
+            )
         elif node.op_type in UNSUPPORTED_OPS:
-            hint = " (onnxruntime's QOperator/integer format; export INT8 as symmetric Q/DQ instead)" \
-                if node.op_type in {"QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger", "DynamicQuantizeLinear"} else ""
-            findings.append(Finding("error", "unsupported-op", name, node.op_type,
-                                    f"not supported by TensorRT's ONNX parser{hint}"))
+            hint = (
+                " (onnxruntime's QOperator/integer format; export INT8 as symmetric Q/DQ instead)"
+                if node.op_type
+                in {"QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger", "DynamicQuantizeLinear"}
+                else ""
+            )
+            findings.append(
+                Finding("error", "unsupported-op", name, node.op_type, f"not supported by TensorRT's ONNX parser{hint}")
+            )
         if node.op_type in {"QuantizeLinear", "DequantizeLinear"}:
             findings.extend(_check_qdq(node, name, initializers, numpy_helper))
     findings.extend(_check_dtypes(graph))
@@ -120,25 +179,61 @@ def _check_qdq(node, name: str, initializers: dict, numpy_helper) -> list[Findin
     if len(node.input) < 3 or not node.input[2]:
         # no zero point: 0 by definition, but QuantizeLinear then produces uint8 unless output_dtype says otherwise
         if node.op_type == "QuantizeLinear" and not any(a.name == "output_dtype" for a in node.attribute):
-            return [Finding("error", "zero-point", name, node.op_type,
-                            "no zero point, so it quantises to uint8; TensorRT needs int8 (a zero point of type int8)")]
+            return [
+                Finding(
+                    "error",
+                    "zero-point",
+                    name,
+                    node.op_type,
+                    "no zero point, so it quantises to uint8; TensorRT needs int8 (a zero point of type int8)",
+                )
+            ]
         return []
     zero_point = initializers.get(node.input[2])
     if zero_point is None:
-        return [Finding("error", "zero-point", name, node.op_type, "zero point is computed at run time; TensorRT "
-                        "needs a constant zero point of 0")]
+        return [
+            Finding(
+                "error",
+                "zero-point",
+                name,
+                node.op_type,
+                "zero point is computed at run time; TensorRT needs a constant zero point of 0",
+            )
+        ]
     values = numpy_helper.to_array(zero_point)
     found = []
     if zero_point.data_type == 6:  # INT32: onnxruntime's quantised bias
-        found.append(Finding("error", "zero-point", name, node.op_type, "int32 (bias) DequantizeLinear: TensorRT's "
-                             "Q/DQ take int8 only (leave biases in float; TensorRT folds them itself)"))
+        found.append(
+            Finding(
+                "error",
+                "zero-point",
+                name,
+                node.op_type,
+                "int32 (bias) DequantizeLinear: TensorRT's "
+                "Q/DQ take int8 only (leave biases in float; TensorRT folds them itself)",
+            )
+        )
     elif zero_point.data_type != 3:  # INT8
-        found.append(Finding("error", "zero-point", name, node.op_type,
-                             f"quantised type is {values.dtype}, TensorRT supports int8 Q/DQ (symmetric S8S8)"))
+        found.append(
+            Finding(
+                "error",
+                "zero-point",
+                name,
+                node.op_type,
+                f"quantised type is {values.dtype}, TensorRT supports int8 Q/DQ (symmetric S8S8)",
+            )
+        )
     if values.size and (values != 0).any():
-        found.append(Finding("error", "zero-point", name, node.op_type,
-                             f"non-zero zero point ({int(values.flat[int((values != 0).argmax())])}): TensorRT "
-                             "quantisation is symmetric"))
+        found.append(
+            Finding(
+                "error",
+                "zero-point",
+                name,
+                node.op_type,
+                f"non-zero zero point ({int(values.flat[int((values != 0).argmax())])}): TensorRT "
+                "quantisation is symmetric",
+            )
+        )
     return found
 
 
@@ -152,8 +247,10 @@ def _check_dtypes(graph) -> list[Finding]:
     for tensor in graph.initializer:
         if tensor.data_type in UNSUPPORTED_DTYPES:
             seen.setdefault(tensor.name, UNSUPPORTED_DTYPES[tensor.data_type])
-    return [Finding("error", "dtype", name, "-", f"tensor of type {dtype}, which TensorRT has no kernels for")
-            for name, dtype in seen.items()]
+    return [
+        Finding("error", "dtype", name, "-", f"tensor of type {dtype}, which TensorRT has no kernels for")
+        for name, dtype in seen.items()
+    ]
 
 
 def _check_alignment(graph, initializers: dict, multiple: int | None, precision: str) -> list[Finding]:
@@ -182,14 +279,22 @@ def _check_alignment(graph, initializers: dict, multiple: int | None, precision:
             inputs, outputs = dims[-2], dims[-1]
         name = node.name or node.output[0]
         source = dequantized.get(node.input[0], node.input[0])
-        for label, count, at_boundary in (("input", inputs, _fed_by(graph, source, graph_inputs)),
-                                          ("output", outputs, _feeds(graph, node.output[0], graph_outputs))):
+        for label, count, at_boundary in (
+            ("input", inputs, _fed_by(graph, source, graph_inputs)),
+            ("output", outputs, _feeds(graph, node.output[0], graph_outputs)),
+        ):
             if count % multiple:
                 severity = "note" if at_boundary else "warning"
                 why = " (image channels / class count: fixed by the task)" if at_boundary else ""
-                found.append(Finding(severity, "alignment", name, node.op_type,
-                                     f"{count} {label} channels, not a multiple of {multiple} for {precision} "
-                                     f"tensor cores{why}"))
+                found.append(
+                    Finding(
+                        severity,
+                        "alignment",
+                        name,
+                        node.op_type,
+                        f"{count} {label} channels, not a multiple of {multiple} for {precision} tensor cores{why}",
+                    )
+                )
     return found
 
 
@@ -200,7 +305,15 @@ def _fed_by(graph, tensor: str, graph_inputs: set[str]) -> bool:
         if tensor in graph_inputs:
             return True
         node = producers.get(tensor)
-        if node is None or node.op_type not in {"QuantizeLinear", "DequantizeLinear", "Cast", "Identity", "Sub", "Div", "Mul"}:
+        if node is None or node.op_type not in {
+            "QuantizeLinear",
+            "DequantizeLinear",
+            "Cast",
+            "Identity",
+            "Sub",
+            "Div",
+            "Mul",
+        }:
             return False
         tensor = node.input[0]
     return False
@@ -216,8 +329,16 @@ def _feeds(graph, tensor: str, graph_outputs: set[str]) -> bool:
         if tensor in graph_outputs:
             return True
         following = consumers.get(tensor, [])
-        if len(following) != 1 or following[0].op_type not in {"QuantizeLinear", "DequantizeLinear", "Cast", "Identity",
-                                                                  "Add", "Softmax", "Reshape", "Flatten"}:
+        if len(following) != 1 or following[0].op_type not in {
+            "QuantizeLinear",
+            "DequantizeLinear",
+            "Cast",
+            "Identity",
+            "Add",
+            "Softmax",
+            "Reshape",
+            "Flatten",
+        }:
             return False
         tensor = following[0].output[0]
     return False

@@ -19,8 +19,8 @@ from rich.markup import escape
 from pipeline.engine.preflight import preflight
 from pipeline.errors import PipelineError
 from pipeline.fileio import atomic_write_json, atomic_write_text
-from pipeline.progress import log
 from pipeline.portable.trtexec_loader import trtexec_command
+from pipeline.progress import log
 from pipeline.runtimes.tensorrt_runner import tensorrt_available
 from pipeline.stage import Stage, StageOutput
 
@@ -60,13 +60,20 @@ class EngineStage(Stage):
         log(report.format(limit=10))
         if not report.ok:
             first = report.errors[0]
-            raise PipelineError(f"engine: {self.onnx.name} has {len(report.errors)} construct(s) TensorRT will refuse, "
-                                f"first {first.node} ({first.op}): {first.message}; `pipeline check {self.onnx}` lists all")
+            raise PipelineError(
+                f"engine: {self.onnx.name} has {len(report.errors)} construct(s) TensorRT will refuse, "
+                f"first {first.node} ({first.op}): {first.message}; `pipeline check {self.onnx}` lists all"
+            )
         cache = workdir / "timing.cache"
         if self.previous_cache is not None and self.previous_cache.is_file():
             shutil.copyfile(self.previous_cache, cache)
-        metrics = {"target": config.target, "precision": config.precision, "preflight_errors": 0,
-                   "preflight_warnings": len(report.warnings), "onnx": self.onnx.name}
+        metrics = {
+            "target": config.target,
+            "precision": config.precision,
+            "preflight_errors": 0,
+            "preflight_warnings": len(report.warnings),
+            "onnx": self.onnx.name,
+        }
         artifacts = {"preflight": "preflight.json"}
         if config.host:
             metrics.update(self._build_remotely(workdir))
@@ -86,18 +93,32 @@ class EngineStage(Stage):
 
     def _builder_options(self) -> dict:
         c = self.config
-        return {"precision": c.precision, "batch": c.batch, "max_batch": c.max_batch, "workspace_mb": c.workspace_mb,
-                "dla_core": c.dla_core, "gpu_fallback": c.gpu_fallback}
+        return {
+            "precision": c.precision,
+            "batch": c.batch,
+            "max_batch": c.max_batch,
+            "workspace_mb": c.workspace_mb,
+            "dla_core": c.dla_core,
+            "gpu_fallback": c.gpu_fallback,
+        }
 
     def _build_here(self, workdir: Path, cache: Path) -> dict:
         from pipeline.runtimes.tensorrt_engine import build_engine_file
 
         c = self.config
         log(f"engine: building {c.precision} engine here for {c.target}")
-        stamp = build_engine_file(self.onnx, workdir / "model.engine", **self._builder_options(), timing_cache=cache,
-                                  tensorrt_min=c.tensorrt_min, tensorrt_max=c.tensorrt_max)
-        log(f"engine: built with TensorRT {stamp['tensorrt_version']} on {stamp['gpu_name']} "
-            f"(compute {stamp['compute_capability']}) in {stamp['build_seconds']} s")
+        stamp = build_engine_file(
+            self.onnx,
+            workdir / "model.engine",
+            **self._builder_options(),
+            timing_cache=cache,
+            tensorrt_min=c.tensorrt_min,
+            tensorrt_max=c.tensorrt_max,
+        )
+        log(
+            f"engine: built with TensorRT {stamp['tensorrt_version']} on {stamp['gpu_name']} "
+            f"(compute {stamp['compute_capability']}) in {stamp['build_seconds']} s"
+        )
         return {"built": True, "built_on": "local", "stamp": stamp}
 
     def _build_remotely(self, workdir: Path) -> dict:
@@ -107,14 +128,28 @@ class EngineStage(Stage):
         c = self.config
         remote = c.remote or {}
         host = SshHost.from_settings(c.host, remote)
-        spec = {"runtime": "tensorrt", "fallback": ["trtexec"], "batch": c.batch, "input_shape": list(c.input_shape),
-                "input_name": onnx_input_name(self.onnx),
-                "warmup": 10, "runs": 50, "rounds": 1, "build": self._builder_options()}
+        spec = {
+            "runtime": "tensorrt",
+            "fallback": ["trtexec"],
+            "batch": c.batch,
+            "input_shape": list(c.input_shape),
+            "input_name": onnx_input_name(self.onnx),
+            "warmup": 10,
+            "runs": 50,
+            "rounds": 1,
+            "build": self._builder_options(),
+        }
         log(f"engine: building on {c.host}")
         fetched = workdir / "fetched"
         try:
-            result = remote_run(host, {"model": self.onnx}, spec, python=remote.get("python", "python3"),
-                                workdir=remote.get("workdir"), fetch_engines=fetched)
+            result = remote_run(
+                host,
+                {"model": self.onnx},
+                spec,
+                python=remote.get("python", "python3"),
+                workdir=remote.get("workdir"),
+                fetch_engines=fetched,
+            )
         except PipelineError as error:
             if "none of tensorrt, trtexec is installed" not in str(error):
                 raise
@@ -130,30 +165,50 @@ class EngineStage(Stage):
             stamp = {**stamp, "tensorrt_version": result["device"].get("tensorrt_version"), "built_by": "trtexec"}
             atomic_write_json(workdir / "model.engine.json", stamp)
         shutil.rmtree(fetched, ignore_errors=True)
-        return {"built": True, "built_on": c.host, "stamp": stamp, "device": result["device"],
-                "latency_ms_on_device": result["models"]["model"]["median_ms"]}
+        return {
+            "built": True,
+            "built_on": c.host,
+            "stamp": stamp,
+            "device": result["device"],
+            "latency_ms_on_device": result["models"]["model"]["median_ms"],
+        }
 
     def _instructions(self, workdir: Path, reason: str) -> dict:
         """No TensorRT reachable: the one command to run on the device, written where the user will look."""
         c = self.config
         shutil.copyfile(self.onnx, workdir / "model.onnx")  # the folder is all the device needs
         command = trtexec_command(
-            "model.onnx", precision=c.precision, input_name=onnx_input_name(self.onnx), input_shape=c.input_shape,
-            batch=c.batch, runs=200,
-            warmup_ms=500, engine_path="model.engine", times_path="times.json", profile_path="profile.json",
-            timing_cache="timing.cache", workspace_mb=c.workspace_mb, dla_core=c.dla_core, gpu_fallback=c.gpu_fallback,
-            tensorrt_major=_major(c.tensorrt_min))
+            "model.onnx",
+            precision=c.precision,
+            input_name=onnx_input_name(self.onnx),
+            input_shape=c.input_shape,
+            batch=c.batch,
+            runs=200,
+            warmup_ms=500,
+            engine_path="model.engine",
+            times_path="times.json",
+            profile_path="profile.json",
+            timing_cache="timing.cache",
+            workspace_mb=c.workspace_mb,
+            dla_core=c.dla_core,
+            gpu_fallback=c.gpu_fallback,
+            tensorrt_major=_major(c.tensorrt_min),
+        )
         command[0] = "trtexec"
         line = " ".join(shlex.quote(part) for part in command)
-        atomic_write_text(workdir / "build_on_device.sh",
-                          "#!/bin/sh\n# Build and time the engine on the device: copy this folder there and run it\n"
-                          f"set -e\ncd \"$(dirname \"$0\")\"\n{line}\n")
+        atomic_write_text(
+            workdir / "build_on_device.sh",
+            "#!/bin/sh\n# Build and time the engine on the device: copy this folder there and run it\n"
+            f'set -e\ncd "$(dirname "$0")"\n{line}\n',
+        )
         (workdir / "build_on_device.sh").chmod(0o755)
-        atomic_write_text(workdir / "BUILD_ON_DEVICE.md", f"""# Engine not built here
+        atomic_write_text(
+            workdir / "BUILD_ON_DEVICE.md",
+            f"""# Engine not built here
 
 Why: {reason}.
 
-Copy this folder to the device (TensorRT {c.tensorrt_min or 'any'} to {c.tensorrt_max or 'any'}) and run
+Copy this folder to the device (TensorRT {c.tensorrt_min or "any"} to {c.tensorrt_max or "any"}) and run
 `./build_on_device.sh`, which is:
 
     {line}
@@ -162,8 +217,11 @@ It builds `model.engine` from `model.onnx` (a copy of `{self.onnx.parent.name}/{
 (`times.json`, per-layer `profile.json`).
 
 or let the pipeline do it over SSH: `pipeline engine --target {c.target} --host user@device`.
-""")
-        log(f"[yellow]engine: not built ({escape(reason)}); the command for the device is in engine/BUILD_ON_DEVICE.md[/yellow]")
+""",
+        )
+        log(
+            f"[yellow]engine: not built ({escape(reason)}); the command for the device is in engine/BUILD_ON_DEVICE.md[/yellow]"
+        )
         return {"built": False, "reason": reason, "command": line}
 
 

@@ -109,10 +109,19 @@ def _quiet():
 
 def _export_dynamo(model: nn.Module, example: torch.Tensor, opset: int) -> onnx.ModelProto:
     program = torch.onnx.export(
-        model, (example,), None, dynamo=True, opset_version=max(opset, DYNAMO_MIN_OPSET),
-        input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+        model,
+        (example,),
+        None,
+        dynamo=True,
+        opset_version=max(opset, DYNAMO_MIN_OPSET),
+        input_names=[INPUT_NAME],
+        output_names=[OUTPUT_NAME],
         # A named Dim (not Dim.AUTO): export fails loudly if the model ties the batch to a constant.
-        dynamic_shapes=({0: torch.export.Dim(BATCH_DIM)},), external_data=False, optimize=True, verbose=False)
+        dynamic_shapes=({0: torch.export.Dim(BATCH_DIM)},),
+        external_data=False,
+        optimize=True,
+        verbose=False,
+    )
     proto = program.model_proto
     if opset < DYNAMO_MIN_OPSET:
         proto = _downgrade(proto, opset, from_opset=DYNAMO_MIN_OPSET)
@@ -133,8 +142,11 @@ def _downgrade(proto: onnx.ModelProto, opset: int, *, from_opset: int) -> onnx.M
             if attribute.name in known:
                 continue
             default = newer[attribute.name].default_value if attribute.name in newer else None
-            if default is None or not default.name or (onnx.helper.get_attribute_value(attribute)
-                                                         != onnx.helper.get_attribute_value(default)):
+            if (
+                default is None
+                or not default.name
+                or (onnx.helper.get_attribute_value(attribute) != onnx.helper.get_attribute_value(default))
+            ):
                 raise PipelineError(f"{node.op_type} attribute {attribute.name} has no opset-{opset} equivalent")
             node.attribute.remove(attribute)
     return proto
@@ -143,9 +155,17 @@ def _downgrade(proto: onnx.ModelProto, opset: int, *, from_opset: int) -> onnx.M
 def _export_torchscript(model: nn.Module, example: torch.Tensor, opset: int) -> onnx.ModelProto:
     buffer = io.BytesIO()
     torch.onnx.export(
-        model, (example,), buffer, dynamo=False, opset_version=opset, export_params=True,
-        do_constant_folding=True, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-        dynamic_axes={INPUT_NAME: {0: BATCH_DIM}, OUTPUT_NAME: {0: BATCH_DIM}})
+        model,
+        (example,),
+        buffer,
+        dynamo=False,
+        opset_version=opset,
+        export_params=True,
+        do_constant_folding=True,
+        input_names=[INPUT_NAME],
+        output_names=[OUTPUT_NAME],
+        dynamic_axes={INPUT_NAME: {0: BATCH_DIM}, OUTPUT_NAME: {0: BATCH_DIM}},
+    )
     return onnx.load_from_string(buffer.getvalue())
 
 
@@ -173,8 +193,10 @@ def _exporter_order(model: nn.Module, exporter: str) -> list[str]:
 
 
 def _dims(value_info: onnx.ValueInfoProto) -> list:
-    return [d.dim_param if d.HasField("dim_param") else (d.dim_value if d.HasField("dim_value") else None)
-            for d in value_info.type.tensor_type.shape.dim]
+    return [
+        d.dim_param if d.HasField("dim_param") else (d.dim_value if d.HasField("dim_value") else None)
+        for d in value_info.type.tensor_type.shape.dim
+    ]
 
 
 def _validate(proto: onnx.ModelProto, preprocess: Preprocess, model_name: str) -> None:
@@ -182,8 +204,10 @@ def _validate(proto: onnx.ModelProto, preprocess: Preprocess, model_name: str) -
     initializers = {init.name for init in graph.initializer}
     inputs = [i for i in graph.input if i.name not in initializers]
     if [i.name for i in inputs] != [INPUT_NAME] or [o.name for o in graph.output] != [OUTPUT_NAME]:
-        raise PipelineError(f"export of {model_name} produced inputs {[i.name for i in inputs]} and outputs "
-                            f"{[o.name for o in graph.output]}; expected ['{INPUT_NAME}'] and ['{OUTPUT_NAME}']")
+        raise PipelineError(
+            f"export of {model_name} produced inputs {[i.name for i in inputs]} and outputs "
+            f"{[o.name for o in graph.output]}; expected ['{INPUT_NAME}'] and ['{OUTPUT_NAME}']"
+        )
     try:
         onnx.checker.check_model(proto, full_check=True)
         onnx.shape_inference.infer_shapes(proto, check_type=True, strict_mode=True)
@@ -191,12 +215,16 @@ def _validate(proto: onnx.ModelProto, preprocess: Preprocess, model_name: str) -
         raise PipelineError(f"exported ONNX for {model_name} is invalid: {_first_line(error)}") from None
     input_dims, output_dims = _dims(inputs[0]), _dims(graph.output[0])
     if len(input_dims) != 4 or input_dims[1:] != list(preprocess.input_shape):
-        raise PipelineError(f"export of {model_name} has input shape {input_dims}, which does not match the "
-                            f"preprocessing's (C, H, W) = {preprocess.input_shape}")
+        raise PipelineError(
+            f"export of {model_name} has input shape {input_dims}, which does not match the "
+            f"preprocessing's (C, H, W) = {preprocess.input_shape}"
+        )
     if not isinstance(input_dims[0], str):
-        raise PipelineError(f"export of {model_name} has a fixed batch of {input_dims[0]} where a symbolic batch is "
-                            "needed: the model ties its batch size to a constant (e.g. x.view(1, -1), or a torch.export "
-                            "program with a fixed batch); re-export it with a dynamic batch dimension")
+        raise PipelineError(
+            f"export of {model_name} has a fixed batch of {input_dims[0]} where a symbolic batch is "
+            "needed: the model ties its batch size to a constant (e.g. x.view(1, -1), or a torch.export "
+            "program with a fixed batch); re-export it with a dynamic batch dimension"
+        )
     if not output_dims or not isinstance(output_dims[0], str):
         raise PipelineError(f"export of {model_name} has a fixed output batch {output_dims}; expected a symbolic one")
 
@@ -204,12 +232,14 @@ def _validate(proto: onnx.ModelProto, preprocess: Preprocess, model_name: str) -
 def _require_embedded_weights(proto: onnx.ModelProto) -> None:
     for tensor in proto.graph.initializer:
         if tensor.data_location == onnx.TensorProto.EXTERNAL:
-            raise PipelineError(f"initializer {tensor.name!r} refers to external data; expected one self-contained "
-                                "file")
+            raise PipelineError(
+                f"initializer {tensor.name!r} refers to external data; expected one self-contained file"
+            )
 
 
-def export_onnx(model: nn.Module, preprocess: Preprocess, path: Path, *, opset: int = 17, batch: int = 1,
-                exporter: str = "auto") -> ExportResult:
+def export_onnx(
+    model: nn.Module, preprocess: Preprocess, path: Path, *, opset: int = 17, batch: int = 1, exporter: str = "auto"
+) -> ExportResult:
     """Export `model` (input [batch, C, H, W] float32 named "input", output "logits", dynamic batch) to `path`.
 
     `batch` is the example batch used for tracing; the exported batch dimension is symbolic either way.
@@ -243,17 +273,22 @@ def export_onnx(model: nn.Module, preprocess: Preprocess, path: Path, *, opset: 
         if op:
             reason = f"operator {op} has no ONNX conversion at opset {opset}"
         elif fixed:
-            reason = (f"the model only accepts a batch of {fixed} (a torch.export program with a fixed batch?); "
-                      "re-export it with a dynamic batch dimension (torch.export.Dim)")
+            reason = (
+                f"the model only accepts a batch of {fixed} (a torch.export program with a fixed batch?); "
+                "re-export it with a dynamic batch dimension (torch.export.Dim)"
+            )
         else:
             reason = "; ".join(f"{name}: {_root_cause(error)}" for name, error in errors.items())
-        raise PipelineError(f"ONNX export of {model_name} failed ({', '.join(errors)} exporter"
-                            f"{'s' if len(errors) > 1 else ''}): {reason}")
+        raise PipelineError(
+            f"ONNX export of {model_name} failed ({', '.join(errors)} exporter"
+            f"{'s' if len(errors) > 1 else ''}): {reason}"
+        )
 
     proto.producer_name, proto.doc_string = "edge-pipeline", f"{model_name} exported by edge-pipeline ({used})"
     # Mobile teams read the input contract from the file itself.
-    onnx.helper.set_model_props(proto, {"edge_pipeline.preprocess": json.dumps(preprocess.to_dict()),
-                                        "edge_pipeline.model": model_name})
+    onnx.helper.set_model_props(
+        proto, {"edge_pipeline.preprocess": json.dumps(preprocess.to_dict()), "edge_pipeline.model": model_name}
+    )
     _validate(proto, preprocess, model_name)
     _require_embedded_weights(proto)
     if proto.ByteSize() > _PROTOBUF_LIMIT:
@@ -264,6 +299,14 @@ def export_onnx(model: nn.Module, preprocess: Preprocess, path: Path, *, opset: 
     written_opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), opset)
     fallback = f"dynamo: {_root_cause(errors['dynamo'])}" if "dynamo" in errors else None
     op_types = dict(sorted(Counter(node.op_type for node in proto.graph.node).items()))
-    return ExportResult(path=path, opset=written_opset, exporter=used, input_name=INPUT_NAME,
-                        output_name=OUTPUT_NAME, node_count=len(proto.graph.node), op_types=op_types,
-                        size_bytes=len(data), fallback_reason=fallback)
+    return ExportResult(
+        path=path,
+        opset=written_opset,
+        exporter=used,
+        input_name=INPUT_NAME,
+        output_name=OUTPUT_NAME,
+        node_count=len(proto.graph.node),
+        op_types=op_types,
+        size_bytes=len(data),
+        fallback_reason=fallback,
+    )

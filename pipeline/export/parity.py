@@ -34,7 +34,7 @@ class ParityReport:
 
 
 def _batched(runner, images: np.ndarray, batch_size: int) -> tuple[np.ndarray, list[int]]:
-    chunks = [images[i:i + batch_size] for i in range(0, len(images), batch_size)]
+    chunks = [images[i : i + batch_size] for i in range(0, len(images), batch_size)]
     return np.concatenate([runner.infer(chunk) for chunk in chunks]), [len(chunk) for chunk in chunks]
 
 
@@ -46,8 +46,9 @@ def _abs_diff(a: np.ndarray, b: np.ndarray, source: str) -> np.ndarray:
     return diff
 
 
-def _compare_source(torch_runner, onnx_runner, images: np.ndarray, source: str, tolerance: float,
-                    batch_size: int) -> dict:
+def _compare_source(
+    torch_runner, onnx_runner, images: np.ndarray, source: str, tolerance: float, batch_size: int
+) -> dict:
     reference, _ = _batched(torch_runner, images, batch_size)
     exported, sizes = _batched(onnx_runner, images, batch_size)
     # The first sample again on its own: with the batched pass this runs >= 2 batch sizes through the
@@ -69,16 +70,27 @@ def _compare_source(torch_runner, onnx_runner, images: np.ndarray, source: str, 
     }
 
 
-def check_parity(model: nn.Module, onnx_path: Path, inputs: dict[str, torch.Tensor], *, tolerance: float = 1e-4,
-                 threads: int | None = None, batch_size: int = 64) -> ParityReport:
+def check_parity(
+    model: nn.Module,
+    onnx_path: Path,
+    inputs: dict[str, torch.Tensor],
+    *,
+    tolerance: float = 1e-4,
+    threads: int | None = None,
+    batch_size: int = 64,
+) -> ParityReport:
     """Run `model` and the ONNX file on every source in `inputs` ({name: NCHW float tensor}) and compare logits."""
     if not inputs:
         raise PipelineError("parity needs at least one input source")
     per_source = {}
-    with TorchRunner(model, threads=threads) as torch_runner, OnnxRuntimeRunner(onnx_path, threads=threads) as onnx_runner:
+    with (
+        TorchRunner(model, threads=threads) as torch_runner,
+        OnnxRuntimeRunner(onnx_path, threads=threads) as onnx_runner,
+    ):
         for source, images in inputs.items():
             images = np.ascontiguousarray(
-                images.detach().cpu().numpy() if isinstance(images, torch.Tensor) else images, dtype=np.float32)
+                images.detach().cpu().numpy() if isinstance(images, torch.Tensor) else images, dtype=np.float32
+            )
             if len(images) == 0:
                 raise PipelineError(f"parity source {source!r} has no samples")
             per_source[source] = _compare_source(torch_runner, onnx_runner, images, source, tolerance, batch_size)
@@ -99,8 +111,12 @@ def raise_on_failure(report: ParityReport, model_name: str) -> None:
     """ParityError (one line: model, worst difference, what was allowed) unless the report passed."""
     if report.passed:
         return
-    source, worst = max(((name, s) for name, s in report.per_source.items() if not s["passed"]),
-                        key=lambda item: item[1]["max_abs_diff"] / item[1]["allowed_abs_diff"])
-    raise ParityError(f"{model_name}: ONNX output differs from PyTorch by up to {worst['max_abs_diff']:.3g} on "
-                      f"{source!r} inputs, above the tolerance {report.tolerance:g} x max(1, max |logit| "
-                      f"{worst['max_abs_logit']:.3g}) = {worst['allowed_abs_diff']:.3g}")
+    source, worst = max(
+        ((name, s) for name, s in report.per_source.items() if not s["passed"]),
+        key=lambda item: item[1]["max_abs_diff"] / item[1]["allowed_abs_diff"],
+    )
+    raise ParityError(
+        f"{model_name}: ONNX output differs from PyTorch by up to {worst['max_abs_diff']:.3g} on "
+        f"{source!r} inputs, above the tolerance {report.tolerance:g} x max(1, max |logit| "
+        f"{worst['max_abs_logit']:.3g}) = {worst['allowed_abs_diff']:.3g}"
+    )

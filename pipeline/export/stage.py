@@ -44,17 +44,30 @@ class ExportStage(Stage):
             onnx_path = workdir / f"{name}.onnx"
             result = export_onnx(loaded.model, loaded.preprocess, onnx_path, opset=self.config.opset)
             parity = check_parity(loaded.model, onnx_path, self._parity_inputs(loaded), tolerance=self.config.tolerance)
-            reports[name] = {"export": result.to_dict(), "parity": parity.to_dict(), "preprocess": loaded.preprocess.to_dict(),
-                             "arch": loaded.arch, "num_classes": loaded.num_classes}
+            reports[name] = {
+                "export": result.to_dict(),
+                "parity": parity.to_dict(),
+                "preprocess": loaded.preprocess.to_dict(),
+                "arch": loaded.arch,
+                "num_classes": loaded.num_classes,
+            }
             raise_on_failure(parity, name)
-            log(f"export: {name} -> {onnx_path.name} ({result.size_bytes / 1e6:.2f} MB, {result.exporter}); "
-                f"parity max |diff| {parity.max_abs_diff:.2e}, top-1 agreement {parity.top1_agreement:.4f}")
+            log(
+                f"export: {name} -> {onnx_path.name} ({result.size_bytes / 1e6:.2f} MB, {result.exporter}); "
+                f"parity max |diff| {parity.max_abs_diff:.2e}, top-1 agreement {parity.top1_agreement:.4f}"
+            )
             artifacts[name] = onnx_path.name
-            metrics[name] = {"size_bytes": result.size_bytes, "node_count": result.node_count,
-                             "exporter": result.exporter, "opset": result.opset,
-                             "parity_max_abs_diff": parity.max_abs_diff, "parity_top1_agreement": parity.top1_agreement,
-                             "preprocess": loaded.preprocess.to_dict(), "arch": loaded.arch,
-                             "parameters": sum(p.numel() for p in loaded.model.parameters())}
+            metrics[name] = {
+                "size_bytes": result.size_bytes,
+                "node_count": result.node_count,
+                "exporter": result.exporter,
+                "opset": result.opset,
+                "parity_max_abs_diff": parity.max_abs_diff,
+                "parity_top1_agreement": parity.top1_agreement,
+                "preprocess": loaded.preprocess.to_dict(),
+                "arch": loaded.arch,
+                "parameters": sum(p.numel() for p in loaded.model.parameters()),
+            }
         atomic_write_json(workdir / "parity.json", reports)
         artifacts["parity_report"] = "parity.json"
         return StageOutput(artifacts=artifacts, metrics=metrics)
@@ -63,5 +76,7 @@ class ExportStage(Stage):
         generator = torch.Generator().manual_seed(self.config.seed)
         inputs = {"synthetic": torch.randn(self.config.synthetic_samples, *loaded.input_shape, generator=generator)}
         if self.config.eval:
-            inputs["real"] = load_eval_dataset(self.config.eval, loaded.preprocess, limit=self.config.real_samples).images
+            inputs["real"] = load_eval_dataset(
+                self.config.eval, loaded.preprocess, limit=self.config.real_samples
+            ).images
         return inputs

@@ -53,8 +53,15 @@ def resolve_model(path: Path) -> Path:
 def _settings_for(target, gate: GateSettings):
     from pipeline.measure import LatencySettings, measurement_options
 
-    return LatencySettings(batch=target.batch, threads=target.threads, warmup=gate.warmup, runs=gate.runs,
-                           rounds=gate.rounds, max_seconds=gate.max_seconds, **measurement_options(target))
+    return LatencySettings(
+        batch=target.batch,
+        threads=target.threads,
+        warmup=gate.warmup,
+        runs=gate.runs,
+        rounds=gate.rounds,
+        max_seconds=gate.max_seconds,
+        **measurement_options(target),
+    )
 
 
 def measure_pair(baseline: Path, candidate: Path, target, gate: GateSettings) -> dict:
@@ -66,27 +73,42 @@ def measure_pair(baseline: Path, candidate: Path, target, gate: GateSettings) ->
         base_shape = preprocess_from_onnx(baseline, None).input_shape
         preprocess = preprocess_from_onnx(candidate, None)
         if tuple(base_shape) != tuple(preprocess.input_shape):
-            raise PipelineError(f"the candidate takes input {tuple(preprocess.input_shape)}, the baseline "
-                                f"{tuple(base_shape)}: they are different models, not a regression to measure")
+            raise PipelineError(
+                f"the candidate takes input {tuple(preprocess.input_shape)}, the baseline "
+                f"{tuple(base_shape)}: they are different models, not a regression to measure"
+            )
     else:
-        raise PipelineError("engines are gated on their device: give the ONNX files (the target's runner builds "
-                            "the engines), or run the gate where the engine was built")
+        raise PipelineError(
+            "engines are gated on their device: give the ONNX files (the target's runner builds "
+            "the engines), or run the gate where the engine was built"
+        )
     settings = _settings_for(target, gate)
-    return time_onnx_models({"baseline": baseline, "candidate": candidate}, settings,
-                            example_input(settings, preprocess), gate.rounds, label="gate: A/B rounds")
+    return time_onnx_models(
+        {"baseline": baseline, "candidate": candidate},
+        settings,
+        example_input(settings, preprocess),
+        gate.rounds,
+        label="gate: A/B rounds",
+    )
 
 
 def read_baseline(path: Path) -> tuple[dict, Path]:
     path = Path(path)
     if not path.is_file():
-        raise PipelineError(f"baseline {path} does not exist: create it with `pipeline gate MODEL --baseline {path} "
-                            "--update-baseline`")
+        raise PipelineError(
+            f"baseline {path} does not exist: create it with `pipeline gate MODEL --baseline {path} --update-baseline`"
+        )
     try:
         record = json.loads(path.read_text())
     except ValueError:
         raise PipelineError(f"baseline {path} is not valid JSON") from None
-    record = read_format(record, BASELINE_KIND, BASELINE_VERSION, what=f"baseline {path}",
-                         fix=f"write a new one with `pipeline gate MODEL --baseline {path} --update-baseline`")
+    record = read_format(
+        record,
+        BASELINE_KIND,
+        BASELINE_VERSION,
+        what=f"baseline {path}",
+        fix=f"write a new one with `pipeline gate MODEL --baseline {path} --update-baseline`",
+    )
     model = path.parent / record["model_file"]
     if not model.is_file():
         raise PipelineError(f"the baseline's model {model} is missing (it is kept beside {path.name})")
@@ -109,13 +131,27 @@ def write_baseline(model: Path, path: Path, target, gate: GateSettings) -> dict:
         shutil.copyfile(model, temporary)
         temporary.replace(kept)
     settings = _settings_for(target, gate)
-    timed = time_onnx_models({"baseline": kept}, settings, example_input(settings, preprocess_from_onnx(kept, None)),
-                             gate.rounds, label="gate: measuring the new baseline")["baseline"]
-    record = {**format_fields(BASELINE_KIND, BASELINE_VERSION), "model_file": kept.name, "model_sha256": sha256_file(kept),
-              "source_model": str(model), "target": target.to_dict(), "settings": gate.to_dict(),
-              "environment": environment(settings.runtime, settings.threads), "latency_source": settings.source,
-              "median_ms": timed["median_ms"], "round_medians_ms": timed["round_medians_ms"], "cv": timed["cv"],
-              "written_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    timed = time_onnx_models(
+        {"baseline": kept},
+        settings,
+        example_input(settings, preprocess_from_onnx(kept, None)),
+        gate.rounds,
+        label="gate: measuring the new baseline",
+    )["baseline"]
+    record = {
+        **format_fields(BASELINE_KIND, BASELINE_VERSION),
+        "model_file": kept.name,
+        "model_sha256": sha256_file(kept),
+        "source_model": str(model),
+        "target": target.to_dict(),
+        "settings": gate.to_dict(),
+        "environment": environment(settings.runtime, settings.threads),
+        "latency_source": settings.source,
+        "median_ms": timed["median_ms"],
+        "round_medians_ms": timed["round_medians_ms"],
+        "cv": timed["cv"],
+        "written_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
     atomic_write_json(path, record)
     return record
 
@@ -123,8 +159,13 @@ def write_baseline(model: Path, path: Path, target, gate: GateSettings) -> dict:
 def run_gate(candidate: Path, baseline_path: Path, target, gate: GateSettings) -> dict:
     """Measure, decide and explain. Never raises for a measurement problem: the report says UNMEASURABLE."""
     started = time.monotonic()
-    report = {"candidate": str(candidate), "baseline": str(baseline_path), "target": target.name,
-              "settings": gate.to_dict(), "warnings": []}
+    report = {
+        "candidate": str(candidate),
+        "baseline": str(baseline_path),
+        "target": target.name,
+        "settings": gate.to_dict(),
+        "warnings": [],
+    }
     try:
         record, baseline_model = read_baseline(baseline_path)
         candidate = resolve_model(candidate)
@@ -141,15 +182,24 @@ def run_gate(candidate: Path, baseline_path: Path, target, gate: GateSettings) -
         if settings.source == "proxy":
             report["warnings"].append(f"latency by proxy: onnxruntime here stands in for {settings.proxy_for}")
         timed = measure_pair(baseline_model, candidate, target, gate)
-        verdict = decide(timed["baseline"]["round_medians_ms"], timed["candidate"]["round_medians_ms"],
-                         gate.max_regression, confidence=gate.confidence)
-        report.update(baseline_ms=timed["baseline"]["median_ms"], candidate_ms=timed["candidate"]["median_ms"],
-                      baseline_round_medians_ms=timed["baseline"]["round_medians_ms"],
-                      candidate_round_medians_ms=timed["candidate"]["round_medians_ms"],
-                      in_round_cv={k: v["cv"] for k, v in timed.items()}, measured_on=timed["candidate"].get("measured_on"))
+        verdict = decide(
+            timed["baseline"]["round_medians_ms"],
+            timed["candidate"]["round_medians_ms"],
+            gate.max_regression,
+            confidence=gate.confidence,
+        )
+        report.update(
+            baseline_ms=timed["baseline"]["median_ms"],
+            candidate_ms=timed["candidate"]["median_ms"],
+            baseline_round_medians_ms=timed["baseline"]["round_medians_ms"],
+            candidate_round_medians_ms=timed["candidate"]["round_medians_ms"],
+            in_round_cv={k: v["cv"] for k, v in timed.items()},
+            measured_on=timed["candidate"].get("measured_on"),
+        )
     except PipelineError as error:
-        verdict = Verdict(UNMEASURABLE, float("nan"), float("nan"), float("nan"), gate.confidence, gate.max_regression,
-                          0, str(error))
+        verdict = Verdict(
+            UNMEASURABLE, float("nan"), float("nan"), float("nan"), gate.confidence, gate.max_regression, 0, str(error)
+        )
     report["verdict"] = verdict.to_dict()
     report["exit_code"] = verdict.status
     report["gate_seconds"] = round(time.monotonic() - started, 2)

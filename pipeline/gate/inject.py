@@ -24,8 +24,17 @@ def slowed(source: Path, extra: int, out: Path, kernel: int = 3) -> Path:
     new_nodes = []
     for index in range(extra):
         output = f"slowdown_{index}"
-        new_nodes.append(helper.make_node("Conv", [previous, "slowdown_identity_kernel"], [output], name=f"slowdown_conv_{index}",
-                                          group=channels, pads=[kernel // 2] * 4, kernel_shape=[kernel, kernel]))
+        new_nodes.append(
+            helper.make_node(
+                "Conv",
+                [previous, "slowdown_identity_kernel"],
+                [output],
+                name=f"slowdown_conv_{index}",
+                group=channels,
+                pads=[kernel // 2] * 4,
+                kernel_shape=[kernel, kernel],
+            )
+        )
         previous = output
     for node in graph.node:
         node.input[:] = [previous if i == name else i for i in node.input]

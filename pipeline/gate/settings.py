@@ -21,8 +21,11 @@ class GateSettings:
     def resolve(cls, target, **given) -> "GateSettings":
         """Each setting from the flag when given (not None), else the target file's [gate] table, else the
         default declared above."""
-        from_target = {"max_regression": target.gate_max_regression, "rounds": target.gate_rounds,
-                       "runs": target.gate_runs}
+        from_target = {
+            "max_regression": target.gate_max_regression,
+            "rounds": target.gate_rounds,
+            "runs": target.gate_runs,
+        }
         chosen = {name: value for name, value in from_target.items() if value is not None}
         chosen.update({name: value for name, value in given.items() if value is not None})
         return cls(**chosen)

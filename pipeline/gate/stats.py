@@ -38,28 +38,57 @@ class Verdict:
         return {**asdict(self), "label": self.label}
 
 
-def decide(baseline_ms, candidate_ms, max_regression: float, *, confidence: float = 0.95, min_rounds: int = 6,
-           max_round_cv: float = TOO_BUSY_SPREAD) -> Verdict:
+def decide(
+    baseline_ms,
+    candidate_ms,
+    max_regression: float,
+    *,
+    confidence: float = 0.95,
+    min_rounds: int = 6,
+    max_round_cv: float = TOO_BUSY_SPREAD,
+) -> Verdict:
     """Compare per-round medians (paired by round) of baseline and candidate."""
     baseline_ms, candidate_ms = np.asarray(baseline_ms, float), np.asarray(candidate_ms, float)
     rounds = int(min(baseline_ms.size, candidate_ms.size))
     if rounds < min_rounds:
-        return Verdict(UNMEASURABLE, float("nan"), float("nan"), float("nan"), confidence, max_regression, rounds,
-                       f"only {rounds} rounds measured; need at least {min_rounds}")
+        return Verdict(
+            UNMEASURABLE,
+            float("nan"),
+            float("nan"),
+            float("nan"),
+            confidence,
+            max_regression,
+            rounds,
+            f"only {rounds} rounds measured; need at least {min_rounds}",
+        )
     paired = paired_ratio(candidate_ms, baseline_ms, confidence)
     ratio, low, high, spread = paired.ratio, paired.low, paired.high, paired.spread
     if spread > max_round_cv:
-        return Verdict(UNMEASURABLE, ratio, low, high, confidence, max_regression, rounds,
-                       f"the per-round ratios vary by {100 * spread:.0f} % (CV): the machine is too busy to tell")
+        return Verdict(
+            UNMEASURABLE,
+            ratio,
+            low,
+            high,
+            confidence,
+            max_regression,
+            rounds,
+            f"the per-round ratios vary by {100 * spread:.0f} % (CV): the machine is too busy to tell",
+        )
     limit = 1 + max_regression
     if low > 1 and ratio > limit:
-        reason = (f"candidate is {100 * (ratio - 1):.1f} % slower (interval {100 * (low - 1):+.1f} … {100 * (high - 1):+.1f} %), "
-                  f"above the allowed {100 * max_regression:.1f} %")
+        reason = (
+            f"candidate is {100 * (ratio - 1):.1f} % slower (interval {100 * (low - 1):+.1f} … {100 * (high - 1):+.1f} %), "
+            f"above the allowed {100 * max_regression:.1f} %"
+        )
         return Verdict(REGRESSION, ratio, low, high, confidence, max_regression, rounds, reason)
     if low > 1:
-        reason = (f"candidate is {100 * (ratio - 1):.1f} % slower (significant, interval {100 * (low - 1):+.1f} … "
-                  f"{100 * (high - 1):+.1f} %), within the allowed {100 * max_regression:.1f} %")
+        reason = (
+            f"candidate is {100 * (ratio - 1):.1f} % slower (significant, interval {100 * (low - 1):+.1f} … "
+            f"{100 * (high - 1):+.1f} %), within the allowed {100 * max_regression:.1f} %"
+        )
     else:
-        reason = (f"no significant slowdown: {100 * (ratio - 1):+.1f} % (interval {100 * (low - 1):+.1f} … "
-                  f"{100 * (high - 1):+.1f} %), allowed {100 * max_regression:.1f} %")
+        reason = (
+            f"no significant slowdown: {100 * (ratio - 1):+.1f} % (interval {100 * (low - 1):+.1f} … "
+            f"{100 * (high - 1):+.1f} %), allowed {100 * max_regression:.1f} %"
+        )
     return Verdict(PASS, ratio, low, high, confidence, max_regression, rounds, reason)

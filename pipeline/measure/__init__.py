@@ -21,6 +21,22 @@ from pipeline.measure.timing import (
     time_runners,
 )
 
-__all__ = ["LatencySettings", "LatencyStats", "PairedRatio", "bootstrap_ci", "example_input", "latency_samples_ms", "latency_source",
-           "make_runner", "measure_latency", "measurement_options", "paired_ratio", "runner_for", "runtime_version", "time_onnx_models",
-           "time_remotely", "time_runners", "trimmed_mean"]
+__all__ = [
+    "LatencySettings",
+    "LatencyStats",
+    "PairedRatio",
+    "bootstrap_ci",
+    "example_input",
+    "latency_samples_ms",
+    "latency_source",
+    "make_runner",
+    "measure_latency",
+    "measurement_options",
+    "paired_ratio",
+    "runner_for",
+    "runtime_version",
+    "time_onnx_models",
+    "time_remotely",
+    "time_runners",
+    "trimmed_mean",
+]

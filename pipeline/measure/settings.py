@@ -11,6 +11,7 @@ from pipeline.preprocess import Preprocess
 @dataclass(frozen=True)
 class LatencySettings:
     """How latency is measured: the target's runtime, batch and threads, plus how long to time."""
+
     runtime: str = "onnxruntime"
     batch: int = 1
     threads: int | None = None
@@ -65,16 +66,39 @@ def latency_source(target) -> tuple[str, str | None]:
 def measurement_options(target) -> dict:
     """The LatencySettings / BenchConfig fields that say where and how latency is measured for the target."""
     source, _ = latency_source(target)
-    remote = {"port": target.remote_port, "python": target.remote_python, "identity": target.remote_identity,
-              "ssh_options": list(target.ssh_options), "workdir": target.remote_workdir} if target.remote else None
-    tensorrt = {"max_batch": target.max_batch, "workspace_mb": target.workspace_mb, "dla_core": target.dla_core,
-                "gpu_fallback": target.gpu_fallback} if target.runtime == "tensorrt" else None
+    remote = (
+        {
+            "port": target.remote_port,
+            "python": target.remote_python,
+            "identity": target.remote_identity,
+            "ssh_options": list(target.ssh_options),
+            "workdir": target.remote_workdir,
+        }
+        if target.remote
+        else None
+    )
+    tensorrt = (
+        {
+            "max_batch": target.max_batch,
+            "workspace_mb": target.workspace_mb,
+            "dla_core": target.dla_core,
+            "gpu_fallback": target.gpu_fallback,
+        }
+        if target.runtime == "tensorrt"
+        else None
+    )
     if target.runtime != "tensorrt":
         engine_precision = "fp32"
     elif target.precision in ("int8", "binary"):
         engine_precision = "fp16"  # blocks and candidates are float models: INT8 engines need Q/DQ in the ONNX
     else:
         engine_precision = target.precision
-    return {"runtime": "onnxruntime" if source == "proxy" else target.runtime, "source": source,
-            "proxy_for": target.runtime if source == "proxy" else None, "host": target.host if target.remote else None,
-            "remote": remote, "tensorrt": tensorrt, "precision": engine_precision}
+    return {
+        "runtime": "onnxruntime" if source == "proxy" else target.runtime,
+        "source": source,
+        "proxy_for": target.runtime if source == "proxy" else None,
+        "host": target.host if target.remote else None,
+        "remote": remote,
+        "tensorrt": tensorrt,
+        "precision": engine_precision,
+    }

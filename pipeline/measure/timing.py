@@ -14,11 +14,11 @@ import numpy as np
 
 from pipeline.errors import PipelineError
 from pipeline.measure.settings import LatencySettings
+from pipeline.portable.errors import BenchError
+from pipeline.portable.timing import interleaved_rounds, summarize_ms, time_calls
 from pipeline.progress import log, progress_bar
 from pipeline.runtimes import OnnxRuntimeRunner
 from pipeline.runtimes.base import Runner
-from pipeline.portable.errors import BenchError
-from pipeline.portable.timing import interleaved_rounds, summarize_ms, time_calls
 
 
 @dataclass
@@ -42,8 +42,9 @@ class LatencyStats:
         return cls(**summarize_ms(np.asarray(times_ns, dtype=np.float64) / 1e6), warmup=warmup, batch=batch)
 
 
-def measure_latency(runner: Runner, example: np.ndarray, *, warmup: int = 20, runs: int = 200,
-                    max_seconds: float | None = None) -> LatencyStats:
+def measure_latency(
+    runner: Runner, example: np.ndarray, *, warmup: int = 20, runs: int = 200, max_seconds: float | None = None
+) -> LatencyStats:
     """Time `runner.infer(example)` end to end (host input to host output), one call per sample.
 
     Warm-up calls (allocator, lazy kernel selection, caches) are not timed. `max_seconds` bounds the
@@ -55,8 +56,9 @@ def measure_latency(runner: Runner, example: np.ndarray, *, warmup: int = 20, ru
     return LatencyStats.from_times_ns([int(ms * 1e6) for ms in samples], warmup=warmup, batch=int(example.shape[0]))
 
 
-def latency_samples_ms(runner: Runner, example: np.ndarray, *, warmup: int = 20, runs: int = 200,
-                       max_seconds: float | None = None) -> list[float]:
+def latency_samples_ms(
+    runner: Runner, example: np.ndarray, *, warmup: int = 20, runs: int = 200, max_seconds: float | None = None
+) -> list[float]:
     """The raw per-call milliseconds behind `measure_latency` (interleaved comparisons summarise them)."""
     example = np.ascontiguousarray(example, dtype=np.float32)
     scope = nullcontext(runner) if runner.is_active else runner
@@ -93,14 +95,21 @@ def runner_for(settings: LatencySettings, path: Path, folder: Path) -> Runner:
         from pipeline.runtimes.tensorrt_engine import build_engine_file
 
         engine = folder / f"{Path(path).stem}-{len(list(folder.glob('*.engine')))}.engine"
-        build_engine_file(Path(path), engine, precision=settings.precision, batch=settings.batch,
-                          **(settings.tensorrt or {}), timing_cache=folder / "timing.cache")
+        build_engine_file(
+            Path(path),
+            engine,
+            precision=settings.precision,
+            batch=settings.batch,
+            **(settings.tensorrt or {}),
+            timing_cache=folder / "timing.cache",
+        )
         return make_runner("tensorrt", engine, settings.threads)
     return make_runner(settings.runtime, Path(path), settings.threads)
 
 
-def time_runners(runners: dict[str, Runner], settings: LatencySettings, example: np.ndarray, rounds: int,
-                 label: str = "latency") -> dict[str, dict]:
+def time_runners(
+    runners: dict[str, Runner], settings: LatencySettings, example: np.ndarray, rounds: int, label: str = "latency"
+) -> dict[str, dict]:
     """Interleaved rounds over runners made here; per model: the round medians, their median, the mean in-round
     CV, the pooled statistics of every sample, and where it was measured."""
     with ExitStack() as stack:
@@ -110,13 +119,17 @@ def time_runners(runners: dict[str, Runner], settings: LatencySettings, example:
         with progress_bar(label, rounds * len(runners)) as bar:
             timed = interleaved_rounds(timers, rounds, on_round=bar.advance)
         described = next(iter(runners.values())).describe()
-        measured_on = {"source": settings.source, "proxy_for": settings.proxy_for,
-                       **{k: v for k, v in described.items() if k in ("runtime", "version", "device")}}
+        measured_on = {
+            "source": settings.source,
+            "proxy_for": settings.proxy_for,
+            **{k: v for k, v in described.items() if k in ("runtime", "version", "device")},
+        }
     return {name: {**entry, "rounds": rounds, "measured_on": measured_on} for name, entry in timed.items()}
 
 
-def time_onnx_models(paths: dict[str, Path], settings: LatencySettings, example: np.ndarray, rounds: int,
-                     label: str = "latency") -> dict[str, dict]:
+def time_onnx_models(
+    paths: dict[str, Path], settings: LatencySettings, example: np.ndarray, rounds: int, label: str = "latency"
+) -> dict[str, dict]:
     """Interleaved rounds over several ONNX files on the settings' runner, here or on the target's host."""
     if settings.source == "remote":
         return time_remotely(paths, settings, example, rounds, label)
@@ -126,29 +139,55 @@ def time_onnx_models(paths: dict[str, Path], settings: LatencySettings, example:
 
 
 def _timer(runner, example: np.ndarray, settings: LatencySettings):
-    return lambda: latency_samples_ms(runner, example, warmup=settings.warmup, runs=settings.runs,
-                                      max_seconds=settings.max_seconds)
+    return lambda: latency_samples_ms(
+        runner, example, warmup=settings.warmup, runs=settings.runs, max_seconds=settings.max_seconds
+    )
 
 
-def time_remotely(paths: dict[str, Path], settings: LatencySettings, example: np.ndarray, rounds: int,
-                  label: str) -> dict[str, dict]:
+def time_remotely(
+    paths: dict[str, Path], settings: LatencySettings, example: np.ndarray, rounds: int, label: str
+) -> dict[str, dict]:
     """The same interleaved rounds, run by the standalone bench script on the target's host over SSH."""
     from pipeline.remote.harness import remote_run
     from pipeline.remote.ssh import SshHost
 
     remote = settings.remote or {}
     host = SshHost.from_settings(settings.host, remote)
-    spec = {"runtime": settings.runtime, "fallback": ["trtexec", "onnxruntime"] if settings.runtime == "tensorrt" else [],
-            "batch": settings.batch, "input_shape": list(example.shape[1:]), "threads": settings.threads,
-            "warmup": settings.warmup, "runs": settings.runs, "rounds": rounds, "max_seconds": settings.max_seconds,
-            "build": {"precision": settings.precision, **(settings.tensorrt or {})}}
-    log(f"{label}: measuring {len(paths)} model(s) on {settings.host} ({settings.runtime}, {rounds} interleaved rounds)")
+    spec = {
+        "runtime": settings.runtime,
+        "fallback": ["trtexec", "onnxruntime"] if settings.runtime == "tensorrt" else [],
+        "batch": settings.batch,
+        "input_shape": list(example.shape[1:]),
+        "threads": settings.threads,
+        "warmup": settings.warmup,
+        "runs": settings.runs,
+        "rounds": rounds,
+        "max_seconds": settings.max_seconds,
+        "build": {"precision": settings.precision, **(settings.tensorrt or {})},
+    }
+    log(
+        f"{label}: measuring {len(paths)} model(s) on {settings.host} ({settings.runtime}, {rounds} interleaved rounds)"
+    )
     result = remote_run(host, dict(paths), spec, python=remote.get("python", "python3"), workdir=remote.get("workdir"))
     for warning in result.get("warnings", []):
         log(f"[yellow]{label}: {warning}[/yellow]")
     device = result.get("device", {})
-    measured_on = {"source": "remote", "host": settings.host, "runtime": result.get("runtime_used"),
-                   "version": device.get(f"{result.get('runtime_used')}_version"),
-                   **{k: device.get(k) for k in ("hostname", "nvpmodel_mode", "jetson_clocks", "jetpack", "l4t",
-                                                 "tensorrt_version", "temperatures_c")}}
+    measured_on = {
+        "source": "remote",
+        "host": settings.host,
+        "runtime": result.get("runtime_used"),
+        "version": device.get(f"{result.get('runtime_used')}_version"),
+        **{
+            k: device.get(k)
+            for k in (
+                "hostname",
+                "nvpmodel_mode",
+                "jetson_clocks",
+                "jetpack",
+                "l4t",
+                "tensorrt_version",
+                "temperatures_c",
+            )
+        },
+    }
     return {name: {**entry, "rounds": rounds, "measured_on": measured_on} for name, entry in result["models"].items()}

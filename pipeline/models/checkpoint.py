@@ -13,8 +13,9 @@ from pipeline.preprocess import Preprocess
 FORMAT = "edge-pipeline/checkpoint-v1"
 
 
-def save_checkpoint(path: Path, model: nn.Module, *, arch: str, preprocess: Preprocess, num_classes: int,
-                    metadata: dict | None = None) -> None:
+def save_checkpoint(
+    path: Path, model: nn.Module, *, arch: str, preprocess: Preprocess, num_classes: int, metadata: dict | None = None
+) -> None:
     state = {name: tensor.detach().cpu().clone() for name, tensor in model.state_dict().items()}
     atomic_torch_save(
         {

@@ -9,15 +9,30 @@ from pipeline.errors import PipelineError
 from pipeline.models.registry import create_model, get_spec, list_models
 
 # Keys under which training scripts commonly nest the weights; the raw weights win over an EMA copy.
-WRAPPER_KEYS = ("state_dict", "model_state_dict", "model_state", "model", "net", "network", "weights",
-                "params", "module", "state_dict_ema", "model_ema", "ema")
+WRAPPER_KEYS = (
+    "state_dict",
+    "model_state_dict",
+    "model_state",
+    "model",
+    "net",
+    "network",
+    "weights",
+    "params",
+    "module",
+    "state_dict_ema",
+    "model_ema",
+    "ema",
+)
 # Added by DataParallel / DistributedDataParallel, torch.compile and Lightning-style wrappers.
 STRIP_PREFIXES = ("module.", "_orig_mod.", "model.", "net.")
 
 
 def is_state_dict(obj) -> bool:
-    return isinstance(obj, dict) and bool(obj) and all(
-        isinstance(key, str) and isinstance(value, torch.Tensor) for key, value in obj.items())
+    return (
+        isinstance(obj, dict)
+        and bool(obj)
+        and all(isinstance(key, str) and isinstance(value, torch.Tensor) for key, value in obj.items())
+    )
 
 
 def unwrap_state_dict(obj):
@@ -40,7 +55,7 @@ def strip_prefixes(state_dict: dict) -> dict:
         changed = False
         for prefix in STRIP_PREFIXES:
             if all(key.startswith(prefix) for key in state_dict):
-                state_dict = {key[len(prefix):]: value for key, value in state_dict.items()}
+                state_dict = {key[len(prefix) :]: value for key, value in state_dict.items()}
                 changed = True
     return state_dict
 
@@ -68,6 +83,7 @@ def expected_signature(arch: str, in_channels: int | None, num_classes: int | No
 
 def describe_mismatch(expected: dict, actual: dict, limit: int = 3) -> str:
     """'missing a, b (+N more); unexpected c; wrong shape d 1x2 (expected 3x4)' or '' when they match."""
+
     def listed(label: str, items: list[str]) -> str | None:
         if not items:
             return None
@@ -80,8 +96,14 @@ def describe_mismatch(expected: dict, actual: dict, limit: int = 3) -> str:
     parts = [
         listed("missing", [key for key in expected if key not in actual]),
         listed("unexpected", [key for key in actual if key not in expected]),
-        listed("wrong shape", [f"{key} {dims(actual[key])} (expected {dims(shape)})"
-                               for key, shape in expected.items() if key in actual and actual[key] != shape]),
+        listed(
+            "wrong shape",
+            [
+                f"{key} {dims(actual[key])} (expected {dims(shape)})"
+                for key, shape in expected.items()
+                if key in actual and actual[key] != shape
+            ],
+        ),
     ]
     return "; ".join(part for part in parts if part)
 
@@ -101,7 +123,8 @@ def identify_arch(state_dict, *, source: str = "checkpoint") -> tuple[str, int, 
     raise PipelineError(
         f"{source} ({len(actual)} tensors, in_channels={in_channels}, num_classes={num_classes}) "
         f"matches no known architecture; pass --arch (known: {', '.join(list_models())}) "
-        "or save it as TorchScript / torch.export")
+        "or save it as TorchScript / torch.export"
+    )
 
 
 def default_input_shape(arch: str, in_channels: int) -> tuple[int, int, int]:

@@ -53,13 +53,21 @@ def parse_input_shape(text: str) -> tuple[int, int, int]:
     match = re.fullmatch(r"[(\[]?\s*(\d+)\s*[,xX]\s*(\d+)\s*[,xX]\s*(\d+)\s*[)\]]?", str(text).strip(), re.ASCII)
     # The bounds keep the batch-2 probe forward from allocating gigabytes on a typo.
     if match is None or not (0 < int(match[1]) <= 64 and all(0 < int(match[i]) <= 4096 for i in (2, 3))):
-        raise PipelineError(f"invalid input shape {text!r}: expected CxHxW such as 3x224x224 or 1,28,28 "
-                            "(at most 64 channels and 4096 pixels a side)")
+        raise PipelineError(
+            f"invalid input shape {text!r}: expected CxHxW such as 3x224x224 or 1,28,28 "
+            "(at most 64 channels and 4096 pixels a side)"
+        )
     return (int(match[1]), int(match[2]), int(match[3]))
 
 
-def load_model(path, *, arch: str | None = None, trust_checkpoint: bool = False,
-               input_shape: tuple[int, int, int] | None = None, num_classes: int | None = None) -> LoadedModel:
+def load_model(
+    path,
+    *,
+    arch: str | None = None,
+    trust_checkpoint: bool = False,
+    input_shape: tuple[int, int, int] | None = None,
+    num_classes: int | None = None,
+) -> LoadedModel:
     """Load `path` in any supported format; `arch` only applies to bare state_dicts (inferred when omitted)."""
     path = Path(path)
     if not path.exists():
@@ -71,8 +79,9 @@ def load_model(path, *, arch: str | None = None, trust_checkpoint: bool = False,
     if arch is not None:
         get_spec(arch)  # unknown names fail before any (slow) loading
     if input_shape is not None:
-        input_shape = parse_input_shape(",".join(map(str, input_shape)) if isinstance(input_shape, (tuple, list))
-                                        else input_shape)
+        input_shape = parse_input_shape(
+            ",".join(map(str, input_shape)) if isinstance(input_shape, (tuple, list)) else input_shape
+        )
 
     kind = _sniff(path)
     if kind == "torchscript":
@@ -85,6 +94,7 @@ def load_model(path, *, arch: str | None = None, trust_checkpoint: bool = False,
 
 
 # --- reading the file -------------------------------------------------------------------------
+
 
 def _sniff(path: Path) -> str:
     """'torchscript', 'torch.export' or 'torch.save' from the archive layout, without unpickling anything."""
@@ -116,15 +126,19 @@ def _torch_load(path: Path, trust: bool):
         if found is None:
             raise _corrupt(path, error) from None
         if not trust:
-            raise PipelineError(f"{path} holds a pickled Python object ({found[1]}); loading it can run arbitrary "
-                                "code — pass --trust-checkpoint if you trust its source") from None
+            raise PipelineError(
+                f"{path} holds a pickled Python object ({found[1]}); loading it can run arbitrary "
+                "code — pass --trust-checkpoint if you trust its source"
+            ) from None
     except Exception as error:
         raise _corrupt(path, error) from None
     try:
         return torch.load(path, map_location="cpu", weights_only=False)
     except (ImportError, AttributeError) as error:
-        raise PipelineError(f"{path} pickles a class that cannot be imported here ({_first_line(error)}); "
-                            "save its state_dict, TorchScript or torch.export instead") from None
+        raise PipelineError(
+            f"{path} pickles a class that cannot be imported here ({_first_line(error)}); "
+            "save its state_dict, TorchScript or torch.export instead"
+        ) from None
     except Exception as error:
         raise _corrupt(path, error) from None
 
@@ -150,6 +164,7 @@ def _first_line(error: BaseException) -> str:
 
 # --- turning what was read into a module ------------------------------------------------------
 
+
 def _from_object(obj, path: Path, arch: str | None, input_shape) -> LoadedModel:
     if is_pipeline_checkpoint(obj):
         return _from_pipeline_checkpoint(obj, path, arch, input_shape)
@@ -161,9 +176,12 @@ def _from_object(obj, path: Path, arch: str | None, input_shape) -> LoadedModel:
             return _from_module(module, path, input_shape)
     state_dict = unwrap_state_dict(obj)
     if state_dict is None:
-        found = f"a dict with keys {', '.join(map(str, list(obj)[:6]))}" if isinstance(obj, dict) else type(obj).__name__
-        raise PipelineError(f"{path} holds no model weights: expected a state_dict (name -> tensor) or a model, "
-                            f"found {found}")
+        found = (
+            f"a dict with keys {', '.join(map(str, list(obj)[:6]))}" if isinstance(obj, dict) else type(obj).__name__
+        )
+        raise PipelineError(
+            f"{path} holds no model weights: expected a state_dict (name -> tensor) or a model, found {found}"
+        )
     state_dict = strip_prefixes(state_dict)
     in_channels, classes = infer_dims(state_dict)
     if arch is None:
@@ -205,12 +223,18 @@ def _from_pipeline_checkpoint(checkpoint: dict, path: Path, arch: str | None, in
     if dropped:  # written by the drop stage: the architecture minus some residual blocks
         model = _build_dropped(recorded_arch, dropped, state_dict, in_channels, classes, path)
     else:
-        model = _build(recorded_arch, state_dict, in_channels, classes,
-                       f"checkpoint {path} does not match its recorded arch {recorded_arch}")
+        model = _build(
+            recorded_arch,
+            state_dict,
+            in_channels,
+            classes,
+            f"checkpoint {path} does not match its recorded arch {recorded_arch}",
+        )
     if input_shape is not None:
         preprocess = replace(preprocess, channels=input_shape[0], height=input_shape[1], width=input_shape[2])
-    return LoadedModel(model, recorded_arch, classes, preprocess, "pipeline", path,
-                       dict(checkpoint.get("metadata") or {}))
+    return LoadedModel(
+        model, recorded_arch, classes, preprocess, "pipeline", path, dict(checkpoint.get("metadata") or {})
+    )
 
 
 def _build(arch: str, state_dict: dict, in_channels, num_classes, mismatch_prefix: str) -> nn.Module:
@@ -227,8 +251,9 @@ def _build(arch: str, state_dict: dict, in_channels, num_classes, mismatch_prefi
 def _build_dropped(arch: str, dropped: list, state_dict: dict, in_channels, num_classes, path: Path) -> nn.Module:
     from pipeline.drop.blocks import without_blocks
 
-    model = without_blocks(create_model(arch, in_channels=in_channels, num_classes=num_classes), dropped,
-                           copy_model=False)
+    model = without_blocks(
+        create_model(arch, in_channels=in_channels, num_classes=num_classes), dropped, copy_model=False
+    )
     problems = describe_mismatch(signature(model.state_dict()), signature(state_dict))
     if problems:
         raise PipelineError(f"checkpoint {path} does not match {arch} without blocks {', '.join(dropped)}: {problems}")
@@ -248,8 +273,10 @@ def _from_module(module: nn.Module, path: Path, input_shape) -> LoadedModel:
         pass
     if input_shape is None:
         if arch is None:
-            raise PipelineError(f"{path} holds a pickled {type(module).__name__}, which does not record its input "
-                                "size; pass --input-shape CxHxW (e.g. 3x224x224)")
+            raise PipelineError(
+                f"{path} holds a pickled {type(module).__name__}, which does not record its input "
+                "size; pass --input-shape CxHxW (e.g. 3x224x224)"
+            )
         input_shape = default_input_shape(arch, in_channels)
     return LoadedModel(module, arch, None, default_preprocess(*input_shape), "pickle", path, {})
 
@@ -264,8 +291,10 @@ def _load_torchscript(path: Path, input_shape) -> LoadedModel:
         name = getattr(module, "arch_name", None)
         in_channels = infer_dims(dict(module.state_dict()))[0]
         if name not in list_models() or in_channels is None:
-            raise PipelineError(f"{path} is TorchScript, which does not record its input size; "
-                                "pass --input-shape CxHxW (e.g. 3x224x224)")
+            raise PipelineError(
+                f"{path} is TorchScript, which does not record its input size; "
+                "pass --input-shape CxHxW (e.g. 3x224x224)"
+            )
         input_shape = default_input_shape(name, in_channels)
     return LoadedModel(module, None, None, default_preprocess(*input_shape), "torchscript", path, {})
 
@@ -299,15 +328,20 @@ def _load_exported(path: Path, input_shape) -> LoadedModel:
     except Exception as error:
         raise _corrupt(path, error) from None
     user_inputs = set(program.graph_signature.user_inputs)
-    examples = [node.meta.get("val") for node in program.graph.nodes
-                if node.op == "placeholder" and node.name in user_inputs]
+    examples = [
+        node.meta.get("val") for node in program.graph.nodes if node.op == "placeholder" and node.name in user_inputs
+    ]
     if len(examples) != 1 or not isinstance(examples[0], torch.Tensor) or examples[0].dim() != 4:
-        raise PipelineError(f"{path} is not a single-input image classifier: its exported program takes "
-                            f"{len(examples)} input(s); expected one NCHW tensor")
+        raise PipelineError(
+            f"{path} is not a single-input image classifier: its exported program takes "
+            f"{len(examples)} input(s); expected one NCHW tensor"
+        )
     batch, *dims = examples[0].shape
     if isinstance(batch, int) and batch != 1:
-        raise PipelineError(f"{path} was exported for a fixed batch of {batch}; re-export it with a dynamic "
-                            "batch dimension (torch.export.Dim)")
+        raise PipelineError(
+            f"{path} was exported for a fixed batch of {batch}; re-export it with a dynamic "
+            "batch dimension (torch.export.Dim)"
+        )
     if input_shape is None:
         if not all(isinstance(dim, int) for dim in dims):
             raise PipelineError(f"{path} was exported with a dynamic image size; pass --input-shape CxHxW")
@@ -318,14 +352,17 @@ def _load_exported(path: Path, input_shape) -> LoadedModel:
 
 # --- proving it runs --------------------------------------------------------------------------
 
+
 def _probe(loaded: LoadedModel, num_classes: int | None) -> LoadedModel:
     model = loaded.model.float().eval()
     dims = "x".join(map(str, loaded.input_shape))
     for name, tensor in [*model.named_parameters(), *model.named_buffers()]:
         if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
             bad = int((~torch.isfinite(tensor)).sum())
-            raise PipelineError(f"{loaded.path}: {bad} NaN/Inf value(s) in {name}: the checkpoint is damaged or "
-                                "its training diverged; every output would be meaningless")
+            raise PipelineError(
+                f"{loaded.path}: {bad} NaN/Inf value(s) in {name}: the checkpoint is damaged or "
+                "its training diverged; every output would be meaningless"
+            )
     # Batch 2, not 1: a model hard-wired to batch 1 (reshape(1, -1), a static export) would pass a
     # batch-1 probe and then fail in the middle of distillation.
     try:
@@ -333,11 +370,13 @@ def _probe(loaded: LoadedModel, num_classes: int | None) -> LoadedModel:
             output = model(torch.randn(2, *loaded.input_shape))
     except Exception as error:
         raise PipelineError(f"{loaded.path}: model rejects input shape {dims}: {_first_line(error)}") from None
-    if not (isinstance(output, torch.Tensor) and output.dim() == 2 and output.shape[0] == 2
-            and output.is_floating_point()):
+    if not (
+        isinstance(output, torch.Tensor) and output.dim() == 2 and output.shape[0] == 2 and output.is_floating_point()
+    ):
         got = "x".join(map(str, output.shape)) if isinstance(output, torch.Tensor) else type(output).__name__
-        raise PipelineError(f"{loaded.path}: expected [2, num_classes] logits for a batch of 2 {dims} inputs, "
-                            f"got {got}")
+        raise PipelineError(
+            f"{loaded.path}: expected [2, num_classes] logits for a batch of 2 {dims} inputs, got {got}"
+        )
     classes = int(output.shape[1])
     if num_classes is not None and num_classes != classes:
         raise PipelineError(f"{loaded.path} outputs {classes} classes but --num-classes {num_classes} was given")

@@ -42,7 +42,9 @@ def get_spec(name: str) -> ModelSpec:
         raise PipelineError(f"unknown architecture {name!r}; known: {', '.join(list_models())}") from None
 
 
-def create_model(name: str, *, in_channels: int | None = None, num_classes: int | None = None, image_size: int | None = None) -> nn.Module:
+def create_model(
+    name: str, *, in_channels: int | None = None, num_classes: int | None = None, image_size: int | None = None
+) -> nn.Module:
     """Build an architecture with random weights. Unset arguments take the architecture's defaults."""
     spec = get_spec(name)
     channels, height, _ = spec.default_input

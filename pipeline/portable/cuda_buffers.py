@@ -99,4 +99,3 @@ def cuda_backend():
         except ImportError:
             continue
     raise BenchError("TensorRT needs pycuda or cuda-python for device buffers: pip install pycuda (or cuda-python)")
-

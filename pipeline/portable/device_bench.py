@@ -33,9 +33,17 @@ import numpy as np
 from .cuda_buffers import cuda_backend
 from .errors import BenchError
 from .files import atomic_write_bytes, sha256_file
-from .onnxruntime_loader import onnxruntime_session
 from .formats import format_fields
-from .tensorrt_loader import STAMP_KIND, STAMP_VERSION, TrtSession, build_engine, import_tensorrt, onnx_precision, trt_major
+from .onnxruntime_loader import onnxruntime_session
+from .tensorrt_loader import (
+    STAMP_KIND,
+    STAMP_VERSION,
+    TrtSession,
+    build_engine,
+    import_tensorrt,
+    onnx_precision,
+    trt_major,
+)
 from .timing import interleaved_rounds, time_calls
 from .trtexec_loader import run_trtexec, trtexec_command, trtexec_path
 
@@ -52,11 +60,23 @@ def _command_output(command: list[str]) -> str | None:
 
 def device_facts() -> dict:
     """What the numbers depend on: power mode, clocks, JetPack/L4T, runtime versions, temperatures, CPU."""
-    facts = {"hostname": platform.node(), "machine": platform.machine(), "python": platform.python_version(),
-             "numpy": np.__version__, "cpu": None, "cpu_count": os.cpu_count()}
+    facts = {
+        "hostname": platform.node(),
+        "machine": platform.machine(),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "cpu": None,
+        "cpu_count": os.cpu_count(),
+    }
     try:
-        facts["cpu"] = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
-                             if line.startswith(("model name", "Model"))), None)
+        facts["cpu"] = next(
+            (
+                line.split(":", 1)[1].strip()
+                for line in open("/proc/cpuinfo")
+                if line.startswith(("model name", "Model"))
+            ),
+            None,
+        )
     except OSError:
         pass
     nvpmodel = _command_output(["nvpmodel", "-q"])
@@ -64,7 +84,9 @@ def device_facts() -> dict:
         mode = re.search(r"NV Power Mode:\s*(.+)", nvpmodel)
         facts["nvpmodel_mode"] = mode.group(1).strip() if mode else nvpmodel.splitlines()[0]
     clocks = _command_output(["sudo", "-n", "jetson_clocks", "--show"]) or _command_output(["jetson_clocks", "--show"])
-    facts["jetson_clocks"] = None if clocks is None else ("on" if re.search(r"MinFreq=(\d+).*MaxFreq=\1", clocks) else "off or partial")
+    facts["jetson_clocks"] = (
+        None if clocks is None else ("on" if re.search(r"MinFreq=(\d+).*MaxFreq=\1", clocks) else "off or partial")
+    )
     if os.path.isfile("/etc/nv_tegra_release"):
         facts["l4t"] = open("/etc/nv_tegra_release").readline().strip()
         facts["jetpack"] = _command_output(["dpkg-query", "-W", "-f=${Version}", "nvidia-jetpack"])
@@ -107,8 +129,10 @@ def choose_runtime(wanted: str, fallback: list[str]) -> str:
     for runtime in [wanted, *fallback]:
         if runtime in available:
             return runtime
-    raise BenchError(f"none of {', '.join([wanted, *fallback])} is installed on {platform.node()} "
-                     f"(found: {', '.join(available) or 'nothing'})")
+    raise BenchError(
+        f"none of {', '.join([wanted, *fallback])} is installed on {platform.node()} "
+        f"(found: {', '.join(available) or 'nothing'})"
+    )
 
 
 def run_spec(spec: dict, workdir: str) -> dict:
@@ -119,10 +143,18 @@ def run_spec(spec: dict, workdir: str) -> dict:
     max_seconds, rounds = spec.get("max_seconds"), int(spec.get("rounds", 1))
     build = spec.get("build") or {}
     models = {name: os.path.join(workdir, path) for name, path in spec["models"].items()}
-    result = {"format": RESULT_FORMAT, "runtime_requested": spec.get("runtime"), "runtime_used": runtime,
-              "device": device_facts(), "engines": {}, "warnings": []}
+    result = {
+        "format": RESULT_FORMAT,
+        "runtime_requested": spec.get("runtime"),
+        "runtime_used": runtime,
+        "device": device_facts(),
+        "engines": {},
+        "warnings": [],
+    }
     if runtime != spec.get("runtime"):
-        result["warnings"].append(f"{spec.get('runtime')} is not available on {platform.node()}; measured with {runtime}")
+        result["warnings"].append(
+            f"{spec.get('runtime')} is not available on {platform.node()}; measured with {runtime}"
+        )
     closers, timers = [], {}
     if runtime == "tensorrt":
         cuda = cuda_backend()
@@ -134,17 +166,27 @@ def run_spec(spec: dict, workdir: str) -> dict:
             precision, stored = build.get("precision", "fp32"), onnx_precision(path)
             if major >= 11 and stored is not None and stored != precision:
                 # strongly typed: an fp32 block-table variant cannot become fp16 by a flag; time it as it is
-                result["warnings"].append(f"{name}: TensorRT {major} is strongly typed; timed as {stored}, not {precision}")
+                result["warnings"].append(
+                    f"{name}: TensorRT {major} is strongly typed; timed as {stored}, not {precision}"
+                )
                 precision = stored
             result["engines"][name] = build_engine(
-                path, engine, precision=precision, batch=batch, max_batch=build.get("max_batch"),
-                workspace_mb=build.get("workspace_mb"), dla_core=build.get("dla_core"),
+                path,
+                engine,
+                precision=precision,
+                batch=batch,
+                max_batch=build.get("max_batch"),
+                workspace_mb=build.get("workspace_mb"),
+                dla_core=build.get("dla_core"),
                 gpu_fallback=build.get("gpu_fallback", True),
-                timing_cache=os.path.join(workdir, build.get("timing_cache", "timing.cache")), cuda=cuda)
+                timing_cache=os.path.join(workdir, build.get("timing_cache", "timing.cache")),
+                cuda=cuda,
+            )
             session = TrtSession(engine, cuda=cuda)
             closers.insert(0, session.close)
-            timers[name] = (lambda s=session: [t / 1e6 for t in time_calls(lambda: s.infer(example), warmup=warmup,
-                                                                            runs=runs, max_seconds=max_seconds)])
+            timers[name] = lambda s=session: [
+                t / 1e6 for t in time_calls(lambda: s.infer(example), warmup=warmup, runs=runs, max_seconds=max_seconds)
+            ]
     elif runtime == "trtexec":
         major = None
         try:
@@ -155,23 +197,41 @@ def run_spec(spec: dict, workdir: str) -> dict:
             engine = os.path.join(workdir, "engines", f"{name}.engine")
             os.makedirs(os.path.dirname(engine), exist_ok=True)
             times = os.path.join(workdir, f"{name}.times.json")
-            command = trtexec_command(path, precision=build.get("precision", "fp32"), input_name=spec.get("input_name"),
-                                      input_shape=shape, batch=batch, runs=runs, warmup_ms=max(200, warmup),
-                                      engine_path=engine, times_path=times, profile_path=None,
-                                      timing_cache=os.path.join(workdir, "timing.cache"), workspace_mb=build.get("workspace_mb"),
-                                      dla_core=build.get("dla_core"), gpu_fallback=build.get("gpu_fallback", True),
-                                      tensorrt_major=major)
-            result["engines"][name] = {**format_fields(STAMP_KIND, STAMP_VERSION), "command": " ".join(command),
-                                      "engine_sha256": None}
-            timers[name] = (lambda c=command, t=times: run_trtexec(c, t))
+            command = trtexec_command(
+                path,
+                precision=build.get("precision", "fp32"),
+                input_name=spec.get("input_name"),
+                input_shape=shape,
+                batch=batch,
+                runs=runs,
+                warmup_ms=max(200, warmup),
+                engine_path=engine,
+                times_path=times,
+                profile_path=None,
+                timing_cache=os.path.join(workdir, "timing.cache"),
+                workspace_mb=build.get("workspace_mb"),
+                dla_core=build.get("dla_core"),
+                gpu_fallback=build.get("gpu_fallback", True),
+                tensorrt_major=major,
+            )
+            result["engines"][name] = {
+                **format_fields(STAMP_KIND, STAMP_VERSION),
+                "command": " ".join(command),
+                "engine_sha256": None,
+            }
+            timers[name] = lambda c=command, t=times: run_trtexec(c, t)
     else:
         providers = spec.get("providers")
         for name, path in models.items():
             session = onnxruntime_session(path, spec.get("threads"), providers)
             input_name = session.get_inputs()[0].name
             result.setdefault("providers", session.get_providers())
-            timers[name] = (lambda s=session, i=input_name: [t / 1e6 for t in time_calls(
-                lambda: s.run(None, {i: example}), warmup=warmup, runs=runs, max_seconds=max_seconds)])
+            timers[name] = lambda s=session, i=input_name: [
+                t / 1e6
+                for t in time_calls(
+                    lambda: s.run(None, {i: example}), warmup=warmup, runs=runs, max_seconds=max_seconds
+                )
+            ]
     try:
         result["models"] = interleaved_rounds(timers, rounds, seed=int(spec.get("seed", 0)))
     finally:
@@ -181,8 +241,15 @@ def run_spec(spec: dict, workdir: str) -> dict:
         path = os.path.join(workdir, "engines", f"{name}.engine")
         if os.path.isfile(path) and engine.get("engine_sha256") is None:
             engine["engine_sha256"] = sha256_file(path)
-    result["settings"] = {"batch": batch, "input_shape": list(shape), "threads": spec.get("threads"), "warmup": warmup,
-                          "runs": runs, "rounds": rounds, "max_seconds": max_seconds}
+    result["settings"] = {
+        "batch": batch,
+        "input_shape": list(shape),
+        "threads": spec.get("threads"),
+        "warmup": warmup,
+        "runs": runs,
+        "rounds": rounds,
+        "max_seconds": max_seconds,
+    }
     result["device"]["temperatures_after_c"] = device_facts()["temperatures_c"]
     return result
 
@@ -196,8 +263,10 @@ def main(argv=None) -> int:
     try:
         spec = json.load(open(args.spec))
         workdir = os.path.dirname(os.path.abspath(args.spec))
-        result, status = ({"format": RESULT_FORMAT, "device": device_facts()} if args.facts
-                          else run_spec(spec, workdir)), 0
+        result, status = (
+            ({"format": RESULT_FORMAT, "device": device_facts()} if args.facts else run_spec(spec, workdir)),
+            0,
+        )
     except BenchError as error:
         result, status = {"format": RESULT_FORMAT, "error": str(error), "device": device_facts()}, 1
         print(f"device_bench: {error}", file=sys.stderr)

@@ -44,14 +44,18 @@ def read_format(record, kind: str, current: int, *, what: str, fix: str, migrati
         found = record.get("format") if isinstance(record, dict) else type(record).__name__
         raise FormatError(f"{what} is not an edge-pipeline {kind} record (format {found!r}): {fix}")
     if version > current:
-        raise FormatError(f"{what} was written by a newer edge-pipeline ({kind} format v{version}; this release "
-                          f"reads up to v{current}): upgrade edge-pipeline to read it")
+        raise FormatError(
+            f"{what} was written by a newer edge-pipeline ({kind} format v{version}; this release "
+            f"reads up to v{current}): upgrade edge-pipeline to read it"
+        )
     migrated = dict(record)
     while version < current:
         step = (migrations or {}).get(version)
         if step is None:
-            raise FormatError(f"{what} was written by an older edge-pipeline ({kind} format v{version}; this release "
-                              f"reads v{current} and cannot convert it): {fix}")
+            raise FormatError(
+                f"{what} was written by an older edge-pipeline ({kind} format v{version}; this release "
+                f"reads v{current} and cannot convert it): {fix}"
+            )
         migrated = step(migrated)
         version += 1
     migrated.update(format_fields(kind, current))

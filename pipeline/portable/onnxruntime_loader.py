@@ -33,8 +33,9 @@ def onnxruntime_session(path: str, threads: int | None = None, providers=None, o
     # only steal cores from the intra-op pool.
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize_graph
-                                        else ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
+    options.graph_optimization_level = (
+        ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize_graph else ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    )
     options.log_severity_level = 3  # errors only: warnings would clutter the CLI's stderr
     chosen = usable_providers(providers or [CPU], ort.get_available_providers())
     return ort.InferenceSession(str(path), sess_options=options, providers=chosen)

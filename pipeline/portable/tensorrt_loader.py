@@ -36,7 +36,6 @@ def trt_major(trt) -> int:
     return int(str(trt.__version__).split(".")[0])
 
 
-
 def onnx_precision(path: str) -> str | None:
     """What an ONNX file computes in: int8 when it has Q/DQ nodes (op names are plain strings in the file, so
     this needs no onnx package), fp16 when it stores float16 weights, else fp32; None when fp16 vs fp32 cannot
@@ -60,27 +59,46 @@ def build_flags(trt, precision: str, model_precision: str | None) -> tuple[bool,
     already be in the asked precision, and asking for another one is an error rather than a silent fp32 engine.
     """
     if trt_major(trt) >= 11:
-        if model_precision is not None and precision != model_precision \
-                and not (precision == "binary" and model_precision == "int8"):
-            raise BenchError(f"TensorRT {trt.__version__} builds strongly typed networks only: it has no {precision.upper()} "
-                             f"builder flag, and this ONNX is {model_precision}. Give a {precision} ONNX "
-                             f"(`pipeline quantize --precision {precision}`)")
+        if (
+            model_precision is not None
+            and precision != model_precision
+            and not (precision == "binary" and model_precision == "int8")
+        ):
+            raise BenchError(
+                f"TensorRT {trt.__version__} builds strongly typed networks only: it has no {precision.upper()} "
+                f"builder flag, and this ONNX is {model_precision}. Give a {precision} ONNX "
+                f"(`pipeline quantize --precision {precision}`)"
+            )
         return True, []
     flags = {"fp32": [], "fp16": ["FP16"], "int8": ["INT8", "FP16"], "binary": ["INT8", "FP16"]}[precision]
     if precision in ("int8", "binary") and model_precision not in ("int8", None):
-        raise BenchError("INT8 needs an ONNX with Q/DQ nodes (explicit quantisation; implicit calibration is not "
-                         "used): run `pipeline quantize --precision int8` for a TensorRT target first")
+        raise BenchError(
+            "INT8 needs an ONNX with Q/DQ nodes (explicit quantisation; implicit calibration is not "
+            "used): run `pipeline quantize --precision int8` for a TensorRT target first"
+        )
     return False, [getattr(trt.BuilderFlag, flag) for flag in flags]
 
 
-def build_engine(onnx_path: str, engine_path: str, *, precision: str = "fp32", batch: int = 1,
-                 max_batch: int | None = None, workspace_mb: int | None = None, dla_core: int | None = None,
-                 gpu_fallback: bool = True, timing_cache: str | None = None, cuda=None) -> dict:
+def build_engine(
+    onnx_path: str,
+    engine_path: str,
+    *,
+    precision: str = "fp32",
+    batch: int = 1,
+    max_batch: int | None = None,
+    workspace_mb: int | None = None,
+    dla_core: int | None = None,
+    gpu_fallback: bool = True,
+    timing_cache: str | None = None,
+    cuda=None,
+) -> dict:
     """Parse the ONNX, build a serialized engine, write it and its stamp (`<engine>.json`); return the stamp."""
     trt = import_tensorrt()
     if trt_major(trt) < 10:
-        raise BenchError(f"TensorRT {trt.__version__} is older than 10 (tensor-name API); build this engine with the "
-                         "device's trtexec (the harness's trtexec runtime does)")
+        raise BenchError(
+            f"TensorRT {trt.__version__} is older than 10 (tensor-name API); build this engine with the "
+            "device's trtexec (the harness's trtexec runtime does)"
+        )
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
     model_precision = onnx_precision(onnx_path)
@@ -92,8 +110,10 @@ def build_engine(onnx_path: str, engine_path: str, *, precision: str = "fp32", b
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(onnx_path):
         errors = "; ".join(str(parser.get_error(i).desc()) for i in range(parser.num_errors))
-        raise BenchError(f"TensorRT's ONNX parser refused {os.path.basename(onnx_path)}: {errors} "
-                         "(run `pipeline check` on it for the details)")
+        raise BenchError(
+            f"TensorRT's ONNX parser refused {os.path.basename(onnx_path)}: {errors} "
+            "(run `pipeline check` on it for the details)"
+        )
     config = builder.create_builder_config()
     for flag in flags:
         config.set_flag(flag)
@@ -138,14 +158,26 @@ def build_engine(onnx_path: str, engine_path: str, *, precision: str = "fp32", b
     finally:
         if own_cuda:
             cuda.close()
-    stamp = {**format_fields(STAMP_KIND, STAMP_VERSION), "tensorrt_version": str(trt.__version__), **gpu,
-             "precision": precision, "onnx_precision": model_precision, "strongly_typed": strongly_typed,
-             "builder_flags": [str(f).split(".")[-1] for f in flags], "dla_core": dla_core,
-             "gpu_fallback": gpu_fallback if dla_core is not None else None, "workspace_mb": workspace_mb,
-             "input": tensor.name, "input_shape": list(shape), "profile": [list(s) for s in profile_shapes] if profile_shapes else None,
-             "onnx_sha256": sha256_file(onnx_path), "engine_sha256": sha256_file(engine_path),
-             "build_seconds": round(time.monotonic() - started, 2), "host": platform.node(),
-             "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    stamp = {
+        **format_fields(STAMP_KIND, STAMP_VERSION),
+        "tensorrt_version": str(trt.__version__),
+        **gpu,
+        "precision": precision,
+        "onnx_precision": model_precision,
+        "strongly_typed": strongly_typed,
+        "builder_flags": [str(f).split(".")[-1] for f in flags],
+        "dla_core": dla_core,
+        "gpu_fallback": gpu_fallback if dla_core is not None else None,
+        "workspace_mb": workspace_mb,
+        "input": tensor.name,
+        "input_shape": list(shape),
+        "profile": [list(s) for s in profile_shapes] if profile_shapes else None,
+        "onnx_sha256": sha256_file(onnx_path),
+        "engine_sha256": sha256_file(engine_path),
+        "build_seconds": round(time.monotonic() - started, 2),
+        "host": platform.node(),
+        "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
     atomic_write_bytes(engine_path + ".json", (json.dumps(stamp, indent=2) + "\n").encode())
     return stamp
 
@@ -158,11 +190,15 @@ def stamp_mismatch(stamp: dict, tensorrt_version: str, gpu: dict) -> str | None:
     except FormatError as error:
         return str(error)
     if stamp.get("tensorrt_version") != tensorrt_version:
-        return (f"engine built with TensorRT {stamp.get('tensorrt_version')}, this is TensorRT {tensorrt_version}: "
-                "rebuild it here (`pipeline engine`)")
+        return (
+            f"engine built with TensorRT {stamp.get('tensorrt_version')}, this is TensorRT {tensorrt_version}: "
+            "rebuild it here (`pipeline engine`)"
+        )
     if stamp.get("compute_capability") != gpu.get("compute_capability"):
-        return (f"engine built for {stamp.get('gpu_name')} (compute {stamp.get('compute_capability')}), this GPU is "
-                f"{gpu.get('gpu_name')} (compute {gpu.get('compute_capability')}): rebuild it on the target")
+        return (
+            f"engine built for {stamp.get('gpu_name')} (compute {stamp.get('compute_capability')}), this GPU is "
+            f"{gpu.get('gpu_name')} (compute {gpu.get('compute_capability')}): rebuild it on the target"
+        )
     return None
 
 
@@ -187,8 +223,10 @@ class TrtSession:
         with open(engine_path, "rb") as handle:
             self.engine = self.runtime.deserialize_cuda_engine(handle.read())
         if self.engine is None:
-            raise BenchError(f"cannot deserialize {engine_path}: engines load only on the TensorRT version and GPU "
-                             f"they were built for (this is TensorRT {trt.__version__}, {self.cuda.gpu()['gpu_name']})")
+            raise BenchError(
+                f"cannot deserialize {engine_path}: engines load only on the TensorRT version and GPU "
+                f"they were built for (this is TensorRT {trt.__version__}, {self.cuda.gpu()['gpu_name']})"
+            )
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
         inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         outputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
@@ -226,10 +264,13 @@ class TrtSession:
         return self.host_out.astype(np.float32)
 
     def describe(self) -> dict:
-        return {"runtime": "tensorrt", "version": str(self.trt.__version__), "buffers": self.cuda.name,
-                **self.cuda.gpu(), "engine": os.path.basename(self.engine_path)}
+        return {
+            "runtime": "tensorrt",
+            "version": str(self.trt.__version__),
+            "buffers": self.cuda.name,
+            **self.cuda.gpu(),
+            "engine": os.path.basename(self.engine_path),
+        }
 
     def close(self) -> None:
         self.context = self.engine = None  # context before engine, engine before runtime
-
-

@@ -35,9 +35,16 @@ def summarize_ms(ms) -> dict:
     """median / mean / p90 / p99 / min / max / CV of a sample of milliseconds."""
     ms = np.asarray(ms, dtype=np.float64)
     mean = float(ms.mean())
-    return {"median_ms": float(np.median(ms)), "mean_ms": mean, "p90_ms": float(np.percentile(ms, 90)),
-            "p99_ms": float(np.percentile(ms, 99)), "min_ms": float(ms.min()), "max_ms": float(ms.max()),
-            "cv": float(ms.std() / mean) if mean > 0 else 0.0, "runs": int(ms.size)}
+    return {
+        "median_ms": float(np.median(ms)),
+        "mean_ms": mean,
+        "p90_ms": float(np.percentile(ms, 90)),
+        "p99_ms": float(np.percentile(ms, 99)),
+        "min_ms": float(ms.min()),
+        "max_ms": float(ms.max()),
+        "cv": float(ms.std() / mean) if mean > 0 else 0.0,
+        "runs": int(ms.size),
+    }
 
 
 def interleaved_rounds(timers: dict, rounds: int, seed: int = 0, on_round=None) -> dict:
@@ -57,6 +64,12 @@ def interleaved_rounds(timers: dict, rounds: int, seed: int = 0, on_round=None) 
             samples[name].extend(times)
             if on_round is not None:
                 on_round()
-    return {name: {"round_medians_ms": medians[name], "median_ms": float(np.median(medians[name])),
-                   "cv": float(np.mean(cvs[name])), "pooled": summarize_ms(samples[name])} for name in timers}
-
+    return {
+        name: {
+            "round_medians_ms": medians[name],
+            "median_ms": float(np.median(medians[name])),
+            "cv": float(np.mean(cvs[name])),
+            "pooled": summarize_ms(samples[name]),
+        }
+        for name in timers
+    }

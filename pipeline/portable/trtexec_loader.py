@@ -16,16 +16,36 @@ def trtexec_path() -> str | None:
     return shutil.which("trtexec") or next((p for p in ("/usr/src/tensorrt/bin/trtexec",) if os.path.isfile(p)), None)
 
 
-def trtexec_command(onnx_path: str, *, precision: str = "fp32", input_name: str | None, input_shape, batch: int,
-                    runs: int, warmup_ms: int, engine_path: str | None, times_path: str, profile_path: str | None,
-                    timing_cache: str | None = None, workspace_mb: int | None = None, dla_core: int | None = None,
-                    gpu_fallback: bool = True, tensorrt_major: int | None = None) -> list[str]:
+def trtexec_command(
+    onnx_path: str,
+    *,
+    precision: str = "fp32",
+    input_name: str | None,
+    input_shape,
+    batch: int,
+    runs: int,
+    warmup_ms: int,
+    engine_path: str | None,
+    times_path: str,
+    profile_path: str | None,
+    timing_cache: str | None = None,
+    workspace_mb: int | None = None,
+    dla_core: int | None = None,
+    gpu_fallback: bool = True,
+    tensorrt_major: int | None = None,
+) -> list[str]:
     """The trtexec command line for one ONNX (built, then timed) or engine file (timed); also what run folders
     record as the command to run on the device."""
     prebuilt = onnx_path.endswith((".engine", ".plan"))  # time an existing engine instead of building one
-    command = [trtexec_path() or "trtexec", f"--loadEngine={onnx_path}" if prebuilt else f"--onnx={onnx_path}",
-               f"--iterations={runs}", "--duration=0", f"--warmUp={warmup_ms}", f"--exportTimes={times_path}",
-               *TRTEXEC_TIMING_FLAGS]
+    command = [
+        trtexec_path() or "trtexec",
+        f"--loadEngine={onnx_path}" if prebuilt else f"--onnx={onnx_path}",
+        f"--iterations={runs}",
+        "--duration=0",
+        f"--warmUp={warmup_ms}",
+        f"--exportTimes={times_path}",
+        *TRTEXEC_TIMING_FLAGS,
+    ]
     if profile_path:
         command.append(f"--exportProfile={profile_path}")
     if input_name and input_shape:
@@ -70,8 +90,15 @@ def parse_trtexec_profile(path: str) -> list[dict]:
     """Per-layer times from `--exportProfile`: the first record is {"count": N}, then one per layer."""
     records = json.load(open(path))
     layers = [r for r in records if isinstance(r, dict) and "name" in r]
-    return [{"name": r["name"], "average_ms": float(r.get("averageMs", 0.0)), "median_ms": float(r.get("medianMs", r.get("averageMs", 0.0))),
-             "percentage": float(r.get("percentage", 0.0))} for r in layers]
+    return [
+        {
+            "name": r["name"],
+            "average_ms": float(r.get("averageMs", 0.0)),
+            "median_ms": float(r.get("medianMs", r.get("averageMs", 0.0))),
+            "percentage": float(r.get("percentage", 0.0)),
+        }
+        for r in layers
+    ]
 
 
 def run_trtexec(command: list[str], times_path: str) -> list[float]:
@@ -80,7 +107,8 @@ def run_trtexec(command: list[str], times_path: str) -> list[float]:
     except FileNotFoundError:
         raise BenchError("trtexec not found (JetPack installs it as /usr/src/tensorrt/bin/trtexec)") from None
     if done.returncode != 0:
-        tail = [line for line in done.stdout.splitlines() + done.stderr.splitlines() if "[E]" in line or "Error" in line]
+        tail = [
+            line for line in done.stdout.splitlines() + done.stderr.splitlines() if "[E]" in line or "Error" in line
+        ]
         raise BenchError(f"trtexec failed ({done.returncode}): {(tail or ['no error line'])[-1].strip()}")
     return parse_trtexec_times(times_path)
-

@@ -65,8 +65,9 @@ def layer_damage(model: nn.Module, layers: list[str], images, probe: torch.Tenso
             logits = probe_model.eval()(probe)
             error = float((logits - reference).pow(2).mean() / reference.pow(2).mean().clamp_min(1e-12))
             weights = modules[name].weight.numel()
-            rows.append({"layer": name, "weights": weights, "relative_mse": error,
-                         "damage_per_weight": error / weights * 1e6})
+            rows.append(
+                {"layer": name, "weights": weights, "relative_mse": error, "damage_per_weight": error / weights * 1e6}
+            )
             bar.advance()
     return rows
 
@@ -81,7 +82,9 @@ def split_by_damage(rows: list[dict], coverage: float) -> tuple[list[str], list[
             break
         kept.add(row["layer"])
         kept_weights += row["weights"]
-    return [row["layer"] for row in rows if row["layer"] not in kept], [row["layer"] for row in rows if row["layer"] in kept]
+    return [row["layer"] for row in rows if row["layer"] not in kept], [
+        row["layer"] for row in rows if row["layer"] in kept
+    ]
 
 
 def binarise(model: nn.Module, layers: list[str]) -> nn.Module:
@@ -93,8 +96,9 @@ def binarise(model: nn.Module, layers: list[str]) -> nn.Module:
 
 
 @torch.no_grad()
-def reestimate_batchnorm(model: nn.Module, images, batch_size: int = 64, seed: int = 0,
-                         input_values: int = 10_000_000) -> int:
+def reestimate_batchnorm(
+    model: nn.Module, images, batch_size: int = 64, seed: int = 0, input_values: int = 10_000_000
+) -> int:
     """Recompute every BatchNorm's running statistics with the binarised weights in place (plain average over
     batches of `images` totalling about `input_values` input values: 200 batches at 28x28, 10 at 224x224 RGB). Binarising changes each layer's output distribution, so the teacher's
     statistics no longer describe it; the transfer set reproduces the teacher's BN statistics by

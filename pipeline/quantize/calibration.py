@@ -40,9 +40,16 @@ def normalised(pixels: torch.Tensor, preprocess: Preprocess) -> np.ndarray:
     return ((pixels.float() / 255 - mean) / std).numpy().astype(np.float32)
 
 
-def load_calibration_images(source: str, preprocess: Preprocess, *, transfer_set: Path | None = None,
-                            images: str | None = None, count: int = 512, held_back: int = 512,
-                            seed: int = 0) -> CalibrationImages:
+def load_calibration_images(
+    source: str,
+    preprocess: Preprocess,
+    *,
+    transfer_set: Path | None = None,
+    images: str | None = None,
+    count: int = 512,
+    held_back: int = 512,
+    seed: int = 0,
+) -> CalibrationImages:
     if source not in CALIBRATION_SOURCES:
         raise PipelineError(f"unknown calibration source {source!r}; choose one of {', '.join(CALIBRATION_SOURCES)}")
     generator = torch.Generator().manual_seed(seed)
@@ -50,7 +57,7 @@ def load_calibration_images(source: str, preprocess: Preprocess, *, transfer_set
         if transfer_set is None:
             raise PipelineError("synthetic calibration needs the synthesis stage's transfer set")
         pool = TransferSet.load(transfer_set)
-        pixels = pool.pixels[torch.randperm(len(pool), generator=generator)[:count + held_back]]
+        pixels = pool.pixels[torch.randperm(len(pool), generator=generator)[: count + held_back]]
         inputs, what = normalised(pixels, preprocess), "transfer-set images"
     else:
         if not images:
@@ -62,7 +69,7 @@ def load_calibration_images(source: str, preprocess: Preprocess, *, transfer_set
     held = min(held_back, len(inputs) // 2)
     split = min(count, len(inputs) - held)
     _, used = equal_batches(split)  # the count recorded is the count calibrated on
-    return CalibrationImages(inputs[:used], inputs[split:split + held], source, f"{used} {what}")
+    return CalibrationImages(inputs[:used], inputs[split : split + held], source, f"{used} {what}")
 
 
 def real_images(images: str, preprocess: Preprocess, count: int, seed: int) -> np.ndarray:
@@ -94,7 +101,7 @@ class BatchReader:
             def get_next(self):
                 if self.position >= len(images):
                     return None
-                batch = images[self.position:self.position + batch_size]
+                batch = images[self.position : self.position + batch_size]
                 self.position += batch_size
                 return {input_name: batch}
 

@@ -21,8 +21,12 @@ def compact_quantized(path: Path, source: Path) -> int:
     model = onnx.load(str(path))
     before = model.ByteSize()
     reference = onnx.load(str(source), load_external_data=False).graph
-    kept = ({t.name for t in reference.initializer} | {o for n in reference.node for o in n.output}
-            | {i.name for i in reference.input} | {o.name for o in reference.output})
+    kept = (
+        {t.name for t in reference.initializer}
+        | {o for n in reference.node for o in n.output}
+        | {i.name for i in reference.input}
+        | {o.name for o in reference.output}
+    )
     graph = model.graph
     short: dict[str, str] = {}
 

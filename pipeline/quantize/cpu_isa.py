@@ -43,8 +43,10 @@ class CpuIsa:
 
     def summary(self) -> str:
         """One line for logs and the pytest header."""
-        return (f"{self.model} ({self.arch}): INT8 class {self.int8_class}, VNNI {'yes' if self.vnni else 'no'}, "
-                f"AMX {'yes' if self.amx_int8 else 'no'}, u8s8 sums may saturate: {'yes' if self.u8s8_may_saturate else 'no'}")
+        return (
+            f"{self.model} ({self.arch}): INT8 class {self.int8_class}, VNNI {'yes' if self.vnni else 'no'}, "
+            f"AMX {'yes' if self.amx_int8 else 'no'}, u8s8 sums may saturate: {'yes' if self.u8s8_may_saturate else 'no'}"
+        )
 
     def to_dict(self) -> dict:
         return {**asdict(self), "int8_class": self.int8_class, "u8s8_may_saturate": self.u8s8_may_saturate}
@@ -69,6 +71,13 @@ def _cpuinfo(path: Path = Path("/proc/cpuinfo")) -> tuple[str, set[str]]:
 
 def detect_cpu_isa(cpuinfo: Path = Path("/proc/cpuinfo")) -> CpuIsa:
     model, flags = _cpuinfo(cpuinfo)
-    return CpuIsa(arch=platform.machine(), model=model, avx2="avx2" in flags, avx512="avx512f" in flags,
-                  vnni=bool({"avx512_vnni", "avx_vnni"} & flags), amx_int8="amx_int8" in flags,
-                  arm_dotprod="asimddp" in flags, arm_i8mm="i8mm" in flags)
+    return CpuIsa(
+        arch=platform.machine(),
+        model=model,
+        avx2="avx2" in flags,
+        avx512="avx512f" in flags,
+        vnni=bool({"avx512_vnni", "avx_vnni"} & flags),
+        amx_int8="amx_int8" in flags,
+        arm_dotprod="asimddp" in flags,
+        arm_i8mm="i8mm" in flags,
+    )

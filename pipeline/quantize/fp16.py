@@ -12,9 +12,29 @@ from pipeline.fileio import atomic_write_bytes
 
 # Reductions and exponentials overflow or lose precision in fp16 (65504 max, 11-bit mantissa); they are
 # cheap next to convolutions, so they stay float32.
-SENSITIVE_OPS = ["ReduceMean", "ReduceSum", "ReduceSumSquare", "ReduceLogSumExp", "ReduceProd", "GlobalAveragePool",
-                 "Softmax", "LogSoftmax", "Exp", "Log", "Pow", "Sqrt", "Reciprocal", "Div", "Erf",
-                 "LayerNormalization", "InstanceNormalization", "BatchNormalization", "Resize", "TopK", "ArgMax"]
+SENSITIVE_OPS = [
+    "ReduceMean",
+    "ReduceSum",
+    "ReduceSumSquare",
+    "ReduceLogSumExp",
+    "ReduceProd",
+    "GlobalAveragePool",
+    "Softmax",
+    "LogSoftmax",
+    "Exp",
+    "Log",
+    "Pow",
+    "Sqrt",
+    "Reciprocal",
+    "Div",
+    "Erf",
+    "LayerNormalization",
+    "InstanceNormalization",
+    "BatchNormalization",
+    "Resize",
+    "TopK",
+    "ArgMax",
+]
 
 
 def convert_fp16(source: Path, out: Path, keep_io_float32: bool = True) -> Path:
@@ -22,8 +42,11 @@ def convert_fp16(source: Path, out: Path, keep_io_float32: bool = True) -> Path:
     from onnxruntime.transformers.onnx_model import OnnxModel
 
     try:
-        model = convert_float_to_float16(onnx.load(str(source)), keep_io_types=keep_io_float32,
-                                         op_block_list=sorted(set(DEFAULT_OP_BLOCK_LIST) | set(SENSITIVE_OPS)))
+        model = convert_float_to_float16(
+            onnx.load(str(source)),
+            keep_io_types=keep_io_float32,
+            op_block_list=sorted(set(DEFAULT_OP_BLOCK_LIST) | set(SENSITIVE_OPS)),
+        )
         OnnxModel(model).topological_sort()  # the converter appends its input Casts after their users
         onnx.checker.check_model(model)
     except Exception as error:

@@ -22,6 +22,7 @@ CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
 # what TensorRT fuses: weighted layers and residual adds (quantising pools or activations buys nothing there)
 TENSORRT_OP_TYPES = ["Conv", "Gemm", "MatMul", "Add"]
 
+
 @dataclass(frozen=True)
 class Int8Format:
     name: str
@@ -43,8 +44,10 @@ def cpu_candidates(isa: CpuIsa) -> list[Int8Format]:
     (s8 x s8 is widened first: 0.82x fp32 speed measured on an AVX2 EPYC) and weights use 7 bits."""
     fast_s8 = isa.int8_class in ("amx", "vnni", "arm-dot")
     reduce = not fast_s8 and isa.arch in ("x86_64", "AMD64")
-    formats = [Int8Format("u8s8-qdq", "u8", "qdq", False, reduce_range=reduce),
-               Int8Format("u8s8-qoperator", "u8", "qoperator", False, reduce_range=reduce)]
+    formats = [
+        Int8Format("u8s8-qdq", "u8", "qdq", False, reduce_range=reduce),
+        Int8Format("u8s8-qoperator", "u8", "qoperator", False, reduce_range=reduce),
+    ]
     if fast_s8:
         formats.append(TENSORRT_QDQ)
     return formats
@@ -58,7 +61,9 @@ class Int8Settings:
 
     def __post_init__(self):
         if self.method not in CALIBRATION_METHODS:
-            raise PipelineError(f"unknown calibration method {self.method!r}; choose one of {', '.join(CALIBRATION_METHODS)}")
+            raise PipelineError(
+                f"unknown calibration method {self.method!r}; choose one of {', '.join(CALIBRATION_METHODS)}"
+            )
 
 
 @contextlib.contextmanager
@@ -86,32 +91,54 @@ def prepare_for_quantization(fp32: Path, out: Path) -> Path:
     return out
 
 
-def quantize_int8(model: Path, out: Path, fmt: Int8Format, settings: Int8Settings, calibration: np.ndarray,
-                  cache_dir: Path, exclude: list[str] | None = None, only: list[str] | None = None) -> Path:
+def quantize_int8(
+    model: Path,
+    out: Path,
+    fmt: Int8Format,
+    settings: Int8Settings,
+    calibration: np.ndarray,
+    cache_dir: Path,
+    exclude: list[str] | None = None,
+    only: list[str] | None = None,
+) -> Path:
     """Quantise `model` (prepared) into `out`. Calibration ranges are cached in `cache_dir` (one file per method
     and set of quantised op types), so several formats and sensitivity probes cost one calibration pass."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
-    method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
-              "percentile": CalibrationMethod.Percentile}[settings.method]
+    method = {
+        "minmax": CalibrationMethod.MinMax,
+        "entropy": CalibrationMethod.Entropy,
+        "percentile": CalibrationMethod.Percentile,
+    }[settings.method]
     cache = cache_dir / f"calibration-{settings.method}{'-tensorrt-ops' if fmt.tensorrt_legal else ''}.json"
     input_name = onnx.load(str(model), load_external_data=False).graph.input[0].name
-    extra = {"ActivationSymmetric": fmt.symmetric_activations, "WeightSymmetric": True,
-             # TensorRT's parser rejects an int32 bias behind a DequantizeLinear ("only activation types allowed
-             # as input"); it keeps biases in float and fuses them itself
-             "QuantizeBias": not fmt.tensorrt_legal}
+    extra = {
+        "ActivationSymmetric": fmt.symmetric_activations,
+        "WeightSymmetric": True,
+        # TensorRT's parser rejects an int32 bias behind a DequantizeLinear ("only activation types allowed
+        # as input"); it keeps biases in float and fuses them itself
+        "QuantizeBias": not fmt.tensorrt_legal,
+    }
     if settings.method == "percentile":
         extra["CalibPercentile"] = settings.percentile
     try:
         with _quiet():
             quantize_static(
-                str(model), str(out), BatchReader(calibration, input_name),
+                str(model),
+                str(out),
+                BatchReader(calibration, input_name),
                 quant_format=QuantFormat.QDQ if fmt.operators == "qdq" else QuantFormat.QOperator,
                 op_types_to_quantize=TENSORRT_OP_TYPES if fmt.tensorrt_legal else None,
-                per_channel=settings.per_channel, reduce_range=fmt.reduce_range,
+                per_channel=settings.per_channel,
+                reduce_range=fmt.reduce_range,
                 activation_type=QuantType.QInt8 if fmt.activations == "s8" else QuantType.QUInt8,
-                weight_type=QuantType.QInt8, nodes_to_exclude=exclude or None, nodes_to_quantize=only or None,
-                calibrate_method=method, extra_options=extra, calibration_cache_path=str(cache))
+                weight_type=QuantType.QInt8,
+                nodes_to_exclude=exclude or None,
+                nodes_to_quantize=only or None,
+                calibrate_method=method,
+                extra_options=extra,
+                calibration_cache_path=str(cache),
+            )
     except PipelineError:
         raise
     except Exception as error:

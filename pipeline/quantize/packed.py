@@ -13,17 +13,34 @@ from pipeline.preprocess import Preprocess
 from pipeline.quantize.binary import PACKED_KEY, is_binary, packed_state, unpacked_state
 
 
-def save_binary_checkpoint(path: Path, model: nn.Module, layers: list[str], *, arch: str, preprocess: Preprocess,
-                           num_classes: int, metadata: dict | None = None) -> dict:
+def save_binary_checkpoint(
+    path: Path,
+    model: nn.Module,
+    layers: list[str],
+    *,
+    arch: str,
+    preprocess: Preprocess,
+    num_classes: int,
+    metadata: dict | None = None,
+) -> dict:
     """Write `model` (materialised: binarised layers hold alpha * sign(W)) with those layers packed."""
     state = {name: tensor.detach().cpu().clone() for name, tensor in model.state_dict().items()}
     for layer in layers:
         if not is_binary(state[f"{layer}.weight"]):
             raise PipelineError(f"layer {layer} is not binary (one magnitude per output channel); cannot pack it")
     rest, packed = packed_state(state, layers)
-    atomic_torch_save({"format": FORMAT, "arch": arch, "num_classes": int(num_classes),
-                       "preprocess": preprocess.to_dict(), "state_dict": rest, PACKED_KEY: packed,
-                       "metadata": {**(metadata or {}), "binarised_layers": list(layers)}}, Path(path))
+    atomic_torch_save(
+        {
+            "format": FORMAT,
+            "arch": arch,
+            "num_classes": int(num_classes),
+            "preprocess": preprocess.to_dict(),
+            "state_dict": rest,
+            PACKED_KEY: packed,
+            "metadata": {**(metadata or {}), "binarised_layers": list(layers)},
+        },
+        Path(path),
+    )
     return packed
 
 

@@ -30,10 +30,10 @@ from pipeline.quantize.calibration import (
 )
 from pipeline.quantize.cpu_isa import detect_cpu_isa
 from pipeline.quantize.fp16 import convert_fp16
-from pipeline.quantize.int8_model import DEFAULT_MAX_ACCURACY_DROP, quantize_model_int8
 from pipeline.quantize.int8 import (
     Int8Settings,
 )
+from pipeline.quantize.int8_model import DEFAULT_MAX_ACCURACY_DROP, quantize_model_int8
 from pipeline.quantize.packed import save_binary_checkpoint
 from pipeline.quantize.verify import ONNXRUNTIME_KERNELS, QDQ_AS_WRITTEN, judged_as_written, logits, output_error
 from pipeline.stage import Stage, StageOutput, optional_field
@@ -64,13 +64,19 @@ class QuantizeConfig:
 
     def __post_init__(self):
         if self.precision not in QUANTIZED_PRECISIONS:
-            raise PipelineError(f"unknown precision {self.precision!r}; choose one of fp32, {', '.join(QUANTIZED_PRECISIONS)}")
+            raise PipelineError(
+                f"unknown precision {self.precision!r}; choose one of fp32, {', '.join(QUANTIZED_PRECISIONS)}"
+            )
         if self.calib not in CALIBRATION_SOURCES:
-            raise PipelineError(f"unknown calibration source {self.calib!r}; choose one of {', '.join(CALIBRATION_SOURCES)}")
+            raise PipelineError(
+                f"unknown calibration source {self.calib!r}; choose one of {', '.join(CALIBRATION_SOURCES)}"
+            )
         if not 0 <= self.max_accuracy_drop < 100:
             raise PipelineError(f"--max-accuracy-drop is in points (0-100), got {self.max_accuracy_drop}")
         if not 0 < self.binary_coverage <= 1:
-            raise PipelineError(f"--binary-coverage is a fraction of the binarisable weights (0-1], got {self.binary_coverage}")
+            raise PipelineError(
+                f"--binary-coverage is a fraction of the binarisable weights (0-1], got {self.binary_coverage}"
+            )
 
 
 class QuantizeStage(Stage):
@@ -85,7 +91,9 @@ class QuantizeStage(Stage):
         if config.precision == "binary" and self.model_path is None:
             raise PipelineError("binary weights are trained from the PyTorch checkpoint; none was given")
         if config.calib == "synthetic" and self.transfer_set is None:
-            raise PipelineError("synthetic calibration needs a transfer set (run `synthesize` first) or --calib real --images DIR")
+            raise PipelineError(
+                "synthetic calibration needs a transfer set (run `synthesize` first) or --calib real --images DIR"
+            )
 
     def inputs(self) -> dict[str, Path]:
         inputs = {"onnx": self.onnx_path}
@@ -98,8 +106,14 @@ class QuantizeStage(Stage):
     def run(self, workdir: Path) -> StageOutput:
         config = self.config
         preprocess = _onnx_preprocess(self.onnx_path, self.model_path, config.model)
-        images = load_calibration_images(config.calib, preprocess, transfer_set=self.transfer_set, images=config.images,
-                                         count=config.calib_images, seed=config.seed)
+        images = load_calibration_images(
+            config.calib,
+            preprocess,
+            transfer_set=self.transfer_set,
+            images=config.images,
+            count=config.calib_images,
+            seed=config.seed,
+        )
         log(f"quantize: {config.precision} for {config.runtime}; calibration on {images.description}")
         out = workdir / "model.onnx"
         with tempfile.TemporaryDirectory(prefix="edge-pipeline-quantize-") as scratch:
@@ -108,18 +122,33 @@ class QuantizeStage(Stage):
                 convert_fp16(self.onnx_path, out)
                 details = {"format": "fp16 (float32 inputs/outputs)"}
             elif config.precision == "int8":
-                details = quantize_model_int8(self.onnx_path, out, images, preprocess, scratch, runtime=config.runtime,
-                                              settings=config.int8, latency=config.latency,
-                                              max_accuracy_drop=config.max_accuracy_drop,
-                                              format_name=config.int8_format)
+                details = quantize_model_int8(
+                    self.onnx_path,
+                    out,
+                    images,
+                    preprocess,
+                    scratch,
+                    runtime=config.runtime,
+                    settings=config.int8,
+                    latency=config.latency,
+                    max_accuracy_drop=config.max_accuracy_drop,
+                    format_name=config.int8_format,
+                )
             else:
                 details = self._binary(images, preprocess, workdir, scratch, out)
             verification = self._verify(out, images, preprocess)
-        metrics = {"precision": config.precision, "runtime": config.runtime, "calibration": images.source,
-                   "calibration_images": len(images.calibration),
-                   "calibration_method": config.int8.method if config.precision != "fp16" else None,
-                   "size_bytes": out.stat().st_size, "fp32_size_bytes": self.onnx_path.stat().st_size,
-                   "size_ratio": out.stat().st_size / self.onnx_path.stat().st_size, **details, **verification}
+        metrics = {
+            "precision": config.precision,
+            "runtime": config.runtime,
+            "calibration": images.source,
+            "calibration_images": len(images.calibration),
+            "calibration_method": config.int8.method if config.precision != "fp16" else None,
+            "size_bytes": out.stat().st_size,
+            "fp32_size_bytes": self.onnx_path.stat().st_size,
+            "size_ratio": out.stat().st_size / self.onnx_path.stat().st_size,
+            **details,
+            **verification,
+        }
         atomic_write_json(workdir / "quantize.json", metrics)
         artifacts = {"model": "model.onnx", "report": "quantize.json"}
         if config.precision == "binary":
@@ -138,26 +167,63 @@ class QuantizeStage(Stage):
         damage = binary.layer_damage(teacher, candidates, data, torch.from_numpy(images.held_back[:256]), config.seed)
         layers, kept = binary.split_by_damage(damage, config.binary_coverage)
         share = sum(row["weights"] for row in damage if row["layer"] in layers) / sum(row["weights"] for row in damage)
-        log(f"quantize: binarising {len(layers)} layers ({100 * share:.1f} % of the binarisable weights; first and last "
-            f"kept{', and ' + ', '.join(kept) + ' (most damage per weight)' if kept else ''}), KD on {len(data)} {images.source} images")
+        log(
+            f"quantize: binarising {len(layers)} layers ({100 * share:.1f} % of the binarisable weights; first and last "
+            f"kept{', and ' + ', '.join(kept) + ' (most damage per weight)' if kept else ''}), KD on {len(data)} {images.source} images"
+        )
         student = binary.binarise(copy.deepcopy(teacher), layers)
         binary.reestimate_batchnorm(student, data, seed=config.seed)
-        training = recovery_finetune(student, teacher, data, config.binary_training, workdir / "binary-training",
-                                     config.seed, label=f"binary weights: data-free KD ({len(layers)} layers)")
+        training = recovery_finetune(
+            student,
+            teacher,
+            data,
+            config.binary_training,
+            workdir / "binary-training",
+            config.seed,
+            label=f"binary weights: data-free KD ({len(layers)} layers)",
+        )
         student = binary.materialise(student).eval()
         packed_path = workdir / "binary_weights.pt"
-        packed = save_binary_checkpoint(packed_path, student, layers, arch=loaded.arch, preprocess=loaded.preprocess,
-                                        num_classes=loaded.num_classes, metadata=loaded.metadata)
+        packed = save_binary_checkpoint(
+            packed_path,
+            student,
+            layers,
+            arch=loaded.arch,
+            preprocess=loaded.preprocess,
+            num_classes=loaded.num_classes,
+            metadata=loaded.metadata,
+        )
         exact = _reload_matches(packed_path, student, torch.from_numpy(images.held_back[:64]))
         fp32_binary = scratch / "binary-fp32.onnx"
         export_onnx(student, loaded.preprocess, fp32_binary)
-        details = self._int8(fp32_binary, images, preprocess, scratch, out, repair_allowed=False)
-        details.update(binarised_layers=layers, kept_layers=kept, binary_coverage=config.binary_coverage,
-                       binarised_weight_share=share, layer_damage=damage, binarised_bytes=binary.packed_bytes(packed),
-                       binarised_fp32_bytes=binary.fp32_bytes(packed), packed_file_bytes=packed_path.stat().st_size,
-                       packed_reload_exact=exact, training=training)
-        log(f"quantize: binarised layers {binary.fp32_bytes(packed) / 1e3:.1f} kB fp32 -> "
-            f"{binary.packed_bytes(packed) / 1e3:.1f} kB packed ({binary.fp32_bytes(packed) / binary.packed_bytes(packed):.1f}x)")
+        details = quantize_model_int8(
+            fp32_binary,
+            out,
+            images,
+            preprocess,
+            scratch,
+            runtime=config.runtime,
+            settings=config.int8,
+            latency=config.latency,
+            max_accuracy_drop=config.max_accuracy_drop,
+            repair_allowed=False,
+        )
+        details.update(
+            binarised_layers=layers,
+            kept_layers=kept,
+            binary_coverage=config.binary_coverage,
+            binarised_weight_share=share,
+            layer_damage=damage,
+            binarised_bytes=binary.packed_bytes(packed),
+            binarised_fp32_bytes=binary.fp32_bytes(packed),
+            packed_file_bytes=packed_path.stat().st_size,
+            packed_reload_exact=exact,
+            training=training,
+        )
+        log(
+            f"quantize: binarised layers {binary.fp32_bytes(packed) / 1e3:.1f} kB fp32 -> "
+            f"{binary.packed_bytes(packed) / 1e3:.1f} kB packed ({binary.fp32_bytes(packed) / binary.packed_bytes(packed):.1f}x)"
+        )
         return details
 
     def _training_images(self, preprocess):
@@ -166,8 +232,9 @@ class QuantizeStage(Stage):
         if config.calib == "real":
             return torch.from_numpy(real_images(config.images, preprocess, MAX_REAL_IMAGES, config.seed))
         pool = TransferSet.load(self.transfer_set)
-        return NormalisedImages(pool.pixels, lambda pixels: torch.from_numpy(normalised(pixels, preprocess)),
-                                torch.device("cpu"))
+        return NormalisedImages(
+            pool.pixels, lambda pixels: torch.from_numpy(normalised(pixels, preprocess)), torch.device("cpu")
+        )
 
     # --- verification --------------------------------------------------------------------------------
     def _verify(self, out: Path, images: CalibrationImages, preprocess) -> dict:
@@ -184,34 +251,51 @@ class QuantizeStage(Stage):
 
             dataset = load_eval_dataset(config.eval, preprocess, config.eval_limit)
             for name, path in (("fp32", self.onnx_path), ("quantized", out)):
-                with OnnxRuntimeRunner(path, threads=config.latency.threads,
-                                       optimize_graph=not (as_written and name == "quantized")) as runner:
+                with OnnxRuntimeRunner(
+                    path, threads=config.latency.threads, optimize_graph=not (as_written and name == "quantized")
+                ) as runner:
                     result[f"accuracy_{name}"] = accuracy_with_runner(runner, dataset.images, dataset.labels)
             result["accuracy_drop_points"] = 100 * (result["accuracy_fp32"] - result["accuracy_quantized"])
             result["eval_images"] = len(dataset)
-        accuracy = (f"; top-1 {result['accuracy_fp32']:.4f} -> {result['accuracy_quantized']:.4f} on {result['eval_images']} "
-                    "labelled images" if config.eval else "")
-        log(f"quantize: {config.precision} vs fp32{' (Q/DQ as written, as TensorRT computes it)' if as_written else ''}: "
-            f"top-1 agreement {error['top1_agreement']:.4f} on {error['images']} held-back {images.source} images{accuracy}")
+        accuracy = (
+            f"; top-1 {result['accuracy_fp32']:.4f} -> {result['accuracy_quantized']:.4f} on {result['eval_images']} "
+            "labelled images"
+            if config.eval
+            else ""
+        )
+        log(
+            f"quantize: {config.precision} vs fp32{' (Q/DQ as written, as TensorRT computes it)' if as_written else ''}: "
+            f"top-1 agreement {error['top1_agreement']:.4f} on {error['images']} held-back {images.source} images{accuracy}"
+        )
         if as_written:
             result["output_error_onnxruntime_kernels"] = self._kernel_error(out, reference, images, error)
         if config.runtime != "onnxruntime":
             # a TensorRT model's speed exists only as an engine on its GPU: the engine stage measures it there
             log(f"quantize: latency on {config.runtime} is measured from its engine, not here")
             return result
-        timed = time_onnx_models({"fp32": self.onnx_path, "quantized": out}, config.latency,
-                                 example_input(config.latency, preprocess), config.latency.rounds,
-                                 label="quantize: fp32 vs quantised latency")
-        result.update(latency_fp32_ms=timed["fp32"]["median_ms"], latency_quantized_ms=timed["quantized"]["median_ms"],
-                      speedup=timed["fp32"]["median_ms"] / timed["quantized"]["median_ms"])
+        timed = time_onnx_models(
+            {"fp32": self.onnx_path, "quantized": out},
+            config.latency,
+            example_input(config.latency, preprocess),
+            config.latency.rounds,
+            label="quantize: fp32 vs quantised latency",
+        )
+        result.update(
+            latency_fp32_ms=timed["fp32"]["median_ms"],
+            latency_quantized_ms=timed["quantized"]["median_ms"],
+            speedup=timed["fp32"]["median_ms"] / timed["quantized"]["median_ms"],
+        )
         result["slower_than_input"] = result["speedup"] < 1
-        log(f"quantize: latency {result['latency_fp32_ms']:.3f} -> {result['latency_quantized_ms']:.3f} ms "
-            f"({result['speedup']:.2f}x, batch {config.latency.batch})")
+        log(
+            f"quantize: latency {result['latency_fp32_ms']:.3f} -> {result['latency_quantized_ms']:.3f} ms "
+            f"({result['speedup']:.2f}x, batch {config.latency.batch})"
+        )
         if result["slower_than_input"]:
-            log(f"quantize: warning: the {config.precision} model is SLOWER than fp32 on this machine "
-                f"({result['speedup']:.2f}x at batch {config.latency.batch}); handing it on because it was asked for")
+            log(
+                f"quantize: warning: the {config.precision} model is SLOWER than fp32 on this machine "
+                f"({result['speedup']:.2f}x at batch {config.latency.batch}); handing it on because it was asked for"
+            )
         return result
-
 
     @staticmethod
     def _kernel_error(out: Path, reference, images: CalibrationImages, as_written: dict) -> dict:
@@ -219,10 +303,15 @@ class QuantizeStage(Stage):
         judges it (the Q/DQ graph as written): the two differ where the CPU's u8s8 sums saturate."""
         isa = detect_cpu_isa()
         kernels = output_error(reference, logits(out, images.held_back))
-        note = ("; this CPU has no VNNI/AMX, so its u8 x s8 sums can saturate: TensorRT's cannot"
-                if isa.u8s8_may_saturate else "")
-        log(f"quantize: onnxruntime's integer kernels on this CPU ({isa.int8_class}): relative MSE "
-            f"{kernels['relative_mse']:.4g} against {as_written['relative_mse']:.4g} for the Q/DQ graph as written{note}")
+        note = (
+            "; this CPU has no VNNI/AMX, so its u8 x s8 sums can saturate: TensorRT's cannot"
+            if isa.u8s8_may_saturate
+            else ""
+        )
+        log(
+            f"quantize: onnxruntime's integer kernels on this CPU ({isa.int8_class}): relative MSE "
+            f"{kernels['relative_mse']:.4g} against {as_written['relative_mse']:.4g} for the Q/DQ graph as written{note}"
+        )
         return {**kernels, "cpu_int8_class": isa.int8_class, "u8s8_may_saturate": isa.u8s8_may_saturate}
 
 
@@ -243,4 +332,3 @@ def _reload_matches(path: Path, model: torch.nn.Module, images: torch.Tensor) ->
     if not exact:
         raise PipelineError(f"{path.name} does not reproduce the binarised model exactly; refusing to hand it on")
     return exact
-

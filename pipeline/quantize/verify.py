@@ -15,7 +15,6 @@ import numpy as np
 
 from pipeline.runtimes import OnnxRuntimeRunner
 
-
 QDQ_AS_WRITTEN = "Q/DQ as written (onnxruntime, no graph optimisation: quantise-dequantise in float, fp32 convolutions)"
 ONNXRUNTIME_KERNELS = "onnxruntime CPU integer kernels (graph optimised) on this CPU"
 
@@ -25,11 +24,12 @@ def judged_as_written(runtime: str, precision: str) -> bool:
     return runtime == "tensorrt" and precision in ("int8", "binary")
 
 
-def logits(path: Path, images: np.ndarray, threads: int | None = None, batch_size: int = 256,
-           as_written: bool = False) -> np.ndarray:
+def logits(
+    path: Path, images: np.ndarray, threads: int | None = None, batch_size: int = 256, as_written: bool = False
+) -> np.ndarray:
     """The model's outputs on `images`; `as_written`: no graph optimisation (see the module docstring)."""
     with OnnxRuntimeRunner(path, threads=threads, optimize_graph=not as_written) as runner:
-        return np.concatenate([runner.infer(images[i:i + batch_size]) for i in range(0, len(images), batch_size)])
+        return np.concatenate([runner.infer(images[i : i + batch_size]) for i in range(0, len(images), batch_size)])
 
 
 def expected_accuracy_drop(reference: np.ndarray, quantised: np.ndarray) -> float:
@@ -49,8 +49,11 @@ def output_error(reference: np.ndarray, quantised: np.ndarray) -> dict:
     """Logit error relative to the reference logits' spread, how often the top-1 class changes, and the
     label-free estimate of the accuracy drop (`expected_accuracy_drop`)."""
     difference = quantised - reference
-    return {"expected_accuracy_drop": expected_accuracy_drop(reference, quantised),"max_abs_diff": float(np.abs(difference).max()),
-            "mean_abs_diff": float(np.abs(difference).mean()),
-            "relative_mse": float((difference ** 2).mean() / max(float(reference.var()), 1e-12)),
-            "top1_agreement": float((quantised.argmax(1) == reference.argmax(1)).mean()),
-            "images": int(len(reference))}
+    return {
+        "expected_accuracy_drop": expected_accuracy_drop(reference, quantised),
+        "max_abs_diff": float(np.abs(difference).max()),
+        "mean_abs_diff": float(np.abs(difference).mean()),
+        "relative_mse": float((difference**2).mean() / max(float(reference.var()), 1e-12)),
+        "top1_agreement": float((quantised.argmax(1) == reference.argmax(1)).mean()),
+        "images": int(len(reference)),
+    }

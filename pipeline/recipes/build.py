@@ -10,7 +10,6 @@ from pipeline.recipes.plan import precision, stages_to_run
 from pipeline.recipes.stage_specs import STAGE_FACTORIES
 from pipeline.run_view import summarize
 
-
 DATA_PARALLEL_STAGES = ("synthesize", "distill")
 
 
@@ -28,10 +27,17 @@ def run_build(options: BuildOptions, *, until: str = "bench") -> dict:
     with ctx.run.lock() if distributed.is_main() else nullcontext():  # torchrun's other ranks share rank 0's folder
         ctx.run.reload()  # what a process that held the folder before us wrote
         ctx.run.set_run_info(
-            command=options.command, teacher=str(ctx.teacher_path), teacher_arch=ctx.teacher.arch,
-            teacher_format=ctx.teacher.source_format, target=ctx.target.to_dict(), budget=ctx.budget.to_dict(),
-            preprocess=ctx.teacher.preprocess.to_dict(), num_classes=ctx.teacher.num_classes, eval=ctx.eval,
-            world_size=distributed.world_size())
+            command=options.command,
+            teacher=str(ctx.teacher_path),
+            teacher_arch=ctx.teacher.arch,
+            teacher_format=ctx.teacher.source_format,
+            target=ctx.target.to_dict(),
+            budget=ctx.budget.to_dict(),
+            preprocess=ctx.teacher.preprocess.to_dict(),
+            num_classes=ctx.teacher.num_classes,
+            eval=ctx.eval,
+            world_size=distributed.world_size(),
+        )
         for name in STAGE_ORDER:
             # asked again each time: the search decides the precision, and with it whether quantize runs
             if name not in stages_to_run(ctx.options, until, ctx.target):
@@ -48,7 +54,6 @@ def run_build(options: BuildOptions, *, until: str = "bench") -> dict:
         return summarize(ctx.run)
 
 
-
 def plan_build(options: BuildOptions, *, until: str = "bench") -> dict:
     """What `run_build` would do, resolved and validated but not run (`--plan`): the settings after defaults,
     budget and target are applied, and each stage with its named inputs and its config, from the same stage
@@ -58,14 +63,25 @@ def plan_build(options: BuildOptions, *, until: str = "bench") -> dict:
     stages = []
     for name in stages_to_run(ctx.options, until, ctx.target):
         stage = STAGE_FACTORIES[name](ctx)
-        inputs = {key: f"{path.name} from {path.parent.name[1:]}" if str(path).startswith("@") else str(path)
-                  for key, path in stage.inputs().items()}
+        inputs = {
+            key: f"{path.name} from {path.parent.name[1:]}" if str(path).startswith("@") else str(path)
+            for key, path in stage.inputs().items()
+        }
         entry = ctx.run.entry(name) or {}
-        stages.append({"stage": name, "inputs": inputs, "config": stage.config_dict(),
-                       "finished": entry.get("status") == "done"})
+        stages.append(
+            {"stage": name, "inputs": inputs, "config": stage.config_dict(), "finished": entry.get("status") == "done"}
+        )
     if ctx.run.created and not any(ctx.run.root.iterdir()):
         ctx.run.root.rmdir()  # planning writes nothing
-    return {"run_folder": str(ctx.run.root), "teacher": str(ctx.teacher_path), "arch": ctx.teacher.arch,
-            "target": ctx.target.name, "runtime": ctx.target.runtime, "budget": ctx.budget.name,
-            "precision": ("chosen by the search" if ctx.options.search else precision(ctx.options, ctx.target)),
-            "synthesizer": ctx.options.synthesizer, "eval": ctx.eval, "stages": stages}
+    return {
+        "run_folder": str(ctx.run.root),
+        "teacher": str(ctx.teacher_path),
+        "arch": ctx.teacher.arch,
+        "target": ctx.target.name,
+        "runtime": ctx.target.runtime,
+        "budget": ctx.budget.name,
+        "precision": ("chosen by the search" if ctx.options.search else precision(ctx.options, ctx.target)),
+        "synthesizer": ctx.options.synthesizer,
+        "eval": ctx.eval,
+        "stages": stages,
+    }

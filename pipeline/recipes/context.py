@@ -20,8 +20,13 @@ def prepare(options: BuildOptions) -> BuildContext:
     """Resolve and validate everything before any stage runs, so bad input fails in one line, early."""
     target = load_target(options.target).with_host(options.host)
     target.check_precision(precision(options, target))
-    if options.auto_drop and options.drop_from is None and options.quantize_from is None and options.search is None \
-            and (target.latency_budget_ms is not None or target.latency_reduction is not None):
+    if (
+        options.auto_drop
+        and options.drop_from is None
+        and options.quantize_from is None
+        and options.search is None
+        and (target.latency_budget_ms is not None or target.latency_reduction is not None)
+    ):
         options = replace(options, search="build")  # the target's budget is part of what `build` delivers
     if options.search is not None:
         drop_budget(options, target)  # a missing or bad latency budget fails before any stage runs
@@ -29,8 +34,11 @@ def prepare(options: BuildOptions) -> BuildContext:
     teacher_path = resolve_teacher(options.teacher)
     spec = TeacherSpec(options.arch, options.input_shape, options.num_classes, options.trust_checkpoint)
     teacher = spec.load(teacher_path)
-    if options.input_shape is None and target.input_size is not None \
-            and tuple(target.input_size) != teacher.input_shape[1:]:
+    if (
+        options.input_shape is None
+        and target.input_size is not None
+        and tuple(target.input_size) != teacher.input_shape[1:]
+    ):
         # the target asks for another resolution than the checkpoint's default: reload (and re-probe) at that size
         spec = replace(spec, input_shape=(teacher.input_shape[0], *target.input_size))
         teacher = spec.load(teacher_path)
@@ -41,7 +49,9 @@ def prepare(options: BuildOptions) -> BuildContext:
     quantize_config(options, target, budget, None, spec)  # bad precision / calibration options fail early
     if options.synthesizer == "auto":
         options = replace(options, synthesizer=auto_synthesizer(teacher))
-    suffix = "-drop" if options.drop_from == "teacher" else f"-{precision(options, target)}" if options.quantize_from else ""
+    suffix = (
+        "-drop" if options.drop_from == "teacher" else f"-{precision(options, target)}" if options.quantize_from else ""
+    )
     out = options.out or Path("runs") / f"{teacher_path.stem}-{target.name}{suffix}"
     eval_spec = choose_eval(options.eval, teacher)
     return BuildContext(options, teacher_path, teacher, spec, target, budget, RunFolder(out), eval_spec)
@@ -68,7 +78,9 @@ def auto_synthesizer(teacher: LoadedModel) -> str:
     """BN-statistics inversion needs BatchNorm layers it can hook; TorchScript/exported graphs and BN-free nets get DAFL."""
     import torch.nn as nn
 
-    has_bn = isinstance(teacher.model, nn.Module) and any(isinstance(m, nn.BatchNorm2d) for m in teacher.model.modules())
+    has_bn = isinstance(teacher.model, nn.Module) and any(
+        isinstance(m, nn.BatchNorm2d) for m in teacher.model.modules()
+    )
     return "bn-inversion" if has_bn else "dafl"
 
 
@@ -80,4 +92,3 @@ def choose_eval(requested: str | None, teacher: LoadedModel | None) -> str | Non
     if trained_on == "fashion-mnist" and fashion_mnist.is_available():
         return "fmnist"
     return None
-

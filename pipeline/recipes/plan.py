@@ -12,7 +12,7 @@ def stages_to_run(options: BuildOptions, until: str, target: Target) -> list[str
     """The stages up to `until` that this build needs: `pipeline drop` skips distill (and synthesize when real
     images are given); a build without a latency budget skips drop; an fp32 build skips quantize;
     `pipeline quantize` skips distill and drop (and synthesize when it calibrates on real images)."""
-    wanted = list(STAGE_ORDER[:STAGE_ORDER.index(until) + 1])
+    wanted = list(STAGE_ORDER[: STAGE_ORDER.index(until) + 1])
     skip = set()
     if options.search is None:
         skip.add("search")

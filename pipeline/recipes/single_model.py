@@ -18,8 +18,16 @@ from pipeline.targets import load_target
 from pipeline.teacher_spec import TeacherSpec
 
 
-def run_bench_only(model: str | None, *, spec: TeacherSpec, target_name: str | None, budget_name: str | None, out: Path,
-                   eval_spec: str | None, host: str | None = None) -> dict:
+def run_bench_only(
+    model: str | None,
+    *,
+    spec: TeacherSpec,
+    target_name: str | None,
+    budget_name: str | None,
+    out: Path,
+    eval_spec: str | None,
+    host: str | None = None,
+) -> dict:
     """`pipeline bench`: latency (and accuracy with --eval) of one model: a checkpoint (exported first) or an .onnx
     file; on the target's host over SSH when it has one."""
     target = load_target(target_name or BuildOptions.target).with_host(host)
@@ -39,8 +47,15 @@ def run_bench_only(model: str | None, *, spec: TeacherSpec, target_name: str | N
     return {"run_folder": str(run.root), "onnx": str(path), **entry["metrics"]["model"]}
 
 
-def run_engine_only(onnx: Path | None, run_folder: Path | None, *, target_name: str, host: str | None,
-                    precision_name: str | None, out: Path | None) -> dict:
+def run_engine_only(
+    onnx: Path | None,
+    run_folder: Path | None,
+    *,
+    target_name: str,
+    host: str | None,
+    precision_name: str | None,
+    out: Path | None,
+) -> dict:
     """`pipeline engine`: pre-flight and build the TensorRT engine for one ONNX file, or for the model a run
     folder hands on (its quantised model, else its student), into `<out>/engine/`."""
     if (onnx is None) == (run_folder is None):
@@ -50,8 +65,10 @@ def run_engine_only(onnx: Path | None, run_folder: Path | None, *, target_name: 
         out = out or run_folder
     target = load_target(target_name).with_host(host)
     if target.runtime != "tensorrt":
-        raise PipelineError(f"target {target.name} runs {target.runtime}: engines are for TensorRT targets "
-                            f"({', '.join(n for n in available_target_names() if load_target(n).runtime == 'tensorrt')})")
+        raise PipelineError(
+            f"target {target.name} runs {target.runtime}: engines are for TensorRT targets "
+            f"({', '.join(n for n in available_target_names() if load_target(n).runtime == 'tensorrt')})"
+        )
     wanted = precision_name or target.precision
     target.check_precision(wanted)
     onnx = Path(onnx)
@@ -59,8 +76,13 @@ def run_engine_only(onnx: Path | None, run_folder: Path | None, *, target_name: 
         raise PipelineError(f"ONNX file not found: {onnx}")
     preprocess = preprocess_from_onnx(onnx, None)
     run = RunFolder(out or Path("runs") / f"{onnx.stem}-{target.name}-engine")
-    entry = run.run(EngineStage(onnx, engine_config(target, wanted, preprocess.input_shape),
-                                previous_cache=run.root / "engine" / "timing.cache"))
+    entry = run.run(
+        EngineStage(
+            onnx,
+            engine_config(target, wanted, preprocess.input_shape),
+            previous_cache=run.root / "engine" / "timing.cache",
+        )
+    )
     return {"run_folder": str(run.root), "onnx": str(onnx), **entry["metrics"]}
 
 

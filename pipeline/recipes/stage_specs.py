@@ -29,12 +29,21 @@ from pipeline.targets import Target
 from pipeline.teacher_spec import TeacherSpec
 
 
-def bench_config(target: Target, budget: Budget, preprocess: Preprocess, eval_spec: str | None, seed: int = 0) -> BenchConfig:
+def bench_config(
+    target: Target, budget: Budget, preprocess: Preprocess, eval_spec: str | None, seed: int = 0
+) -> BenchConfig:
     """The target says what to measure and where; the budget may only lower the number of timed runs."""
-    return BenchConfig(batch=target.batch, threads=target.threads,
-                       warmup=min(target.warmup, budget.bench_warmup), runs=min(target.runs, budget.bench_runs),
-                       preprocess=preprocess.to_dict(), eval=eval_spec, eval_limit=budget.eval_limit, seed=seed,
-                       **measurement_options(target))
+    return BenchConfig(
+        batch=target.batch,
+        threads=target.threads,
+        warmup=min(target.warmup, budget.bench_warmup),
+        runs=min(target.runs, budget.bench_runs),
+        preprocess=preprocess.to_dict(),
+        eval=eval_spec,
+        eval_limit=budget.eval_limit,
+        seed=seed,
+        **measurement_options(target),
+    )
 
 
 def synthesizer_options(options: BuildOptions, budget: Budget) -> dict:
@@ -51,22 +60,35 @@ def synthesizer_options(options: BuildOptions, budget: Budget) -> dict:
 def mix_options(options: BuildOptions, budget: Budget) -> dict | None:
     if not options.mix_images:
         return None
-    return resolve_options("images", None, {"path": options.mix_images, "per_class": options.mix_per_class,
-                                            "batch_size": max(1, budget.batch_size // 4)})
+    return resolve_options(
+        "images",
+        None,
+        {"path": options.mix_images, "per_class": options.mix_per_class, "batch_size": max(1, budget.batch_size // 4)},
+    )
 
 
 def student_training(options: BuildOptions, budget: Budget) -> StudentTraining:
-    overrides = {name: value for name, value in (("temperature", options.temperature), ("ema", options.ema),
-                                                 ("feature_weight", options.feature_weight),
-                                                 ("kd_steps", options.kd_steps), ("augment", options.augment))
-                 if value is not None}
+    overrides = {
+        name: value
+        for name, value in (
+            ("temperature", options.temperature),
+            ("ema", options.ema),
+            ("feature_weight", options.feature_weight),
+            ("kd_steps", options.kd_steps),
+            ("augment", options.augment),
+        )
+        if value is not None
+    }
     return replace(StudentTraining(batch_size=budget.batch_size), **overrides)
 
 
 def synthesis_seconds(options: BuildOptions, target: Target, budget: Budget) -> float:
     """Longer when the transfer set itself is the training data and no distill stage continues the synthesis."""
-    standalone = options.drop_from == "teacher" or options.search == "teacher" or (
-        options.quantize_from == "teacher" and precision(options, target) == "binary")
+    standalone = (
+        options.drop_from == "teacher"
+        or options.search == "teacher"
+        or (options.quantize_from == "teacher" and precision(options, target) == "binary")
+    )
     return budget.standalone_synthesize_seconds if standalone else budget.synthesize_seconds
 
 
@@ -83,31 +105,55 @@ def training_steps(options: BuildOptions, target: Target, budget: Budget) -> tup
 
 
 def synthesize_stage(ctx: BuildContext) -> SynthesizeStage:
-    return SynthesizeStage(ctx.teacher_path, SynthesizeConfig(
-        seconds=synthesis_seconds(ctx.options, ctx.target, ctx.budget), method=ctx.options.synthesizer,
-        steps=training_steps(ctx.options, ctx.target, ctx.budget)[0],
-        options=synthesizer_options(ctx.options, ctx.budget), seed=ctx.options.seed, device=ctx.options.device,
-        mix=mix_options(ctx.options, ctx.budget), teacher=ctx.spec))
+    return SynthesizeStage(
+        ctx.teacher_path,
+        SynthesizeConfig(
+            seconds=synthesis_seconds(ctx.options, ctx.target, ctx.budget),
+            method=ctx.options.synthesizer,
+            steps=training_steps(ctx.options, ctx.target, ctx.budget)[0],
+            options=synthesizer_options(ctx.options, ctx.budget),
+            seed=ctx.options.seed,
+            device=ctx.options.device,
+            mix=mix_options(ctx.options, ctx.budget),
+            teacher=ctx.spec,
+        ),
+    )
 
 
 def distill_stage(ctx: BuildContext) -> DistillStage:
     student = ctx.options.student or default_student(ctx.teacher.arch, ctx.teacher.input_shape)
     return DistillStage(
-        ctx.teacher_path, ctx.artifact("synthesize", "transfer_set"), ctx.artifact("synthesize", "synthesizer"),
-        DistillConfig(student=student, seconds=ctx.budget.distill_seconds, seed=ctx.options.seed,
-                      steps=training_steps(ctx.options, ctx.target, ctx.budget)[1],
-                      training=student_training(ctx.options, ctx.budget), eval=ctx.eval,
-                      eval_every_s=ctx.budget.curve_every_s, device=ctx.options.device,
-                      mix=mix_options(ctx.options, ctx.budget), teacher=ctx.spec))
+        ctx.teacher_path,
+        ctx.artifact("synthesize", "transfer_set"),
+        ctx.artifact("synthesize", "synthesizer"),
+        DistillConfig(
+            student=student,
+            seconds=ctx.budget.distill_seconds,
+            seed=ctx.options.seed,
+            steps=training_steps(ctx.options, ctx.target, ctx.budget)[1],
+            training=student_training(ctx.options, ctx.budget),
+            eval=ctx.eval,
+            eval_every_s=ctx.budget.curve_every_s,
+            device=ctx.options.device,
+            mix=mix_options(ctx.options, ctx.budget),
+            teacher=ctx.spec,
+        ),
+    )
 
 
 def target_latency(target: Target, budget: Budget, rounds: int) -> LatencySettings:
     """Interleaved comparisons inside a stage (drop's candidates, quantize's formats): the target's runtime,
     batch and threads, here, on its host, or by proxy; many short rounds (the budget may only lower the
     target's run counts)."""
-    return LatencySettings(batch=target.batch, threads=target.threads,
-                           warmup=min(target.warmup, budget.bench_warmup), runs=min(target.runs, budget.drop_latency_runs),
-                           rounds=rounds, max_seconds=0.5, **measurement_options(target))
+    return LatencySettings(
+        batch=target.batch,
+        threads=target.threads,
+        warmup=min(target.warmup, budget.bench_warmup),
+        runs=min(target.runs, budget.drop_latency_runs),
+        rounds=rounds,
+        max_seconds=0.5,
+        **measurement_options(target),
+    )
 
 
 def drop_stage(ctx: BuildContext) -> DropStage:
@@ -117,18 +163,37 @@ def drop_stage(ctx: BuildContext) -> DropStage:
         latency_budget = drop_budget(options, target)
         reduction, latency_ms = latency_budget.reduction, latency_budget.ms
     latency = target_latency(target, budget, budget.drop_latency_rounds)
-    recovery = RecoverySettings(**{k: v for k, v in (("iterations", options.drop_iterations or budget.drop_iterations),
-                                                     ("lr", options.drop_lr)) if v is not None})
+    recovery = RecoverySettings(
+        **{
+            k: v
+            for k, v in (("iterations", options.drop_iterations or budget.drop_iterations), ("lr", options.drop_lr))
+            if v is not None
+        }
+    )
     from_teacher = options.drop_from == "teacher"
     model = ctx.teacher_path if from_teacher else ctx.artifact("distill", "student")
     transfer_set = None
     if options.images is None:
         transfer_set = ctx.artifact("synthesize" if from_teacher else "distill", "transfer_set")
-    return DropStage(model, transfer_set, DropConfig(
-        target=target.name, latency=latency, reduction=reduction, latency_ms=latency_ms,
-        recoverability=RecoverabilitySettings(steps=budget.drop_adapter_steps), recovery=recovery,
-        images=options.images, per_class=options.per_class, seed=options.seed, device=options.device,
-        blocks=options.drop_blocks, model=ctx.spec if from_teacher else TeacherSpec()), cache_dir=ctx.run.root / "cache")
+    return DropStage(
+        model,
+        transfer_set,
+        DropConfig(
+            target=target.name,
+            latency=latency,
+            reduction=reduction,
+            latency_ms=latency_ms,
+            recoverability=RecoverabilitySettings(steps=budget.drop_adapter_steps),
+            recovery=recovery,
+            images=options.images,
+            per_class=options.per_class,
+            seed=options.seed,
+            device=options.device,
+            blocks=options.drop_blocks,
+            model=ctx.spec if from_teacher else TeacherSpec(),
+        ),
+        cache_dir=ctx.run.root / "cache",
+    )
 
 
 def drop_budget(options: BuildOptions, target: Target) -> LatencyBudget:
@@ -136,15 +201,19 @@ def drop_budget(options: BuildOptions, target: Target) -> LatencyBudget:
     in milliseconds is a device figure: a proxy measurement cannot check it, so it needs the device (--host)."""
     if options.latency_reduction is None and options.latency_ms is None:
         if target.latency_budget_ms is None and target.latency_reduction is None:
-            raise PipelineError("block dropping needs a latency budget: --latency-reduction 0.3 or --latency-ms 1.5 "
-                                f"(or latency_budget_ms / latency_reduction in the {target.name} target)")
+            raise PipelineError(
+                "block dropping needs a latency budget: --latency-reduction 0.3 or --latency-ms 1.5 "
+                f"(or latency_budget_ms / latency_reduction in the {target.name} target)"
+            )
         budget = LatencyBudget(target.latency_reduction, target.latency_budget_ms)
     else:
         budget = LatencyBudget(options.latency_reduction, options.latency_ms)
     source, why = latency_source(target)
     if budget.ms is not None and source == "proxy":
-        raise PipelineError(f"a {budget.ms} ms budget is a {target.name} figure, and latency can only be measured by "
-                            f"proxy here ({why}): give --host user@device, or a relative budget (--latency-reduction)")
+        raise PipelineError(
+            f"a {budget.ms} ms budget is a {target.name} figure, and latency can only be measured by "
+            f"proxy here ({why}): give --host user@device, or a relative budget (--latency-reduction)"
+        )
     return budget
 
 
@@ -165,20 +234,40 @@ def search_stage(ctx: BuildContext) -> SearchStage:
     allowed = (options.precision,) if options.precision else target.allowed_precisions
     precisions = tuple(p for p in allowed if p in SEARCHABLE_PRECISIONS)
     if not precisions:
-        raise PipelineError(f"the budget search covers {', '.join(SEARCHABLE_PRECISIONS)}; {target.name} allows only "
-                            f"{', '.join(allowed)}")
+        raise PipelineError(
+            f"the budget search covers {', '.join(SEARCHABLE_PRECISIONS)}; {target.name} allows only "
+            f"{', '.join(allowed)}"
+        )
     student = ctx.artifact("distill", "student") if options.search == "build" else None
-    recovery = RecoverySettings(**{k: v for k, v in (("iterations", options.drop_iterations or budget.drop_iterations),
-                                                     ("lr", options.drop_lr)) if v is not None})
-    return SearchStage(ctx.teacher_path, student, ctx.artifact("distill" if student else "synthesize", "transfer_set"),
-                       SearchConfig(target=target.name, latency=target_latency(target, budget, budget.drop_latency_rounds),
-                                    reduction=latency_budget.reduction, latency_ms=latency_budget.ms, precisions=precisions,
-                                    recoverability=RecoverabilitySettings(steps=budget.drop_adapter_steps),
-                                    recovery=recovery, calib_images=options.calib_images,
-                                    speedup_rounds=budget.quantize_latency_rounds, eval=ctx.eval,
-                                    eval_limit=budget.eval_limit, seed=options.seed, device=options.device,
-                                    teacher=ctx.spec),
-                       cache_dir=ctx.run.root / "cache")
+    recovery = RecoverySettings(
+        **{
+            k: v
+            for k, v in (("iterations", options.drop_iterations or budget.drop_iterations), ("lr", options.drop_lr))
+            if v is not None
+        }
+    )
+    return SearchStage(
+        ctx.teacher_path,
+        student,
+        ctx.artifact("distill" if student else "synthesize", "transfer_set"),
+        SearchConfig(
+            target=target.name,
+            latency=target_latency(target, budget, budget.drop_latency_rounds),
+            reduction=latency_budget.reduction,
+            latency_ms=latency_budget.ms,
+            precisions=precisions,
+            recoverability=RecoverabilitySettings(steps=budget.drop_adapter_steps),
+            recovery=recovery,
+            calib_images=options.calib_images,
+            speedup_rounds=budget.quantize_latency_rounds,
+            eval=ctx.eval,
+            eval_limit=budget.eval_limit,
+            seed=options.seed,
+            device=options.device,
+            teacher=ctx.spec,
+        ),
+        cache_dir=ctx.run.root / "cache",
+    )
 
 
 def export_stage(ctx: BuildContext) -> ExportStage:
@@ -189,8 +278,9 @@ def export_stage(ctx: BuildContext) -> ExportStage:
     return ExportStage(models, ExportConfig(eval=ctx.eval, seed=ctx.options.seed, specs={"teacher": ctx.spec}))
 
 
-def quantize_config(options: BuildOptions, target: Target, budget: Budget, eval_spec: str | None,
-                    model: TeacherSpec) -> QuantizeConfig | None:
+def quantize_config(
+    options: BuildOptions, target: Target, budget: Budget, eval_spec: str | None, model: TeacherSpec
+) -> QuantizeConfig | None:
     """None when the build hands on fp32; raises on bad quantisation options. `model`: how to load the
     checkpoint being quantised (the teacher's options when it is the teacher)."""
     wanted = precision(options, target)
@@ -205,18 +295,29 @@ def quantize_config(options: BuildOptions, target: Target, budget: Budget, eval_
         calib = "real"  # few-shot `pipeline drop` made no transfer set: its real (unlabelled) images calibrate too
     latency = target_latency(target, budget, budget.quantize_latency_rounds)
     return QuantizeConfig(
-        precision=wanted, runtime=target.runtime, latency=latency, calib=calib,
-        int8=Int8Settings(method=options.calib_method), images=options.images, calib_images=options.calib_images,
+        precision=wanted,
+        runtime=target.runtime,
+        latency=latency,
+        calib=calib,
+        int8=Int8Settings(method=options.calib_method),
+        images=options.images,
+        calib_images=options.calib_images,
         max_accuracy_drop=options.max_accuracy_drop,
         binary_training=RecoverySettings(iterations=options.binary_iterations or budget.binary_iterations),
         binary_coverage=options.binary_coverage,
-        eval=eval_spec, eval_limit=budget.eval_limit, seed=options.seed, model=model)
+        eval=eval_spec,
+        eval_limit=budget.eval_limit,
+        seed=options.seed,
+        model=model,
+    )
 
 
 def quantize_stage(ctx: BuildContext) -> QuantizeStage:
     options = ctx.options
     handed_on = handed_on_checkpoint(ctx)
-    config = quantize_config(options, ctx.target, ctx.budget, ctx.eval, ctx.spec if handed_on is None else TeacherSpec())
+    config = quantize_config(
+        options, ctx.target, ctx.budget, ctx.eval, ctx.spec if handed_on is None else TeacherSpec()
+    )
     transfer_set = None
     if config.calib == "synthetic":
         # after distill its larger, later pool; `pipeline drop` / `pipeline quantize` have synthesize's
@@ -225,8 +326,12 @@ def quantize_stage(ctx: BuildContext) -> QuantizeStage:
     search = ctx.run.entry("search") if options.search else None
     if search and search["metrics"].get("int8_format"):
         config = replace(config, int8_format=search["metrics"]["int8_format"])
-    return QuantizeStage(ctx.artifact("export", "teacher" if handed_on is None else "student"),
-                         handed_on or ctx.teacher_path, transfer_set, config)
+    return QuantizeStage(
+        ctx.artifact("export", "teacher" if handed_on is None else "student"),
+        handed_on or ctx.teacher_path,
+        transfer_set,
+        config,
+    )
 
 
 def deployed_onnx(ctx: BuildContext) -> Path:
@@ -238,16 +343,29 @@ def deployed_onnx(ctx: BuildContext) -> Path:
 
 def engine_config(target: Target, precision_name: str, input_shape) -> EngineConfig:
     options = measurement_options(target)
-    return EngineConfig(target=target.name, precision=precision_name, batch=target.batch, input_shape=tuple(input_shape),
-                        max_batch=target.max_batch, workspace_mb=target.workspace_mb, dla_core=target.dla_core,
-                        gpu_fallback=target.gpu_fallback, tensorrt_min=target.tensorrt_min,
-                        tensorrt_max=target.tensorrt_max, host=options["host"], remote=options["remote"])
+    return EngineConfig(
+        target=target.name,
+        precision=precision_name,
+        batch=target.batch,
+        input_shape=tuple(input_shape),
+        max_batch=target.max_batch,
+        workspace_mb=target.workspace_mb,
+        dla_core=target.dla_core,
+        gpu_fallback=target.gpu_fallback,
+        tensorrt_min=target.tensorrt_min,
+        tensorrt_max=target.tensorrt_max,
+        host=options["host"],
+        remote=options["remote"],
+    )
 
 
 def engine_stage(ctx: BuildContext) -> EngineStage:
     previous = ctx.run.root / "engine" / "timing.cache"
-    return EngineStage(deployed_onnx(ctx), engine_config(ctx.target, precision(ctx.options, ctx.target),
-                                                         ctx.teacher.input_shape), previous_cache=previous)
+    return EngineStage(
+        deployed_onnx(ctx),
+        engine_config(ctx.target, precision(ctx.options, ctx.target), ctx.teacher.input_shape),
+        previous_cache=previous,
+    )
 
 
 def bench_stage(ctx: BuildContext) -> BenchStage:
@@ -259,6 +377,13 @@ def bench_stage(ctx: BuildContext) -> BenchStage:
     return BenchStage(models, config)
 
 
-STAGE_FACTORIES = {"synthesize": synthesize_stage, "distill": distill_stage, "drop": drop_stage, "search": search_stage,
-                   "export": export_stage, "quantize": quantize_stage, "engine": engine_stage, "bench": bench_stage}
-
+STAGE_FACTORIES = {
+    "synthesize": synthesize_stage,
+    "distill": distill_stage,
+    "drop": drop_stage,
+    "search": search_stage,
+    "export": export_stage,
+    "quantize": quantize_stage,
+    "engine": engine_stage,
+    "bench": bench_stage,
+}

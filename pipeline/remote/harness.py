@@ -11,16 +11,24 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from pipeline import portable
 from pipeline.errors import PipelineError
 from pipeline.progress import log
 from pipeline.remote.ssh import SshHost
-from pipeline import portable
 
 PORTABLE = Path(portable.__file__).parent  # copied as it is: relative imports only
 
 
-def remote_run(host: SshHost, models: dict[str, Path], spec: dict, *, python: str = "python3",
-               workdir: str | None = None, fetch_engines: Path | None = None, timeout: float = 3600) -> dict:
+def remote_run(
+    host: SshHost,
+    models: dict[str, Path],
+    spec: dict,
+    *,
+    python: str = "python3",
+    workdir: str | None = None,
+    fetch_engines: Path | None = None,
+    timeout: float = 3600,
+) -> dict:
     """Run `portable.device_bench` on `host` over `models` with `spec` (models are filled in); return its result."""
     for name, path in models.items():
         if not Path(path).is_file():
@@ -44,12 +52,16 @@ def remote_run(host: SshHost, models: dict[str, Path], spec: dict, *, python: st
             shutil.copytree(PORTABLE, local / "portable", ignore=shutil.ignore_patterns("__pycache__"))
             log(f"remote: copying {len(models)} model(s) and the bench code to {host.destination}:{folder}")
             host.put([local / "portable", local / "spec.json", *staged.values()], folder, recursive=True)
-            command = f"cd {shlex.quote(folder)} && {python} -m portable.device_bench --spec spec.json --out result.json"
+            command = (
+                f"cd {shlex.quote(folder)} && {python} -m portable.device_bench --spec spec.json --out result.json"
+            )
             done = host.run(command, timeout=timeout, check=False)
             host.get(f"{folder}/result.json", local / "result.json")
             result = json.loads((local / "result.json").read_text())
             if done.returncode != 0 or "error" in result:
-                raise PipelineError(f"bench on {host.destination} failed: {result.get('error') or done.stderr.strip()[-200:]}")
+                raise PipelineError(
+                    f"bench on {host.destination} failed: {result.get('error') or done.stderr.strip()[-200:]}"
+                )
             if fetch_engines is not None and result.get("engines"):
                 fetch_engines.mkdir(parents=True, exist_ok=True)
                 host.get(f"{folder}/engines", fetch_engines, recursive=True)

@@ -21,12 +21,24 @@ class SshHost:
     def from_settings(cls, host: str, remote: dict | None) -> "SshHost":
         """From the `remote` dict that latency settings and engine configs carry (a target's [remote] table)."""
         remote = remote or {}
-        return cls(host, port=remote.get("port", 22), identity=remote.get("identity"),
-                   options=tuple(remote.get("ssh_options", ())))
+        return cls(
+            host,
+            port=remote.get("port", 22),
+            identity=remote.get("identity"),
+            options=tuple(remote.get("ssh_options", ())),
+        )
 
     def _common(self) -> list[str]:
-        args = ["-o", "BatchMode=yes", "-o", f"ConnectTimeout={self.connect_timeout}",
-                "-o", "StrictHostKeyChecking=accept-new", "-o", "LogLevel=ERROR"]
+        args = [
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            f"ConnectTimeout={self.connect_timeout}",
+            "-o",
+            "StrictHostKeyChecking=accept-new",
+            "-o",
+            "LogLevel=ERROR",
+        ]
         if self.identity:
             args += ["-i", str(Path(self.identity).expanduser()), "-o", "IdentitiesOnly=yes"]
         for option in self.options:
@@ -42,14 +54,17 @@ class SshHost:
         try:
             return subprocess.run(args, capture_output=True, text=True, timeout=timeout)
         except FileNotFoundError:
-            raise PipelineError(f"{args[0]} not found: install the OpenSSH client (apt-get install openssh-client)") from None
+            raise PipelineError(
+                f"{args[0]} not found: install the OpenSSH client (apt-get install openssh-client)"
+            ) from None
         except subprocess.TimeoutExpired:
             raise PipelineError(f"{what} on {self.destination} did not finish in {timeout:.0f} s") from None
 
     def run(self, command: str, *, timeout: float = 600, check: bool = True) -> subprocess.CompletedProcess:
         """Run a shell command on the host; its stdout/stderr come back as text."""
-        done = self._invoke(["ssh", "-p", str(self.port), *self._common(), self.destination, command],
-                            f"`{command[:60]}`", timeout)
+        done = self._invoke(
+            ["ssh", "-p", str(self.port), *self._common(), self.destination, command], f"`{command[:60]}`", timeout
+        )
         if done.returncode == 255:  # ssh's own failure (connection, authentication), not the command's
             raise self._fail("ssh", done)
         if check and done.returncode != 0:
@@ -57,15 +72,34 @@ class SshHost:
         return done
 
     def put(self, files: list[Path], remote_folder: str, *, recursive: bool = False, timeout: float = 600) -> None:
-        self._scp([str(f) for f in files], f"{self.destination}:{shlex.quote(remote_folder)}/", "copy to", timeout,
-                  recursive=recursive)
+        self._scp(
+            [str(f) for f in files],
+            f"{self.destination}:{shlex.quote(remote_folder)}/",
+            "copy to",
+            timeout,
+            recursive=recursive,
+        )
 
     def get(self, remote_path: str, local_path: Path, *, recursive: bool = False, timeout: float = 600) -> None:
-        self._scp([f"{self.destination}:{shlex.quote(remote_path)}"], str(local_path), "copy from", timeout,
-                  recursive=recursive)
+        self._scp(
+            [f"{self.destination}:{shlex.quote(remote_path)}"],
+            str(local_path),
+            "copy from",
+            timeout,
+            recursive=recursive,
+        )
 
     def _scp(self, sources: list[str], destination: str, what: str, timeout: float, recursive: bool = False) -> None:
-        args = ["scp", "-q", "-P", str(self.port), *self._common(), *(["-r"] if recursive else []), *sources, destination]
+        args = [
+            "scp",
+            "-q",
+            "-P",
+            str(self.port),
+            *self._common(),
+            *(["-r"] if recursive else []),
+            *sources,
+            destination,
+        ]
         done = self._invoke(args, f"scp ({what})", timeout)
         if done.returncode != 0:
             raise self._fail(f"scp ({what})", done)

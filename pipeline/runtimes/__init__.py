@@ -6,5 +6,13 @@ from pipeline.runtimes.tensorrt_runner import TRT_INSTALL, TensorRtRunner, tenso
 from pipeline.runtimes.torch_runner import TorchRunner
 from pipeline.runtimes.trtexec_runner import TrtexecRunner
 
-__all__ = ["Runner", "OnnxRuntimeRunner", "TorchRunner", "TensorRtRunner", "TrtexecRunner", "TRT_INSTALL",
-           "tensorrt_available", "holds_qdq"]
+__all__ = [
+    "Runner",
+    "OnnxRuntimeRunner",
+    "TorchRunner",
+    "TensorRtRunner",
+    "TrtexecRunner",
+    "TRT_INSTALL",
+    "tensorrt_available",
+    "holds_qdq",
+]

@@ -14,8 +14,10 @@ def holds_qdq(path: Path) -> bool:
     """Whether an ONNX model carries QuantizeLinear/DequantizeLinear nodes (an INT8 or binary-weight model)."""
     import onnx
 
-    return any(node.op_type in ("QuantizeLinear", "DequantizeLinear")
-               for node in onnx.load(str(path), load_external_data=False).graph.node)
+    return any(
+        node.op_type in ("QuantizeLinear", "DequantizeLinear")
+        for node in onnx.load(str(path), load_external_data=False).graph.node
+    )
 
 
 def _first_line(error: BaseException) -> str:
@@ -26,8 +28,9 @@ def _first_line(error: BaseException) -> str:
 class OnnxRuntimeRunner(Runner):
     name = "onnxruntime"
 
-    def __init__(self, path: Path, threads: int | None = None, providers: list | None = None,
-                 optimize_graph: bool = True):
+    def __init__(
+        self, path: Path, threads: int | None = None, providers: list | None = None, optimize_graph: bool = True
+    ):
         """`optimize_graph=False` runs the graph as written (see `onnxruntime_session`): how a Q/DQ model bound
         for TensorRT is judged, instead of by this CPU's fused integer kernels."""
         super().__init__()
@@ -56,8 +59,9 @@ class OnnxRuntimeRunner(Runner):
         try:
             return self.session.run([self.output_name], {self.input_name: batch})[0]
         except Exception as error:
-            raise PipelineError(f"onnxruntime failed on {self.path.name} with input {tuple(batch.shape)}: "
-                                f"{_first_line(error)}") from None
+            raise PipelineError(
+                f"onnxruntime failed on {self.path.name} with input {tuple(batch.shape)}: {_first_line(error)}"
+            ) from None
 
     def deactivate_impl(self) -> None:
         self.session = None
@@ -66,7 +70,13 @@ class OnnxRuntimeRunner(Runner):
         import onnxruntime as ort
 
         providers = self.session.get_providers() if self.session is not None else None
-        return {"runtime": "onnxruntime", "version": ort.__version__, "threads": self.threads,
-                "inter_op_threads": 1, "providers": providers, "requested_providers":
-                [provider_name(p) for p in self.requested_providers], "model": str(self.path),
-                **({} if self.optimize_graph else {"graph_optimization": "none (graph as written)"})}
+        return {
+            "runtime": "onnxruntime",
+            "version": ort.__version__,
+            "threads": self.threads,
+            "inter_op_threads": 1,
+            "providers": providers,
+            "requested_providers": [provider_name(p) for p in self.requested_providers],
+            "model": str(self.path),
+            **({} if self.optimize_graph else {"graph_optimization": "none (graph as written)"}),
+        }

@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.errors import MissingDependency, PipelineError
+from pipeline.portable import tensorrt_loader
 from pipeline.portable.cuda_buffers import cuda_backend
 from pipeline.portable.errors import BenchError
-from pipeline.portable import tensorrt_loader
 from pipeline.runtimes.base import Runner
 
 TRT_INSTALL = "pip install 'edge-pipeline[trt]' (needs an NVIDIA GPU and TensorRT 10+)"
@@ -78,5 +78,9 @@ class TensorRtRunner(Runner):
         self.session = None
 
     def describe_impl(self) -> dict:
-        facts = self.session.describe() if self.session is not None else {"runtime": "tensorrt", "version": str(self.trt.__version__)}
+        facts = (
+            self.session.describe()
+            if self.session is not None
+            else {"runtime": "tensorrt", "version": str(self.trt.__version__)}
+        )
         return {**facts, "threads": None, "model": str(self.engine_path)}

@@ -59,5 +59,10 @@ class TorchRunner(Runner):
             self._previous_threads = None
 
     def describe_impl(self) -> dict:
-        return {"runtime": "torch", "version": torch.__version__, "threads": self.threads or torch.get_num_threads(),
-                "device": str(self._device()), "model": type(self.model).__name__}
+        return {
+            "runtime": "torch",
+            "version": torch.__version__,
+            "threads": self.threads or torch.get_num_threads(),
+            "device": str(self._device()),
+            "model": type(self.model).__name__,
+        }

@@ -20,11 +20,20 @@ class TrtexecRunner(Runner):
     name = "trtexec"
     times_itself = True  # measure_latency hands the loop to trtexec
 
-    def __init__(self, model_path: Path, precision: str = "fp32", input_name: str | None = None,
-                 workspace_mb: int | None = None, dla_core: int | None = None, tensorrt_major: int | None = None):
+    def __init__(
+        self,
+        model_path: Path,
+        precision: str = "fp32",
+        input_name: str | None = None,
+        workspace_mb: int | None = None,
+        dla_core: int | None = None,
+        tensorrt_major: int | None = None,
+    ):
         super().__init__()
         if trtexec_loader.trtexec_path() is None:
-            raise MissingDependency("trtexec not found on PATH (it ships with TensorRT: /usr/src/tensorrt/bin on Jetson)")
+            raise MissingDependency(
+                "trtexec not found on PATH (it ships with TensorRT: /usr/src/tensorrt/bin on Jetson)"
+            )
         self.model_path = Path(model_path)
         self.precision, self.input_name = precision, input_name
         self.workspace_mb, self.dla_core, self.tensorrt_major = workspace_mb, dla_core, tensorrt_major
@@ -42,10 +51,20 @@ class TrtexecRunner(Runner):
         with tempfile.TemporaryDirectory(prefix="edge-pipeline-trtexec-") as folder:
             times, profile = Path(folder) / "times.json", Path(folder) / "profile.json"
             command = trtexec_loader.trtexec_command(
-                str(self.model_path), precision=self.precision, input_name=self.input_name,
-                input_shape=tuple(example.shape[1:]), batch=int(example.shape[0]), runs=runs, warmup_ms=max(200, warmup),
-                engine_path=None, times_path=str(times), profile_path=str(profile), workspace_mb=self.workspace_mb,
-                dla_core=self.dla_core, tensorrt_major=self.tensorrt_major)
+                str(self.model_path),
+                precision=self.precision,
+                input_name=self.input_name,
+                input_shape=tuple(example.shape[1:]),
+                batch=int(example.shape[0]),
+                runs=runs,
+                warmup_ms=max(200, warmup),
+                engine_path=None,
+                times_path=str(times),
+                profile_path=str(profile),
+                workspace_mb=self.workspace_mb,
+                dla_core=self.dla_core,
+                tensorrt_major=self.tensorrt_major,
+            )
             try:
                 measured = trtexec_loader.run_trtexec(command, str(times))
                 self.profile = trtexec_loader.parse_trtexec_profile(str(profile)) if profile.is_file() else []
@@ -57,5 +76,10 @@ class TrtexecRunner(Runner):
         pass
 
     def describe_impl(self) -> dict:
-        return {"runtime": "trtexec", "version": None, "threads": None, "flags": trtexec_loader.TRTEXEC_TIMING_FLAGS,
-                "model": str(self.model_path)}
+        return {
+            "runtime": "trtexec",
+            "version": None,
+            "threads": None,
+            "flags": trtexec_loader.TRTEXEC_TIMING_FLAGS,
+            "model": str(self.model_path),
+        }

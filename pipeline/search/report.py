@@ -7,8 +7,20 @@ from pathlib import Path
 
 from pipeline.fileio import atomic_write_bytes, atomic_write_text
 
-COLUMNS = ("candidate", "base", "precision", "blocks_dropped", "dropped", "predicted_ms", "shortlisted", "measured_ms",
-           "meets_budget", "estimated_accuracy_vs_teacher", "agreement", "accuracy")
+COLUMNS = (
+    "candidate",
+    "base",
+    "precision",
+    "blocks_dropped",
+    "dropped",
+    "predicted_ms",
+    "shortlisted",
+    "measured_ms",
+    "meets_budget",
+    "estimated_accuracy_vs_teacher",
+    "agreement",
+    "accuracy",
+)
 
 
 def write_front(rows: list[dict], chosen: dict, limit_ms: float, csv_path: Path, png_path: Path) -> None:
@@ -38,15 +50,28 @@ def _plot(rows: list[dict], chosen: dict, limit_ms: float) -> bytes:
     for precision, marker in (("fp32", "o"), ("fp16", "s"), ("int8", "^")):
         points = [r for r in measured if r["precision"] == precision]
         if points:
-            axes.scatter([r["measured_ms"] for r in points], [100 * r[key] for r in points], marker=marker, s=40,
-                         label=precision)
+            axes.scatter(
+                [r["measured_ms"] for r in points], [100 * r[key] for r in points], marker=marker, s=40, label=precision
+            )
             for r in points:
-                axes.annotate(f"{r['base'][0]}-{r['blocks_dropped']}", (r["measured_ms"], 100 * r[key]),
-                              textcoords="offset points", xytext=(4, 3), fontsize=7)
+                axes.annotate(
+                    f"{r['base'][0]}-{r['blocks_dropped']}",
+                    (r["measured_ms"], 100 * r[key]),
+                    textcoords="offset points",
+                    xytext=(4, 3),
+                    fontsize=7,
+                )
     axes.axvline(limit_ms, color="red", linestyle="--", linewidth=1, label=f"budget {limit_ms:.3f} ms")
     chosen_y = chosen.get("accuracy") if uses_real else 1 - chosen["expected_loss_vs_teacher"]
-    axes.scatter([chosen["latency_ms"]], [100 * chosen_y], s=200, facecolors="none", edgecolors="black",
-                 linewidths=1.5, label=f"chosen: {chosen['name']}")
+    axes.scatter(
+        [chosen["latency_ms"]],
+        [100 * chosen_y],
+        s=200,
+        facecolors="none",
+        edgecolors="black",
+        linewidths=1.5,
+        label=f"chosen: {chosen['name']}",
+    )
     axes.set_xlabel("measured latency (ms)")
     axes.set_ylabel("top-1 on the labelled set (%)" if uses_real else "estimated top-1 relative to the teacher (%)")
     axes.set_title("budget search: the short list (label t-N / s-N: teacher / student, N blocks dropped)", fontsize=9)
@@ -61,24 +86,35 @@ def _plot(rows: list[dict], chosen: dict, limit_ms: float) -> bytes:
 
 def explain(chosen: dict, records: dict, limit_ms: float, budget: str, latency, margin: float = 0.0) -> str:
     """One paragraph: the choice, its measured latency against the budget, and what it beat and why."""
-    where = (f"{latency.runtime} as a proxy for {latency.proxy_for}" if latency.source == "proxy"
-             else f"{latency.runtime} on {latency.host}" if latency.source == "remote" else f"{latency.runtime} here")
+    where = (
+        f"{latency.runtime} as a proxy for {latency.proxy_for}"
+        if latency.source == "proxy"
+        else f"{latency.runtime} on {latency.host}"
+        if latency.source == "remote"
+        else f"{latency.runtime} here"
+    )
     candidate = chosen["candidate"]
     others = [r for r in records.values() if r is not chosen]
     missed = [r for r in others if not r["meets_budget"]]
     beaten = [r for r in others if r["meets_budget"]]
-    text = (f"Chosen: {candidate.describe()}. Measured {chosen['latency_ms']:.3f} ms against a budget of {budget} "
-            f"({limit_ms:.3f} ms; {where}), {100 * chosen['reduction_vs_teacher']:.1f} % below the teacher timed beside "
-            f"it (a candidate must beat the budget by {100 * margin:.0f} %, since another session may measure it slower). Its label-free estimate is {100 * (1 - chosen['expected_loss_vs_teacher']):.2f} % of the teacher's top-1 "
-            f"(expected loss on {chosen['held_out_images']} held-back synthetic images no fine-tune saw), the best of the "
-            f"{len(beaten) + 1} short-listed models that met the budget")
+    text = (
+        f"Chosen: {candidate.describe()}. Measured {chosen['latency_ms']:.3f} ms against a budget of {budget} "
+        f"({limit_ms:.3f} ms; {where}), {100 * chosen['reduction_vs_teacher']:.1f} % below the teacher timed beside "
+        f"it (a candidate must beat the budget by {100 * margin:.0f} %, since another session may measure it slower). Its label-free estimate is {100 * (1 - chosen['expected_loss_vs_teacher']):.2f} % of the teacher's top-1 "
+        f"(expected loss on {chosen['held_out_images']} held-back synthetic images no fine-tune saw), the best of the "
+        f"{len(beaten) + 1} short-listed models that met the budget"
+    )
     if beaten:
         runner_up = min(beaten, key=lambda r: r["expected_loss_vs_teacher"])
-        text += (f"; the next best, {runner_up['candidate'].describe()}, estimates "
-                 f"{100 * (1 - runner_up['expected_loss_vs_teacher']):.2f} % at {runner_up['latency_ms']:.3f} ms")
+        text += (
+            f"; the next best, {runner_up['candidate'].describe()}, estimates "
+            f"{100 * (1 - runner_up['expected_loss_vs_teacher']):.2f} % at {runner_up['latency_ms']:.3f} ms"
+        )
     if missed:
-        text += (f". {len(missed)} other candidate(s) missed the budget (with its margin) when measured "
-                 f"(e.g. {missed[0]['candidate'].describe()}: {missed[0]['latency_ms']:.3f} ms)")
+        text += (
+            f". {len(missed)} other candidate(s) missed the budget (with its margin) when measured "
+            f"(e.g. {missed[0]['candidate'].describe()}: {missed[0]['latency_ms']:.3f} ms)"
+        )
     if chosen.get("accuracy") is not None:
         text += f". On the labelled set it scores {100 * chosen['accuracy']:.2f} % (measured after the choice, not used by it)"
     return text + "."

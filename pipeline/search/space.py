@@ -21,7 +21,9 @@ class Candidate:
         return f"{self.base}-drop{len(self.dropped)}-{self.precision}"
 
     def describe(self) -> str:
-        blocks = f"{len(self.dropped)} block(s) dropped ({', '.join(self.dropped)})" if self.dropped else "no block dropped"
+        blocks = (
+            f"{len(self.dropped)} block(s) dropped ({', '.join(self.dropped)})" if self.dropped else "no block dropped"
+        )
         return f"{self.base}, {blocks}, {self.precision}"
 
     def to_dict(self) -> dict:
@@ -39,11 +41,14 @@ def practise_order(table: dict, recoverability) -> list[dict]:
         remaining = [name for name in savings if name not in dropped]
         useful = [name for name in remaining if savings[name] > 0]
         if not useful:
-            order.extend({"block": name, "saving_ms": savings[name], "recoverability": None, "score": None}
-                         for name in remaining)
+            order.extend(
+                {"block": name, "saving_ms": savings[name], "recoverability": None, "score": None} for name in remaining
+            )
             break
-        scored = [{"block": name, "saving_ms": savings[name], "recoverability": recoverability(dropped + [name])}
-                  for name in useful]
+        scored = [
+            {"block": name, "saving_ms": savings[name], "recoverability": recoverability(dropped + [name])}
+            for name in useful
+        ]
         for row in scored:
             row["score"] = row["recoverability"] / row["saving_ms"]
         best = min(scored, key=lambda row: row["score"])

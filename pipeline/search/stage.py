@@ -15,28 +15,24 @@ Measurements land in <run>/cache/search/, so a second search with another budget
 import copy
 import json
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from pipeline.drop.adapters import fold_adapters_checked
 from pipeline.drop.blocks import droppable_blocks
-from pipeline.drop.finetune import RecoverySettings, recovery_finetune
+from pipeline.drop.finetune import RecoverySettings
 from pipeline.drop.latency_table import cache_key, load_or_measure
-from pipeline.drop.recoverability import RecoverabilityProbe, RecoverabilitySettings, adapted_without
+from pipeline.drop.recoverability import RecoverabilityProbe, RecoverabilitySettings
 from pipeline.drop.select import LatencyBudget
 from pipeline.errors import PipelineError
-from pipeline.export.onnx_export import export_onnx
 from pipeline.fileio import atomic_write_json, atomic_write_text, sha256_file, sha256_json
 from pipeline.measure import LatencySettings, example_input, paired_ratio, time_onnx_models
 from pipeline.measure.paired import TOO_BUSY_SPREAD
-from pipeline.models.checkpoint import save_checkpoint
 from pipeline.progress import log
 from pipeline.quantize.calibration import normalised
 from pipeline.quantize.verify import expected_accuracy_drop, judged_as_written, logits
+from pipeline.search.candidate_models import CandidateModels
 from pipeline.search.report import explain, write_front
 from pipeline.search.space import Candidate, practise_order, predicted_ms, shortlist
 from pipeline.stage import Stage, StageOutput
@@ -71,12 +67,18 @@ class SearchConfig:
 MEASURE_ATTEMPTS = 3  # sessions measured before a too-busy one is kept
 
 
-class SearchStage(Stage):
+class SearchStage(CandidateModels, Stage):
     name = "search"
     version = 2  # 2: paired ratios by the measurement layer (trimmed mean); TensorRT INT8 judged as written
 
-    def __init__(self, teacher_path: Path, student_path: Path | None, transfer_set_path: Path, config: SearchConfig,
-                 cache_dir: Path):
+    def __init__(
+        self,
+        teacher_path: Path,
+        student_path: Path | None,
+        transfer_set_path: Path,
+        config: SearchConfig,
+        cache_dir: Path,
+    ):
         super().__init__(config)
         self.teacher_path, self.transfer_set_path = Path(teacher_path), Path(transfer_set_path)
         self.student_path = Path(student_path) if student_path is not None else None
@@ -98,7 +100,11 @@ class SearchStage(Stage):
         self.device = distributed.local_device(config.device)
         (self.cache / "search").mkdir(parents=True, exist_ok=True)
         teacher = config.teacher.load(self.teacher_path)
-        self.preprocess, self.num_classes, self.input_shape = teacher.preprocess, teacher.num_classes, teacher.input_shape
+        self.preprocess, self.num_classes, self.input_shape = (
+            teacher.preprocess,
+            teacher.num_classes,
+            teacher.input_shape,
+        )
         pool = TransferSet.load(self.transfer_set_path)
         held = min(config.held_out, max(1, len(pool) // 5))
         if len(pool) - held < 1:
@@ -115,8 +121,10 @@ class SearchStage(Stage):
         teacher_ms = facts["teacher"]["full_ms"]
         budget = LatencyBudget(config.reduction, config.latency_ms)
         limit_ms = budget.limit_ms(teacher_ms)
-        log(f"search: budget {budget.describe()} = {limit_ms:.3f} ms (teacher {teacher_ms:.3f} ms on "
-            f"{config.latency.runtime}{', proxy for ' + config.latency.proxy_for if config.latency.proxy_for else ''})")
+        log(
+            f"search: budget {budget.describe()} = {limit_ms:.3f} ms (teacher {teacher_ms:.3f} ms on "
+            f"{config.latency.runtime}{', proxy for ' + config.latency.proxy_for if config.latency.proxy_for else ''})"
+        )
         candidates = shortlist(facts, list(config.precisions), limit_ms)
         log(f"search: {len(candidates)} candidates on the short list: " + ", ".join(c.name for c in candidates))
         records = {candidate.name: self._evaluate(candidate, facts) for candidate in candidates}
@@ -130,26 +138,49 @@ class SearchStage(Stage):
         write_front(rows, chosen, limit_ms, workdir / "pareto.csv", workdir / "pareto.png")
         explanation = explain(chosen, records, limit_ms, budget.describe(), config.latency, config.margin)
         atomic_write_text(workdir / "choice.md", explanation + "\n")
-        result = {"budget": budget.describe(), "limit_ms": limit_ms, "teacher_ms": teacher_ms,
-                  "chosen": {k: v for k, v in chosen.items() if k != "candidate"}, "precision": chosen["precision"],
-                  "int8_format": facts[chosen["base"]].get("int8_format") if chosen["precision"] == "int8" else None,
-                  "candidates": {name: {k: v for k, v in r.items() if k != "candidate"} for name, r in records.items()},
-                  "bases": facts, "explanation": explanation, "latency_source": config.latency.source,
-                  "proxy_for": config.latency.proxy_for}
+        result = {
+            "budget": budget.describe(),
+            "limit_ms": limit_ms,
+            "teacher_ms": teacher_ms,
+            "chosen": {k: v for k, v in chosen.items() if k != "candidate"},
+            "precision": chosen["precision"],
+            "int8_format": facts[chosen["base"]].get("int8_format") if chosen["precision"] == "int8" else None,
+            "candidates": {name: {k: v for k, v in r.items() if k != "candidate"} for name, r in records.items()},
+            "bases": facts,
+            "explanation": explanation,
+            "latency_source": config.latency.source,
+            "proxy_for": config.latency.proxy_for,
+        }
         atomic_write_json(workdir / "search.json", result)
         log("search: " + explanation)
-        return StageOutput(artifacts={"model": "model.pt", "report": "search.json", "pareto_csv": "pareto.csv",
-                                      "pareto_png": "pareto.png", "choice": "choice.md"},
-                           metrics={k: v for k, v in result.items() if k not in ("candidates", "bases")}
-                           | {"shortlist": list(records)})
+        return StageOutput(
+            artifacts={
+                "model": "model.pt",
+                "report": "search.json",
+                "pareto_csv": "pareto.csv",
+                "pareto_png": "pareto.png",
+                "choice": "choice.md",
+            },
+            metrics={k: v for k, v in result.items() if k not in ("candidates", "bases")}
+            | {"shortlist": list(records)},
+        )
 
     def _base_facts(self, base: str, loaded) -> dict:
         """Measured once per base model (cached): latency table, PRACTISE order, speed-up per precision."""
         config = self.config
         path = self.bases[base][0]
-        key = sha256_json({"model": sha256_file(path), "pool": self.pool_hash, "latency": config.latency.to_dict(),
-                           "recoverability": config.recoverability.to_dict(), "precisions": config.precisions,
-                           "calib": config.calib_images, "rounds": config.speedup_rounds, "seed": config.seed})[:16]
+        key = sha256_json(
+            {
+                "model": sha256_file(path),
+                "pool": self.pool_hash,
+                "latency": config.latency.to_dict(),
+                "recoverability": config.recoverability.to_dict(),
+                "precisions": config.precisions,
+                "calib": config.calib_images,
+                "rounds": config.speedup_rounds,
+                "seed": config.seed,
+            }
+        )[:16]
         cache_file = self.cache / "search" / f"base-{base}-{key}.json"
         if cache_file.is_file():
             log(f"search: {base}: latency table, drop order and speed-ups from the cache")
@@ -160,25 +191,44 @@ class SearchStage(Stage):
         order, full_ms = [], None
         if blocks:
             table_key = cache_key(arch, config.target, config.latency, loaded.input_shape)
-            table_file = self.cache / f"latency-{arch}-{config.target}-{table_key['runtime']}-{table_key['runtime_version']}.json"
+            table_file = (
+                self.cache
+                / f"latency-{arch}-{config.target}-{table_key['runtime']}-{table_key['runtime_version']}.json"
+            )
             table, _ = load_or_measure(table_file, model, loaded.preprocess, blocks, config.latency, table_key)
-            view = TeacherView(freeze(copy.deepcopy(model).to(self.device)), loaded.preprocess, loaded.num_classes, self.device)
-            probe = RecoverabilityProbe(view.model, self._train_images(), loaded.input_shape, config.recoverability,
-                                        config.seed)
+            view = TeacherView(
+                freeze(copy.deepcopy(model).to(self.device)), loaded.preprocess, loaded.num_classes, self.device
+            )
+            probe = RecoverabilityProbe(
+                view.model, self._train_images(), loaded.input_shape, config.recoverability, config.seed
+            )
             log(f"search: {base}: PRACTISE drop order ({len(blocks)} blocks, adapter-only probes)")
             order = practise_order(table, probe)
         fp32 = self._fp32_onnx(base, ())
         variants = {precision: self._precision_onnx(base, (), precision, fp32) for precision in config.precisions}
-        timed = time_onnx_models(variants, config.latency, example_input(config.latency, self.preprocess),
-                                 config.speedup_rounds, label=f"search: {base} at each precision")
+        timed = time_onnx_models(
+            variants,
+            config.latency,
+            example_input(config.latency, self.preprocess),
+            config.speedup_rounds,
+            label=f"search: {base} at each precision",
+        )
         full_ms = timed["fp32"]["median_ms"]
         speedups = {precision: full_ms / entry["median_ms"] for precision, entry in timed.items()}
         int8_report = variants.get("int8", fp32).with_suffix(".int8.json")
         int8_format = json.loads(int8_report.read_text())["format"] if int8_report.is_file() else None
-        log(f"search: {base}: full model {full_ms:.3f} ms; speed-up " +
-            ", ".join(f"{p} {s:.2f}x" for p, s in speedups.items()))
-        facts = {"arch": arch, "full_ms": full_ms, "order": order, "speedups": speedups, "int8_format": int8_format,
-                 "measured_on": timed["fp32"].get("measured_on")}
+        log(
+            f"search: {base}: full model {full_ms:.3f} ms; speed-up "
+            + ", ".join(f"{p} {s:.2f}x" for p, s in speedups.items())
+        )
+        facts = {
+            "arch": arch,
+            "full_ms": full_ms,
+            "order": order,
+            "speedups": speedups,
+            "int8_format": int8_format,
+            "measured_on": timed["fp32"].get("measured_on"),
+        }
         atomic_write_json(cache_file, facts)
         return facts
 
@@ -186,98 +236,27 @@ class SearchStage(Stage):
         view_input = TeacherView(None, self.preprocess, self.num_classes, self.device).from_uint8
         return NormalisedImages(self.train_pixels, view_input, self.device)
 
-    # --- building one candidate (each piece cached by content) ----------------------------------------
-    def _key(self, base: str, dropped: tuple[str, ...], *extra) -> str:
-        config = self.config
-        return sha256_json({"model": sha256_file(self.bases[base][0]), "dropped": list(dropped), "pool": self.pool_hash,
-                            "recovery": config.recovery.to_dict() if dropped else None,
-                            "recoverability": config.recoverability.to_dict() if dropped else None,
-                            "held_out": config.held_out, "seed": config.seed, "extra": extra})[:16]
-
-    def _checkpoint(self, candidate: Candidate) -> Path:
-        """The fp32 PyTorch model: the base itself, or the base without the blocks, fine-tuned and fused."""
-        base, dropped = candidate.base, candidate.dropped
-        if not dropped:
-            return self.bases[base][0]
-        path = self.cache / "search" / f"{base}-drop{len(dropped)}-{self._key(base, dropped)}.pt"
-        if path.is_file():
-            return path
-        loaded = self.bases[base][1]
-        config = self.config
-        feature_teacher = freeze(copy.deepcopy(loaded.model).to(self.device))
-        student = adapted_without(feature_teacher, list(dropped), loaded.input_shape)
-        with tempfile.TemporaryDirectory(prefix="edge-pipeline-search-") as scratch:
-            recovery_finetune(student, feature_teacher, self._train_images(), config.recovery, Path(scratch), config.seed,
-                              label=f"search: fine-tune {base} without {len(dropped)} block(s)")
-        fused, _ = fold_adapters_checked(student.cpu().eval(), torch.from_numpy(self.held_images[:64]))
-        save_checkpoint(path, fused, arch=loaded.arch or "unknown", preprocess=loaded.preprocess,
-                        num_classes=loaded.num_classes,
-                        metadata={"dropped_blocks": list(dropped), "searched_from": base, "data_free": True})
-        return path
-
-    def _fp32_onnx(self, base: str, dropped: tuple[str, ...]) -> Path:
-        path = self.cache / "search" / f"{base}-drop{len(dropped)}-{self._key(base, dropped)}-fp32.onnx"
-        if not path.is_file():
-            from pipeline.models.load import load_model
-
-            checkpoint = self._checkpoint(Candidate(base, dropped, "fp32")) if dropped else self.bases[base][0]
-            loaded = load_model(checkpoint) if dropped else self.bases[base][1]
-            with tempfile.TemporaryDirectory(prefix="edge-pipeline-search-") as scratch:
-                export_onnx(freeze(loaded.model).cpu(), loaded.preprocess, Path(scratch) / "model.onnx")
-                shutil.move(Path(scratch) / "model.onnx", path)  # into place only once complete
-        return path
-
-    def _precision_onnx(self, base: str, dropped: tuple[str, ...], precision: str, fp32: Path,
-                        int8_format: str | None = None) -> Path:
-        if precision == "fp32":
-            return fp32
-        path = fp32.with_name(fp32.name.replace("-fp32.onnx", f"-{precision}-c{self.config.calib_images}.onnx"))
-        if path.is_file():
-            return path
-        with tempfile.TemporaryDirectory(prefix="edge-pipeline-search-") as scratch:
-            scratch = Path(scratch)
-            if precision == "fp16":
-                from pipeline.quantize.fp16 import convert_fp16
-
-                convert_fp16(fp32, scratch / "model.onnx")
-            else:
-                details = self._int8(fp32, scratch, int8_format)
-                atomic_write_json(path.with_suffix(".int8.json"), {"format": details["format"]["name"]})
-            shutil.move(scratch / "model.onnx", path)
-        return path
-
-    def _int8(self, fp32: Path, scratch: Path, format_name: str | None) -> dict:
-        """The quantize stage's own INT8 technique (same formats, calibration and checks), so the handed-on model is
-        the one that was searched; `format_name` (the winner on the full model) skips timing the formats again."""
-        from pipeline.quantize.calibration import load_calibration_images
-        from pipeline.quantize.int8 import Int8Settings
-        from pipeline.quantize.int8_model import quantize_model_int8
-
-        images = load_calibration_images("synthetic", self.preprocess, transfer_set=self.transfer_set_path,
-                                         count=self.config.calib_images, seed=self.config.seed)
-        return quantize_model_int8(fp32, scratch / "model.onnx", images, self.preprocess, scratch,
-                                   runtime=self._deployed_runtime(), settings=Int8Settings(),
-                                   latency=replace_rounds(self.config.latency), format_name=format_name)
-
-    def _deployed_runtime(self) -> str:
-        return "tensorrt" if self.config.latency.proxy_for == "tensorrt" else self.config.latency.runtime
-
     def _evaluate(self, candidate: Candidate, facts: dict) -> dict:
         """Build the candidate and estimate its accuracy without labels (cached)."""
         fp32 = self._fp32_onnx(candidate.base, candidate.dropped)
-        onnx_path = self._precision_onnx(candidate.base, candidate.dropped, candidate.precision, fp32,
-                                         facts[candidate.base].get("int8_format"))
+        onnx_path = self._precision_onnx(
+            candidate.base, candidate.dropped, candidate.precision, fp32, facts[candidate.base].get("int8_format")
+        )
         cache_file = onnx_path.with_suffix(".estimate.json")
         if cache_file.is_file():
             record = json.loads(cache_file.read_text())
         else:
             # a TensorRT-bound INT8 candidate is judged as TensorRT computes it, not by this CPU's kernels
-            predicted = logits(onnx_path, self.held_images,
-                               as_written=judged_as_written(self._deployed_runtime(), candidate.precision))
+            predicted = logits(
+                onnx_path, self.held_images, as_written=judged_as_written(self._deployed_runtime(), candidate.precision)
+            )
             drop = expected_accuracy_drop(self.teacher_logits, predicted)
-            record = {"expected_loss_vs_teacher": drop,
-                      "agreement": float((predicted.argmax(1) == self.teacher_logits.argmax(1)).mean()),
-                      "held_out_images": int(len(self.held_images)), "onnx_bytes": onnx_path.stat().st_size}
+            record = {
+                "expected_loss_vs_teacher": drop,
+                "agreement": float((predicted.argmax(1) == self.teacher_logits.argmax(1)).mean()),
+                "held_out_images": int(len(self.held_images)),
+                "onnx_bytes": onnx_path.stat().st_size,
+            }
             atomic_write_json(cache_file, record)
         return {**candidate.to_dict(), **record, "onnx": str(onnx_path), "candidate": candidate}
 
@@ -290,9 +269,13 @@ class SearchStage(Stage):
         config = self.config
         paths = {name: Path(r["onnx"]) for name, r in records.items()}
         for attempt in range(1, MEASURE_ATTEMPTS + 1):
-            timed = time_onnx_models({"__teacher__": self.teacher_onnx, **paths}, config.latency,
-                                     example_input(config.latency, self.preprocess), config.latency.rounds,
-                                     label=f"search: timing {len(paths)} candidate(s) with the teacher")
+            timed = time_onnx_models(
+                {"__teacher__": self.teacher_onnx, **paths},
+                config.latency,
+                example_input(config.latency, self.preprocess),
+                config.latency.rounds,
+                label=f"search: timing {len(paths)} candidate(s) with the teacher",
+            )
             teacher_rounds = np.asarray(timed["__teacher__"]["round_medians_ms"])
             paired = {name: paired_ratio(timed[name]["round_medians_ms"], teacher_rounds) for name in records}
             spread = max(ratio.spread for ratio in paired.values())
@@ -300,19 +283,34 @@ class SearchStage(Stage):
                 break
             # the gate's rule: per-round ratios this scattered mean the machine was too busy to compare (a burst on
             # the teacher's rounds once made a 97 % reduction look met); measure the session again
-            log(f"[yellow]search: the per-round ratios vary by {100 * spread:.0f} % (CV): the machine was too busy; "
-                f"{'measuring again' if attempt < MEASURE_ATTEMPTS else 'keeping this session'}[/yellow]")
+            log(
+                f"[yellow]search: the per-round ratios vary by {100 * spread:.0f} % (CV): the machine was too busy; "
+                f"{'measuring again' if attempt < MEASURE_ATTEMPTS else 'keeping this session'}[/yellow]"
+            )
         teacher_ms = timed["__teacher__"]["median_ms"]
         log_file = self.cache / "search" / "latency-sessions.jsonl"  # every measurement, for the record
         with open(log_file, "a") as handle:
-            handle.write(json.dumps({"teacher_ms": teacher_ms, "settings": config.latency.to_dict(),
-                                     "models": {Path(r["onnx"]).name: timed[n]["median_ms"] for n, r in records.items()}}) + "\n")
+            handle.write(
+                json.dumps(
+                    {
+                        "teacher_ms": teacher_ms,
+                        "settings": config.latency.to_dict(),
+                        "models": {Path(r["onnx"]).name: timed[n]["median_ms"] for n, r in records.items()},
+                    }
+                )
+                + "\n"
+            )
         for name, record in records.items():
             ratio = paired[name].ratio
-            record.update(latency_ms=timed[name]["median_ms"], latency_cv=timed[name]["cv"], teacher_ms_same_session=teacher_ms,
-                          ratio_to_teacher=ratio, ratio_interval=[paired[name].low, paired[name].high],
-                          reduction_vs_teacher=1 - ratio,
-                          measured_on=timed[name].get("measured_on"))
+            record.update(
+                latency_ms=timed[name]["median_ms"],
+                latency_cv=timed[name]["cv"],
+                teacher_ms_same_session=teacher_ms,
+                ratio_to_teacher=ratio,
+                ratio_interval=[paired[name].low, paired[name].high],
+                reduction_vs_teacher=1 - ratio,
+                measured_on=timed[name].get("measured_on"),
+            )
             allowed = (1 - budget.reduction) if budget.reduction is not None else limit_ms / teacher_ms
             record["meets_budget"] = ratio <= allowed * (1 - config.margin)
 
@@ -327,7 +325,9 @@ class SearchStage(Stage):
 
         data = load_eval_dataset(self.config.eval, self.preprocess, self.config.eval_limit)
         for record in records.values():
-            cache_file = Path(record["onnx"]).with_suffix(f".accuracy-{sha256_json([self.config.eval, self.config.eval_limit])[:8]}.json")
+            cache_file = Path(record["onnx"]).with_suffix(
+                f".accuracy-{sha256_json([self.config.eval, self.config.eval_limit])[:8]}.json"
+            )
             if cache_file.is_file():
                 record["accuracy"] = json.loads(cache_file.read_text())["accuracy"]
                 continue
@@ -341,23 +341,22 @@ class SearchStage(Stage):
             correlation = float(np.corrcoef(estimates, accuracies)[0, 1])
             for record in records.values():
                 record["calibrated_accuracy"] = float(intercept + slope * (1 - record["expected_loss_vs_teacher"]))
-                record["calibration"] = {"slope": float(slope), "intercept": float(intercept), "correlation": correlation}
+                record["calibration"] = {
+                    "slope": float(slope),
+                    "intercept": float(intercept),
+                    "correlation": correlation,
+                }
 
     def _choose(self, records: dict, limit_ms: float, budget: LatencyBudget) -> dict:
         meeting = [r for r in records.values() if r["meets_budget"]]
         if not meeting:
             fastest = min(records.values(), key=lambda r: r["latency_ms"])
-            raise PipelineError(f"nothing meets {budget.describe()} ({limit_ms:.3f} ms): the fastest model found, "
-                                f"{fastest['candidate'].describe()}, measured {fastest['latency_ms']:.3f} ms")
+            raise PipelineError(
+                f"nothing meets {budget.describe()} ({limit_ms:.3f} ms): the fastest model found, "
+                f"{fastest['candidate'].describe()}, measured {fastest['latency_ms']:.3f} ms"
+            )
         # most accurate by the label-free estimate; among equals, the faster
         return min(meeting, key=lambda r: (round(r["expected_loss_vs_teacher"], 4), r["latency_ms"]))
-
-
-def replace_rounds(latency: LatencySettings) -> LatencySettings:
-    """INT8 format timing inside the search: a few short rounds are enough to rank formats."""
-    from dataclasses import replace
-
-    return replace(latency, rounds=min(latency.rounds, 10))
 
 
 def predicted_rows(facts: dict, precisions, limit_ms: float, records: dict) -> list[dict]:
@@ -369,11 +368,22 @@ def predicted_rows(facts: dict, precisions, limit_ms: float, records: dict) -> l
             for count in range(len(blocks) + 1):
                 candidate = Candidate(base, tuple(blocks[:count]), precision)
                 record = records.get(candidate.name, {})
-                rows.append({"candidate": candidate.name, "base": base, "dropped": " ".join(candidate.dropped),
-                             "blocks_dropped": count, "precision": precision,
-                             "predicted_ms": predicted_ms(info["full_ms"], info["order"], count, info["speedups"][precision]),
-                             "shortlisted": bool(record), "measured_ms": record.get("latency_ms"),
-                             "estimated_accuracy_vs_teacher": (1 - record["expected_loss_vs_teacher"]) if record else None,
-                             "agreement": record.get("agreement"), "accuracy": record.get("accuracy"),
-                             "meets_budget": record.get("meets_budget")})
+                rows.append(
+                    {
+                        "candidate": candidate.name,
+                        "base": base,
+                        "dropped": " ".join(candidate.dropped),
+                        "blocks_dropped": count,
+                        "precision": precision,
+                        "predicted_ms": predicted_ms(
+                            info["full_ms"], info["order"], count, info["speedups"][precision]
+                        ),
+                        "shortlisted": bool(record),
+                        "measured_ms": record.get("latency_ms"),
+                        "estimated_accuracy_vs_teacher": (1 - record["expected_loss_vs_teacher"]) if record else None,
+                        "agreement": record.get("agreement"),
+                        "accuracy": record.get("accuracy"),
+                        "meets_budget": record.get("meets_budget"),
+                    }
+                )
     return rows

@@ -20,6 +20,7 @@ from pipeline.preprocess import Preprocess
 @dataclass
 class TeacherView:
     """What a synthesizer may know about the teacher: the frozen model and its input contract."""
+
     model: nn.Module
     preprocess: Preprocess
     num_classes: int
@@ -113,6 +114,7 @@ def register_synthesizer(name: str, description: str):
         cls.name = name
         SYNTHESIZERS[name] = (cls, description)
         return cls
+
     return decorate
 
 
@@ -127,12 +129,15 @@ def resolve_options(name: str, preset: str | None = None, overrides: dict | None
     options = dict(cls.defaults)
     if preset:
         if preset not in cls.presets:
-            raise PipelineError(f"synthesizer {name!r} has no preset {preset!r}"
-                                f" (presets: {', '.join(cls.presets) or 'none'})")
+            raise PipelineError(
+                f"synthesizer {name!r} has no preset {preset!r} (presets: {', '.join(cls.presets) or 'none'})"
+            )
         options.update(cls.presets[preset])
     for key, value in (overrides or {}).items():
         if key not in cls.defaults:
-            raise PipelineError(f"synthesizer {name!r} has no option {key!r} (options: {', '.join(sorted(cls.defaults))})")
+            raise PipelineError(
+                f"synthesizer {name!r} has no option {key!r} (options: {', '.join(sorted(cls.defaults))})"
+            )
         options[key] = type(cls.defaults[key])(value) if cls.defaults[key] is not None else value
     return options
 

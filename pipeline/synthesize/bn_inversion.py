@@ -27,20 +27,39 @@ from pipeline.synthesize.losses import (
 )
 
 
-@register_synthesizer("bn-inversion", "BatchNorm-statistics inversion (DeepInversion / Fast-Datafree), generator or direct")
+@register_synthesizer(
+    "bn-inversion", "BatchNorm-statistics inversion (DeepInversion / Fast-Datafree), generator or direct"
+)
 class BnInversionSynthesizer(Synthesizer):
     uses_student = True
-    defaults = {"mode": "generator", "conditional": False, "batch_size": 128, "inner_steps": 1, "latent_dim": 256, "width": 32,
-                "lr": 4e-3, "lr_latent": 0.01, "lr_direct": 0.1, "w_bn": 10.0, "w_ce": 0.4, "w_adv": 1.1,
-                "w_tv": 0.0, "jitter": 2}
-    presets = {"fast": {}, "deepinversion": {"mode": "direct", "inner_steps": 200, "w_bn": 1.0, "w_ce": 1.0,
-                                             "w_adv": 0.0, "w_tv": 1e-3}}
+    defaults = {
+        "mode": "generator",
+        "conditional": False,
+        "batch_size": 128,
+        "inner_steps": 1,
+        "latent_dim": 256,
+        "width": 32,
+        "lr": 4e-3,
+        "lr_latent": 0.01,
+        "lr_direct": 0.1,
+        "w_bn": 10.0,
+        "w_ce": 0.4,
+        "w_adv": 1.1,
+        "w_tv": 0.0,
+        "jitter": 2,
+    }
+    presets = {
+        "fast": {},
+        "deepinversion": {"mode": "direct", "inner_steps": 200, "w_bn": 1.0, "w_ce": 1.0, "w_adv": 0.0, "w_tv": 1e-3},
+    }
 
     def __init__(self, teacher: TeacherView, options: dict, seed: int):
         super().__init__(teacher, options, seed)
         self.bn_stats = BatchNormStatistics(teacher.model)
         if not self.bn_stats.layers:
-            raise PipelineError("bn-inversion needs a teacher with BatchNorm layers; use --synthesizer dafl or soft-target")
+            raise PipelineError(
+                "bn-inversion needs a teacher with BatchNorm layers; use --synthesizer dafl or soft-target"
+            )
         if options["mode"] not in ("generator", "direct"):
             raise PipelineError(f"bn-inversion mode must be 'generator' or 'direct', not {options['mode']!r}")
         torch.manual_seed(seed)
@@ -48,13 +67,16 @@ class BnInversionSynthesizer(Synthesizer):
         pre = teacher.preprocess
         self.generator = None
         if options["mode"] == "generator":
-            self.generator = Generator(size, channels, options["latent_dim"], options["width"], output="pixels",
-                                       mean=pre.mean, std=pre.std).to(teacher.device)
+            self.generator = Generator(
+                size, channels, options["latent_dim"], options["width"], output="pixels", mean=pre.mean, std=pre.std
+            ).to(teacher.device)
             # conditional: a learned per-class offset of the latent, so the generator can honour the CE target
             self.label_embedding = nn.Embedding(teacher.num_classes, options["latent_dim"]).to(teacher.device)
             nn.init.normal_(self.label_embedding.weight, std=1.0 if options["conditional"] else 0.0)
             self.label_embedding.weight.requires_grad_(bool(options["conditional"]))
-            parameters = list(self.generator.parameters()) + ([self.label_embedding.weight] if options["conditional"] else [])
+            parameters = list(self.generator.parameters()) + (
+                [self.label_embedding.weight] if options["conditional"] else []
+            )
             self.generator_optimizer = torch.optim.Adam(parameters, lr=options["lr"], betas=(0.5, 0.999))
         self.batch: dict | None = None  # the batch being optimised: latents or pixels, targets, optimiser
         self.last_terms: dict[str, float] = {}
@@ -123,8 +145,11 @@ class BnInversionSynthesizer(Synthesizer):
     def state_dict(self) -> dict:
         state = super().state_dict()
         if self.generator is not None:
-            state.update(generator=self.generator.state_dict(), optimizer=self.generator_optimizer.state_dict(),
-                         label_embedding=self.label_embedding.state_dict())
+            state.update(
+                generator=self.generator.state_dict(),
+                optimizer=self.generator_optimizer.state_dict(),
+                label_embedding=self.label_embedding.state_dict(),
+            )
         return state
 
     def load_state_dict(self, state: dict) -> None:

@@ -25,8 +25,16 @@ from pipeline.synthesize.losses import (
 @register_synthesizer("dafl", "DAFL generator: one-hot + activation + entropy losses (presets: fast, paper)")
 class DaflSynthesizer(Synthesizer):
     uses_student = True  # only when `adversarial` > 0
-    defaults = {"batch_size": 128, "latent_dim": 100, "width": 64, "lr": 1e-3, "alpha_activation": 0.1,
-                "beta_entropy": 5.0, "gamma_bn": 1.0, "adversarial": 0.0}
+    defaults = {
+        "batch_size": 128,
+        "latent_dim": 100,
+        "width": 64,
+        "lr": 1e-3,
+        "alpha_activation": 0.1,
+        "beta_entropy": 5.0,
+        "gamma_bn": 1.0,
+        "adversarial": 0.0,
+    }
     presets = {"fast": {}, "paper": {"batch_size": 512, "width": 128, "lr": 0.2, "gamma_bn": 0.0}}
 
     def __init__(self, teacher: TeacherView, options: dict, seed: int):
@@ -69,7 +77,11 @@ class DaflSynthesizer(Synthesizer):
         return images.detach()
 
     def state_dict(self) -> dict:
-        return {**super().state_dict(), "generator": self.generator.state_dict(), "optimizer": self.optimizer.state_dict()}
+        return {
+            **super().state_dict(),
+            "generator": self.generator.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+        }
 
     def load_state_dict(self, state: dict) -> None:
         super().load_state_dict(state)

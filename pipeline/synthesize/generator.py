@@ -12,28 +12,40 @@ import torch.nn as nn
 def upsampling_steps(image_size: int) -> int:
     """Two steps for 28/32 px as in the paper; more for large inputs so the first feature map stays <= 8 px."""
     steps = 2
-    while image_size // (2 ** steps) > 8 and image_size % (2 ** (steps + 1)) == 0:
+    while image_size // (2**steps) > 8 and image_size % (2 ** (steps + 1)) == 0:
         steps += 1
-    if image_size % (2 ** steps):
-        raise ValueError(f"image size {image_size} is not divisible by {2 ** steps}")
+    if image_size % (2**steps):
+        raise ValueError(f"image size {image_size} is not divisible by {2**steps}")
     return steps
 
 
 class Generator(nn.Module):
-    def __init__(self, image_size: int, channels: int, latent_dim: int = 100, width: int = 128, output: str = "bn",
-                 mean: tuple[float, ...] = (0.0,), std: tuple[float, ...] = (1.0,)):
+    def __init__(
+        self,
+        image_size: int,
+        channels: int,
+        latent_dim: int = 100,
+        width: int = 128,
+        output: str = "bn",
+        mean: tuple[float, ...] = (0.0,),
+        std: tuple[float, ...] = (1.0,),
+    ):
         super().__init__()
         self.latent_dim, self.image_size, self.channels, self.output = latent_dim, image_size, channels, output
         steps = upsampling_steps(image_size)
-        self.init_size = image_size // (2 ** steps)
+        self.init_size = image_size // (2**steps)
         self.width = width
-        self.project = nn.Sequential(nn.Linear(latent_dim, width * self.init_size ** 2))
+        self.project = nn.Sequential(nn.Linear(latent_dim, width * self.init_size**2))
         layers: list[nn.Module] = [nn.BatchNorm2d(width)]
         in_width = width
         for step in range(steps):
             out_width = width if step == 0 else width // 2
-            layers += [nn.Upsample(scale_factor=2), nn.Conv2d(in_width, out_width, 3, 1, 1),
-                       nn.BatchNorm2d(out_width, eps=0.8), nn.LeakyReLU(0.2, inplace=True)]
+            layers += [
+                nn.Upsample(scale_factor=2),
+                nn.Conv2d(in_width, out_width, 3, 1, 1),
+                nn.BatchNorm2d(out_width, eps=0.8),
+                nn.LeakyReLU(0.2, inplace=True),
+            ]
             in_width = out_width
         layers.append(nn.Conv2d(in_width, channels, 3, 1, 1))
         if output == "bn":
@@ -54,11 +66,24 @@ class Generator(nn.Module):
         return self(torch.randn(n, self.latent_dim, generator=generator).to(self.mean.device))
 
     def hyperparameters(self) -> dict:
-        return {"image_size": self.image_size, "channels": self.channels, "latent_dim": self.latent_dim,
-                "width": self.width, "output": self.output, "mean": self.mean.flatten().tolist(),
-                "std": self.std.flatten().tolist()}
+        return {
+            "image_size": self.image_size,
+            "channels": self.channels,
+            "latent_dim": self.latent_dim,
+            "width": self.width,
+            "output": self.output,
+            "mean": self.mean.flatten().tolist(),
+            "std": self.std.flatten().tolist(),
+        }
 
 
 def generator_from_hyperparameters(hp: dict) -> Generator:
-    return Generator(hp["image_size"], hp["channels"], latent_dim=hp["latent_dim"], width=hp["width"],
-                     output=hp.get("output", "bn"), mean=tuple(hp.get("mean", (0.0,))), std=tuple(hp.get("std", (1.0,))))
+    return Generator(
+        hp["image_size"],
+        hp["channels"],
+        latent_dim=hp["latent_dim"],
+        width=hp["width"],
+        output=hp.get("output", "bn"),
+        mean=tuple(hp.get("mean", (0.0,))),
+        std=tuple(hp.get("std", (1.0,))),
+    )

@@ -46,8 +46,11 @@ class BatchNormStatistics:
     def __init__(self, model: nn.Module):
         self._terms: list[torch.Tensor] = []
         self._recording = False  # only forwards inside `recording()` count (the teacher is also used elsewhere)
-        self._handles = [m.register_forward_hook(self._hook) for m in model.modules()
-                         if isinstance(m, nn.BatchNorm2d) and m.running_mean is not None]
+        self._handles = [
+            m.register_forward_hook(self._hook)
+            for m in model.modules()
+            if isinstance(m, nn.BatchNorm2d) and m.running_mean is not None
+        ]
 
     @property
     def layers(self) -> int:
@@ -99,7 +102,9 @@ def information_entropy_loss(logits: torch.Tensor) -> torch.Tensor:
 def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
     """KL(softmax(t/T) || softmax(s/T)) * T^2 (Hinton et al. 2015)."""
     t = temperature
-    return F.kl_div(F.log_softmax(student_logits / t, 1), F.softmax(teacher_logits / t, 1), reduction="batchmean") * t * t
+    return (
+        F.kl_div(F.log_softmax(student_logits / t, 1), F.softmax(teacher_logits / t, 1), reduction="batchmean") * t * t
+    )
 
 
 def first_conv(model: nn.Module) -> nn.Conv2d | None:
@@ -148,4 +153,6 @@ def student_as_critic(student: nn.Module):
 
 def total_variation(images: torch.Tensor) -> torch.Tensor:
     """Image prior of DeepInversion: mean absolute difference of neighbouring pixels."""
-    return (images[..., 1:, :] - images[..., :-1, :]).abs().mean() + (images[..., :, 1:] - images[..., :, :-1]).abs().mean()
+    return (images[..., 1:, :] - images[..., :-1, :]).abs().mean() + (
+        images[..., :, 1:] - images[..., :, :-1]
+    ).abs().mean()

@@ -31,18 +31,28 @@ def nearest_psd(matrix: torch.Tensor, floor: float = 1e-4) -> torch.Tensor:
 
 @register_synthesizer("soft-target", "Wang 2021: noise images optimised to MVN-sampled soft targets (no generator)")
 class SoftTargetSynthesizer(Synthesizer):
-    defaults = {"batch_size": 128, "inner_steps": 50, "lr": 0.1, "sigma": 1.0, "tau": 4.0, "logit_scale": 8.0,
-                "w_activation": 0.05}
+    defaults = {
+        "batch_size": 128,
+        "inner_steps": 50,
+        "lr": 0.1,
+        "sigma": 1.0,
+        "tau": 4.0,
+        "logit_scale": 8.0,
+        "w_activation": 0.05,
+    }
 
     def __init__(self, teacher: TeacherView, options: dict, seed: int):
         super().__init__(teacher, options, seed)
         classifier = last_linear(teacher.model)
         if classifier is None:
-            raise PipelineError("soft-target needs the teacher's final Linear layer (a module teacher, not a "
-                                "TorchScript/exported graph); use --synthesizer dafl")
+            raise PipelineError(
+                "soft-target needs the teacher's final Linear layer (a module teacher, not a "
+                "TorchScript/exported graph); use --synthesizer dafl"
+            )
         covariance = options["sigma"] * nearest_psd(class_similarity(classifier.weight.cpu()))
-        self.logit_distribution = torch.distributions.MultivariateNormal(torch.zeros(teacher.num_classes),
-                                                                         covariance_matrix=covariance)
+        self.logit_distribution = torch.distributions.MultivariateNormal(
+            torch.zeros(teacher.num_classes), covariance_matrix=covariance
+        )
         self.first_conv = OutputTap(first_conv(teacher.model))
         self.batch: dict | None = None
         self.last_terms: dict[str, float] = {}
@@ -51,7 +61,7 @@ class SoftTargetSynthesizer(Synthesizer):
         o, (c, h, w) = self.options, self.teacher.input_shape
         classes = self.randint(self.teacher.num_classes, o["batch_size"]).cpu()
         torch_state = torch.get_rng_state()  # MultivariateNormal samples from the global RNG: seed it from ours
-        torch.manual_seed(int(torch.randint(2 ** 31, (1,), generator=self.rng)))
+        torch.manual_seed(int(torch.randint(2**31, (1,), generator=self.rng)))
         noise = self.logit_distribution.sample((o["batch_size"],))
         torch.set_rng_state(torch_state)
         logits = o["logit_scale"] * F.one_hot(classes, self.teacher.num_classes).float() + noise

@@ -54,10 +54,12 @@ def merge_rank_pools(pool: TransferSet) -> TransferSet:
     parts = distributed.gather_objects((pool.pixels, pool.logits, pool.sources, pool.added))
     merged = TransferSet(pool.shape, pool.num_classes, pool.capacity)
     for pixels, logits, sources, _ in parts:
-        merged.pixels, merged.logits, merged.sources = (torch.cat([a, b]) for a, b in
-                                                        zip((merged.pixels, merged.logits, merged.sources),
-                                                            (pixels, logits, sources)))
-    merged.pixels, merged.logits, merged.sources = (t[:pool.capacity] for t in (merged.pixels, merged.logits, merged.sources))
+        merged.pixels, merged.logits, merged.sources = (
+            torch.cat([a, b]) for a, b in zip((merged.pixels, merged.logits, merged.sources), (pixels, logits, sources))
+        )
+    merged.pixels, merged.logits, merged.sources = (
+        t[: pool.capacity] for t in (merged.pixels, merged.logits, merged.sources)
+    )
     merged.added = sum(part[3] for part in parts)
     return merged
 
@@ -79,8 +81,15 @@ class SynthesizeStage(Stage):
         view = teacher_view(config.teacher, self.teacher_path, config.device)
         synthesizer = create_synthesizer(config.method, view, config.options, rank_seed(config.seed))
         pool = TransferSet(view.input_shape, view.num_classes, config.capacity or default_capacity(view.input_shape))
-        engine = DataFreeLoop(view, synthesizer, pool, None, StudentTraining(), rank_seed(config.seed),
-                              mix=mix_synthesizer(view, config.mix, rank_seed(config.seed)))
+        engine = DataFreeLoop(
+            view,
+            synthesizer,
+            pool,
+            None,
+            StudentTraining(),
+            rank_seed(config.seed),
+            mix=mix_synthesizer(view, config.mix, rank_seed(config.seed)),
+        )
         loop = ResumableLoop(workdir, config.seconds, engine.states(), config.steps)
         cost = {}
         if config.method == "images":  # nothing to optimise: the folder's images are the transfer set
@@ -95,11 +104,21 @@ class SynthesizeStage(Stage):
         save_preview(workdir / "samples.png", pool.pixels[:64])
         loop.finish()
         balance = teacher_class_balance(pool.logits, view.num_classes)
-        log(f"synthesize: {loop.step} steps, {len(pool)} images, teacher confidence {balance.get('mean_confidence')}, "
-            f"class entropy {balance.get('class_entropy')} of {balance.get('max_entropy')}")
+        log(
+            f"synthesize: {loop.step} steps, {len(pool)} images, teacher confidence {balance.get('mean_confidence')}, "
+            f"class entropy {balance.get('class_entropy')} of {balance.get('max_entropy')}"
+        )
         return StageOutput(
             artifacts={"transfer_set": "transfer_set.pt", "synthesizer": "synthesizer.pt", "preview": "samples.png"},
-            metrics={"method": config.method, "steps": loop.step, "device": str(view.device),
-                     "world_size": distributed.world_size(), "transfer_set": pool.summary(),
-                     "final_loss_terms": getattr(synthesizer, "last_terms", {}), "resumed": loop.resumed, "cost": cost, **balance},
+            metrics={
+                "method": config.method,
+                "steps": loop.step,
+                "device": str(view.device),
+                "world_size": distributed.world_size(),
+                "transfer_set": pool.summary(),
+                "final_loss_terms": getattr(synthesizer, "last_terms", {}),
+                "resumed": loop.resumed,
+                "cost": cost,
+                **balance,
+            },
         )

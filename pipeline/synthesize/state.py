@@ -12,8 +12,16 @@ SYNTHESIZER_FORMAT = "edge-pipeline/synthesizer-v1"
 
 
 def save_synthesizer(path: Path, synthesizer: Synthesizer, seed: int) -> None:
-    atomic_torch_save({"format": SYNTHESIZER_FORMAT, "method": synthesizer.name, "options": synthesizer.options,
-                       "seed": seed, "state": synthesizer.state_dict()}, path)
+    atomic_torch_save(
+        {
+            "format": SYNTHESIZER_FORMAT,
+            "method": synthesizer.name,
+            "options": synthesizer.options,
+            "seed": seed,
+            "state": synthesizer.state_dict(),
+        },
+        path,
+    )
 
 
 def load_synthesizer(path: Path, teacher: TeacherView, seed: int | None = None) -> Synthesizer:

@@ -27,7 +27,9 @@ class TransferSet:
     def __len__(self) -> int:
         return len(self.pixels)
 
-    def add(self, pixels: torch.Tensor, logits: torch.Tensor, real: bool = False, rng: torch.Generator | None = None) -> None:
+    def add(
+        self, pixels: torch.Tensor, logits: torch.Tensor, real: bool = False, rng: torch.Generator | None = None
+    ) -> None:
         """pixels: uint8 [B, C, H, W]; logits: the teacher's on exactly these pixels."""
         pixels, logits = pixels.cpu(), logits.detach().cpu().to(torch.float16)
         sources = torch.full((len(pixels),), int(real), dtype=torch.uint8)
@@ -40,7 +42,7 @@ class TransferSet:
             self.sources = torch.cat([self.sources, sources[:take]])
             pixels, logits, sources = pixels[take:], logits[take:], sources[take:]
         if len(pixels):
-            slots = torch.randperm(len(self), generator=rng)[:len(pixels)]
+            slots = torch.randperm(len(self), generator=rng)[: len(pixels)]
             self.pixels[slots], self.logits[slots], self.sources[slots] = pixels, logits, sources
 
     def batch(self, size: int, rng: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -48,9 +50,16 @@ class TransferSet:
         return self.pixels[index], self.logits[index].float()
 
     def state_dict(self) -> dict:
-        return {"format": TRANSFER_SET_FORMAT, "shape": list(self.shape), "num_classes": self.num_classes,
-                "capacity": self.capacity, "pixels": self.pixels, "logits": self.logits, "sources": self.sources,
-                "added": self.added}
+        return {
+            "format": TRANSFER_SET_FORMAT,
+            "shape": list(self.shape),
+            "num_classes": self.num_classes,
+            "capacity": self.capacity,
+            "pixels": self.pixels,
+            "logits": self.logits,
+            "sources": self.sources,
+            "added": self.added,
+        }
 
     def load_state_dict(self, state: dict) -> None:
         self.pixels, self.logits, self.sources = state["pixels"], state["logits"], state["sources"]
@@ -70,17 +79,23 @@ class TransferSet:
         pool = cls(tuple(state["shape"]), state["num_classes"], capacity or state["capacity"])
         pool.load_state_dict(state)
         if len(pool) > pool.capacity:
-            pool.pixels, pool.logits, pool.sources = (t[-pool.capacity:] for t in (pool.pixels, pool.logits, pool.sources))
+            pool.pixels, pool.logits, pool.sources = (
+                t[-pool.capacity :] for t in (pool.pixels, pool.logits, pool.sources)
+            )
         return pool
 
     def summary(self) -> dict:
         counts = torch.bincount(self.logits.float().argmax(1), minlength=self.num_classes) if len(self) else None
-        return {"images": len(self), "images_added": self.added, "real_images": int(self.sources.sum()),
-                "bytes": self.pixels.numel() + 2 * self.logits.numel(),
-                "teacher_class_counts": counts.tolist() if counts is not None else []}
+        return {
+            "images": len(self),
+            "images_added": self.added,
+            "real_images": int(self.sources.sum()),
+            "bytes": self.pixels.numel() + 2 * self.logits.numel(),
+            "teacher_class_counts": counts.tolist() if counts is not None else [],
+        }
 
 
-def default_capacity(shape: tuple[int, int, int], max_bytes: int = 256 * 2 ** 20, max_images: int = 100_000) -> int:
+def default_capacity(shape: tuple[int, int, int], max_bytes: int = 256 * 2**20, max_images: int = 100_000) -> int:
     """100k images for small inputs; fewer for large ones so the pool stays ~256 MB in memory and on disk."""
     return max(256, min(max_images, max_bytes // (shape[0] * shape[1] * shape[2])))
 

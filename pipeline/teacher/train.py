@@ -38,8 +38,17 @@ def random_shift_flip(batch: torch.Tensor, generator: torch.Generator, pad: int 
     return shifted
 
 
-def train_teacher(arch: str, out: Path, *, epochs: int, seed: int = 0, batch_size: int = 128, lr: float = 0.1,
-                  weight_decay: float = 5e-4, train_images: int | None = None) -> dict:
+def train_teacher(
+    arch: str,
+    out: Path,
+    *,
+    epochs: int,
+    seed: int = 0,
+    batch_size: int = 128,
+    lr: float = 0.1,
+    weight_decay: float = 5e-4,
+    train_images: int | None = None,
+) -> dict:
     generator = seed_everything(seed)
     images, labels = fashion_mnist.load_split("train")
     images, labels = images[:train_images], labels[:train_images]  # a subset only for quick checks
@@ -48,8 +57,9 @@ def train_teacher(arch: str, out: Path, *, epochs: int, seed: int = 0, batch_siz
     model = create_model(arch, in_channels=1, num_classes=10, image_size=28)
     optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, nesterov=True, weight_decay=weight_decay)
     steps_per_epoch = len(x_train) // batch_size
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=epochs * steps_per_epoch,
-                                                    pct_start=0.15)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=lr, total_steps=epochs * steps_per_epoch, pct_start=0.15
+    )
     start = time.monotonic()
     model.train()
     with progress_bar(f"training teacher {arch}", epochs * steps_per_epoch) as bar:
@@ -57,7 +67,7 @@ def train_teacher(arch: str, out: Path, *, epochs: int, seed: int = 0, batch_siz
             order = torch.randperm(len(x_train), generator=generator)
             running = 0.0
             for step in range(steps_per_epoch):
-                index = order[step * batch_size:(step + 1) * batch_size]
+                index = order[step * batch_size : (step + 1) * batch_size]
                 batch = random_shift_flip(x_train[index], generator)
                 loss = F.cross_entropy(model(batch), y_train[index])
                 optimizer.zero_grad(set_to_none=True)
@@ -66,8 +76,10 @@ def train_teacher(arch: str, out: Path, *, epochs: int, seed: int = 0, batch_siz
                 scheduler.step()
                 running += loss.item()
                 bar.advance()
-            log(f"epoch {epoch + 1}/{epochs}: train loss {running / steps_per_epoch:.4f} "
-                f"({time.monotonic() - start:.0f} s)")
+            log(
+                f"epoch {epoch + 1}/{epochs}: train loss {running / steps_per_epoch:.4f} "
+                f"({time.monotonic() - start:.0f} s)"
+            )
     model.eval()
     test = fashion_mnist_split("test", FMNIST_PREPROCESS)
     accuracy = accuracy_torch(model, test.images, test.labels)
@@ -86,7 +98,7 @@ def train_teacher(arch: str, out: Path, *, epochs: int, seed: int = 0, batch_siz
         "torch": str(torch.__version__),  # TorchVersion is not weights_only-loadable
         "train_images": len(x_train),
         "command": f"pipeline teacher train --arch {arch} --epochs {epochs} --seed {seed}"
-                   + (f" --train-images {train_images}" if train_images else ""),
+        + (f" --train-images {train_images}" if train_images else ""),
     }
     save_checkpoint(out, model, arch=arch, preprocess=FMNIST_PREPROCESS, num_classes=10, metadata={"training": record})
     log(f"{arch}: test accuracy {accuracy:.4f} -> {out}")
