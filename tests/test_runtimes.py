@@ -184,3 +184,11 @@ def test_tensorrt_runner_matches_onnxruntime(lenet, tmp_path):
             assert np.abs(trt_runner.infer(batch) - ort_runner.infer(batch)).max() <= 1e-3
         assert trt_runner.describe()["runtime"] == "tensorrt"
         assert measure_latency(trt_runner, images[:4].numpy(), warmup=3, runs=10).runs == 10
+
+
+def test_one_rule_says_when_a_model_runs_as_written():
+    from pipeline.runtimes import judged_as_written
+
+    assert judged_as_written("tensorrt", "int8") and judged_as_written("tensorrt", "binary")
+    assert not judged_as_written("onnxruntime", "int8")  # the cpu target runs onnxruntime's own kernels
+    assert not judged_as_written("tensorrt", "fp16") and not judged_as_written("tensorrt", "fp32")

@@ -21,7 +21,7 @@ from pipeline.fileio import atomic_write_json
 from pipeline.measure import LatencySettings, example_input, make_runner, runner_for, time_onnx_models, time_runners
 from pipeline.preprocess import Preprocess
 from pipeline.progress import log
-from pipeline.runtimes import OnnxRuntimeRunner, holds_qdq
+from pipeline.runtimes import OnnxRuntimeRunner, holds_qdq, judged_as_written
 from pipeline.stage import Stage, StageOutput
 
 
@@ -144,8 +144,9 @@ class BenchStage(Stage):
 
     def _accuracy(self, runner, path: Path, dataset) -> dict:
         config = self.config
-        bound_for_tensorrt = config.runtime == "tensorrt" or config.proxy_for == "tensorrt"
-        if isinstance(runner, OnnxRuntimeRunner) and bound_for_tensorrt and holds_qdq(path):
+        deployed_on = "tensorrt" if config.proxy_for == "tensorrt" else config.runtime
+        precision = "int8" if holds_qdq(path) else "float"
+        if isinstance(runner, OnnxRuntimeRunner) and judged_as_written(deployed_on, precision):
             with OnnxRuntimeRunner(path, threads=config.threads, optimize_graph=False) as as_written:
                 return {
                     "accuracy": accuracy_with_runner(as_written, dataset.images, dataset.labels),

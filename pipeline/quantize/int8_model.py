@@ -25,7 +25,8 @@ from pipeline.quantize.int8 import (
     weighted_nodes,
 )
 from pipeline.quantize.sensitivity import repair
-from pipeline.quantize.verify import judged_as_written, logits, output_error
+from pipeline.quantize.verify import logits, output_error
+from pipeline.runtimes import judged_as_written
 
 DEFAULT_MAX_ACCURACY_DROP = 0.5  # top-1 points, estimated without labels on held-back images (verify.py)
 

@@ -35,7 +35,8 @@ from pipeline.quantize.int8 import (
 )
 from pipeline.quantize.int8_model import DEFAULT_MAX_ACCURACY_DROP, quantize_model_int8
 from pipeline.quantize.packed import save_binary_checkpoint
-from pipeline.quantize.verify import ONNXRUNTIME_KERNELS, QDQ_AS_WRITTEN, judged_as_written, logits, output_error
+from pipeline.quantize.verify import ONNXRUNTIME_KERNELS, QDQ_AS_WRITTEN, logits, output_error
+from pipeline.runtimes import judged_as_written
 from pipeline.stage import Stage, StageOutput, optional_field
 from pipeline.synthesize.transfer_set import NormalisedImages, TransferSet
 from pipeline.teacher_spec import TeacherSpec

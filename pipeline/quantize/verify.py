@@ -19,11 +19,6 @@ QDQ_AS_WRITTEN = "Q/DQ as written (onnxruntime, no graph optimisation: quantise-
 ONNXRUNTIME_KERNELS = "onnxruntime CPU integer kernels (graph optimised) on this CPU"
 
 
-def judged_as_written(runtime: str, precision: str) -> bool:
-    """A quantised model bound for TensorRT is judged by its Q/DQ graph as written, never by this CPU's kernels."""
-    return runtime == "tensorrt" and precision in ("int8", "binary")
-
-
 def logits(
     path: Path, images: np.ndarray, threads: int | None = None, batch_size: int = 256, as_written: bool = False
 ) -> np.ndarray:

@@ -9,6 +9,15 @@ from pipeline.errors import PipelineError
 from pipeline.portable.onnxruntime_loader import CPU, onnxruntime_session, provider_name
 from pipeline.runtimes.base import Runner
 
+QDQ_PRECISIONS = ("int8", "binary")  # both are QuantizeLinear/DequantizeLinear graphs (binary: +-alpha INT8 weights)
+
+
+def judged_as_written(runtime: str, precision: str) -> bool:
+    """Whether onnxruntime must run a model with its graph as written (`optimize_graph=False`) to say what the
+    target computes: a Q/DQ model bound for TensorRT, never this CPU's fused integer kernels, whose u8s8 sums
+    saturate on CPUs without VNNI. The one rule for the quantize stage, the budget search and the bench stage."""
+    return runtime == "tensorrt" and precision in QDQ_PRECISIONS
+
 
 def holds_qdq(path: Path) -> bool:
     """Whether an ONNX model carries QuantizeLinear/DequantizeLinear nodes (an INT8 or binary-weight model)."""

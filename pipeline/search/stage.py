@@ -31,7 +31,8 @@ from pipeline.measure import LatencySettings, example_input, paired_ratio, time_
 from pipeline.measure.paired import TOO_BUSY_SPREAD
 from pipeline.progress import log
 from pipeline.quantize.calibration import normalised
-from pipeline.quantize.verify import expected_accuracy_drop, judged_as_written, logits
+from pipeline.quantize.verify import expected_accuracy_drop, logits
+from pipeline.runtimes import judged_as_written
 from pipeline.search.candidate_models import CandidateModels
 from pipeline.search.report import explain, write_front
 from pipeline.search.space import Candidate, practise_order, predicted_ms, shortlist
