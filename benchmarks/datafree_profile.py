@@ -13,9 +13,9 @@ import time
 import torch
 
 from pipeline.assets import resolve_teacher
-from pipeline.distill.engine import DataFreeLoop, StudentTraining
 from pipeline.models import create_model
 from pipeline.synthesize.base import TeacherView, create_synthesizer, resolve_options
+from pipeline.synthesize.data_free_loop import DataFreeLoop, StudentTraining
 from pipeline.synthesize.transfer_set import TransferSet
 from pipeline.teacher_spec import TeacherSpec
 from pipeline.training import freeze

@@ -78,7 +78,7 @@ def test_build_help_documents_the_contract():
 def test_help_quotes_the_training_defaults_the_code_uses():
     # the CLI stays free of torch imports, so these defaults are written out in its help: keep them true
     from pipeline.cli import options as cli
-    from pipeline.distill.engine import StudentTraining
+    from pipeline.synthesize.data_free_loop import StudentTraining
 
     assert f"(default {StudentTraining.kd_steps})" in cli.KD_STEPS.help
     assert f"(default {StudentTraining.temperature:g})" in cli.TEMPERATURE.help

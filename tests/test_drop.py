@@ -147,6 +147,15 @@ def test_a_dropped_checkpoint_loads_back_with_its_structure(tmp_path):
     torch.save(state, path)
     with pytest.raises(PipelineError, match="does not match resnet20 without blocks"):
         load_model(path)
+    # models/ imports no technique: a process that never imported drop's reader says which import registers it
+    import subprocess
+    import sys
+
+    code = f"from pipeline.models.load import load_model; load_model({str(path)!r})"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert (
+        done.returncode != 0 and "no reader for it is loaded" in done.stderr and "pipeline.drop.blocks" in done.stderr
+    )
 
 
 def test_latency_table_is_measured_on_onnxruntime_and_cached(tmp_path):

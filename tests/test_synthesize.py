@@ -4,7 +4,6 @@ import pytest
 import torch
 
 from pipeline.assets import resolve_teacher
-from pipeline.distill.engine import DataFreeLoop, StudentTraining
 from pipeline.errors import PipelineError
 from pipeline.models import create_model
 from pipeline.synthesize.base import (
@@ -13,6 +12,7 @@ from pipeline.synthesize.base import (
     list_synthesizers,
     resolve_options,
 )
+from pipeline.synthesize.data_free_loop import DataFreeLoop, StudentTraining
 from pipeline.synthesize.soft_target import class_similarity, nearest_psd
 from pipeline.synthesize.state import load_synthesizer, save_synthesizer
 from pipeline.synthesize.transfer_set import TransferSet, default_capacity
@@ -194,7 +194,7 @@ def test_auto_picks_bn_inversion_only_for_teachers_with_batchnorm(lenet_view):
 
 
 def test_augmented_kd_batches_are_new_views_labelled_by_the_teacher(lenet_view):
-    from pipeline.distill.engine import augment_batch
+    from pipeline.synthesize.data_free_loop import augment_batch
 
     images = lenet_view.from_pixels(torch.rand(64, 1, 28, 28, generator=torch.Generator().manual_seed(0)))
     a = augment_batch(images, torch.Generator().manual_seed(1))

@@ -109,6 +109,7 @@ def teacher_inspect(
 
     def action():
         from pipeline.assets import resolve_teacher
+        from pipeline.recipes import checkpoint_readers  # noqa: F401  (dropped and binary checkpoints load too)
         from pipeline.teacher_spec import TeacherSpec
 
         loaded = TeacherSpec(arch, input_shape_option(input_shape), num_classes, trust_checkpoint).load(

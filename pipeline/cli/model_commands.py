@@ -79,6 +79,7 @@ def export(
     def action():
         from pipeline.assets import resolve_teacher
         from pipeline.export.stage import ExportConfig, ExportStage
+        from pipeline.recipes import checkpoint_readers  # noqa: F401  (dropped and binary checkpoints load too)
         from pipeline.stage import RunFolder
         from pipeline.teacher_spec import TeacherSpec
 

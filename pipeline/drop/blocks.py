@@ -18,6 +18,7 @@ import torchvision
 
 from pipeline.errors import PipelineError
 from pipeline.models import cifar_resnet
+from pipeline.models.checkpoint import register_architecture_change
 
 
 @dataclass(frozen=True)
@@ -126,3 +127,12 @@ def _forward_key(model: nn.Module):
 
 def conv_count(model: nn.Module) -> int:
     return sum(1 for m in model.modules() if isinstance(m, nn.Conv2d))
+
+
+# checkpoints of dropped models record `dropped_blocks`; the loader rebuilds them through this (models/ imports no
+# technique)
+register_architecture_change(
+    "dropped_blocks",
+    lambda model, names: without_blocks(model, names, copy_model=False),
+    lambda names: f"without blocks {', '.join(names)}",
+)

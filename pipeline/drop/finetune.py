@@ -10,11 +10,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from pipeline.distill.engine import FeatureProjection, _GeneratorState, augment_batch
 from pipeline.drop.adapters import adapter_parameters
 from pipeline.drop.features import FeatureTap
 from pipeline.errors import PipelineError
 from pipeline.progress import progress_bar
+from pipeline.synthesize.data_free_loop import FeatureProjection, GeneratorState, augment_batch
 from pipeline.synthesize.losses import kd_loss
 from pipeline.training import ResumableLoop
 
@@ -67,7 +67,7 @@ def recovery_finetune(
     if projection is not None:
         groups.append({"params": list(projection.parameters()), "weight_decay": 0.0})
     optimizer = torch.optim.SGD(groups, lr=settings.lr, momentum=settings.momentum)
-    states = {"student": student, "optimizer": optimizer, "rng": _GeneratorState(rng)}
+    states = {"student": student, "optimizer": optimizer, "rng": GeneratorState(rng)}
     if projection is not None:
         states["projection"] = projection
     loop = ResumableLoop(workdir, float("inf"), states)

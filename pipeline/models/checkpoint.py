@@ -32,3 +32,19 @@ def save_checkpoint(
 
 def is_pipeline_checkpoint(obj) -> bool:
     return isinstance(obj, dict) and obj.get("format") == FORMAT
+
+
+# Techniques that write checkpoints of their own shape register here how to read them back, so `models/` imports
+# none of them (they register when imported; the recipes import every technique that writes checkpoints):
+# an unpacker turns what was stored into a checkpoint with a plain state_dict (packed 1-bit weights, by the
+# quantize stage); an architecture change builds the model a metadata key describes (blocks dropped, by drop).
+UNPACKERS: dict[str, callable] = {}  # checkpoint key that marks the storage -> unpack(checkpoint) -> checkpoint
+ARCHITECTURE_CHANGES: dict[str, tuple] = {}  # metadata key -> (change(model, value) -> model, describe(value))
+
+
+def register_unpacker(marker_key: str, unpack) -> None:
+    UNPACKERS[marker_key] = unpack
+
+
+def register_architecture_change(metadata_key: str, change, describe=str) -> None:
+    ARCHITECTURE_CHANGES[metadata_key] = (change, describe)

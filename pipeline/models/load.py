@@ -15,7 +15,7 @@ import torch
 import torch.nn as nn
 
 from pipeline.errors import PipelineError
-from pipeline.models.checkpoint import is_pipeline_checkpoint
+from pipeline.models.checkpoint import ARCHITECTURE_CHANGES, UNPACKERS, is_pipeline_checkpoint
 from pipeline.models.identify import (
     WRAPPER_KEYS,
     default_input_shape,
@@ -207,9 +207,14 @@ def _from_object(obj, path: Path, arch: str | None, input_shape) -> LoadedModel:
 
 
 def _from_pipeline_checkpoint(checkpoint: dict, path: Path, arch: str | None, input_shape) -> LoadedModel:
-    from pipeline.quantize.packed import unpack_checkpoint
-
-    checkpoint = unpack_checkpoint(checkpoint)  # binary weights stored as sign bits (quantize stage)
+    for marker, unpack in UNPACKERS.items():  # e.g. binary weights stored as sign bits (quantize stage)
+        if checkpoint.get(marker):
+            checkpoint = unpack(checkpoint)
+    if any(key.startswith("packed_") and value for key, value in checkpoint.items()):
+        raise PipelineError(
+            f"{path} stores packed weights and no reader for them is loaded (the quantize stage "
+            "registers one when imported: `import pipeline.quantize.packed`)"
+        )
     try:
         recorded_arch, classes = checkpoint["arch"], int(checkpoint["num_classes"])
         state_dict, preprocess = checkpoint["state_dict"], Preprocess.from_dict(checkpoint["preprocess"])
@@ -219,9 +224,10 @@ def _from_pipeline_checkpoint(checkpoint: dict, path: Path, arch: str | None, in
     if arch is not None and arch != recorded_arch:
         raise PipelineError(f"{path} is a {recorded_arch} checkpoint but --arch {arch} was given")
     in_channels = infer_dims(state_dict)[0] or preprocess.channels
-    dropped = (checkpoint.get("metadata") or {}).get("dropped_blocks")
-    if dropped:  # written by the drop stage: the architecture minus some residual blocks
-        model = _build_dropped(recorded_arch, dropped, state_dict, in_channels, classes, path)
+    metadata = checkpoint.get("metadata") or {}
+    changes = {key: metadata[key] for key in ("dropped_blocks", *ARCHITECTURE_CHANGES) if metadata.get(key)}
+    if changes:  # e.g. written by the drop stage: the architecture minus some residual blocks
+        model = _build_changed(recorded_arch, changes, state_dict, in_channels, classes, path)
     else:
         model = _build(
             recorded_arch,
@@ -248,15 +254,21 @@ def _build(arch: str, state_dict: dict, in_channels, num_classes, mismatch_prefi
     return model
 
 
-def _build_dropped(arch: str, dropped: list, state_dict: dict, in_channels, num_classes, path: Path) -> nn.Module:
-    from pipeline.drop.blocks import without_blocks
-
-    model = without_blocks(
-        create_model(arch, in_channels=in_channels, num_classes=num_classes), dropped, copy_model=False
-    )
+def _build_changed(arch: str, changes: dict, state_dict: dict, in_channels, num_classes, path: Path) -> nn.Module:
+    """The recorded architecture with the changes its metadata names, each made by the technique that
+    registered it (`models.checkpoint.register_architecture_change`)."""
+    model = create_model(arch, in_channels=in_channels, num_classes=num_classes)
+    for key, value in changes.items():
+        if key not in ARCHITECTURE_CHANGES:
+            raise PipelineError(
+                f"{path} records {key}, and no reader for it is loaded (the technique that wrote it "
+                "registers one when imported, e.g. `import pipeline.drop.blocks`)"
+            )
+        model = ARCHITECTURE_CHANGES[key][0](model, value)
     problems = describe_mismatch(signature(model.state_dict()), signature(state_dict))
     if problems:
-        raise PipelineError(f"checkpoint {path} does not match {arch} without blocks {', '.join(dropped)}: {problems}")
+        described = ", ".join(ARCHITECTURE_CHANGES[key][1](value) for key, value in changes.items())
+        raise PipelineError(f"checkpoint {path} does not match {arch} {described}: {problems}")
     model.load_state_dict(state_dict, strict=False)
     return model
 

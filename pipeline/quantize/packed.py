@@ -8,7 +8,7 @@ import torch.nn as nn
 
 from pipeline.errors import PipelineError
 from pipeline.fileio import atomic_torch_save
-from pipeline.models.checkpoint import FORMAT
+from pipeline.models.checkpoint import FORMAT, register_unpacker
 from pipeline.preprocess import Preprocess
 from pipeline.quantize.binary import PACKED_KEY, is_binary, packed_state, unpacked_state
 
@@ -54,3 +54,6 @@ def unpack_checkpoint(checkpoint: dict) -> dict:
     except (KeyError, TypeError, ValueError) as error:
         raise PipelineError(f"damaged packed binary weights: {error}") from None
     return {**{k: v for k, v in checkpoint.items() if k != PACKED_KEY}, "state_dict": state}
+
+
+register_unpacker(PACKED_KEY, unpack_checkpoint)  # the loader reads packed 1-bit weights through this

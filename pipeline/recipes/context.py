@@ -8,6 +8,7 @@ from pipeline.budgets import get_budget
 from pipeline.data import fashion_mnist
 from pipeline.models import default_student
 from pipeline.models.load import LoadedModel
+from pipeline.recipes import checkpoint_readers  # noqa: F401  (registers the readers of dropped and binary checkpoints)
 from pipeline.recipes.options import BuildContext, BuildOptions
 from pipeline.recipes.plan import precision
 from pipeline.recipes.stage_specs import drop_budget, quantize_config

@@ -9,6 +9,7 @@ from pipeline.engine.stage import EngineStage
 from pipeline.errors import PipelineError
 from pipeline.export.stage import ExportConfig, ExportStage
 from pipeline.preprocess import preprocess_from_onnx
+from pipeline.recipes import checkpoint_readers  # noqa: F401  (registers the readers of dropped and binary checkpoints)
 from pipeline.recipes.context import choose_eval
 from pipeline.recipes.options import BuildOptions
 from pipeline.recipes.stage_specs import bench_config, engine_config

@@ -6,7 +6,6 @@ from pathlib import Path
 
 from pipeline.bench.stage import BenchConfig, BenchStage
 from pipeline.budgets import Budget
-from pipeline.distill.engine import StudentTraining
 from pipeline.distill.stage import DistillConfig, DistillStage
 from pipeline.drop.finetune import RecoverySettings
 from pipeline.drop.recoverability import RecoverabilitySettings
@@ -24,6 +23,7 @@ from pipeline.recipes.options import BuildContext, BuildOptions
 from pipeline.recipes.plan import precision, stages_to_run
 from pipeline.search.stage import SEARCHABLE_PRECISIONS, SearchConfig, SearchStage
 from pipeline.synthesize.base import resolve_options
+from pipeline.synthesize.data_free_loop import StudentTraining
 from pipeline.synthesize.stage import SynthesizeConfig, SynthesizeStage
 from pipeline.targets import Target
 from pipeline.teacher_spec import TeacherSpec

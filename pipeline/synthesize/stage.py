@@ -4,18 +4,17 @@ as a transfer set (uint8 images + teacher logits) and a synthesizer checkpoint t
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
-
 from pipeline import distributed
-from pipeline.distill.engine import DataFreeLoop, StudentTraining
 from pipeline.progress import log
 from pipeline.stage import Stage, StageOutput, optional_field
-from pipeline.synthesize.base import TeacherView, create_synthesizer
+from pipeline.synthesize.base import create_synthesizer
+from pipeline.synthesize.data_free_loop import DataFreeLoop, StudentTraining
 from pipeline.synthesize.preview import save_preview, teacher_class_balance
+from pipeline.synthesize.session import merge_rank_pools, mix_synthesizer, rank_seed, teacher_view
 from pipeline.synthesize.state import save_synthesizer
 from pipeline.synthesize.transfer_set import TransferSet, default_capacity
 from pipeline.teacher_spec import TeacherSpec
-from pipeline.training import ResumableLoop, freeze, seed_everything
+from pipeline.training import ResumableLoop, seed_everything
 
 
 @dataclass(frozen=True)
@@ -29,39 +28,6 @@ class SynthesizeConfig:
     device: str = "auto"
     mix: dict | None = None  # options of an `images` synthesizer whose real images join the pool
     teacher: TeacherSpec = field(default_factory=TeacherSpec)
-
-
-def mix_synthesizer(view: TeacherView, options: dict | None, seed: int):
-    return create_synthesizer("images", view, options, seed) if options else None
-
-
-def teacher_view(spec: TeacherSpec, path: Path, device_name: str) -> TeacherView:
-    device = distributed.local_device(device_name)
-    distributed.init(device)
-    loaded = spec.load(path)
-    return TeacherView(freeze(loaded.model.to(device)), loaded.preprocess, loaded.num_classes, device)
-
-
-def rank_seed(seed: int) -> int:
-    """Each torchrun rank synthesises different images."""
-    return seed + 1000 * distributed.rank()
-
-
-def merge_rank_pools(pool: TransferSet) -> TransferSet:
-    """Under torchrun, rank 0 keeps the union of every rank's images (up to capacity)."""
-    if not distributed.active():
-        return pool
-    parts = distributed.gather_objects((pool.pixels, pool.logits, pool.sources, pool.added))
-    merged = TransferSet(pool.shape, pool.num_classes, pool.capacity)
-    for pixels, logits, sources, _ in parts:
-        merged.pixels, merged.logits, merged.sources = (
-            torch.cat([a, b]) for a, b in zip((merged.pixels, merged.logits, merged.sources), (pixels, logits, sources))
-        )
-    merged.pixels, merged.logits, merged.sources = (
-        t[: pool.capacity] for t in (merged.pixels, merged.logits, merged.sources)
-    )
-    merged.added = sum(part[3] for part in parts)
-    return merged
 
 
 class SynthesizeStage(Stage):

@@ -137,7 +137,7 @@ class DataFreeLoop:
 
     def states(self) -> dict:
         """Everything the resume checkpoint must hold."""
-        states = {"pool": self.pool, "rng": _GeneratorState(self.rng)}
+        states = {"pool": self.pool, "rng": GeneratorState(self.rng)}
         if self.synthesizer is not None:
             states["synthesizer"] = self.synthesizer
         if self.mix is not None:
@@ -243,7 +243,7 @@ def cost_report(steps: int, seconds: float, device: torch.device) -> dict:
     return report
 
 
-class _GeneratorState:
+class GeneratorState:
     """Adapter so a torch.Generator can sit in ResumableLoop's states."""
 
     def __init__(self, generator: torch.Generator):
