@@ -4,6 +4,7 @@ A plain dict of tensors and primitives, so `torch.load(weights_only=True)` reads
 """
 
 from pathlib import Path
+from typing import Callable
 
 import torch.nn as nn
 
@@ -38,7 +39,9 @@ def is_pipeline_checkpoint(obj) -> bool:
 # none of them (they register when imported; the recipes import every technique that writes checkpoints):
 # an unpacker turns what was stored into a checkpoint with a plain state_dict (packed 1-bit weights, by the
 # quantize stage); an architecture change builds the model a metadata key describes (blocks dropped, by drop).
-UNPACKERS: dict[str, callable] = {}  # checkpoint key that marks the storage -> unpack(checkpoint) -> checkpoint
+UNPACKERS: dict[
+    str, Callable[[dict], dict]
+] = {}  # checkpoint key that marks the storage -> unpack(checkpoint) -> checkpoint
 ARCHITECTURE_CHANGES: dict[str, tuple] = {}  # metadata key -> (change(model, value) -> model, describe(value))
 
 

@@ -123,18 +123,7 @@ class QuantizeStage(Stage):
                 convert_fp16(self.onnx_path, out)
                 details = {"format": "fp16 (float32 inputs/outputs)"}
             elif config.precision == "int8":
-                details = quantize_model_int8(
-                    self.onnx_path,
-                    out,
-                    images,
-                    preprocess,
-                    scratch,
-                    runtime=config.runtime,
-                    settings=config.int8,
-                    latency=config.latency,
-                    max_accuracy_drop=config.max_accuracy_drop,
-                    format_name=config.int8_format,
-                )
+                details = self._int8(self.onnx_path, out, images, preprocess, scratch, format_name=config.int8_format)
             else:
                 details = self._binary(images, preprocess, workdir, scratch, out)
             verification = self._verify(out, images, preprocess)
@@ -155,6 +144,22 @@ class QuantizeStage(Stage):
         if config.precision == "binary":
             artifacts["binary_weights"] = "binary_weights.pt"
         return StageOutput(artifacts=artifacts, metrics=metrics)
+
+    def _int8(self, fp32: Path, out: Path, images: CalibrationImages, preprocess, scratch: Path, **how) -> dict:
+        """The public INT8 technique with this stage's runtime, INT8 settings, timing and accuracy budget."""
+        config = self.config
+        return quantize_model_int8(
+            fp32,
+            out,
+            images,
+            preprocess,
+            scratch,
+            runtime=config.runtime,
+            settings=config.int8,
+            latency=config.latency,
+            max_accuracy_drop=config.max_accuracy_drop,
+            **how,
+        )
 
     # --- binary weights ----------------------------------------------------------------------------
     def _binary(self, images: CalibrationImages, preprocess, workdir: Path, scratch: Path, out: Path) -> dict:
@@ -197,18 +202,7 @@ class QuantizeStage(Stage):
         exact = _reload_matches(packed_path, student, torch.from_numpy(images.held_back[:64]))
         fp32_binary = scratch / "binary-fp32.onnx"
         export_onnx(student, loaded.preprocess, fp32_binary)
-        details = quantize_model_int8(
-            fp32_binary,
-            out,
-            images,
-            preprocess,
-            scratch,
-            runtime=config.runtime,
-            settings=config.int8,
-            latency=config.latency,
-            max_accuracy_drop=config.max_accuracy_drop,
-            repair_allowed=False,
-        )
+        details = self._int8(fp32_binary, out, images, preprocess, scratch, repair_allowed=False)
         details.update(
             binarised_layers=layers,
             kept_layers=kept,

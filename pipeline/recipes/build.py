@@ -5,7 +5,7 @@ from dataclasses import replace
 
 from pipeline.errors import PipelineError
 from pipeline.recipes.context import prepare
-from pipeline.recipes.options import STAGE_ORDER, BuildOptions
+from pipeline.recipes.options import STAGE_ORDER, BuildOptions, describe_input
 from pipeline.recipes.plan import precision, stages_to_run
 from pipeline.recipes.stage_specs import STAGE_FACTORIES
 from pipeline.run_view import summarize
@@ -63,10 +63,7 @@ def plan_build(options: BuildOptions, *, until: str = "bench") -> dict:
     stages = []
     for name in stages_to_run(ctx.options, until, ctx.target):
         stage = STAGE_FACTORIES[name](ctx)
-        inputs = {
-            key: f"{path.name} from {path.parent.name[1:]}" if str(path).startswith("@") else str(path)
-            for key, path in stage.inputs().items()
-        }
+        inputs = {key: describe_input(path) for key, path in stage.inputs().items()}
         entry = ctx.run.entry(name) or {}
         stages.append(
             {"stage": name, "inputs": inputs, "config": stage.config_dict(), "finished": entry.get("status") == "done"}

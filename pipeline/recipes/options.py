@@ -84,4 +84,12 @@ class BuildContext:
 
     def artifact(self, stage: str, name: str) -> Path:
         """An earlier stage's artifact; while planning, a placeholder that names it (`@distill/student`)."""
-        return Path(f"@{stage}/{name}") if self.planning else self.run.artifact(stage, name)
+        return Path(f"{PLANNED}{stage}/{name}") if self.planning else self.run.artifact(stage, name)
+
+
+PLANNED = "@"  # marks a placeholder path: an artifact a stage will read once an earlier stage has written it
+
+
+def describe_input(path: Path) -> str:
+    """How `--plan` shows a stage input: "student from distill" for a placeholder, else the path itself."""
+    return f"{path.name} from {path.parent.name.removeprefix(PLANNED)}" if str(path).startswith(PLANNED) else str(path)
