@@ -11,7 +11,7 @@ import onnx
 import pytest
 
 from pipeline.data import fashion_mnist
-from tests.conftest import ROOT, run_cli
+from tests.conftest import ROOT, invoke_cli, run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -99,7 +99,7 @@ def test_ctrl_c_keeps_finished_stages_and_rerun_resumes(tmp_path):
     finished = _manifest(run)["stages"]["synthesize"]["finished_at"]
     assert "distill" not in _manifest(run)["stages"]
 
-    result = run_cli(
+    result = invoke_cli(
         "build", "--teacher", "embedded:lenet5-fmnist", "--budget", "smoke", "--out", str(run), "--eval", "none"
     )
     assert result.returncode == 0, result.stderr
@@ -118,7 +118,7 @@ def test_headline_usage_with_a_plain_torchvision_state_dict(tmp_path):
     teacher = tmp_path / "r18.pt"
     torch.save(torchvision.models.resnet18(num_classes=10).state_dict(), teacher)
     run = tmp_path / "run"
-    result = run_cli(
+    result = invoke_cli(
         "build",
         "--teacher",
         str(teacher),

@@ -5,7 +5,7 @@ import tarfile
 
 import pytest
 import torch
-from conftest import run_cli
+from conftest import invoke_cli
 
 from pipeline.bundle.pareto import pareto_front
 from pipeline.bundle.verify import verify_bundle
@@ -20,7 +20,7 @@ def bundled(tmp_path_factory):
     checkpoint = folder / "lenet5.pt"
     torch.save(create_model("lenet5").state_dict(), checkpoint)
     run = folder / "run"
-    measured = run_cli(
+    measured = invoke_cli(
         "bench",
         "--teacher",
         str(checkpoint),
@@ -35,7 +35,7 @@ def bundled(tmp_path_factory):
         "--quiet",
     )
     assert measured.returncode == 0, measured.stderr
-    made = run_cli("bundle", str(run), "--json")
+    made = invoke_cli("bundle", str(run), "--json")
     assert made.returncode == 0, made.stderr
     return json.loads(made.stdout)
 
@@ -55,7 +55,7 @@ def test_bundle_holds_what_a_mobile_team_needs(bundled):
     assert "## Input" in (root / "MODEL_CARD.md").read_text()
     with tarfile.open(bundled["archive"]) as tar:
         assert f"{root.name}/manifest.sha256" in tar.getnames()
-    report = run_cli("verify", bundled["archive"])
+    report = invoke_cli("verify", bundled["archive"])
     assert report.returncode == 0 and "bundle intact" in report.stdout
 
 
@@ -97,7 +97,7 @@ def test_verify_refuses_added_and_missing_files(bundled, tmp_path):
         verify_bundle(copy)
     broken = tmp_path / "broken.tar.gz"
     broken.write_bytes(b"\x1f\x8b not really gzip")
-    result = run_cli("verify", str(broken))
+    result = invoke_cli("verify", str(broken))
     assert result.returncode == 2 and result.stderr.startswith("error: broken.tar.gz is not a readable bundle archive")
 
 

@@ -5,7 +5,7 @@ import torch
 from typer.testing import CliRunner
 
 from pipeline.cli import app
-from tests.conftest import run_cli
+from tests.conftest import invoke_cli
 
 runner = CliRunner()
 COMMANDS = [
@@ -169,14 +169,14 @@ def _assert_one_line_error(result, *fragments):
 
 def test_missing_teacher_file(tmp_path):
     _assert_one_line_error(
-        run_cli("build", "--teacher", str(tmp_path / "r34.pt"), "--out", str(tmp_path / "run")), "r34.pt"
+        invoke_cli("build", "--teacher", str(tmp_path / "r34.pt"), "--out", str(tmp_path / "run")), "r34.pt"
     )
 
 
 def test_corrupt_teacher_file(tmp_path):
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"\x00not a checkpoint" * 10)
-    _assert_one_line_error(run_cli("build", "--teacher", str(bad), "--out", str(tmp_path / "run")), "bad.pt")
+    _assert_one_line_error(invoke_cli("build", "--teacher", str(bad), "--out", str(tmp_path / "run")), "bad.pt")
 
 
 def test_wrong_arch_names_keys(tmp_path):
@@ -185,23 +185,23 @@ def test_wrong_arch_names_keys(tmp_path):
     path = tmp_path / "lenet.pt"
     torch.save(create_model("lenet5").state_dict(), path)
     _assert_one_line_error(
-        run_cli("export", "--teacher", str(path), "--arch", "resnet20", "--out", str(tmp_path / "x")), "resnet20"
+        invoke_cli("export", "--teacher", str(path), "--arch", "resnet20", "--out", str(tmp_path / "x")), "resnet20"
     )
 
 
 def test_wrong_input_shape(tmp_path):
     _assert_one_line_error(
-        run_cli("teacher", "inspect", "--teacher", "embedded:lenet5-fmnist", "--input-shape", "3,4,4"), "input shape"
+        invoke_cli("teacher", "inspect", "--teacher", "embedded:lenet5-fmnist", "--input-shape", "3,4,4"), "input shape"
     )
 
 
 def test_unknown_target_and_budget(tmp_path):
-    _assert_one_line_error(run_cli("build", "--target", "nowhere", "--out", str(tmp_path / "r")), "nowhere")
-    _assert_one_line_error(run_cli("build", "--budget", "huge", "--out", str(tmp_path / "r")), "huge")
+    _assert_one_line_error(invoke_cli("build", "--target", "nowhere", "--out", str(tmp_path / "r")), "nowhere")
+    _assert_one_line_error(invoke_cli("build", "--budget", "huge", "--out", str(tmp_path / "r")), "huge")
 
 
 def test_debug_shows_the_traceback(tmp_path):
-    result = run_cli("build", "--teacher", str(tmp_path / "missing.pt"), "--debug")
+    result = invoke_cli("build", "--teacher", str(tmp_path / "missing.pt"), "--debug")
     assert result.returncode != 0 and "Traceback" in result.stderr
 
 
@@ -213,7 +213,7 @@ def test_models_and_targets_list():
 def test_bench_a_checkpoint_with_eval_turned_off(tmp_path):
     import json
 
-    result = run_cli(
+    result = invoke_cli(
         "bench",
         "--teacher",
         "embedded:lenet5-fmnist",

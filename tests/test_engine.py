@@ -9,7 +9,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from conftest import needs_fmnist, run_cli
+from conftest import invoke_cli, needs_fmnist
 from onnx import TensorProto, helper, numpy_helper
 
 from pipeline.engine.preflight import preflight
@@ -130,9 +130,9 @@ def test_preflight_names_what_tensorrt_refuses(tmp_path):
     assert ("zero-point", "q_uint8") in kinds and ("zero-point", "q_asymmetric") in kinds
     assert ("dtype", "out") in kinds
     assert not report.ok and "TensorRT will refuse" in report.format()
-    result = run_cli("check", str(path), "--precision", "int8")
+    result = invoke_cli("check", str(path), "--precision", "int8")
     assert result.returncode == 1 and "QLinearConv" in result.stdout
-    assert run_cli("check", str(_conv_model(tmp_path, 3, 32, "fine.onnx")), "--precision", "int8").returncode == 0
+    assert invoke_cli("check", str(_conv_model(tmp_path, 3, 32, "fine.onnx")), "--precision", "int8").returncode == 0
 
 
 def test_preflight_of_a_corrupt_file_is_one_line(tmp_path):
@@ -257,7 +257,7 @@ def test_engine_stamps_refuse_another_tensorrt_or_gpu():
 
 @pytest.mark.skipif(tensorrt_available() is None, reason="TensorRT is installed: the engine is built, not described")
 def test_engine_stage_without_tensorrt_leaves_the_device_command(lenet_onnx, tmp_path):
-    result = run_cli(
+    result = invoke_cli(
         "engine",
         "--onnx",
         str(lenet_onnx),
@@ -282,9 +282,9 @@ def test_engine_stage_without_tensorrt_leaves_the_device_command(lenet_onnx, tmp
 
 
 def test_engine_command_errors(lenet_onnx, tmp_path):
-    cpu = run_cli("engine", "--onnx", str(lenet_onnx), "--target", "cpu", "--out", str(tmp_path / "c"), "--quiet")
+    cpu = invoke_cli("engine", "--onnx", str(lenet_onnx), "--target", "cpu", "--out", str(tmp_path / "c"), "--quiet")
     assert cpu.returncode != 0 and "engines are for TensorRT targets" in cpu.stderr
-    fp32 = run_cli(
+    fp32 = invoke_cli(
         "engine",
         "--onnx",
         str(lenet_onnx),
@@ -305,7 +305,7 @@ def test_engine_command_errors(lenet_onnx, tmp_path):
 def test_engine_stage_builds_a_stamped_engine_that_matches_onnxruntime(lenet_onnx, tmp_path):
     from pipeline.runtimes import OnnxRuntimeRunner, TensorRtRunner
 
-    result = run_cli(
+    result = invoke_cli(
         "engine",
         "--onnx",
         str(lenet_onnx),
@@ -317,7 +317,6 @@ def test_engine_stage_builds_a_stamped_engine_that_matches_onnxruntime(lenet_onn
         str(tmp_path / "e"),
         "--json",
         "--quiet",
-        timeout=900,
     )
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
@@ -338,7 +337,7 @@ def test_engine_stage_builds_a_stamped_engine_that_matches_onnxruntime(lenet_onn
 @pytest.mark.skipif(tensorrt_available() is None, reason="TensorRT is installed here: latency is not a proxy")
 def test_a_jetson_build_on_a_laptop_completes_with_a_labelled_proxy(tmp_path):
     out = tmp_path / "run"
-    result = run_cli(
+    result = invoke_cli(
         "quantize",
         "--target",
         "jetson",
@@ -354,7 +353,6 @@ def test_a_jetson_build_on_a_laptop_completes_with_a_labelled_proxy(tmp_path):
         str(out),
         "--json",
         "--quiet",
-        timeout=600,
     )
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)
@@ -369,17 +367,17 @@ def test_a_jetson_build_on_a_laptop_completes_with_a_labelled_proxy(tmp_path):
     student = next(row for row in summary["rows"] if row["model"] == "student")
     assert student["precision"] == "fp16" and stages["quantize"]["metrics"]["calibration"] == "real"
     # the run's report and bundle carry the label too (pipeline report / bundle / verify on a real run folder)
-    report = run_cli("report", str(out))
+    report = invoke_cli("report", str(out))
     assert report.returncode == 0 and "latency source: proxy" in report.stdout
     assert (out / "report" / "summary.csv").read_text().count("\n") == 3 and (out / "report" / "pareto.png").is_file()
-    bundle = run_cli("bundle", str(out), "--json")
+    bundle = invoke_cli("bundle", str(out), "--json")
     assert bundle.returncode == 0, bundle.stderr
     made = json.loads(bundle.stdout)
     assert made["models"] == ["models/teacher-fp16.onnx", "models/teacher-fp32.onnx"]
     card = (out / "bundle" / "run" / "MODEL_CARD.md").read_text()
     assert "proxy: onnxruntime here for tensorrt" in card and "build it on the device with `trtexec" in card
     assert "T-shirt/top" in card  # Fashion-MNIST class labels
-    assert run_cli("verify", made["archive"]).returncode == 0
+    assert invoke_cli("verify", made["archive"]).returncode == 0
 
 
 @pytest.mark.skipif(trtexec_loader.trtexec_path() is not None, reason="trtexec is installed here")

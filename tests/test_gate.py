@@ -8,7 +8,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
-from conftest import run_cli
+from conftest import invoke_cli
 
 from pipeline.errors import PipelineError
 from pipeline.export.onnx_export import export_onnx
@@ -92,14 +92,14 @@ def _unless_busy(gate, was_busy, attempts: int = 3):
 def test_gate_passes_a_to_a_and_fails_a_real_regression(models, tmp_path):
     base, slow = models
     baseline = tmp_path / "ci" / "baseline.json"
-    written = run_cli("gate", str(base), "--baseline", str(baseline), "--update-baseline", *FAST)
+    written = invoke_cli("gate", str(base), "--baseline", str(baseline), "--update-baseline", *FAST)
     assert written.returncode == 0, written.stderr
     record = json.loads(baseline.read_text())
     assert (tmp_path / "ci" / "baseline.onnx").is_file() and record["environment"]["cpu"]
     assert record["environment"]["runtime"] == "onnxruntime" and record["environment"]["threads"] == 2
 
     same = _unless_busy(
-        lambda: run_cli("gate", str(base), "--baseline", str(baseline), "--max-regression", "50%", "--json", *FAST),
+        lambda: invoke_cli("gate", str(base), "--baseline", str(baseline), "--max-regression", "50%", "--json", *FAST),
         lambda result: result.returncode == 2 and BUSY in result.stdout,
     )
     assert same.returncode == 0, same.stdout + same.stderr
@@ -107,7 +107,7 @@ def test_gate_passes_a_to_a_and_fails_a_real_regression(models, tmp_path):
 
     junit = tmp_path / "gate.xml"
     worse = _unless_busy(
-        lambda: run_cli(
+        lambda: invoke_cli(
             "gate", str(slow), "--baseline", str(baseline), "--max-regression", "20%", "--junit", str(junit), *FAST
         ),
         lambda result: result.returncode == 2 and BUSY in result.stdout,
@@ -136,7 +136,7 @@ def test_gate_cannot_measure_says_so_with_exit_2(models, tmp_path):
         lambda report: report["exit_code"] == 2 and BUSY in report["verdict"]["reason"],
     )
     assert warned["exit_code"] == 0 and "environment differs" in warned["warnings"][0]
-    strict = run_cli(
+    strict = invoke_cli(
         "gate",
         str(base),
         "--baseline",

@@ -11,7 +11,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from conftest import needs_fmnist, run_cli
+from conftest import invoke_cli, needs_fmnist
 
 from pipeline.errors import PipelineError
 from pipeline.export.onnx_export import export_onnx
@@ -398,7 +398,7 @@ def test_binary_model_exports_as_exact_plus_minus_127_int8_weights(tmp_path):
 
 def _quantize_cli(tmp_path, *args):
     run = tmp_path / "run"
-    result = run_cli("quantize", "--budget", "smoke", "--out", str(run), "--json", *args)
+    result = invoke_cli("quantize", "--budget", "smoke", "--out", str(run), "--json", *args)
     assert result.returncode == 0, result.stderr[-2000:]
     return run, json.loads(result.stdout)
 
@@ -479,7 +479,7 @@ def test_pipeline_quantize_binary_end_to_end(tmp_path):
     ],
 )
 def test_pipeline_quantize_user_errors_are_one_line(tmp_path, args, message):
-    result = run_cli("quantize", "--budget", "smoke", "--out", str(tmp_path / "run"), *args)
+    result = invoke_cli("quantize", "--budget", "smoke", "--out", str(tmp_path / "run"), *args)
     assert result.returncode != 0 and message in result.stderr, result.stderr
     assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "run" / "synthesize").exists()  # failed before any stage ran

@@ -4,7 +4,7 @@ import json
 
 import pytest
 import torch
-from conftest import needs_fmnist, run_cli
+from conftest import invoke_cli, needs_fmnist
 
 from pipeline.errors import PipelineError
 from pipeline.export.onnx_export import export_onnx
@@ -83,7 +83,7 @@ def test_ssh_failures_are_one_line_errors(loopback_device, lenet_onnx):
 def test_pipeline_bench_with_host_measures_on_the_device(loopback_device, lenet_onnx, tmp_path):
     target = tmp_path / "loopback.toml"
     target.write_text(loopback_device.target_toml())
-    result = run_cli(
+    result = invoke_cli(
         "bench",
         "--teacher",
         str(lenet_onnx),
@@ -95,7 +95,6 @@ def test_pipeline_bench_with_host_measures_on_the_device(loopback_device, lenet_
         str(tmp_path / "bench"),
         "--json",
         "--quiet",
-        timeout=300,
     )
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
@@ -107,7 +106,7 @@ def test_pipeline_bench_with_host_measures_on_the_device(loopback_device, lenet_
 
 
 def test_an_unreachable_host_fails_the_command_in_one_line(tmp_path, lenet_onnx):
-    result = run_cli(
+    result = invoke_cli(
         "bench",
         "--teacher",
         str(lenet_onnx),
@@ -120,7 +119,6 @@ def test_an_unreachable_host_fails_the_command_in_one_line(tmp_path, lenet_onnx)
         "--out",
         str(tmp_path / "b"),
         "--quiet",
-        timeout=120,
     )
     assert result.returncode != 0
     lines = [line for line in result.stderr.splitlines() if line.strip()]
@@ -138,7 +136,7 @@ def test_drop_for_a_jetson_measures_the_block_table_on_the_device(loopback_devic
     teacher = tmp_path / "resnet8.pt"  # random weights: 3 blocks keep the test short; accuracy is not the point here
     torch.manual_seed(0)
     torch.save(create_model("resnet8").state_dict(), teacher)
-    result = run_cli(
+    result = invoke_cli(
         "drop",
         "--teacher",
         str(teacher),
@@ -156,7 +154,6 @@ def test_drop_for_a_jetson_measures_the_block_table_on_the_device(loopback_devic
         str(out),
         "--json",
         "--quiet",
-        timeout=900,
     )
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)

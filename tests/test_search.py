@@ -6,7 +6,7 @@ import json
 import pytest
 
 from pipeline.search.space import Candidate, practise_order, predicted_ms, shortlist
-from tests.conftest import run_cli
+from tests.conftest import invoke_cli
 
 TABLE = {
     "full_ms": 1.0,
@@ -61,7 +61,7 @@ def test_the_short_list_keeps_only_candidates_next_to_the_budget_line():
 def test_pipeline_search_end_to_end_then_an_impossible_budget_reuses_the_cache(tmp_path):
     run = tmp_path / "run"
     base = ["search", "--budget", "smoke", "--steps", "6", "--out", str(run), "--json", "--eval", "fmnist"]
-    first = run_cli(*base, "--latency-reduction", "0.15")
+    first = invoke_cli(*base, "--latency-reduction", "0.15")
     assert first.returncode == 0, first.stderr
     manifest = json.loads((run / "manifest.json").read_text())
     assert [s for s in manifest["stages"]] == [
@@ -91,7 +91,7 @@ def test_pipeline_search_end_to_end_then_an_impossible_budget_reuses_the_cache(t
     assert rows["student"]["dropped_blocks"] == chosen["dropped"]
 
     # a second budget in the same folder starts from the cache; one nothing meets says how close it got
-    impossible = run_cli(*base, "--latency-reduction", "0.97")
+    impossible = invoke_cli(*base, "--latency-reduction", "0.97")
     assert impossible.returncode == 2
     assert "latency table, drop order and speed-ups from the cache" in impossible.stderr
     last = impossible.stderr.strip().splitlines()[-1]

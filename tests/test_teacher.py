@@ -6,7 +6,7 @@ import torch
 
 from pipeline.assets import embedded_teacher_path, embedded_teachers
 from pipeline.models.load import load_model
-from tests.conftest import needs_fmnist, run_cli
+from tests.conftest import invoke_cli, needs_fmnist
 
 
 def test_embedded_teachers_are_small_and_record_their_accuracy():
@@ -26,7 +26,7 @@ def test_teacher_training_is_reproducible_from_a_seed(tmp_path):
     outputs = []
     for attempt in ("a", "b"):
         path = tmp_path / f"{attempt}.pt"
-        result = run_cli(
+        result = invoke_cli(
             "teacher",
             "train",
             "--arch",

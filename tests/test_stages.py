@@ -1,0 +1,175 @@
+"""Each stage constructed directly, as a unit: a tiny embedded teacher, a temporary run folder, step-bounded
+training, and assertions on what the stage hands on. No CLI and no recipe: the stage classes and their configs
+are the interface under test (the CLI end-to-end runs live in test_build, test_drop, test_quantize, ...)."""
+
+import json
+
+import numpy as np
+import onnx
+import onnxruntime
+import pytest
+import torch
+
+from pipeline.assets import resolve_teacher
+from pipeline.bench.stage import BenchConfig, BenchStage
+from pipeline.distill.stage import DistillConfig, DistillStage
+from pipeline.drop.finetune import RecoverySettings
+from pipeline.drop.recoverability import RecoverabilitySettings
+from pipeline.drop.stage import DropConfig, DropStage
+from pipeline.engine.stage import EngineConfig, EngineStage
+from pipeline.export.stage import ExportConfig, ExportStage
+from pipeline.measure import LatencySettings, spread_over_rounds
+from pipeline.models.load import load_model
+from pipeline.quantize.stage import QuantizeConfig, QuantizeStage
+from pipeline.recipes import checkpoint_readers  # noqa: F401  (dropped checkpoints load back)
+from pipeline.runtimes import holds_qdq
+from pipeline.stage import RunFolder
+from pipeline.synthesize.base import resolve_options
+from pipeline.synthesize.data_free_loop import StudentTraining
+from pipeline.synthesize.stage import SynthesizeConfig, SynthesizeStage
+from pipeline.synthesize.transfer_set import TransferSet
+from tests.conftest import needs_fmnist
+
+LENET = resolve_teacher("embedded:lenet5-fmnist")
+RESNET = resolve_teacher("embedded:resnet20-fmnist")
+# a few short rounds: these tests check what is measured and recorded, not how fast anything is
+QUICK_LATENCY = LatencySettings(warmup=2, runs=5, rounds=3, max_seconds=0.2)
+
+
+def _synthesize(run: RunFolder, teacher, method: str = "bn-inversion", steps: int = 3, **options) -> dict:
+    resolved = {**resolve_options(method), "batch_size": 16, **options}
+    return run.run(SynthesizeStage(teacher, SynthesizeConfig(seconds=60, method=method, steps=steps, options=resolved)))
+
+
+def _distill(run: RunFolder, teacher, student: str, method: str = "bn-inversion", eval_spec=None) -> dict:
+    config = DistillConfig(
+        student=student,
+        seconds=60,
+        steps=4,
+        training=StudentTraining(batch_size=16),
+        eval=eval_spec,
+        eval_limit=200,
+    )
+    stage = DistillStage(
+        teacher, run.artifact("synthesize", "transfer_set"), run.artifact("synthesize", "synthesizer"), config
+    )
+    return run.run(stage)
+
+
+@pytest.fixture(scope="module")
+def lenet_run(tmp_path_factory):
+    """synthesize -> distill on the LeNet-5 teacher, shared by the later stages' tests."""
+    run = RunFolder(tmp_path_factory.mktemp("stages") / "run")
+    _synthesize(run, LENET, "dafl")
+    _distill(run, LENET, "lenet5-half", "dafl")
+    return run
+
+
+@pytest.mark.parametrize(
+    "method, options",
+    [
+        ("bn-inversion", {}),
+        ("dafl", {}),
+        ("soft-target", {"inner_steps": 2}),
+        pytest.param("images", {"path": "fmnist-train", "per_class": 2}, marks=needs_fmnist),
+    ],
+)
+def test_synthesize_then_distill_hands_on_a_transfer_set_and_a_trained_student(method, options, tmp_path):
+    teacher = RESNET if method == "bn-inversion" else LENET  # bn-inversion needs BatchNorm layers
+    run = RunFolder(tmp_path / "run")
+    synthesized = _synthesize(run, teacher, method, **options)
+    assert synthesized["metrics"]["method"] == method
+    pool = TransferSet.load(run.artifact("synthesize", "transfer_set"))
+    assert pool.pixels.dtype == torch.uint8 and len(pool) > 0
+    distilled = _distill(run, teacher, "resnet8" if teacher == RESNET else "lenet5-half", method)
+    metrics = distilled["metrics"]
+    assert metrics["method"] == method and metrics["student_steps"] > 0
+    assert metrics["transfer_set"]["images"] >= len(pool)  # distillation keeps synthesising
+    assert (metrics["transfer_set"]["real_images"] > 0) == (method == "images")
+    student = load_model(run.artifact("distill", "student"))
+    assert student.arch == ("resnet8" if teacher == RESNET else "lenet5-half")
+    # a second run of the same stage is skipped: its inputs and config did not change
+    assert _distill(run, teacher, student.arch, method)["finished_at"] == distilled["finished_at"]
+
+
+def test_export_writes_onnx_that_matches_pytorch(lenet_run):
+    entry = lenet_run.run(
+        ExportStage({"teacher": LENET, "student": lenet_run.artifact("distill", "student")}, ExportConfig())
+    )
+    sources = {"teacher": LENET, "student": lenet_run.artifact("distill", "student")}
+    images = torch.randn(8, 1, 28, 28)
+    for name, checkpoint in sources.items():
+        path = lenet_run.artifact("export", name)
+        onnx.checker.check_model(onnx.load(path))
+        metrics = entry["metrics"][name]
+        assert metrics["parity_max_abs_diff"] <= 1e-4 and metrics["parity_top1_agreement"] == 1.0
+        # checked here as well, not only taken from the stage's own word
+        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        with torch.no_grad():
+            expected = load_model(checkpoint).model.eval()(images).numpy()
+        assert np.abs(session.run(None, {"input": images.numpy()})[0] - expected).max() <= 1e-4
+
+
+def test_quantize_int8_hands_on_a_qdq_model_verified_against_fp32(lenet_run):
+    lenet_run.run(ExportStage({"teacher": LENET, "student": lenet_run.artifact("distill", "student")}, ExportConfig()))
+    config = QuantizeConfig(precision="int8", runtime="onnxruntime", latency=QUICK_LATENCY, calib_images=32)
+    stage = QuantizeStage(
+        lenet_run.artifact("export", "student"),
+        lenet_run.artifact("distill", "student"),
+        lenet_run.artifact("distill", "transfer_set"),
+        config,
+    )
+    metrics = lenet_run.run(stage)["metrics"]
+    model = lenet_run.artifact("quantize", "model")
+    assert metrics["precision"] == "int8" and metrics["calibration_images"] == 32
+    ops = {node.op_type for node in onnx.load(model).graph.node}
+    # the format the stage measured fastest is the one written: integer operators, or Q/DQ pairs around float ones
+    assert ("QLinearConv" in ops) == (metrics["format"]["operators"] == "qoperator") and holds_qdq(model)
+    assert 0 <= metrics["output_error"]["top1_agreement"] <= 1 and metrics["output_error"]["images"] > 0
+
+
+def test_bench_times_every_model_in_interleaved_rounds(lenet_run):
+    lenet_run.run(ExportStage({"teacher": LENET, "student": lenet_run.artifact("distill", "student")}, ExportConfig()))
+    models = {name: lenet_run.artifact("export", name) for name in ("teacher", "student")}
+    latency = spread_over_rounds(LatencySettings(threads=1), warmup=8, runs=12, rounds=4)
+    assert (latency.warmup, latency.runs, latency.rounds, latency.max_seconds) == (2, 3, 4, None)
+    config = BenchConfig(latency=latency, preprocess=_preprocess(LENET))
+    results = lenet_run.run(BenchStage(models, config))["metrics"]
+    for name in models:
+        latency = results[name]["latency"]
+        assert latency["rounds"] == 4 and len(latency["round_medians_ms"]) == 4 and latency["median_ms"] > 0
+        assert results[name]["latency_source"] == "local" and results[name]["runtime"]["runtime"] == "onnxruntime"
+    assert json.loads((lenet_run.root / "bench" / "bench.json").read_text()) == results
+
+
+def test_drop_named_blocks_hands_on_a_smaller_model_that_loads_back(tmp_path):
+    run = RunFolder(tmp_path / "run")
+    _synthesize(run, RESNET)
+    config = DropConfig(
+        target="cpu",
+        latency=QUICK_LATENCY,
+        blocks=("layer2.1", "layer3.1"),
+        recoverability=RecoverabilitySettings(steps=2),
+        recovery=RecoverySettings(iterations=3, batch_size=16),
+    )
+    stage = DropStage(RESNET, run.artifact("synthesize", "transfer_set"), config, cache_dir=run.root / "cache")
+    metrics = run.run(stage)["metrics"]
+    assert metrics["dropped_blocks"] == ["layer2.1", "layer3.1"] and metrics["fused_max_abs_diff"] <= 1e-5
+    assert metrics["latency_full_ms"] > 0 and metrics["latency_dropped_ms"] > 0  # measured, in one session
+    dropped = load_model(run.artifact("drop", "model"))
+    assert dropped.model.dropped_blocks == ["layer2.1", "layer3.1"]
+    assert sum(p.numel() for p in dropped.model.parameters()) == metrics["parameters_dropped"]
+    assert metrics["parameters_dropped"] < metrics["parameters_full"]
+
+
+def test_engine_stage_without_tensorrt_leaves_the_onnx_and_the_command_for_the_device(lenet_run):
+    lenet_run.run(ExportStage({"teacher": LENET, "student": lenet_run.artifact("distill", "student")}, ExportConfig()))
+    config = EngineConfig(target="jetson-orin-nano", precision="fp16", batch=1, input_shape=(1, 28, 28))
+    metrics = lenet_run.run(EngineStage(lenet_run.artifact("export", "student"), config))["metrics"]
+    assert metrics["built"] is False
+    assert "trtexec" in lenet_run.artifact("engine", "script").read_text()
+    assert lenet_run.artifact("engine", "onnx").is_file()
+
+
+def _preprocess(teacher) -> dict:
+    return load_model(teacher).preprocess.to_dict()
