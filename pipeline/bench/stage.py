@@ -10,7 +10,6 @@ for TensorRT is run as written (no graph optimisation: Q/DQ in float, as TensorR
 this CPU's integer kernels, whose sums saturate on CPUs without VNNI (pipeline/quantize/verify.py).
 """
 
-import math
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,51 +23,22 @@ from pipeline.progress import log
 from pipeline.runtimes import OnnxRuntimeRunner, holds_qdq, judged_as_written
 from pipeline.stage import Stage, StageOutput
 
+BENCH_ROUNDS = 20  # interleaved rounds (the project's floor for a timing claim)
+
 
 @dataclass(frozen=True)
 class BenchConfig:
-    batch: int
-    threads: int | None
-    warmup: int
-    runs: int  # timed runs per model in all, spread over the rounds
+    latency: LatencySettings  # how and where: the target's runtime, batch, threads, source; runs per round
     preprocess: dict  # what the models expect (Preprocess.to_dict())
-    runtime: str = "onnxruntime"
     eval: str | None = None
     eval_limit: int | None = None
     seed: int = 0
-    source: str = "local"  # local | remote | proxy (see the module docstring)
-    proxy_for: str | None = None
-    precision: str = "fp32"
-    host: str | None = None
-    remote: dict | None = None
-    tensorrt: dict | None = None
     engines: dict = field(default_factory=dict)  # model name -> engine built by the engine stage (local TensorRT)
-    rounds: int = 20  # interleaved rounds (the project's floor for a timing claim)
-
-    def latency_settings(self) -> LatencySettings:
-        """Per round: a share of the timed runs (at least 2) and of the warm-up (at least 2, since the other
-        models ran in between); no time cut, so every model gets the same number of samples."""
-        rounds = max(1, min(self.rounds, self.runs))
-        return LatencySettings(
-            runtime=self.runtime,
-            batch=self.batch,
-            threads=self.threads,
-            warmup=max(2, math.ceil(self.warmup / rounds)),
-            runs=max(2, math.ceil(self.runs / rounds)),
-            rounds=rounds,
-            max_seconds=None,
-            source=self.source,
-            proxy_for=self.proxy_for,
-            precision=self.precision,
-            host=self.host,
-            remote=self.remote,
-            tensorrt=self.tensorrt,
-        )
 
 
 class BenchStage(Stage):
     name = "bench"
-    version = 4  # 3: a TensorRT-bound Q/DQ model's accuracy from its graph as written; 4: interleaved rounds
+    version = 5  # 3: Q/DQ accuracy as written for TensorRT; 4: interleaved rounds; 5: config holds LatencySettings
 
     def __init__(self, models: dict[str, Path], config: BenchConfig):
         super().__init__(config)
@@ -79,19 +49,19 @@ class BenchStage(Stage):
 
     def run(self, workdir: Path) -> StageOutput:
         config = self.config
-        settings = config.latency_settings()
+        settings = config.latency
         preprocess = Preprocess.from_dict(config.preprocess)
         example = example_input(settings, preprocess, config.seed)
         dataset = load_eval_dataset(config.eval, preprocess, config.eval_limit) if config.eval else None
-        if config.source == "proxy":
+        if settings.source == "proxy":
             log(
-                f"[yellow]bench: latency by proxy: onnxruntime on this machine stands in for {config.proxy_for}[/yellow]"
+                f"[yellow]bench: latency by proxy: onnxruntime on this machine stands in for {settings.proxy_for}[/yellow]"
             )
         label = f"bench: {len(self.models)} model(s), {settings.rounds} interleaved rounds"
         results = {}
         with tempfile.TemporaryDirectory(prefix="edge-pipeline-bench-") as folder:
             runners = {name: self._runner(name, path, Path(folder)) for name, path in self.models.items()}
-            if config.source == "remote":
+            if settings.source == "remote":
                 timed = time_onnx_models(self.models, settings, example, settings.rounds, label=label)
             else:
                 timed = time_runners(runners, settings, example, settings.rounds, label=label)
@@ -101,15 +71,14 @@ class BenchStage(Stage):
         return StageOutput(artifacts={"report": "bench.json"}, metrics=results)
 
     def _runner(self, name: str, path: Path, folder: Path):
-        config = self.config
-        if config.source == "local" and config.runtime == "tensorrt":
-            if name in config.engines:
-                return make_runner("tensorrt", Path(config.engines[name]), None)
-            return runner_for(config.latency_settings(), path, folder)  # e.g. the fp32 teacher: an engine of its own
-        return make_runner("onnxruntime", path, config.threads)  # here, or accuracy here for a remote measurement
+        settings, engines = self.config.latency, self.config.engines
+        if settings.source == "local" and settings.runtime == "tensorrt":
+            if name in engines:
+                return make_runner("tensorrt", Path(engines[name]), None)
+            return runner_for(settings, path, folder)  # e.g. the fp32 teacher: an engine of its own
+        return make_runner("onnxruntime", path, settings.threads)  # here, or accuracy here for a remote measurement
 
     def _entry(self, name: str, path: Path, runner, timed: dict, settings: LatencySettings, dataset) -> dict:
-        config = self.config
         pooled = timed["pooled"]
         latency = {
             **{key: pooled[key] for key in ("mean_ms", "p90_ms", "p99_ms", "min_ms", "max_ms", "runs")},
@@ -118,24 +87,26 @@ class BenchStage(Stage):
             "round_medians_ms": timed["round_medians_ms"],
             "rounds": settings.rounds,
             "warmup": settings.warmup,
-            "batch": config.batch,
+            "batch": settings.batch,
         }
         with runner:
             entry = {
                 "runtime": runner.describe(),
                 "size_bytes": path.stat().st_size,
-                "latency_source": config.source,
-                "proxy_for": config.proxy_for,
+                "latency_source": settings.source,
+                "proxy_for": settings.proxy_for,
                 "latency": latency,
             }
-            if config.source == "remote":
+            if settings.source == "remote":
                 entry["measured_on"] = timed["measured_on"]
             if dataset is not None:
                 entry.update(self._accuracy(runner, path, dataset))
                 entry["eval_dataset"] = dataset.name
                 entry["eval_images"] = len(dataset)
         accuracy = f", top-1 {entry['accuracy']:.4f} on {len(dataset)} images" if dataset is not None else ""
-        where = {"remote": f" on {config.host}", "proxy": f" (proxy for {config.proxy_for})"}.get(config.source, "")
+        where = {"remote": f" on {settings.host}", "proxy": f" (proxy for {settings.proxy_for})"}.get(
+            settings.source, ""
+        )
         log(
             f"bench: {name} median {latency['median_ms']:.3f} ms{where} (p90 {latency['p90_ms']:.3f}, "
             f"CV {latency['cv']:.2f}, {settings.rounds} rounds){accuracy}"
@@ -143,11 +114,11 @@ class BenchStage(Stage):
         return entry
 
     def _accuracy(self, runner, path: Path, dataset) -> dict:
-        config = self.config
-        deployed_on = "tensorrt" if config.proxy_for == "tensorrt" else config.runtime
+        settings = self.config.latency
+        deployed_on = "tensorrt" if settings.proxy_for == "tensorrt" else settings.runtime
         precision = "int8" if holds_qdq(path) else "float"
         if isinstance(runner, OnnxRuntimeRunner) and judged_as_written(deployed_on, precision):
-            with OnnxRuntimeRunner(path, threads=config.threads, optimize_graph=False) as as_written:
+            with OnnxRuntimeRunner(path, threads=settings.threads, optimize_graph=False) as as_written:
                 return {
                     "accuracy": accuracy_with_runner(as_written, dataset.images, dataset.labels),
                     "accuracy_runtime": "onnxruntime, Q/DQ as written (no graph optimisation)",

@@ -51,16 +51,10 @@ def resolve_model(path: Path) -> Path:
 
 
 def _settings_for(target, gate: GateSettings):
-    from pipeline.measure import LatencySettings, measurement_options
+    from pipeline.measure import target_latency_settings
 
-    return LatencySettings(
-        batch=target.batch,
-        threads=target.threads,
-        warmup=gate.warmup,
-        runs=gate.runs,
-        rounds=gate.rounds,
-        max_seconds=gate.max_seconds,
-        **measurement_options(target),
+    return target_latency_settings(
+        target, warmup=gate.warmup, runs=gate.runs, rounds=gate.rounds, max_seconds=gate.max_seconds
     )
 
 

@@ -9,6 +9,8 @@ from pipeline.measure.settings import (
     latency_source,
     measurement_options,
     runtime_version,
+    spread_over_rounds,
+    target_latency_settings,
 )
 from pipeline.measure.timing import (
     LatencyStats,
@@ -35,6 +37,8 @@ __all__ = [
     "paired_ratio",
     "runner_for",
     "runtime_version",
+    "spread_over_rounds",
+    "target_latency_settings",
     "time_onnx_models",
     "time_remotely",
     "time_runners",

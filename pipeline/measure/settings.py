@@ -1,7 +1,8 @@
 """How a latency is measured: the settings every stage, the gate and the benchmarks pass to the one timing
 protocol (`pipeline.measure.timing`), and the facts a cached measurement is valid for."""
 
-from dataclasses import asdict, dataclass
+import math
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
@@ -31,6 +32,35 @@ class LatencySettings:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def target_latency_settings(target, **fields) -> LatencySettings:
+    """The one way a stage, the bench or the gate sets up a measurement for a target: its runtime, batch,
+    threads and run counts, and where it is measured (here, by proxy, or on its host); `fields` override."""
+    return LatencySettings(
+        **{
+            "batch": target.batch,
+            "threads": target.threads,
+            "warmup": target.warmup,
+            "runs": target.runs,
+            **measurement_options(target),
+            **fields,
+        }
+    )
+
+
+def spread_over_rounds(settings: LatencySettings, *, warmup: int, runs: int, rounds: int) -> LatencySettings:
+    """`warmup` and `runs` in all, shared out over `rounds` interleaved rounds: per round at least 2 timed runs
+    and 2 warm-up runs (the other models ran in between), and no time cut, so every model gets the same number
+    of samples (the bench's protocol)."""
+    rounds = max(1, min(rounds, runs))
+    return replace(
+        settings,
+        warmup=max(2, math.ceil(warmup / rounds)),
+        runs=max(2, math.ceil(runs / rounds)),
+        rounds=rounds,
+        max_seconds=None,
+    )
 
 
 def runtime_version(runtime: str) -> str:
@@ -64,7 +94,7 @@ def latency_source(target) -> tuple[str, str | None]:
 
 
 def measurement_options(target) -> dict:
-    """The LatencySettings / BenchConfig fields that say where and how latency is measured for the target."""
+    """The LatencySettings fields that say where and how latency is measured for the target."""
     source, _ = latency_source(target)
     remote = (
         {

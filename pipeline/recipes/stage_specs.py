@@ -4,7 +4,7 @@ build's settings, the target and the budget. The only place a stage config is as
 from dataclasses import replace
 from pathlib import Path
 
-from pipeline.bench.stage import BenchConfig, BenchStage
+from pipeline.bench.stage import BENCH_ROUNDS, BenchConfig, BenchStage
 from pipeline.budgets import Budget
 from pipeline.distill.stage import DistillConfig, DistillStage
 from pipeline.drop.finetune import RecoverySettings
@@ -14,7 +14,13 @@ from pipeline.drop.stage import DropConfig, DropStage
 from pipeline.engine.stage import EngineConfig, EngineStage
 from pipeline.errors import PipelineError
 from pipeline.export.stage import ExportConfig, ExportStage
-from pipeline.measure import LatencySettings, latency_source, measurement_options
+from pipeline.measure import (
+    LatencySettings,
+    latency_source,
+    measurement_options,
+    spread_over_rounds,
+    target_latency_settings,
+)
 from pipeline.models import default_student
 from pipeline.preprocess import Preprocess
 from pipeline.quantize.int8 import Int8Settings
@@ -33,16 +39,14 @@ def bench_config(
     target: Target, budget: Budget, preprocess: Preprocess, eval_spec: str | None, seed: int = 0
 ) -> BenchConfig:
     """The target says what to measure and where; the budget may only lower the number of timed runs."""
-    return BenchConfig(
-        batch=target.batch,
-        threads=target.threads,
+    latency = spread_over_rounds(
+        target_latency_settings(target),
         warmup=min(target.warmup, budget.bench_warmup),
         runs=min(target.runs, budget.bench_runs),
-        preprocess=preprocess.to_dict(),
-        eval=eval_spec,
-        eval_limit=budget.eval_limit,
-        seed=seed,
-        **measurement_options(target),
+        rounds=BENCH_ROUNDS,
+    )
+    return BenchConfig(
+        latency=latency, preprocess=preprocess.to_dict(), eval=eval_spec, eval_limit=budget.eval_limit, seed=seed
     )
 
 
@@ -145,14 +149,12 @@ def target_latency(target: Target, budget: Budget, rounds: int) -> LatencySettin
     """Interleaved comparisons inside a stage (drop's candidates, quantize's formats): the target's runtime,
     batch and threads, here, on its host, or by proxy; many short rounds (the budget may only lower the
     target's run counts)."""
-    return LatencySettings(
-        batch=target.batch,
-        threads=target.threads,
+    return target_latency_settings(
+        target,
         warmup=min(target.warmup, budget.bench_warmup),
         runs=min(target.runs, budget.drop_latency_runs),
         rounds=rounds,
         max_seconds=0.5,
-        **measurement_options(target),
     )
 
 
