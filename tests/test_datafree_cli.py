@@ -32,7 +32,7 @@ def _manifest(run: Path) -> dict:
         ),
     ],
 )
-def test_every_synthesizer_runs_through_distill(method, extra, tmp_path):
+def test_distill_command_passes_the_synthesizer_options_through(method, extra, tmp_path):
     run = tmp_path / "run"
     result = invoke_cli(
         "distill",

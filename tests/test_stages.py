@@ -41,19 +41,18 @@ def _synthesize(run: RunFolder, teacher, method: str = "bn-inversion", steps: in
     return run.run(SynthesizeStage(teacher, SynthesizeConfig(seconds=60, method=method, steps=steps, options=resolved)))
 
 
-def _distill(run: RunFolder, teacher, student: str, method: str = "bn-inversion", eval_spec=None) -> dict:
-    config = DistillConfig(
-        student=student,
-        seconds=60,
-        steps=4,
-        training=StudentTraining(batch_size=16),
-        eval=eval_spec,
-        eval_limit=200,
-    )
+def _distill(run: RunFolder, teacher, student: str) -> dict:
+    """Continues whichever synthesizer the run's synthesize stage used (it is in its synthesizer.pt)."""
+    config = DistillConfig(student=student, seconds=60, steps=4, training=StudentTraining(batch_size=16))
     stage = DistillStage(
         teacher, run.artifact("synthesize", "transfer_set"), run.artifact("synthesize", "synthesizer"), config
     )
     return run.run(stage)
+
+
+def _export(run: RunFolder) -> dict:
+    """The teacher and the distilled student to ONNX (run once; the later calls find it up to date)."""
+    return run.run(ExportStage({"teacher": LENET, "student": run.artifact("distill", "student")}, ExportConfig()))
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +60,7 @@ def lenet_run(tmp_path_factory):
     """synthesize -> distill on the LeNet-5 teacher, shared by the later stages' tests."""
     run = RunFolder(tmp_path_factory.mktemp("stages") / "run")
     _synthesize(run, LENET, "dafl")
-    _distill(run, LENET, "lenet5-half", "dafl")
+    _distill(run, LENET, "lenet5-half")
     return run
 
 
@@ -81,7 +80,7 @@ def test_synthesize_then_distill_hands_on_a_transfer_set_and_a_trained_student(m
     assert synthesized["metrics"]["method"] == method
     pool = TransferSet.load(run.artifact("synthesize", "transfer_set"))
     assert pool.pixels.dtype == torch.uint8 and len(pool) > 0
-    distilled = _distill(run, teacher, "resnet8" if teacher == RESNET else "lenet5-half", method)
+    distilled = _distill(run, teacher, "resnet8" if teacher == RESNET else "lenet5-half")
     metrics = distilled["metrics"]
     assert metrics["method"] == method and metrics["student_steps"] > 0
     assert metrics["transfer_set"]["images"] >= len(pool)  # distillation keeps synthesising
@@ -89,13 +88,11 @@ def test_synthesize_then_distill_hands_on_a_transfer_set_and_a_trained_student(m
     student = load_model(run.artifact("distill", "student"))
     assert student.arch == ("resnet8" if teacher == RESNET else "lenet5-half")
     # a second run of the same stage is skipped: its inputs and config did not change
-    assert _distill(run, teacher, student.arch, method)["finished_at"] == distilled["finished_at"]
+    assert _distill(run, teacher, student.arch)["finished_at"] == distilled["finished_at"]
 
 
 def test_export_writes_onnx_that_matches_pytorch(lenet_run):
-    entry = lenet_run.run(
-        ExportStage({"teacher": LENET, "student": lenet_run.artifact("distill", "student")}, ExportConfig())
-    )
+    entry = _export(lenet_run)
     sources = {"teacher": LENET, "student": lenet_run.artifact("distill", "student")}
     images = torch.randn(8, 1, 28, 28)
     for name, checkpoint in sources.items():
@@ -111,7 +108,7 @@ def test_export_writes_onnx_that_matches_pytorch(lenet_run):
 
 
 def test_quantize_int8_hands_on_a_qdq_model_verified_against_fp32(lenet_run):
-    lenet_run.run(ExportStage({"teacher": LENET, "student": lenet_run.artifact("distill", "student")}, ExportConfig()))
+    _export(lenet_run)
     config = QuantizeConfig(precision="int8", runtime="onnxruntime", latency=QUICK_LATENCY, calib_images=32)
     stage = QuantizeStage(
         lenet_run.artifact("export", "student"),
@@ -129,7 +126,7 @@ def test_quantize_int8_hands_on_a_qdq_model_verified_against_fp32(lenet_run):
 
 
 def test_bench_times_every_model_in_interleaved_rounds(lenet_run):
-    lenet_run.run(ExportStage({"teacher": LENET, "student": lenet_run.artifact("distill", "student")}, ExportConfig()))
+    _export(lenet_run)
     models = {name: lenet_run.artifact("export", name) for name in ("teacher", "student")}
     latency = spread_over_rounds(LatencySettings(threads=1), warmup=8, runs=12, rounds=4)
     assert (latency.warmup, latency.runs, latency.rounds, latency.max_seconds) == (2, 3, 4, None)
@@ -163,7 +160,7 @@ def test_drop_named_blocks_hands_on_a_smaller_model_that_loads_back(tmp_path):
 
 
 def test_engine_stage_without_tensorrt_leaves_the_onnx_and_the_command_for_the_device(lenet_run):
-    lenet_run.run(ExportStage({"teacher": LENET, "student": lenet_run.artifact("distill", "student")}, ExportConfig()))
+    _export(lenet_run)
     config = EngineConfig(target="jetson-orin-nano", precision="fp16", batch=1, input_shape=(1, 28, 28))
     metrics = lenet_run.run(EngineStage(lenet_run.artifact("export", "student"), config))["metrics"]
     assert metrics["built"] is False
