@@ -187,3 +187,20 @@ def test_unknown_exporter_is_refused(tmp_path):
     model, preprocess = build("lenet5-half")
     with pytest.raises(PipelineError, match="unknown exporter"):
         export_onnx(model, preprocess, tmp_path / "model.onnx", exporter="tflite")
+
+
+def test_an_export_through_the_shared_torchlib_registry_writes_the_same_graph(monkeypatch):
+    """torchlib_cache.py: exports after the first reuse its ATen-to-ONNX registry; the ONNX must be byte for byte
+    the one torch writes when it builds the registry afresh."""
+    import contextlib
+
+    from pipeline.export import onnx_export, torchlib_cache
+
+    model, preprocess = build("resnet8")
+    example = random_inputs(preprocess, 1)
+    onnx_export._export_dynamo(model, example, 17)
+    assert torchlib_cache._BUILT, "the registry was not cached: has torch moved ONNXRegistry.from_torchlib?"
+    cached = onnx_export._export_dynamo(model, example, 17).SerializeToString()
+    monkeypatch.setattr(onnx_export, "shared_torchlib_registry", contextlib.nullcontext)
+    fresh = onnx_export._export_dynamo(model, example, 17).SerializeToString()
+    assert cached == fresh
