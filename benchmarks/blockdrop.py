@@ -142,8 +142,8 @@ def filter_prune(match: str, budget: str, seed: int) -> None:
     from pipeline.bench.accuracy import accuracy_with_runner
     from pipeline.data import load_eval_dataset
     from pipeline.drop.filter_prune import channel_counts, prune_to_latency
-    from pipeline.drop.finetune import RecoverySettings, recovery_finetune
     from pipeline.export.onnx_export import export_onnx
+    from pipeline.kd import FeatureKDSettings, feature_kd
     from pipeline.measure import LatencySettings
     from pipeline.models.load import load_model
     from pipeline.runtimes import OnnxRuntimeRunner
@@ -171,10 +171,10 @@ def filter_prune(match: str, budget: str, seed: int) -> None:
     settings = LatencySettings(**table["settings"])
     fraction = 1 - reference["drop_stage_latency"]["latency_reduction"]
     pruned, search = prune_to_latency(teacher, loaded.preprocess, fraction, settings)
-    recovery = RecoverySettings(iterations=reference["finetune"]["iterations"])
+    recovery = FeatureKDSettings(iterations=reference["finetune"]["iterations"])
     work = WORK / name
     work.mkdir(parents=True, exist_ok=True)
-    finetune = recovery_finetune(
+    finetune = feature_kd(
         pruned, copy.deepcopy(teacher), images, recovery, work, seed, label="fine-tune (filter-pruned)"
     )
     wall = time.monotonic() - started

@@ -134,10 +134,9 @@ def kd_real_ceiling(pair: str, seed: int, epochs: int, batch_size: int, lr: floa
     from pipeline.assets import resolve_teacher
     from pipeline.data.datasets import fashion_mnist_split
     from pipeline.evaluate import accuracy_torch
+    from pipeline.kd import kd_loss, random_shift
     from pipeline.models import create_model
     from pipeline.models.load import load_model
-    from pipeline.synthesize.losses import kd_loss
-    from pipeline.synthesize.real_images import random_shift
 
     torch.manual_seed(seed)
     teacher_name, student_name = PAIRS[pair]

@@ -118,3 +118,16 @@ def freeze(model):
     for parameter in model.parameters():
         parameter.requires_grad_(False)
     return model
+
+
+class GeneratorState:
+    """Adapter so a torch.Generator can sit in ResumableLoop's states."""
+
+    def __init__(self, generator: torch.Generator):
+        self.generator = generator
+
+    def state_dict(self):
+        return self.generator.get_state()
+
+    def load_state_dict(self, state):
+        self.generator.set_state(state)

@@ -83,10 +83,10 @@ def test_help_quotes_the_training_defaults_the_code_uses():
     assert f"(default {StudentTraining.kd_steps})" in cli.KD_STEPS.help
     assert f"(default {StudentTraining.temperature:g})" in cli.TEMPERATURE.help
     from pipeline.budgets import BUDGETS
-    from pipeline.drop.finetune import RecoverySettings
+    from pipeline.kd import FeatureKDSettings
 
-    assert f"quick {BUDGETS['quick'].drop_iterations}, batch {RecoverySettings.batch_size}" in cli.DROP_ITERATIONS.help
-    assert f"default {RecoverySettings.lr:g}" in cli.DROP_LR.help
+    assert f"quick {BUDGETS['quick'].drop_iterations}, batch {FeatureKDSettings.batch_size}" in cli.DROP_ITERATIONS.help
+    assert f"default {FeatureKDSettings.lr:g}" in cli.DROP_LR.help
 
 
 def _help(command: list[str], width: int = 200) -> str:

@@ -1,7 +1,7 @@
-"""The package's layers, checked from the source (every import, lazy ones inside functions included): the runtime
-and measurement layers import no stage; no stage reaches into the block-dropping stage to time a model; and the
-packages import one another without a cycle. The KNOWN_* lists are the remaining work of issue 21 (public technique
-functions for what the search borrows from drop, a shared KD module): shrink them, never add to them."""
+"""The package's layers, checked from the source (every import, lazy ones inside functions included): the runtime,
+measurement and technique layers import no stage; no stage reaches into the block-dropping stage to time a model,
+and the one that combines its technique (the budget search) uses only its public functions; and the packages
+import one another without a cycle."""
 
 import ast
 from collections import defaultdict
@@ -9,16 +9,8 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "pipeline"
 STAGES = {"synthesize", "distill", "drop", "export", "quantize", "engine", "bench", "search", "gate", "bundle"}
-# (importing package, imported module) pairs that break a rule today
-KNOWN_DROP_IMPORTS = {
-    ("quantize", "pipeline.drop.finetune"),  # binary-weight KD reuses drop's recovery loop
-    ("models", "pipeline.drop.blocks"),  # the loader rebuilds a dropped checkpoint
-    # the budget search combines drop's techniques (they belong in public technique modules)
-    *(
-        ("search", f"pipeline.drop.{name}")
-        for name in ("adapters", "blocks", "finetune", "latency_table", "recoverability", "select")
-    ),
-}
+# the budget search combines block dropping with precision: it calls drop's public functions (`pipeline.drop`)
+PUBLIC_DROP_USERS = {"search"}
 
 
 def _imports() -> dict[str, set[str]]:
@@ -72,25 +64,24 @@ def _cycles(edges: dict[str, set[str]]) -> list[set[str]]:
     return groups
 
 
-def test_runtime_and_measurement_layers_import_no_stage():
+def test_runtime_measurement_and_kd_layers_import_no_stage():
     imports = _imports()
-    for layer in ("runtimes", "measure"):
+    for layer in ("runtimes", "measure", "kd"):
+        assert imports[layer], f"{layer}: no imports found (renamed?)"
         assert not {_package(m) for m in imports[layer]} & STAGES, (layer, sorted(imports[layer]))
 
 
 def test_no_stage_reaches_into_the_drop_stage_to_measure():
+    """drop's modules are its own; the recipes on top assemble its stage; the search uses its public functions;
+    nobody else (gate, bench and quantize included) imports from it at all."""
     imports = _imports()
-    for package in ("gate", "bench"):
-        assert not [m for m in imports[package] if _package(m) == "drop"], package
-    reaching = {
-        (package, module)
-        for package, modules in imports.items()
-        if package != "drop"
-        for module in modules
-        if module.startswith("pipeline.drop")
-    }
-    builds = {pair for pair in reaching if pair[0] in ("recipes", "cli")}  # the recipes on top assemble the stages
-    assert reaching - builds <= KNOWN_DROP_IMPORTS, sorted(reaching - builds - KNOWN_DROP_IMPORTS)
+    for package, modules in imports.items():
+        if package in ("drop", "recipes", "cli"):
+            continue
+        into = sorted(m for m in modules if m.startswith("pipeline.drop"))
+        allowed = ["pipeline.drop"] if package in PUBLIC_DROP_USERS else []
+        assert set(into) <= set(allowed), (package, into)
+    assert "pipeline.drop" in imports["search"]  # the rule above still reads the search's imports
 
 
 def test_there_is_no_import_cycle_between_packages():

@@ -13,11 +13,11 @@ import torch
 from pipeline.assets import resolve_teacher
 from pipeline.bench.stage import BenchConfig, BenchStage
 from pipeline.distill.stage import DistillConfig, DistillStage
-from pipeline.drop.finetune import RecoverySettings
 from pipeline.drop.recoverability import RecoverabilitySettings
 from pipeline.drop.stage import DropConfig, DropStage
 from pipeline.engine.stage import EngineConfig, EngineStage
 from pipeline.export.stage import ExportConfig, ExportStage
+from pipeline.kd import FeatureKDSettings
 from pipeline.measure import LatencySettings, spread_over_rounds
 from pipeline.models.load import load_model
 from pipeline.quantize.stage import QuantizeConfig, QuantizeStage
@@ -147,7 +147,7 @@ def test_drop_named_blocks_hands_on_a_smaller_model_that_loads_back(tmp_path):
         latency=QUICK_LATENCY,
         blocks=("layer2.1", "layer3.1"),
         recoverability=RecoverabilitySettings(steps=2),
-        recovery=RecoverySettings(iterations=3, batch_size=16),
+        recovery=FeatureKDSettings(iterations=3, batch_size=16),
     )
     stage = DropStage(RESNET, run.artifact("synthesize", "transfer_set"), config, cache_dir=run.root / "cache")
     metrics = run.run(stage)["metrics"]

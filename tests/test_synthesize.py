@@ -194,7 +194,7 @@ def test_auto_picks_bn_inversion_only_for_teachers_with_batchnorm(lenet_view):
 
 
 def test_augmented_kd_batches_are_new_views_labelled_by_the_teacher(lenet_view):
-    from pipeline.synthesize.data_free_loop import augment_batch
+    from pipeline.kd import augment_batch
 
     images = lenet_view.from_pixels(torch.rand(64, 1, 28, 28, generator=torch.Generator().manual_seed(0)))
     a = augment_batch(images, torch.Generator().manual_seed(1))

@@ -1,12 +1,12 @@
 """Ablation behind the binary-weights layer choice (issue 6): LeNet-5 binary-weight recipes, each trained by the
-quantize stage's data-free KD (`recovery_finetune`) on a synthesis stage's transfer set, judged on the LAST 10,000
+quantize stage's data-free KD (`pipeline.kd.feature_kd`) on a synthesis stage's transfer set, judged on the LAST 10,000
 Fashion-MNIST *training* images (labels used for this judgement only; never the test split, which the benchmark
 reports once for the recipe chosen here). Deterministic: the same recipe gives the same figures.
 
     python benchmarks/experiments/binary_recipes.py TRANSFER_SET NAME '{"lr": 0.005}'
     python benchmarks/experiments/binary_recipes.py TRANSFER_SET keep_conv2 '{"layers": ["features.8", "classifier.0"]}'
 
-Extra keys besides RecoverySettings fields: layers (binarise these instead of all but first and last), adam (Adam
+Extra keys besides FeatureKDSettings fields: layers (binarise these instead of all but first and last), adam (Adam
 instead of SGD), reest_after (re-estimate BatchNorm statistics after KD). Appends one JSON line to
 benchmarks/results/experiments/lenet5-binary-recipes.jsonl."""
 
@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from pipeline.data.datasets import fashion_mnist_split
-from pipeline.drop.finetune import RecoverySettings, recovery_finetune
+from pipeline.kd import FeatureKDSettings, feature_kd
 from pipeline.models.load import load_model
 from pipeline.quantize import binary
 from pipeline.quantize.calibration import normalised
@@ -63,11 +63,11 @@ def main() -> None:
     after_batchnorm = accuracy(student, images, labels)
     started = time.time()
     with tempfile.TemporaryDirectory() as scratch:
-        training = recovery_finetune(
+        training = feature_kd(
             student,
             teacher,
             data,
-            RecoverySettings(**{"iterations": 3000, **overrides}),
+            FeatureKDSettings(**{"iterations": 3000, **overrides}),
             Path(scratch) / "kd",
             0,
             label=name,

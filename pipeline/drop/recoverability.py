@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from pipeline.drop.adapters import adapter_parameters, insert_adapters
 from pipeline.drop.blocks import without_blocks
-from pipeline.drop.features import FeatureTap
+from pipeline.kd import FeatureTap
 
 
 @dataclass(frozen=True)

@@ -12,9 +12,7 @@ from pathlib import Path
 
 import torch
 
-from pipeline.drop.adapters import fold_adapters_checked
 from pipeline.drop.blocks import require_block_names, require_blocks
-from pipeline.drop.finetune import RecoverySettings, recovery_finetune
 from pipeline.drop.latency_table import (
     cache_key,
     export_for_timing,
@@ -23,10 +21,12 @@ from pipeline.drop.latency_table import (
     time_candidate_sets,
     time_models,
 )
+from pipeline.drop.recover import recover
 from pipeline.drop.recoverability import RecoverabilityProbe, RecoverabilitySettings
 from pipeline.drop.select import LatencyBudget, greedy_drop
 from pipeline.errors import PipelineError
 from pipeline.fileio import atomic_write_json, atomic_write_text
+from pipeline.kd import FeatureKDSettings
 from pipeline.measure import LatencySettings
 from pipeline.models.checkpoint import save_checkpoint
 from pipeline.progress import log
@@ -44,7 +44,7 @@ class DropConfig:
     reduction: float | None = None
     latency_ms: float | None = None
     recoverability: RecoverabilitySettings = field(default_factory=RecoverabilitySettings)
-    recovery: RecoverySettings = field(default_factory=RecoverySettings)
+    recovery: FeatureKDSettings = field(default_factory=FeatureKDSettings)
     images: str | None = None  # few-shot: an image folder or fmnist-train; None = data-free (transfer set)
     blocks: tuple[str, ...] | None = optional_field()  # drop exactly these (`--drop-blocks`); None = choose by latency
     per_class: int = 50
@@ -113,33 +113,24 @@ class DropStage(Stage):
         with tempfile.TemporaryDirectory(prefix="edge-pipeline-drop-") as folder:
             full_onnx = export_for_timing(teacher_cpu, loaded.preprocess, folder, "full")  # timed beside each candidate
             selection = self._select(workdir, table, probe, full_onnx, teacher_cpu, loaded.preprocess)
-            return self._recover(
-                workdir, selection, probe, view, loaded, teacher_cpu, full_onnx, images, source, blocks, table, cached
-            )
-
-    def _recover(
-        self, workdir, selection, probe, view, loaded, teacher_cpu, full_onnx, images, source, blocks, table, cached
-    ) -> StageOutput:
-        config, arch = self.config, loaded.arch or "unknown"
-        dropped = selection["dropped"]
-
-        student = probe.adapted(dropped)
-        finetune = None
-        if dropped:  # nothing dropped (the model already met the budget): hand it on untouched
-            finetune = recovery_finetune(
-                student,
+            dropped = selection["dropped"]
+            recovered = recover(
                 view.model,
+                dropped,
                 images,
                 config.recovery,
                 workdir,
-                config.seed,
-                label=f"recovery fine-tune ({len(dropped)} blocks dropped)",
+                input_shape=loaded.input_shape,
+                check_images=probe.eval_images[:128],
+                seed=config.seed,
             )
-        student = student.cpu().eval()
-        fused, fused_diff = fold_adapters_checked(student, probe.eval_images[:128].cpu())
-        timed = time_models(
-            {"full": full_onnx, "dropped": fused}, loaded.preprocess, config.latency, label="latency: full vs dropped"
-        )
+            fused, fused_diff = recovered.model, recovered.fused_max_abs_diff
+            timed = time_models(
+                {"full": full_onnx, "dropped": fused},
+                loaded.preprocess,
+                config.latency,
+                label="latency: full vs dropped",
+            )
         full_ms, dropped_ms = timed["full"]["median_ms"], timed["dropped"]["median_ms"]
         save_checkpoint(
             workdir / "dropped.pt",
@@ -173,7 +164,7 @@ class DropStage(Stage):
             "table_cv": table["cv"],
             "fused_max_abs_diff": fused_diff,
             "verifications": selection["verifications"],
-            "finetune": finetune,
+            "finetune": recovered.finetune,
             "parameters_full": sum(p.numel() for p in teacher_cpu.parameters()),
             "parameters_dropped": sum(p.numel() for p in fused.parameters()),
         }

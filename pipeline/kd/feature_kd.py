@@ -1,7 +1,8 @@
-"""Recovery fine-tune after dropping (METHODS.md §2): the pruned model imitates the teacher's pre-pooling
-features (MSE), plus logit KD, on the transfer set (data-free) or a few real images (few-shot).
-SGD with the authors' settings (lr 0.02, momentum 0.9, wd 1e-4, batch 64, lr x0.1 at 40 % of the
-iterations). Resumable: the loop state is checkpointed in the stage's work folder."""
+"""Feature KD: a student imitates its teacher's pre-pooling features (MSE), plus logit KD, on a fixed set of
+images (a transfer set, data-free, or a few real images). It is PRACTISE's recovery fine-tune after dropping
+blocks (METHODS.md §2), with the authors' settings (SGD, lr 0.02, momentum 0.9, wd 1e-4, batch 64, lr x0.1 at
+40 % of the iterations), and the binary-weight quantizer trains its latent weights with it too.
+Resumable: the loop state is checkpointed in the caller's work folder."""
 
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -10,17 +11,16 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from pipeline.drop.adapters import adapter_parameters
-from pipeline.drop.features import FeatureTap
 from pipeline.errors import PipelineError
+from pipeline.kd.features import FeatureTap
+from pipeline.kd.losses import FeatureProjection, kd_loss
+from pipeline.kd.views import augment_batch
 from pipeline.progress import progress_bar
-from pipeline.synthesize.data_free_loop import FeatureProjection, GeneratorState, augment_batch
-from pipeline.synthesize.losses import kd_loss
-from pipeline.training import ResumableLoop
+from pipeline.training import GeneratorState, ResumableLoop
 
 
 @dataclass(frozen=True)
-class RecoverySettings:
+class FeatureKDSettings:
     iterations: int = 2000
     batch_size: int = 64
     lr: float = 0.02
@@ -39,16 +39,21 @@ class RecoverySettings:
         return asdict(self)
 
 
-def recovery_finetune(
+def feature_kd(
     student: nn.Module,
     teacher: nn.Module,
     images: torch.Tensor,
-    settings: RecoverySettings,
+    settings: FeatureKDSettings,
     workdir: Path,
     seed: int = 0,
-    label: str = "recovery fine-tune",
+    label: str = "feature KD",
+    *,
+    no_weight_decay: tuple[nn.Parameter, ...] = (),
+    lr_option: str = "",
 ) -> dict:
-    """Train `student` (in place) to match `teacher` on `images` (normalised, on the training device)."""
+    """Train `student` (in place) to match `teacher` on `images` (normalised, on the training device).
+    `no_weight_decay`: parameters that train without weight decay (drop's identity-initialised adapters, which
+    it would pull towards zero); `lr_option`: the command-line option a diverging run should be told to lower."""
     rng = torch.Generator().manual_seed(seed)
     # BatchNorm stays in inference mode: its running statistics are the teacher's memory of the real data,
     # which synthetic (or 500 real) images would overwrite with worse estimates; gamma/beta still train.
@@ -58,11 +63,10 @@ def recovery_finetune(
         parameter.requires_grad_(True)
     student_tap, teacher_tap = FeatureTap(student), FeatureTap(teacher)
     projection = _projection_if_needed(student, teacher, images)
-    adapters = {id(p) for p in adapter_parameters(student)}
-    # no weight decay on the adapters: it would pull an identity-initialised map towards zero
+    undecayed = {id(p) for p in no_weight_decay}
     groups = [
-        {"params": [p for p in student.parameters() if id(p) not in adapters], "weight_decay": settings.weight_decay},
-        {"params": [p for p in student.parameters() if id(p) in adapters], "weight_decay": 0.0},
+        {"params": [p for p in student.parameters() if id(p) not in undecayed], "weight_decay": settings.weight_decay},
+        {"params": [p for p in student.parameters() if id(p) in undecayed], "weight_decay": 0.0},
     ]
     if projection is not None:
         groups.append({"params": list(projection.parameters()), "weight_decay": 0.0})
@@ -100,8 +104,8 @@ def recovery_finetune(
                     loss = loss + settings.kd_weight * kd_loss(logits, teacher_logits, settings.temperature)
                 if not torch.isfinite(loss):
                     raise PipelineError(
-                        f"the recovery fine-tune diverged at iteration {loop.step} (loss {float(loss.detach())}); "
-                        "lower its learning rate (--drop-lr)"
+                        f"{label} diverged at iteration {loop.step} (loss {float(loss.detach())}); "
+                        f"lower its learning rate{f' ({lr_option})' if lr_option else ''}"
                     )
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()

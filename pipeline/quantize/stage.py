@@ -13,10 +13,10 @@ from pathlib import Path
 
 import torch
 
-from pipeline.drop.finetune import RecoverySettings, recovery_finetune
 from pipeline.errors import PipelineError
 from pipeline.export.onnx_export import export_onnx
 from pipeline.fileio import atomic_write_json
+from pipeline.kd import FeatureKDSettings, feature_kd
 from pipeline.measure import LatencySettings, example_input, time_onnx_models
 from pipeline.preprocess import preprocess_from_onnx
 from pipeline.progress import log
@@ -55,7 +55,7 @@ class QuantizeConfig:
     images: str | None = None  # real images for --calib real (unlabelled use)
     calib_images: int = 512
     max_accuracy_drop: float = DEFAULT_MAX_ACCURACY_DROP  # points of top-1
-    binary_training: RecoverySettings = field(default_factory=lambda: RecoverySettings(iterations=3000))
+    binary_training: FeatureKDSettings = field(default_factory=lambda: FeatureKDSettings(iterations=3000))
     binary_coverage: float = 0.9  # at least this share of the binarisable weights becomes binary (binary.py)
     eval: str | None = None  # labelled set, reported only
     eval_limit: int | None = None
@@ -179,7 +179,7 @@ class QuantizeStage(Stage):
         )
         student = binary.binarise(copy.deepcopy(teacher), layers)
         binary.reestimate_batchnorm(student, data, seed=config.seed)
-        training = recovery_finetune(
+        training = feature_kd(
             student,
             teacher,
             data,

@@ -7,13 +7,13 @@ from pathlib import Path
 from pipeline.bench.stage import BENCH_ROUNDS, BenchConfig, BenchStage
 from pipeline.budgets import Budget
 from pipeline.distill.stage import DistillConfig, DistillStage
-from pipeline.drop.finetune import RecoverySettings
 from pipeline.drop.recoverability import RecoverabilitySettings
 from pipeline.drop.select import LatencyBudget
 from pipeline.drop.stage import DropConfig, DropStage
 from pipeline.engine.stage import EngineConfig, EngineStage
 from pipeline.errors import PipelineError
 from pipeline.export.stage import ExportConfig, ExportStage
+from pipeline.kd import FeatureKDSettings
 from pipeline.measure import (
     LatencySettings,
     latency_source,
@@ -165,7 +165,7 @@ def drop_stage(ctx: BuildContext) -> DropStage:
         latency_budget = drop_budget(options, target)
         reduction, latency_ms = latency_budget.reduction, latency_budget.ms
     latency = target_latency(target, budget, budget.drop_latency_rounds)
-    recovery = RecoverySettings(
+    recovery = FeatureKDSettings(
         **{
             k: v
             for k, v in (("iterations", options.drop_iterations or budget.drop_iterations), ("lr", options.drop_lr))
@@ -241,7 +241,7 @@ def search_stage(ctx: BuildContext) -> SearchStage:
             f"{', '.join(allowed)}"
         )
     student = ctx.artifact("distill", "student") if options.search == "build" else None
-    recovery = RecoverySettings(
+    recovery = FeatureKDSettings(
         **{
             k: v
             for k, v in (("iterations", options.drop_iterations or budget.drop_iterations), ("lr", options.drop_lr))
@@ -305,7 +305,7 @@ def quantize_config(
         images=options.images,
         calib_images=options.calib_images,
         max_accuracy_drop=options.max_accuracy_drop,
-        binary_training=RecoverySettings(iterations=options.binary_iterations or budget.binary_iterations),
+        binary_training=FeatureKDSettings(iterations=options.binary_iterations or budget.binary_iterations),
         binary_coverage=options.binary_coverage,
         eval=eval_spec,
         eval_limit=budget.eval_limit,

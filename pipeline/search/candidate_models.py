@@ -10,9 +10,7 @@ from pathlib import Path
 
 import torch
 
-from pipeline.drop.adapters import fold_adapters_checked
-from pipeline.drop.finetune import recovery_finetune
-from pipeline.drop.recoverability import adapted_without
+from pipeline.drop import recover
 from pipeline.export.onnx_export import export_onnx
 from pipeline.fileio import atomic_write_json, sha256_file, sha256_json
 from pipeline.measure import LatencySettings
@@ -49,18 +47,18 @@ class CandidateModels:
         loaded = self.bases[base][1]
         config = self.config
         feature_teacher = freeze(copy.deepcopy(loaded.model).to(self.device))
-        student = adapted_without(feature_teacher, list(dropped), loaded.input_shape)
         with tempfile.TemporaryDirectory(prefix="edge-pipeline-search-") as scratch:
-            recovery_finetune(
-                student,
+            fused = recover(
                 feature_teacher,
+                dropped,
                 self._train_images(),
                 config.recovery,
                 Path(scratch),
-                config.seed,
+                input_shape=loaded.input_shape,
+                check_images=torch.from_numpy(self.held_images[:64]),
+                seed=config.seed,
                 label=f"search: fine-tune {base} without {len(dropped)} block(s)",
-            )
-        fused, _ = fold_adapters_checked(student.cpu().eval(), torch.from_numpy(self.held_images[:64]))
+            ).model
         save_checkpoint(
             path,
             fused,

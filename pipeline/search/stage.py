@@ -20,13 +20,17 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.drop.blocks import droppable_blocks
-from pipeline.drop.finetune import RecoverySettings
-from pipeline.drop.latency_table import cache_key, load_or_measure
-from pipeline.drop.recoverability import RecoverabilityProbe, RecoverabilitySettings
-from pipeline.drop.select import LatencyBudget
+from pipeline.drop import (
+    LatencyBudget,
+    RecoverabilityProbe,
+    RecoverabilitySettings,
+    block_latency_table,
+    block_table_key,
+    droppable_blocks,
+)
 from pipeline.errors import PipelineError
 from pipeline.fileio import atomic_write_json, atomic_write_text, sha256_file, sha256_json
+from pipeline.kd import FeatureKDSettings
 from pipeline.measure import LatencySettings, example_input, paired_ratio, time_onnx_models
 from pipeline.measure.paired import TOO_BUSY_SPREAD
 from pipeline.progress import log
@@ -53,7 +57,7 @@ class SearchConfig:
     latency_ms: float | None = None
     precisions: tuple[str, ...] = ("fp32",)
     recoverability: RecoverabilitySettings = field(default_factory=RecoverabilitySettings)
-    recovery: RecoverySettings = field(default_factory=RecoverySettings)
+    recovery: FeatureKDSettings = field(default_factory=FeatureKDSettings)
     held_out: int = 2048  # synthetic images kept away from every fine-tune, for the accuracy estimate
     margin: float = 0.03  # a candidate must beat the budget by this fraction: the next session may measure it slower
     calib_images: int = 512
@@ -191,12 +195,12 @@ class SearchStage(CandidateModels, Stage):
         blocks = droppable_blocks(model)
         order, full_ms = [], None
         if blocks:
-            table_key = cache_key(arch, config.target, config.latency, loaded.input_shape)
+            table_key = block_table_key(arch, config.target, config.latency, loaded.input_shape)
             table_file = (
                 self.cache
                 / f"latency-{arch}-{config.target}-{table_key['runtime']}-{table_key['runtime_version']}.json"
             )
-            table, _ = load_or_measure(table_file, model, loaded.preprocess, blocks, config.latency, table_key)
+            table, _ = block_latency_table(table_file, model, loaded.preprocess, blocks, config.latency, table_key)
             view = TeacherView(
                 freeze(copy.deepcopy(model).to(self.device)), loaded.preprocess, loaded.num_classes, self.device
             )

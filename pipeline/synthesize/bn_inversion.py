@@ -102,7 +102,7 @@ class BnInversionSynthesizer(Synthesizer):
         shifts of up to `jitter` pixels and horizontal flips, so images must work under small changes."""
         if not self.options["jitter"]:
             return images
-        from pipeline.synthesize.real_images import random_shift_flip
+        from pipeline.kd import random_shift_flip
 
         return random_shift_flip(images, int(self.options["jitter"]), self.rng)
 

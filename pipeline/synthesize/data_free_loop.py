@@ -12,14 +12,13 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from pipeline import distributed
+from pipeline.kd import FeatureProjection, augment_batch, kd_loss
 from pipeline.progress import progress_bar
 from pipeline.synthesize.base import Synthesizer, TeacherView
-from pipeline.synthesize.losses import kd_loss
 from pipeline.synthesize.transfer_set import TransferSet
-from pipeline.training import ResumableLoop, cosine_scale
+from pipeline.training import GeneratorState, ResumableLoop, cosine_scale
 
 
 @dataclass(frozen=True)
@@ -48,35 +47,6 @@ def make_optimizer(parameters, settings: StudentTraining) -> torch.optim.Optimiz
             parameters, lr=settings.lr, momentum=0.9, weight_decay=settings.weight_decay, nesterov=True
         )
     return torch.optim.Adam(parameters, lr=settings.lr, weight_decay=settings.weight_decay)
-
-
-class FeatureProjection(nn.Module):
-    """FitNets-style 1x1 projection of student features onto the teacher's channel count (trained with the student)."""
-
-    def __init__(self, student_channels: int, teacher_channels: int):
-        super().__init__()
-        self.conv = nn.Conv2d(student_channels, teacher_channels, 1, bias=False)
-
-    def forward(self, student_features: torch.Tensor, teacher_features: torch.Tensor) -> torch.Tensor:
-        projected = self.conv(student_features)
-        if projected.shape[-2:] != teacher_features.shape[-2:]:
-            projected = F.adaptive_avg_pool2d(projected, teacher_features.shape[-2:])
-        return F.mse_loss(projected, teacher_features)
-
-
-def augment_batch(images: torch.Tensor, rng: torch.Generator) -> torch.Tensor:
-    """New views of pool images: 2-px shifts, horizontal flips, and mixup of half the batch with other images.
-    The teacher labels the result, so the student learns the teacher's function between and around the
-    synthetic points, not only at them."""
-    from pipeline.synthesize.real_images import random_shift_flip
-
-    n = len(images)
-    images = random_shift_flip(images.cpu(), 2, rng)
-    mixed = torch.rand(n, generator=rng) < 0.5
-    weight = torch.rand(n, 1, 1, 1, generator=rng)
-    partner = images[torch.randperm(n, generator=rng)]
-    images = torch.where(mixed.view(n, 1, 1, 1), weight * images + (1 - weight) * partner, images)
-    return images
 
 
 class DataFreeLoop:
@@ -241,16 +211,3 @@ def cost_report(steps: int, seconds: float, device: torch.device) -> dict:
         report["peak_gpu_memory_mb"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
         report["gpu"] = torch.cuda.get_device_name(device)
     return report
-
-
-class GeneratorState:
-    """Adapter so a torch.Generator can sit in ResumableLoop's states."""
-
-    def __init__(self, generator: torch.Generator):
-        self.generator = generator
-
-    def state_dict(self):
-        return self.generator.get_state()
-
-    def load_state_dict(self, state):
-        self.generator.set_state(state)

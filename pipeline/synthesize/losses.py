@@ -99,14 +99,6 @@ def information_entropy_loss(logits: torch.Tensor) -> torch.Tensor:
     return (mean_probability * torch.log(mean_probability + 1e-8)).sum()
 
 
-def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
-    """KL(softmax(t/T) || softmax(s/T)) * T^2 (Hinton et al. 2015)."""
-    t = temperature
-    return (
-        F.kl_div(F.log_softmax(student_logits / t, 1), F.softmax(teacher_logits / t, 1), reduction="batchmean") * t * t
-    )
-
-
 def first_conv(model: nn.Module) -> nn.Conv2d | None:
     return next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
 

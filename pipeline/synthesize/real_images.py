@@ -7,10 +7,10 @@ images gives the student more than a handful of views.
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from pipeline.data.datasets import LabelledImages, fashion_mnist_split, image_folder
 from pipeline.errors import PipelineError
+from pipeline.kd import random_shift
 from pipeline.synthesize.base import Synthesizer, TeacherView, register_synthesizer
 
 
@@ -55,23 +55,3 @@ class RealImages(Synthesizer):
     def load_state_dict(self, state: dict) -> None:
         super().load_state_dict(state)
         self.emitted_originals = state["emitted_originals"]
-
-
-def random_shift(images: torch.Tensor, pixels: int, rng: torch.Generator) -> torch.Tensor:
-    """Translate each image by up to `pixels` in x and y (edge padding), the classic small-image augmentation."""
-    if pixels <= 0:
-        return images
-    n, _, h, w = images.shape
-    padded = F.pad(images, (pixels,) * 4, mode="replicate")
-    dy = torch.randint(2 * pixels + 1, (n, 1, 1), generator=rng)
-    dx = torch.randint(2 * pixels + 1, (n, 1, 1), generator=rng)
-    rows = (dy + torch.arange(h).view(1, h, 1)).expand(n, h, w)  # one gather for the whole batch
-    cols = (dx + torch.arange(w).view(1, 1, w)).expand(n, h, w)
-    return padded[torch.arange(n).view(n, 1, 1), :, rows, cols].permute(0, 3, 1, 2).contiguous()
-
-
-def random_shift_flip(images: torch.Tensor, pixels: int, rng: torch.Generator) -> torch.Tensor:
-    """random_shift, then a random half mirrored left-right; differentiable, so synthesizers can use it too."""
-    shifted = random_shift(images, pixels, rng)
-    flip = (torch.rand(len(images), generator=rng) < 0.5).to(images.device).view(-1, 1, 1, 1)
-    return torch.where(flip, shifted.flip(-1), shifted)
