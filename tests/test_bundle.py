@@ -48,7 +48,7 @@ def test_bundle_holds_what_a_mobile_team_needs(bundled):
     model = manifest["models"][0]
     assert model["file"] == "models/model-fp32.onnx" and model["inputs"][0]["name"] == "input"
     assert model["inputs"][0]["shape"][1:] == [1, 28, 28] and model["outputs"][0]["dtype"] == "float32"
-    assert model["latency"][0]["latency_source"] == "local" and model["latency"][0]["median_ms"] > 0
+    assert model["latency"][0]["where"] == "local" and model["latency"][0]["median_ms"] > 0
     assert manifest["preprocessing"]["input_shape"] == [1, 28, 28] and len(manifest["class_labels"]) == 10
     assert manifest["build"]["teacher_sha256"] and manifest["libraries"]["onnxruntime"]
     assert {"MODEL_CARD.md", "example/infer.py", "reference/input.npy"} <= set(manifest["files"])
@@ -126,13 +126,48 @@ def test_a_bundle_from_a_newer_release_is_refused_in_one_line_and_an_older_one_r
         (copy / "manifest.sha256").write_text(f"{sha256_file(copy / 'manifest.json')}  manifest.json\n")
         return copy
 
-    newer = rewritten("newer", lambda m: m.update(format="edge-pipeline/bundle-v2", format_version=2))
+    newer = rewritten("newer", lambda m: m.update(format="edge-pipeline/bundle-v3", format_version=3))
     with pytest.raises(
         PipelineError,
-        match=r"newer edge-pipeline \(bundle format v2; this release reads up to v1\)"
+        match=r"newer edge-pipeline \(bundle format v3; this release reads up to v2\)"
         r": upgrade edge-pipeline",
     ) as refused:
         verify_bundle(newer)
     assert "\n" not in str(refused.value)
     older = rewritten("older", lambda m: m.pop("format_version"))  # as bundles were written before versions
     assert verify_bundle(older)["ok"]
+
+
+def test_a_version_1_bundle_reads_with_its_latency_as_records(bundled):
+    """Bundle format 2 holds the measurement layer's latency records; a v1 manifest's entries are converted."""
+    from pathlib import Path
+
+    from pipeline.bundle.bundle import BUNDLE_MIGRATIONS
+    from pipeline.measure import LATENCY_RECORD_KEYS
+
+    current = json.loads((Path(bundled["bundle"]) / "manifest.json").read_text())
+    assert set(current["models"][0]["latency"][0]) == {"target", *LATENCY_RECORD_KEYS}
+    v1_entry = {
+        "target": "cpu",
+        "median_ms": 0.5,
+        "p90_ms": 0.6,
+        "p99_ms": 0.7,
+        "cv": 0.05,
+        "batch": 1,
+        "warmup": 2,
+        "runs": 20,
+        "latency_source": "proxy",
+        "proxy_for": "tensorrt",
+        "runtime": {"runtime": "onnxruntime", "version": "1.2", "threads": 2},
+        "measured_on": None,
+    }
+    v1 = {**current, "format": "edge-pipeline/bundle-v1", "format_version": 1}
+    v1["models"] = [{**current["models"][0], "latency": [v1_entry]}]
+    record = BUNDLE_MIGRATIONS[1](v1)["models"][0]["latency"][0]
+    assert set(record) == {"target", *LATENCY_RECORD_KEYS}
+    assert (record["runtime_requested"], record["runtime_used"], record["runtime_version"]) == (
+        "tensorrt",
+        "onnxruntime",
+        "1.2",
+    )
+    assert (record["where"], record["median_ms"], record["threads"], record["rounds"]) == ("proxy", 0.5, 2, None)

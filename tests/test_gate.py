@@ -103,7 +103,14 @@ def test_gate_passes_a_to_a_and_fails_a_real_regression(models, tmp_path):
         lambda result: result.returncode == 2 and BUSY in result.stdout,
     )
     assert same.returncode == 0, same.stdout + same.stderr
-    assert json.loads(same.stdout)["verdict"]["label"] == "pass"
+    report = json.loads(same.stdout)
+    assert report["verdict"]["label"] == "pass"
+    from pipeline.measure import LATENCY_RECORD_KEYS
+
+    for name in ("baseline", "candidate"):  # the one latency record, beside the paired verdict
+        latency = report["latency"][name]
+        assert tuple(latency) == LATENCY_RECORD_KEYS and latency["median_ms"] == report[f"{name}_ms"]
+        assert latency["flops"] > 0 and latency["round_medians_ms"] == report[f"{name}_round_medians_ms"]
 
     junit = tmp_path / "gate.xml"
     worse = _unless_busy(

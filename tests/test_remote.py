@@ -103,6 +103,9 @@ def test_pipeline_bench_with_host_measures_on_the_device(loopback_device, lenet_
     assert (
         report["latency"]["median_ms"] > 0 and report["runtime"]["runtime"] == "onnxruntime"
     )  # accuracy: computed here
+    latency = report["latency"]  # the measurement layer's record, filled from the device's answer
+    assert (latency["where"], latency["runtime_used"], latency["includes_transfers"]) == ("remote", "onnxruntime", True)
+    assert latency["host"] and latency["runtime_version"] and latency["rounds"] == len(latency["round_medians_ms"])
 
 
 def test_an_unreachable_host_fails_the_command_in_one_line(tmp_path, lenet_onnx):

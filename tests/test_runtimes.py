@@ -192,3 +192,30 @@ def test_one_rule_says_when_a_model_runs_as_written():
     assert judged_as_written("tensorrt", "int8") and judged_as_written("tensorrt", "binary")
     assert not judged_as_written("onnxruntime", "int8")  # the cpu target runs onnxruntime's own kernels
     assert not judged_as_written("tensorrt", "fp16") and not judged_as_written("tensorrt", "fp32")
+
+
+@pytest.mark.parametrize("name, channels, size", [("resnet20", 1, 28), ("resnet18", 3, 64), ("mobilenet_v2", 3, 64)])
+def test_flops_counted_from_the_onnx_graph_match_torchs_counter_in_float_and_int8(name, channels, size, tmp_path):
+    """`latency_record`'s flops: Conv/Gemm/MatMul of the ONNX graph, equal to torch.utils.flop_counter on the
+    PyTorch model, and unchanged by INT8 (Q/DQ pairs and integer operators do the same arithmetic)."""
+    import numpy as np
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from pipeline.export.onnx_export import export_onnx
+    from pipeline.measure import onnx_flops
+    from pipeline.models import create_model
+    from pipeline.preprocess import default_preprocess
+    from pipeline.quantize.int8 import TENSORRT_QDQ, Int8Format, Int8Settings, prepare_for_quantization, quantize_int8
+
+    model = create_model(name, in_channels=channels, num_classes=10, image_size=size).eval()
+    export_onnx(model, default_preprocess(channels, size, size), tmp_path / "fp32.onnx", exporter="torchscript")
+    with FlopCounterMode(display=False) as counter:
+        model(torch.zeros(1, channels, size, size))
+    assert onnx_flops(tmp_path / "fp32.onnx") == counter.get_total_flops() > 0
+    if name != "resnet20":
+        return
+    prepared = prepare_for_quantization(tmp_path / "fp32.onnx", tmp_path / "prepared.onnx")
+    calibration = np.random.default_rng(0).standard_normal((8, channels, size, size)).astype(np.float32)
+    for fmt in (TENSORRT_QDQ, Int8Format("u8s8-qoperator", "u8", "qoperator", False)):
+        quantized = quantize_int8(prepared, tmp_path / f"{fmt.name}.onnx", fmt, Int8Settings(), calibration, tmp_path)
+        assert onnx_flops(quantized) == counter.get_total_flops(), fmt.name

@@ -18,7 +18,7 @@ from pipeline.drop.stage import DropConfig, DropStage
 from pipeline.engine.stage import EngineConfig, EngineStage
 from pipeline.export.stage import ExportConfig, ExportStage
 from pipeline.kd import FeatureKDSettings
-from pipeline.measure import LatencySettings, spread_over_rounds
+from pipeline.measure import LATENCY_RECORD_KEYS, LatencySettings, onnx_flops, spread_over_rounds
 from pipeline.models.load import load_model
 from pipeline.quantize.stage import QuantizeConfig, QuantizeStage
 from pipeline.recipes import checkpoint_readers  # noqa: F401  (dropped checkpoints load back)
@@ -134,7 +134,15 @@ def test_bench_times_every_model_in_interleaved_rounds(lenet_run):
     results = lenet_run.run(BenchStage(models, config))["metrics"]
     for name in models:
         latency = results[name]["latency"]
+        assert tuple(latency) == LATENCY_RECORD_KEYS  # the one record, in its order
         assert latency["rounds"] == 4 and len(latency["round_medians_ms"]) == 4 and latency["median_ms"] > 0
+        assert latency["median_ms"] == np.median(latency["round_medians_ms"]) and results[name]["samples"]["runs"] == 12
+        assert (latency["where"], latency["runtime_requested"], latency["runtime_used"]) == ("local",) + (
+            "onnxruntime",
+        ) * 2
+        assert latency["runtime_version"] == results[name]["runtime"]["version"] and latency["includes_transfers"]
+        assert latency["flops"] == onnx_flops(models[name]) > 0 and latency["peak_gflops"] is None
+        assert latency["achieved_gflops"] == pytest.approx(latency["flops"] / latency["median_ms"] / 1e6)
         assert results[name]["latency_source"] == "local" and results[name]["runtime"]["runtime"] == "onnxruntime"
     assert json.loads((lenet_run.root / "bench" / "bench.json").read_text()) == results
 

@@ -17,7 +17,16 @@ from pathlib import Path
 from pipeline.bench.accuracy import accuracy_with_runner
 from pipeline.data import load_eval_dataset
 from pipeline.fileio import atomic_write_json
-from pipeline.measure import LatencySettings, example_input, make_runner, runner_for, time_onnx_models, time_runners
+from pipeline.measure import (
+    LatencySettings,
+    example_input,
+    latency_record,
+    make_runner,
+    onnx_flops,
+    runner_for,
+    time_onnx_models,
+    time_runners,
+)
 from pipeline.preprocess import Preprocess
 from pipeline.progress import log
 from pipeline.runtimes import OnnxRuntimeRunner, holds_qdq, judged_as_written
@@ -38,7 +47,9 @@ class BenchConfig:
 
 class BenchStage(Stage):
     name = "bench"
-    version = 5  # 3: Q/DQ accuracy as written for TensorRT; 4: interleaved rounds; 5: config holds LatencySettings
+    # 3: Q/DQ accuracy as written for TensorRT; 4: interleaved rounds; 5: config holds LatencySettings;
+    # 6: `latency` is the measurement layer's record (LATENCY_RECORD_KEYS), the pooled samples under `samples`
+    version = 6
 
     def __init__(self, models: dict[str, Path], config: BenchConfig):
         super().__init__(config)
@@ -79,15 +90,11 @@ class BenchStage(Stage):
         return make_runner("onnxruntime", path, settings.threads)  # here, or accuracy here for a remote measurement
 
     def _entry(self, name: str, path: Path, runner, timed: dict, settings: LatencySettings, dataset) -> dict:
-        pooled = timed["pooled"]
-        latency = {
-            **{key: pooled[key] for key in ("mean_ms", "p90_ms", "p99_ms", "min_ms", "max_ms", "runs")},
-            "median_ms": timed["median_ms"],
-            "cv": timed["cv"],
-            "round_medians_ms": timed["round_medians_ms"],
-            "rounds": settings.rounds,
-            "warmup": settings.warmup,
-            "batch": settings.batch,
+        latency = latency_record(timed, settings, flops=onnx_flops(path))
+        samples = {  # what the record summarises: every timed call, pooled over the rounds
+            **{key: timed["pooled"][key] for key in ("mean_ms", "min_ms", "max_ms", "runs")},
+            "runs_per_round": settings.runs,
+            "warmup_per_round": settings.warmup,
         }
         with runner:
             entry = {
@@ -96,6 +103,7 @@ class BenchStage(Stage):
                 "latency_source": settings.source,
                 "proxy_for": settings.proxy_for,
                 "latency": latency,
+                "samples": samples,
             }
             if settings.source == "remote":
                 entry["measured_on"] = timed["measured_on"]

@@ -25,11 +25,12 @@ from pipeline.bundle.pareto import pareto_points, plot_pareto
 from pipeline.errors import PipelineError
 from pipeline.fileio import atomic_write_json, atomic_write_text, sha256_file
 from pipeline.formats import format_fields
+from pipeline.measure import LATENCY_RECORD_KEYS
 from pipeline.run_view import RunView
 from pipeline.runtimes import OnnxRuntimeRunner
 from pipeline.stage import RunFolder, library_versions
 
-BUNDLE_KIND, BUNDLE_VERSION = "bundle", 1
+BUNDLE_KIND, BUNDLE_VERSION = "bundle", 2  # 2: latency entries are the measurement layer's records
 EXAMPLE = Path(__file__).with_name("example_infer.py")
 
 
@@ -95,20 +96,41 @@ def _models(run: RunFolder) -> list[dict]:
 
 def _latency_entry(bench: dict, target: dict) -> dict:
     latency = bench["latency"]
-    return {
-        "target": target.get("name"),
-        "median_ms": latency["median_ms"],
-        "p90_ms": latency["p90_ms"],
-        "p99_ms": latency["p99_ms"],
-        "cv": latency["cv"],
-        "batch": latency.get("batch"),
-        "warmup": latency.get("warmup"),
-        "runs": latency.get("runs"),
-        "latency_source": bench.get("latency_source"),
-        "proxy_for": bench.get("proxy_for"),
-        "runtime": bench.get("runtime"),
-        "measured_on": bench.get("measured_on"),
-    }
+    missing = [key for key in LATENCY_RECORD_KEYS if key not in latency]
+    if missing:
+        raise PipelineError(
+            f"the run's bench figures were written by an older edge-pipeline (no {missing[0]}): "
+            "run the same build again to re-measure them, then bundle"
+        )
+    return {"target": target.get("name"), **{key: latency[key] for key in LATENCY_RECORD_KEYS}}
+
+
+def _v1_latency_as_records(manifest: dict) -> dict:
+    """Bundle format 1 -> 2: v1 latency entries held the bench figures under their old names; a fact v1 did not
+    keep (rounds, flops, ...) is null."""
+    models = []
+    for model in manifest.get("models", []):
+        records = []
+        for old in model.get("latency", []):
+            runtime, measured = old.get("runtime") or {}, old.get("measured_on") or {}
+            where = old.get("latency_source")
+            record = dict.fromkeys(LATENCY_RECORD_KEYS)
+            record.update(
+                runtime_requested=old.get("proxy_for") if where == "proxy" else runtime.get("runtime"),
+                runtime_used=measured.get("runtime") or runtime.get("runtime"),
+                runtime_version=measured.get("version") or runtime.get("version"),
+                where=where,
+                host=measured.get("host"),
+                batch=old.get("batch"),
+                threads=runtime.get("threads"),
+                **{key: old.get(key) for key in ("median_ms", "p90_ms", "p99_ms", "cv")},
+            )
+            records.append({"target": old.get("target"), **record})
+        models.append({**model, "latency": records})
+    return {**manifest, "models": models}
+
+
+BUNDLE_MIGRATIONS = {1: _v1_latency_as_records}
 
 
 def make_bundle(run_root: Path, out: Path | None = None) -> dict:

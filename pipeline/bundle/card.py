@@ -9,13 +9,13 @@ def _latency(entry: dict) -> str:
     parts = []
     for lat in entry["latency"]:
         where = {
-            "remote": f"on {(lat.get('measured_on') or {}).get('host')}",
-            "proxy": f"proxy: onnxruntime here for {lat.get('proxy_for')}",
-        }.get(lat.get("latency_source"), "local")
-        runtime = (lat.get("runtime") or {}).get("runtime")
+            "remote": f"on {lat.get('host')}",
+            "proxy": f"proxy: {lat.get('runtime_used')} here for {lat.get('runtime_requested')}",
+        }.get(lat.get("where"), "local")
+        runtime = " ".join(str(part) for part in (lat.get("runtime_used"), lat.get("runtime_version")) if part)
         parts.append(
             f"{lat['median_ms']:.3f} ms median (p90 {lat['p90_ms']:.3f}, CV {lat['cv']:.2f}) on "
-            f"{lat['target']} [{runtime}, {where}, batch {lat.get('batch')}, {lat.get('runs')} runs]"
+            f"{lat['target']} [{runtime}, {where}, batch {lat.get('batch')}, {lat.get('rounds')} interleaved rounds]"
         )
     return "; ".join(parts) or "not measured"
 

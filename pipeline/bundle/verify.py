@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.bundle.bundle import BUNDLE_KIND, BUNDLE_VERSION
+from pipeline.bundle.bundle import BUNDLE_KIND, BUNDLE_MIGRATIONS, BUNDLE_VERSION
 from pipeline.errors import PipelineError
 from pipeline.fileio import sha256_file
 from pipeline.formats import read_format
@@ -52,6 +52,7 @@ def verify_bundle(path: Path) -> dict:
         BUNDLE_VERSION,
         what=f"bundle {path.name}",
         fix="make it again with `pipeline bundle RUN_FOLDER`",
+        migrations=BUNDLE_MIGRATIONS,
     )
     listed = manifest.get("files", {})
     present = {str(p.relative_to(path)) for p in path.rglob("*") if p.is_file()} - {"manifest.json", "manifest.sha256"}

@@ -176,6 +176,8 @@ def run_gate(candidate: Path, baseline_path: Path, target, gate: GateSettings) -
         if settings.source == "proxy":
             report["warnings"].append(f"latency by proxy: onnxruntime here stands in for {settings.proxy_for}")
         timed = measure_pair(baseline_model, candidate, target, gate)
+        from pipeline.measure import latency_record, onnx_flops
+
         verdict = decide(
             timed["baseline"]["round_medians_ms"],
             timed["candidate"]["round_medians_ms"],
@@ -189,6 +191,10 @@ def run_gate(candidate: Path, baseline_path: Path, target, gate: GateSettings) -
             candidate_round_medians_ms=timed["candidate"]["round_medians_ms"],
             in_round_cv={k: v["cv"] for k, v in timed.items()},
             measured_on=timed["candidate"].get("measured_on"),
+            latency={  # the measurement layer's one record per model (LATENCY_RECORD_KEYS)
+                "baseline": latency_record(timed["baseline"], settings, flops=onnx_flops(baseline_model)),
+                "candidate": latency_record(timed["candidate"], settings, flops=onnx_flops(candidate)),
+            },
         )
     except PipelineError as error:
         verdict = Verdict(

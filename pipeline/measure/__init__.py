@@ -2,7 +2,9 @@
 timing protocol (`time_onnx_models`, `time_runners`) over the runtime layer's runners, and the one paired-ratio
 statistic (`paired_ratio`). No stage times a model any other way, and this package imports no stage."""
 
+from pipeline.measure.flops import onnx_flops
 from pipeline.measure.paired import PairedRatio, bootstrap_ci, paired_ratio, trimmed_mean
+from pipeline.measure.record import LATENCY_RECORD_KEYS, latency_record
 from pipeline.measure.settings import (
     LatencySettings,
     example_input,
@@ -24,16 +26,19 @@ from pipeline.measure.timing import (
 )
 
 __all__ = [
+    "LATENCY_RECORD_KEYS",
     "LatencySettings",
     "LatencyStats",
     "PairedRatio",
     "bootstrap_ci",
     "example_input",
+    "latency_record",
     "latency_samples_ms",
     "latency_source",
     "make_runner",
     "measure_latency",
     "measurement_options",
+    "onnx_flops",
     "paired_ratio",
     "runner_for",
     "runtime_version",
