@@ -7,7 +7,7 @@ another target: `jetson` is the Orin Nano.
 
 import os
 import re
-from dataclasses import dataclass, fields, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import tomllib
@@ -19,6 +19,47 @@ RUNTIMES = {"onnxruntime", "tensorrt"}
 DEVICES = {"cpu", "cuda", "jetson"}
 PRECISIONS = {"fp32", "fp16", "int8", "binary"}
 LOCAL_HOSTS = {None, "", "localhost"}  # anything else, even 127.0.0.1, is reached over SSH
+
+
+@dataclass(frozen=True)
+class TensorRtSettings:
+    """[tensorrt]: how engines for this target are built."""
+
+    min_version: str | None = None  # TensorRT versions an engine for this target may be built with (inclusive)
+    max_version: str | None = None
+    jetpack: str | None = None
+    workspace_mb: int | None = None  # builder workspace limit (memory-pool WORKSPACE)
+    dla_core: int | None = None  # build for this DLA core (GPU fallback below); None: GPU only
+    gpu_fallback: bool = True
+
+
+@dataclass(frozen=True)
+class BenchSettings:
+    """[bench]: the timing loop of one round."""
+
+    warmup: int = 20
+    runs: int = 200
+
+
+@dataclass(frozen=True)
+class GateTargetSettings:
+    """[gate]: this target's `pipeline gate` policy; a flag overrides each, unset ones take GateSettings' defaults."""
+
+    max_regression: float | None = None  # fraction
+    rounds: int | None = None
+    max_rounds: int | None = None
+    runs: int | None = None
+
+
+@dataclass(frozen=True)
+class RemoteSettings:
+    """[remote]: how the target's host is reached over SSH."""
+
+    port: int = 22
+    python: str = "python3"  # the device's interpreter for the bench script
+    workdir: str | None = None  # default: a fresh `mktemp -d` per run, removed afterwards
+    identity: str | None = None  # ssh -i
+    ssh_options: tuple[str, ...] = ()  # extra `-o Key=Value` options
 
 
 @dataclass(frozen=True)
@@ -37,28 +78,17 @@ class Target:
     latency_reduction: float | None = None  # alternative budget: fraction of the teacher's latency to remove
     power_mode: str | None = None  # Jetson nvpmodel mode the numbers are valid for (recorded and compared)
     host: str | None = None  # "user@host": measure and build over SSH; None / "localhost": on this machine
-    tensorrt_min: str | None = None  # TensorRT versions an engine for this target may be built with (inclusive)
-    tensorrt_max: str | None = None
-    jetpack: str | None = None
-    workspace_mb: int | None = None  # builder workspace limit (memory-pool WORKSPACE)
-    dla_core: int | None = None  # build for this DLA core (GPU fallback below); None: GPU only
-    gpu_fallback: bool = True
-    remote_port: int = 22
-    remote_python: str = "python3"  # the device's interpreter for the bench script
-    remote_workdir: str | None = None  # default: a fresh `mktemp -d` per run, removed afterwards
-    remote_identity: str | None = None  # ssh -i
-    ssh_options: tuple[str, ...] = ()  # extra `-o Key=Value` options
-    warmup: int = 20
-    runs: int = 200
-    gate_max_regression: float | None = None  # `pipeline gate` threshold (fraction); the flag overrides it
-    gate_rounds: int | None = None
-    gate_runs: int | None = None
+    # the TOML tables, typed; a later kind of target adds its own table here
+    tensorrt: TensorRtSettings = field(default_factory=TensorRtSettings)
+    bench: BenchSettings = field(default_factory=BenchSettings)
+    gate: GateTargetSettings = field(default_factory=GateTargetSettings)
+    remote: RemoteSettings = field(default_factory=RemoteSettings)
 
     def to_dict(self) -> dict:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+        return asdict(self)
 
     @property
-    def remote(self) -> bool:
+    def is_remote(self) -> bool:
         return self.host not in LOCAL_HOSTS
 
     @property
@@ -77,7 +107,7 @@ class Target:
             )
 
     def accepts_tensorrt(self, version: str) -> bool:
-        return version_in_range(version, self.tensorrt_min, self.tensorrt_max)
+        return version_in_range(version, self.tensorrt.min_version, self.tensorrt.max_version)
 
 
 def _version_tuple(text: str) -> tuple[int, ...]:
@@ -125,7 +155,7 @@ def load_target(name_or_path: str, *, _seen: tuple = ()) -> Target:
     return target_from_dict(data, source=str(path))
 
 
-# key -> (TOML type(s), check, message); tables map to field names with a prefix
+# key -> (check, message) for the top-level keys; TABLES below for the tables
 def _positive_int(v):
     return isinstance(v, int) and not isinstance(v, bool) and v >= 1
 
@@ -168,39 +198,50 @@ TOP_LEVEL = {
     "power_mode": (_string, 'a non-empty string (the nvpmodel mode name, e.g. "15W")'),
     "host": (_string, '"localhost" or "user@host"'),
 }
-TABLES = {
-    "tensorrt": {
-        "min_version": ("tensorrt_min", _version, 'a version such as "10.3"'),
-        "max_version": ("tensorrt_max", _version, 'a version such as "10" (any 10.x)'),
-        "jetpack": ("jetpack", _version, 'a version such as "6.2"'),
-        "workspace_mb": ("workspace_mb", _positive_int, "a positive integer (MiB)"),
-        "dla_core": ("dla_core", _non_negative_int, "a DLA core index (0 or 1)"),
-        "gpu_fallback": ("gpu_fallback", lambda v: isinstance(v, bool), "true or false"),
-    },
-    "bench": {
-        "warmup": ("warmup", _non_negative_int, "a non-negative integer"),
-        "runs": ("runs", _positive_int, "a positive integer"),
-    },
-    "gate": {
-        "max_regression": (
-            "gate_max_regression",
-            lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v < 1,
-            "a fraction such as 0.05 (5 %)",
-        ),
-        "rounds": ("gate_rounds", _positive_int, "a positive integer"),
-        "runs": ("gate_runs", _positive_int, "a positive integer"),
-    },
-    "remote": {
-        "port": ("remote_port", _positive_int, "a TCP port"),
-        "python": ("remote_python", _string, "the device's python command"),
-        "workdir": ("remote_workdir", _string, "a folder on the device"),
-        "identity": ("remote_identity", _string, "a private key file"),
-        "ssh_options": (
-            "ssh_options",
-            lambda v: isinstance(v, list) and all(_string(x) and "=" in x for x in v),
-            'a list of "Key=Value" ssh options',
-        ),
-    },
+TABLES = {  # TOML table -> (its typed settings, key -> (check, message))
+    "tensorrt": (
+        TensorRtSettings,
+        {
+            "min_version": (_version, 'a version such as "10.3"'),
+            "max_version": (_version, 'a version such as "10" (any 10.x)'),
+            "jetpack": (_version, 'a version such as "6.2"'),
+            "workspace_mb": (_positive_int, "a positive integer (MiB)"),
+            "dla_core": (_non_negative_int, "a DLA core index (0 or 1)"),
+            "gpu_fallback": (lambda v: isinstance(v, bool), "true or false"),
+        },
+    ),
+    "bench": (
+        BenchSettings,
+        {
+            "warmup": (_non_negative_int, "a non-negative integer"),
+            "runs": (_positive_int, "a positive integer"),
+        },
+    ),
+    "gate": (
+        GateTargetSettings,
+        {
+            "max_regression": (
+                lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v < 1,
+                "a fraction such as 0.05 (5 %)",
+            ),
+            "rounds": (_positive_int, "a positive integer"),
+            "max_rounds": (_positive_int, "a positive integer"),
+            "runs": (_positive_int, "a positive integer"),
+        },
+    ),
+    "remote": (
+        RemoteSettings,
+        {
+            "port": (_positive_int, "a TCP port"),
+            "python": (_string, "the device's python command"),
+            "workdir": (_string, "a folder on the device"),
+            "identity": (_string, "a private key file"),
+            "ssh_options": (
+                lambda v: isinstance(v, list) and all(_string(x) and "=" in x for x in v),
+                'a list of "Key=Value" ssh options',
+            ),
+        },
+    ),
 }
 
 
@@ -211,14 +252,17 @@ def target_from_dict(data: dict, *, source: str = "target") -> Target:
         if key in TABLES:
             if not isinstance(value, dict):
                 raise PipelineError(f"{source}: [{key}] must be a table")
+            settings_class, keys = TABLES[key]
+            table = {}
             for inner, inner_value in value.items():
-                if inner not in TABLES[key]:
+                if inner not in keys:
                     unknown.append(f"{key}.{inner}")
                     continue
-                field_name, check, wanted = TABLES[key][inner]
+                check, wanted = keys[inner]
                 if not check(inner_value):
                     raise PipelineError(f"{source}: {key}.{inner} must be {wanted}, not {inner_value!r}")
-                values[field_name] = inner_value
+                table[inner] = tuple(inner_value) if isinstance(inner_value, list) else inner_value
+            values[key] = settings_class(**table)
         elif key in TOP_LEVEL:
             check, wanted = TOP_LEVEL[key]
             if not check(value):
@@ -234,7 +278,7 @@ def target_from_dict(data: dict, *, source: str = "target") -> Target:
     for key in ("input_size",):
         if key in values:
             values[key] = tuple(values[key])
-    for key in ("precisions", "ssh_options"):
+    for key in ("precisions",):
         if key in values:
             values[key] = tuple(values[key])
     target = Target(**values)
@@ -249,16 +293,14 @@ def _check_consistency(target: Target, source: str) -> None:
         raise PipelineError(f"{source}: max_batch ({target.max_batch}) is below batch ({target.batch})")
     if target.latency_budget_ms is not None and target.latency_reduction is not None:
         raise PipelineError(f"{source}: give latency_budget_ms or latency_reduction, not both")
-    if target.runtime == "onnxruntime" and (target.dla_core is not None or target.workspace_mb is not None):
+    trt = target.tensorrt
+    if target.runtime == "onnxruntime" and (trt.dla_core is not None or trt.workspace_mb is not None):
         raise PipelineError(f'{source}: [tensorrt] settings need runtime = "tensorrt"')
-    if target.dla_core is not None and target.device != "jetson":
+    if trt.dla_core is not None and target.device != "jetson":
         raise PipelineError(f'{source}: dla_core is only for Jetson devices (device = "jetson")')
     if (
-        target.tensorrt_min
-        and target.tensorrt_max
-        and _version_tuple(target.tensorrt_min)[: len(_version_tuple(target.tensorrt_max))]
-        > _version_tuple(target.tensorrt_max)
+        trt.min_version
+        and trt.max_version
+        and _version_tuple(trt.min_version)[: len(_version_tuple(trt.max_version))] > _version_tuple(trt.max_version)
     ):
-        raise PipelineError(
-            f"{source}: tensorrt min_version {target.tensorrt_min} is above max_version {target.tensorrt_max}"
-        )
+        raise PipelineError(f"{source}: tensorrt min_version {trt.min_version} is above max_version {trt.max_version}")

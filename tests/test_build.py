@@ -182,6 +182,10 @@ def test_plan_resolves_the_recipe_from_the_same_stage_factories_without_running_
     assert inputs["quantize"]["onnx"] == "student from export"
     assert inputs["bench"] == {"teacher": "teacher from export", "student": "model from quantize"}
     assert plan["precision"] == "int8" and plan["synthesizer"] == "bn-inversion"  # auto, resolved for this teacher
+    settings = plan["settings"]  # each layered setting says which layer gave it
+    assert settings["precision"] == {"value": "int8", "from": "flag"}
+    assert settings["drop_iterations"] == {"value": 20, "from": "budget smoke"}
+    assert settings["latency_budget"] == {"value": None, "from": "default"}
     assert not any(stage["finished"] for stage in plan["stages"])
     assert not (tmp_path / "run").exists()
     from typer.testing import CliRunner
@@ -193,4 +197,43 @@ def test_plan_resolves_the_recipe_from_the_same_stage_factories_without_running_
     )
     assert shown.exit_code == 0, shown.output
     assert "nothing was run" in shown.output and "onnx: teacher from export" in shown.output
+    assert "binary_iterations 20 (budget smoke)" in shown.output
     assert not (tmp_path / "q").exists()
+
+
+def test_each_layered_setting_comes_from_the_last_layer_that_gives_it():
+    """defaults < budget < target file < flags, in pipeline/layered.py, for the build and the gate alike."""
+    from pipeline.budgets import get_budget
+    from pipeline.gate.settings import GateSettings
+    from pipeline.layered import Resolved, resolve
+    from pipeline.recipes.options import BuildOptions
+    from pipeline.recipes.resolve import build_settings
+    from pipeline.targets import load_target, target_from_dict
+
+    assert resolve(1, ("budget b", None), ("target t", 3), ("flag", None)) == Resolved(3, "target t")
+    assert resolve(1, ("budget b", 2), ("target t", 3), ("flag", 4)) == Resolved(4, "flag")
+    assert resolve(1, ("budget b", None)) == Resolved(1, "default")
+
+    edge = target_from_dict(
+        {
+            "name": "edge",
+            "description": "test",
+            "runtime": "onnxruntime",
+            "device": "cpu",
+            "precision": "int8",
+            "latency_reduction": 0.3,
+            "gate": {"rounds": 25},
+        }
+    )
+    smoke = get_budget("smoke")
+    chosen = build_settings(BuildOptions(), smoke, edge)
+    assert chosen["precision"] == Resolved("int8", "target edge")
+    assert chosen["latency_budget"] == Resolved({"reduction": 0.3, "ms": None}, "target edge")
+    assert chosen["drop_iterations"] == Resolved(smoke.drop_iterations, "budget smoke")
+    flags = build_settings(BuildOptions(precision="fp32", latency_ms=2.0, drop_iterations=7), smoke, edge)
+    assert flags["precision"] == Resolved("fp32", "flag")
+    assert flags["latency_budget"] == Resolved({"reduction": None, "ms": 2.0}, "flag")  # the pair, whole
+    assert flags["drop_iterations"] == Resolved(7, "flag")
+
+    assert GateSettings.resolve(edge).rounds == 25 and GateSettings.resolve(edge, rounds=40).rounds == 40
+    assert GateSettings.resolve(load_target("cpu")).rounds == GateSettings().rounds

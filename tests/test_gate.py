@@ -21,7 +21,7 @@ from pipeline.preprocess import default_preprocess
 
 # LeNet takes ~0.05 ms: 300 runs make a round long enough (~15 ms) that its median is stable even on a busy CI
 # machine; fewer runs let a single hiccup swing the per-round ratios past the "too busy to tell" limit.
-FAST = ["--rounds", "10", "--runs", "300", "--quiet"]
+FAST = ["--rounds", "10", "--max-rounds", "20", "--runs", "300", "--quiet"]
 
 
 def test_the_decision_rule():
@@ -36,6 +36,37 @@ def test_the_decision_rule():
     assert decide(base[:3], same[:3], 0.05).status == UNMEASURABLE
     wild = decide(base, base * np.exp(rng.normal(0, 1.0, 20)), 0.05)  # ratios spread over an order of magnitude
     assert wild.status == UNMEASURABLE and "too busy" in wild.reason
+
+
+def test_more_rounds_are_made_only_while_the_verdict_is_unclear():
+    """The rounds policy's question for the gate: could more rounds still change the verdict?"""
+    from pipeline.gate.settings import GateSettings
+    from pipeline.gate.stats import verdict_is_clear
+
+    gate = GateSettings()
+    rng = np.random.default_rng(1)
+    base = 1.0 + 0.02 * rng.standard_normal(20)
+    noise, wide = 1 + 0.005 * rng.standard_normal(20), 1 + 0.02 * rng.standard_normal(20)
+    assert verdict_is_clear(base, base * noise, gate)  # A/A: the interval lies below 1.05
+    assert verdict_is_clear(base, base * 1.20 * noise, gate)  # a regression: settled
+    across = decide(base, base * 1.05 * wide, gate.max_regression)  # 4.7 % slower, interval 3.8 … 5.5 %
+    assert across.status == PASS and across.ratio < 1.05 < across.high
+    assert not verdict_is_clear(base, base * 1.05 * wide, gate)  # across the line: measure on
+    assert not verdict_is_clear(base, base * np.exp(rng.normal(0, 1.0, 20)), gate)  # too busy: measure on
+
+
+def test_interleaved_rounds_stop_early_only_after_the_minimum():
+    from pipeline.portable.timing import interleaved_rounds
+
+    timers = {"a": lambda: [1.0, 1.1], "b": lambda: [2.0, 2.1]}
+
+    def rounds(**policy):
+        return len(interleaved_rounds(timers, 10, **policy)["a"]["round_medians_ms"])
+
+    assert rounds() == 10 and rounds(min_rounds=3) == 10  # no question asked, no time share: the maximum
+    assert rounds(min_rounds=3, enough=lambda medians: True) == 3
+    assert rounds(min_rounds=3, enough=lambda medians: len(medians["b"]) >= 5) == 5
+    assert rounds(min_rounds=4, max_seconds=0.0) == 4  # the time share is spent: the minimum is still made
 
 
 def test_bootstrap_is_seeded_and_brackets_the_estimate():

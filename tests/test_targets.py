@@ -28,18 +28,18 @@ def test_gpu_targets_say_what_the_engine_needs():
         load_target(n) for n in ("jetson-orin-nano", "jetson-agx-orin", "jetson-xavier-nx", "x86-gpu")
     )
     assert all(t.runtime == "tensorrt" for t in (nano, agx, xavier, gpu))
-    assert nano.dla_core is None and agx.dla_core == 0 and agx.gpu_fallback  # the Orin Nano has no DLA
+    assert nano.tensorrt.dla_core is None and agx.tensorrt.dla_core == 0 and agx.tensorrt.gpu_fallback  # Nano: no DLA
     assert nano.accepts_tensorrt("10.3.0") and not nano.accepts_tensorrt("11.0.0")  # JetPack 6 -> TensorRT 10.x
     assert agx.accepts_tensorrt("11.4.1")  # JetPack 7 -> TensorRT 11
     assert not xavier.accepts_tensorrt("10.3.0")  # JetPack 5 tops out at TensorRT 8.5
-    assert nano.power_mode and nano.workspace_mb and nano.latency_reduction == 0.3
-    assert not nano.remote and nano.with_host("me@jetson.local").remote
+    assert nano.power_mode and nano.tensorrt.workspace_mb and nano.latency_reduction == 0.3
+    assert not nano.is_remote and nano.with_host("me@jetson.local").is_remote
 
 
 def test_cpu_target_is_onnxruntime():
     target = load_target("cpu")
     assert (target.runtime, target.device, target.precision) == ("onnxruntime", "cpu", "fp32")
-    assert not target.remote  # host = "localhost"
+    assert not target.is_remote  # host = "localhost"
 
 
 def test_unknown_keys_are_errors():
@@ -103,8 +103,9 @@ def test_target_from_a_path(tmp_path):
         '[remote]\nport = 2222\nssh_options = ["UserKnownHostsFile=/dev/null"]\n'
     )
     target = load_target(str(path))
-    assert target.batch == 4 and target.input_size == (32, 32) and target.tensorrt_min == "10.3"
-    assert target.remote and target.remote_port == 2222 and target.ssh_options == ("UserKnownHostsFile=/dev/null",)
+    assert target.batch == 4 and target.input_size == (32, 32) and target.tensorrt.min_version == "10.3"
+    assert target.is_remote and target.remote.port == 2222
+    assert target.remote.ssh_options == ("UserKnownHostsFile=/dev/null",)
 
 
 def test_version_ranges():

@@ -36,8 +36,17 @@ def gate(
         "--rounds",
         rich_help_panel=GATE_PANEL,
         help=(
-            "Interleaved baseline/candidate rounds, one paired ratio each (default: the target's [gate] rounds, "
-            f"else {GATE_DEFAULTS.rounds})."
+            "Interleaved baseline/candidate rounds made at least, one paired ratio each (default: the target's "
+            f"[gate] rounds, else {GATE_DEFAULTS.rounds}); more follow only while the verdict is not clear."
+        ),
+    ),
+    max_rounds: Optional[int] = typer.Option(
+        None,
+        "--max-rounds",
+        rich_help_panel=GATE_PANEL,
+        help=(
+            "The most rounds made when the verdict stays unclear: a slowdown close to the allowance, or a "
+            f"busy machine (default {GATE_DEFAULTS.max_rounds})."
         ),
     ),
     runs: Optional[int] = typer.Option(
@@ -89,6 +98,7 @@ def gate(
         settings = GateSettings.resolve(
             loaded,
             rounds=rounds,
+            max_rounds=max_rounds,
             runs=runs,
             strict_environment=strict_environment,
             max_regression=None if max_regression is None else parse_regression(max_regression),

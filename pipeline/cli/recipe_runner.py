@@ -90,6 +90,8 @@ def _print_plan(plan: dict) -> None:
         f"{plan['synthesizer']}, accuracy on {plan['eval'] or 'nothing'}",
         highlight=False,
     )
+    layered = ", ".join(f"{name} {s['value']} ({s['from']})" for name, s in plan["settings"].items())
+    stdout.print(f"settings: {layered}", highlight=False)
     table = Table(title="stages, in order (nothing was run)")
     for column in ("stage", "inputs", "settings", "in the run folder"):
         table.add_column(column)

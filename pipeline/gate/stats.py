@@ -92,3 +92,11 @@ def decide(
             f"{100 * (high - 1):+.1f} %), allowed {100 * max_regression:.1f} %"
         )
     return Verdict(PASS, ratio, low, high, confidence, max_regression, rounds, reason)
+
+
+def verdict_is_clear(baseline_ms, candidate_ms, gate) -> bool:
+    """Whether more rounds could still change the verdict: not once it is a regression, nor once the interval
+    lies wholly below the allowed ratio (no regression is possible at this confidence). A significant slowdown
+    within the allowance, an interval across the line, or a machine too busy to tell: measure on."""
+    verdict = decide(baseline_ms, candidate_ms, gate.max_regression, confidence=gate.confidence)
+    return verdict.status == REGRESSION or (verdict.status == PASS and verdict.high < 1 + gate.max_regression)

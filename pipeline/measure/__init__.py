@@ -5,6 +5,7 @@ statistic (`paired_ratio`). No stage times a model any other way, and this packa
 from pipeline.measure.flops import onnx_flops
 from pipeline.measure.paired import PairedRatio, bootstrap_ci, paired_ratio, trimmed_mean
 from pipeline.measure.record import LATENCY_RECORD_KEYS, latency_record
+from pipeline.measure.rounds import MIN_ROUNDS, RoundsPolicy
 from pipeline.measure.settings import (
     LatencySettings,
     example_input,
@@ -26,6 +27,8 @@ from pipeline.measure.timing import (
 )
 
 __all__ = [
+    "MIN_ROUNDS",
+    "RoundsPolicy",
     "LATENCY_RECORD_KEYS",
     "LatencySettings",
     "LatencyStats",

@@ -41,8 +41,8 @@ def target_latency_settings(target, **fields) -> LatencySettings:
         **{
             "batch": target.batch,
             "threads": target.threads,
-            "warmup": target.warmup,
-            "runs": target.runs,
+            "warmup": target.bench.warmup,
+            "runs": target.bench.runs,
             **measurement_options(target),
             **fields,
         }
@@ -82,7 +82,7 @@ def example_input(settings: LatencySettings, preprocess: Preprocess, seed: int =
 def latency_source(target) -> tuple[str, str | None]:
     """Where this target's latency can be measured from here: ("remote", None) over SSH to its host,
     ("local", None) with its runtime on this machine, or ("proxy", why) with this machine's onnxruntime."""
-    if target.remote:
+    if target.is_remote:
         return "remote", None
     if target.runtime == "tensorrt":
         from pipeline.runtimes.tensorrt_runner import tensorrt_available
@@ -96,23 +96,25 @@ def latency_source(target) -> tuple[str, str | None]:
 def measurement_options(target) -> dict:
     """The LatencySettings fields that say where and how latency is measured for the target."""
     source, _ = latency_source(target)
+    ssh = target.remote
     remote = (
         {
-            "port": target.remote_port,
-            "python": target.remote_python,
-            "identity": target.remote_identity,
-            "ssh_options": list(target.ssh_options),
-            "workdir": target.remote_workdir,
+            "port": ssh.port,
+            "python": ssh.python,
+            "identity": ssh.identity,
+            "ssh_options": list(ssh.ssh_options),
+            "workdir": ssh.workdir,
         }
-        if target.remote
+        if target.is_remote
         else None
     )
+    trt = target.tensorrt
     tensorrt = (
         {
             "max_batch": target.max_batch,
-            "workspace_mb": target.workspace_mb,
-            "dla_core": target.dla_core,
-            "gpu_fallback": target.gpu_fallback,
+            "workspace_mb": trt.workspace_mb,
+            "dla_core": trt.dla_core,
+            "gpu_fallback": trt.gpu_fallback,
         }
         if target.runtime == "tensorrt"
         else None
@@ -127,7 +129,7 @@ def measurement_options(target) -> dict:
         "runtime": "onnxruntime" if source == "proxy" else target.runtime,
         "source": source,
         "proxy_for": target.runtime if source == "proxy" else None,
-        "host": target.host if target.remote else None,
+        "host": target.host if target.is_remote else None,
         "remote": remote,
         "tensorrt": tensorrt,
         "precision": engine_precision,

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.errors import PipelineError
+from pipeline.measure.rounds import RoundsPolicy
 from pipeline.measure.settings import LatencySettings
 from pipeline.portable.errors import BenchError
 from pipeline.portable.timing import interleaved_rounds, summarize_ms, time_calls
@@ -108,34 +109,57 @@ def runner_for(settings: LatencySettings, path: Path, folder: Path) -> Runner:
 
 
 def time_runners(
-    runners: dict[str, Runner], settings: LatencySettings, example: np.ndarray, rounds: int, label: str = "latency"
+    runners: dict[str, Runner],
+    settings: LatencySettings,
+    example: np.ndarray,
+    rounds: int | RoundsPolicy,
+    label: str = "latency",
+    enough=None,
 ) -> dict[str, dict]:
     """Interleaved rounds over runners made here; per model: the round medians, their median, the mean in-round
-    CV, the pooled statistics of every sample, and where it was measured."""
+    CV, the pooled statistics of every sample, and where it was measured. `rounds`: a count, or a policy whose
+    extra rounds stop once `enough(round_medians_by_model)` is true (rounds.py)."""
+    policy = RoundsPolicy.of(rounds)
     with ExitStack() as stack:
         for runner in runners.values():
             stack.enter_context(runner)
         timers = {name: _timer(runner, example, settings) for name, runner in runners.items()}
-        with progress_bar(label, rounds * len(runners)) as bar:
-            timed = interleaved_rounds(timers, rounds, on_round=bar.advance)
+        with progress_bar(label, policy.maximum * len(runners)) as bar:
+            timed = interleaved_rounds(
+                timers,
+                policy.maximum,
+                on_round=bar.advance,
+                min_rounds=policy.minimum,
+                enough=enough,
+                max_seconds=policy.max_seconds,
+            )
         described = next(iter(runners.values())).describe()
         measured_on = {
             "source": settings.source,
             "proxy_for": settings.proxy_for,
             **{k: v for k, v in described.items() if k in ("runtime", "version", "device")},
         }
-    return {name: {**entry, "rounds": rounds, "measured_on": measured_on} for name, entry in timed.items()}
+    return {
+        name: {**entry, "rounds": len(entry["round_medians_ms"]), "measured_on": measured_on}
+        for name, entry in timed.items()
+    }
 
 
 def time_onnx_models(
-    paths: dict[str, Path], settings: LatencySettings, example: np.ndarray, rounds: int, label: str = "latency"
+    paths: dict[str, Path],
+    settings: LatencySettings,
+    example: np.ndarray,
+    rounds: int | RoundsPolicy,
+    label: str = "latency",
+    enough=None,
 ) -> dict[str, dict]:
-    """Interleaved rounds over several ONNX files on the settings' runner, here or on the target's host."""
+    """Interleaved rounds over several ONNX files on the settings' runner, here or on the target's host. On the
+    target's host the policy's minimum is made, in one session there (`enough` cannot travel over SSH)."""
     if settings.source == "remote":
-        return time_remotely(paths, settings, example, rounds, label)
+        return time_remotely(paths, settings, example, RoundsPolicy.of(rounds).minimum, label)
     with tempfile.TemporaryDirectory(prefix="edge-pipeline-engines-") as folder:
         runners = {name: runner_for(settings, path, Path(folder)) for name, path in paths.items()}
-        return time_runners(runners, settings, example, rounds, label)
+        return time_runners(runners, settings, example, rounds, label, enough)
 
 
 def _timer(runner, example: np.ndarray, settings: LatencySettings):

@@ -47,15 +47,25 @@ def summarize_ms(ms) -> dict:
     }
 
 
-def interleaved_rounds(timers: dict, rounds: int, seed: int = 0, on_round=None) -> dict:
+def interleaved_rounds(
+    timers: dict, rounds: int, seed: int = 0, on_round=None, *, min_rounds=None, enough=None, max_seconds=None
+) -> dict:
     """Time every model once per round, in a new random order each round, so drift hits all alike.
     `timers[name]()` returns a list of milliseconds; the result keeps each round's median, their median, the
-    mean in-round CV, and the statistics of all samples pooled."""
+    mean in-round CV, and the statistics of all samples pooled.
+    `rounds` is the most made. With `min_rounds`, the rounds after that many stop as soon as `enough(medians)`
+    (name -> round medians so far) says the figures answer the question, or once `max_seconds` are spent."""
     rng = np.random.default_rng(len(timers) * 7919 + rounds + seed)
     medians = {name: [] for name in timers}
     cvs = {name: [] for name in timers}
     samples = {name: [] for name in timers}
-    for _ in range(rounds):
+    minimum = rounds if min_rounds is None else min(min_rounds, rounds)
+    deadline = None if max_seconds is None else time.perf_counter() + max_seconds
+    for done in range(rounds):
+        if done >= minimum and (
+            (enough is not None and enough(medians)) or (deadline is not None and time.perf_counter() >= deadline)
+        ):
+            break
         for name in rng.permutation(list(timers)):
             times = timers[name]()
             stats = summarize_ms(times)

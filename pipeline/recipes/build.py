@@ -7,6 +7,7 @@ from pipeline.errors import PipelineError
 from pipeline.recipes.context import prepare
 from pipeline.recipes.options import STAGE_ORDER, BuildOptions, describe_input
 from pipeline.recipes.plan import precision, stages_to_run
+from pipeline.recipes.resolve import build_settings
 from pipeline.recipes.stage_specs import STAGE_FACTORIES
 from pipeline.run_view import summarize
 
@@ -78,6 +79,10 @@ def plan_build(options: BuildOptions, *, until: str = "bench") -> dict:
         "runtime": ctx.target.runtime,
         "budget": ctx.budget.name,
         "precision": ("chosen by the search" if ctx.options.search else precision(ctx.options, ctx.target)),
+        # every setting a default, the budget, the target file and a flag can each give, and which one did
+        "settings": {
+            name: setting.to_dict() for name, setting in build_settings(ctx.options, ctx.budget, ctx.target).items()
+        },
         "synthesizer": ctx.options.synthesizer,
         "eval": ctx.eval,
         "stages": stages,

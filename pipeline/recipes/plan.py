@@ -1,11 +1,12 @@
 """Which stages a build runs: decided from the settings and the target alone, before anything runs."""
 
 from pipeline.recipes.options import STAGE_ORDER, BuildOptions
+from pipeline.recipes.resolve import precision_setting
 from pipeline.targets import Target
 
 
 def precision(options: BuildOptions, target: Target) -> str:
-    return options.precision or target.precision
+    return precision_setting(options, target).value
 
 
 def stages_to_run(options: BuildOptions, until: str, target: Target) -> list[str]:

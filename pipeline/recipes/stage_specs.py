@@ -27,6 +27,7 @@ from pipeline.quantize.int8 import Int8Settings
 from pipeline.quantize.stage import QuantizeConfig, QuantizeStage
 from pipeline.recipes.options import BuildContext, BuildOptions
 from pipeline.recipes.plan import precision, stages_to_run
+from pipeline.recipes.resolve import build_settings, latency_budget_setting
 from pipeline.search.stage import SEARCHABLE_PRECISIONS, SearchConfig, SearchStage
 from pipeline.synthesize.base import resolve_options
 from pipeline.synthesize.data_free_loop import StudentTraining
@@ -41,8 +42,8 @@ def bench_config(
     """The target says what to measure and where; the budget may only lower the number of timed runs."""
     latency = spread_over_rounds(
         target_latency_settings(target),
-        warmup=min(target.warmup, budget.bench_warmup),
-        runs=min(target.runs, budget.bench_runs),
+        warmup=min(target.bench.warmup, budget.bench_warmup),
+        runs=min(target.bench.runs, budget.bench_runs),
         rounds=BENCH_ROUNDS,
     )
     return BenchConfig(
@@ -151,8 +152,8 @@ def target_latency(target: Target, budget: Budget, rounds: int) -> LatencySettin
     target's run counts)."""
     return target_latency_settings(
         target,
-        warmup=min(target.warmup, budget.bench_warmup),
-        runs=min(target.runs, budget.drop_latency_runs),
+        warmup=min(target.bench.warmup, budget.bench_warmup),
+        runs=min(target.bench.runs, budget.drop_latency_runs),
         rounds=rounds,
         max_seconds=0.5,
     )
@@ -165,13 +166,7 @@ def drop_stage(ctx: BuildContext) -> DropStage:
         latency_budget = drop_budget(options, target)
         reduction, latency_ms = latency_budget.reduction, latency_budget.ms
     latency = target_latency(target, budget, budget.drop_latency_rounds)
-    recovery = FeatureKDSettings(
-        **{
-            k: v
-            for k, v in (("iterations", options.drop_iterations or budget.drop_iterations), ("lr", options.drop_lr))
-            if v is not None
-        }
-    )
+    recovery = _recovery(options, budget, target)
     from_teacher = options.drop_from == "teacher"
     model = ctx.teacher_path if from_teacher else ctx.artifact("distill", "student")
     transfer_set = None
@@ -198,18 +193,21 @@ def drop_stage(ctx: BuildContext) -> DropStage:
     )
 
 
+def _recovery(options: BuildOptions, budget, target: Target) -> FeatureKDSettings:
+    settings = build_settings(options, budget, target)
+    return FeatureKDSettings(iterations=settings["drop_iterations"].value, lr=settings["drop_lr"].value)
+
+
 def drop_budget(options: BuildOptions, target: Target) -> LatencyBudget:
     """--latency-reduction or --latency-ms, else the target's latency_budget_ms or latency_reduction. A budget
     in milliseconds is a device figure: a proxy measurement cannot check it, so it needs the device (--host)."""
-    if options.latency_reduction is None and options.latency_ms is None:
-        if target.latency_budget_ms is None and target.latency_reduction is None:
-            raise PipelineError(
-                "block dropping needs a latency budget: --latency-reduction 0.3 or --latency-ms 1.5 "
-                f"(or latency_budget_ms / latency_reduction in the {target.name} target)"
-            )
-        budget = LatencyBudget(target.latency_reduction, target.latency_budget_ms)
-    else:
-        budget = LatencyBudget(options.latency_reduction, options.latency_ms)
+    given = latency_budget_setting(options, target).value
+    if given is None:
+        raise PipelineError(
+            "block dropping needs a latency budget: --latency-reduction 0.3 or --latency-ms 1.5 "
+            f"(or latency_budget_ms / latency_reduction in the {target.name} target)"
+        )
+    budget = LatencyBudget(given["reduction"], given["ms"])
     source, why = latency_source(target)
     if budget.ms is not None and source == "proxy":
         raise PipelineError(
@@ -241,13 +239,7 @@ def search_stage(ctx: BuildContext) -> SearchStage:
             f"{', '.join(allowed)}"
         )
     student = ctx.artifact("distill", "student") if options.search == "build" else None
-    recovery = FeatureKDSettings(
-        **{
-            k: v
-            for k, v in (("iterations", options.drop_iterations or budget.drop_iterations), ("lr", options.drop_lr))
-            if v is not None
-        }
-    )
+    recovery = _recovery(options, budget, target)
     return SearchStage(
         ctx.teacher_path,
         student,
@@ -305,7 +297,9 @@ def quantize_config(
         images=options.images,
         calib_images=options.calib_images,
         max_accuracy_drop=options.max_accuracy_drop,
-        binary_training=FeatureKDSettings(iterations=options.binary_iterations or budget.binary_iterations),
+        binary_training=FeatureKDSettings(
+            iterations=build_settings(options, budget, target)["binary_iterations"].value
+        ),
         binary_coverage=options.binary_coverage,
         eval=eval_spec,
         eval_limit=budget.eval_limit,
@@ -351,11 +345,11 @@ def engine_config(target: Target, precision_name: str, input_shape) -> EngineCon
         batch=target.batch,
         input_shape=tuple(input_shape),
         max_batch=target.max_batch,
-        workspace_mb=target.workspace_mb,
-        dla_core=target.dla_core,
-        gpu_fallback=target.gpu_fallback,
-        tensorrt_min=target.tensorrt_min,
-        tensorrt_max=target.tensorrt_max,
+        workspace_mb=target.tensorrt.workspace_mb,
+        dla_core=target.tensorrt.dla_core,
+        gpu_fallback=target.tensorrt.gpu_fallback,
+        tensorrt_min=target.tensorrt.min_version,
+        tensorrt_max=target.tensorrt.max_version,
         host=options["host"],
         remote=options["remote"],
     )
