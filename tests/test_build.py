@@ -182,6 +182,7 @@ def test_plan_resolves_the_recipe_from_the_same_stage_factories_without_running_
     assert inputs["quantize"]["onnx"] == "student from export"
     assert inputs["bench"] == {"teacher": "teacher from export", "student": "model from quantize"}
     assert plan["precision"] == "int8" and plan["synthesizer"] == "bn-inversion"  # auto, resolved for this teacher
+    assert plan["recipe"] == "build"
     settings = plan["settings"]  # each layered setting says which layer gave it
     assert settings["precision"] == {"value": "int8", "from": "flag"}
     assert settings["drop_iterations"] == {"value": 20, "from": "budget smoke"}
@@ -237,3 +238,32 @@ def test_each_layered_setting_comes_from_the_last_layer_that_gives_it():
 
     assert GateSettings.resolve(edge).rounds == 25 and GateSettings.resolve(edge, rounds=40).rounds == 40
     assert GateSettings.resolve(load_target("cpu")).rounds == GateSettings().rounds
+
+
+def test_every_command_follows_an_explicit_recipe():
+    """recipes/plan.py: one list of steps per command; conditions (quantised precision, a TensorRT target) are
+    decided when their step is reached, and `--plan` of a budget search shows quantize as waiting on the search."""
+    from pipeline.recipes.build import plan_build
+    from pipeline.recipes.options import STAGE_ORDER, BuildOptions
+    from pipeline.recipes.plan import RECIPES, recipe_name, recipe_steps
+
+    assert recipe_name(BuildOptions()) == "build"
+    assert recipe_name(BuildOptions(drop_from="teacher", images="few/")) == "drop, few-shot on real images"
+    assert recipe_name(BuildOptions(quantize_from="teacher", calib="real")) == "quantize, calibrated on real images"
+    assert [s.stage for s in recipe_steps(BuildOptions(search="teacher"), "bench")] == [
+        "synthesize",
+        "search",
+        "export",
+        "quantize",
+        "engine",
+        "bench",
+    ]
+    assert [s.describe() for s in recipe_steps(BuildOptions(), "distill")] == ["synthesize", "distill"]
+    for name, steps in RECIPES.items():  # in the order stages hand on to each other
+        stages = [step.stage for step in steps]
+        assert stages == sorted(stages, key=STAGE_ORDER.index) and stages[-1] == "bench", name
+
+    plan = plan_build(BuildOptions(search="teacher", latency_reduction=0.3, budget="smoke", eval="none"))
+    assert plan["recipe"] == "search" and plan["precision"] == "chosen by the search"
+    waiting = next(stage for stage in plan["stages"] if stage["stage"] == "quantize")
+    assert waiting["when"] == "the handed-on precision is not fp32" and not waiting["config"]

@@ -85,7 +85,8 @@ def run_recipe(until: str, values: dict, **recipe) -> None:
 
 def _print_plan(plan: dict) -> None:
     stdout.print(
-        f"plan for {plan['run_folder']}: teacher {plan['teacher']} ({plan['arch']}), target {plan['target']} "
+        f"plan for {plan['run_folder']} (recipe: {plan['recipe']}): teacher {plan['teacher']} ({plan['arch']}), "
+        f"target {plan['target']} "
         f"({plan['runtime']}), budget {plan['budget']}, precision {plan['precision']}, synthesizer "
         f"{plan['synthesizer']}, accuracy on {plan['eval'] or 'nothing'}",
         highlight=False,
@@ -99,7 +100,7 @@ def _print_plan(plan: dict) -> None:
         inputs = "\n".join(f"{name}: {source}" for name, source in stage["inputs"].items())
         settings = ", ".join(
             f"{k}={v}" for k, v in stage["config"].items() if not isinstance(v, dict) and v is not None
-        )
+        ) or (f"runs when {stage['when']}" if stage.get("when") else "")
         table.add_row(stage["stage"], inputs, settings, "finished" if stage["finished"] else "to run")
     stdout.print(table)
 

@@ -6,7 +6,7 @@ from dataclasses import replace
 from pipeline.errors import PipelineError
 from pipeline.recipes.context import prepare
 from pipeline.recipes.options import STAGE_ORDER, BuildOptions, describe_input
-from pipeline.recipes.plan import precision, stages_to_run
+from pipeline.recipes.plan import QUANTISED, applies, precision, recipe_name, recipe_steps
 from pipeline.recipes.resolve import build_settings
 from pipeline.recipes.stage_specs import STAGE_FACTORIES
 from pipeline.run_view import summarize
@@ -29,6 +29,7 @@ def run_build(options: BuildOptions, *, until: str = "bench") -> dict:
         ctx.run.reload()  # what a process that held the folder before us wrote
         ctx.run.set_run_info(
             command=options.command,
+            recipe=recipe_name(ctx.options),
             teacher=str(ctx.teacher_path),
             teacher_arch=ctx.teacher.arch,
             teacher_format=ctx.teacher.source_format,
@@ -39,10 +40,11 @@ def run_build(options: BuildOptions, *, until: str = "bench") -> dict:
             eval=ctx.eval,
             world_size=distributed.world_size(),
         )
-        for name in STAGE_ORDER:
-            # asked again each time: the search decides the precision, and with it whether quantize runs
-            if name not in stages_to_run(ctx.options, until, ctx.target):
+        for step in recipe_steps(ctx.options, until):
+            # a condition is decided when its step is reached: the search chooses the precision quantize runs on
+            if not applies(step, ctx.options, ctx.target):
                 continue
+            name = step.stage
             if name not in DATA_PARALLEL_STAGES and distributed.active():
                 main = distributed.is_main()
                 distributed.finish()
@@ -62,7 +64,12 @@ def plan_build(options: BuildOptions, *, until: str = "bench") -> dict:
     for being up to date (that needs their inputs' hashes)."""
     ctx = replace(prepare(replace(options, until=until)), planning=True)
     stages = []
-    for name in stages_to_run(ctx.options, until, ctx.target):
+    for step in recipe_steps(ctx.options, until):
+        name = step.stage
+        if not applies(step, ctx.options, ctx.target):
+            if step.when == QUANTISED and ctx.options.search:  # decided by the search's choice, at run time
+                stages.append({"stage": name, "inputs": {}, "config": {}, "finished": False, "when": step.when})
+            continue
         stage = STAGE_FACTORIES[name](ctx)
         inputs = {key: describe_input(path) for key, path in stage.inputs().items()}
         entry = ctx.run.entry(name) or {}
@@ -78,6 +85,7 @@ def plan_build(options: BuildOptions, *, until: str = "bench") -> dict:
         "target": ctx.target.name,
         "runtime": ctx.target.runtime,
         "budget": ctx.budget.name,
+        "recipe": recipe_name(ctx.options),
         "precision": ("chosen by the search" if ctx.options.search else precision(ctx.options, ctx.target)),
         # every setting a default, the budget, the target file and a flag can each give, and which one did
         "settings": {
