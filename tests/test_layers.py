@@ -9,7 +9,8 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "pipeline"
 STAGES = {"synthesize", "distill", "drop", "export", "quantize", "engine", "bench", "search", "gate", "bundle"}
-# the budget search combines block dropping with precision: it calls drop's public functions (`pipeline.drop`)
+# the budget search combines block dropping with precision: it calls drop's and quantize's public functions
+# (`pipeline.drop`, `pipeline.quantize`), never their modules
 PUBLIC_DROP_USERS = {"search"}
 
 
@@ -82,6 +83,16 @@ def test_no_stage_reaches_into_the_drop_stage_to_measure():
         allowed = ["pipeline.drop"] if package in PUBLIC_DROP_USERS else []
         assert set(into) <= set(allowed), (package, into)
     assert "pipeline.drop" in imports["search"]  # the rule above still reads the search's imports
+
+
+def test_the_search_uses_only_the_public_functions_of_drop_and_quantize():
+    imports = _imports()
+    for package, modules in imports.items():
+        if package in ("quantize", "recipes", "cli"):
+            continue
+        into = sorted(m for m in modules if m.startswith("pipeline.quantize."))
+        assert not into, (package, into)
+    assert "pipeline.quantize" in imports["search"]
 
 
 def test_there_is_no_import_cycle_between_packages():

@@ -92,7 +92,7 @@ class CandidateModels:
         with tempfile.TemporaryDirectory(prefix="edge-pipeline-search-") as scratch:
             scratch = Path(scratch)
             if precision == "fp16":
-                from pipeline.quantize.fp16 import convert_fp16
+                from pipeline.quantize import convert_fp16
 
                 convert_fp16(fp32, scratch / "model.onnx")
             else:
@@ -104,9 +104,7 @@ class CandidateModels:
     def _int8(self, fp32: Path, scratch: Path, format_name: str | None) -> dict:
         """The quantize stage's own INT8 technique (same formats, calibration and checks), so the handed-on model is
         the one that was searched; `format_name` (the winner on the full model) skips timing the formats again."""
-        from pipeline.quantize.calibration import load_calibration_images
-        from pipeline.quantize.int8 import Int8Settings
-        from pipeline.quantize.int8_model import quantize_model_int8
+        from pipeline.quantize import Int8Settings, load_calibration_images, quantize_model_int8
 
         images = load_calibration_images(
             "synthetic",

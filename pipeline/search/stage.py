@@ -34,8 +34,7 @@ from pipeline.kd import FeatureKDSettings
 from pipeline.measure import LatencySettings, example_input, paired_ratio, time_onnx_models
 from pipeline.measure.paired import TOO_BUSY_SPREAD
 from pipeline.progress import log
-from pipeline.quantize.calibration import normalised
-from pipeline.quantize.verify import expected_accuracy_drop, logits
+from pipeline.quantize import expected_accuracy_drop, logits, normalised
 from pipeline.runtimes import judged_as_written
 from pipeline.search.candidate_models import CandidateModels
 from pipeline.search.report import explain, write_front
