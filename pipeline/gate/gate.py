@@ -59,7 +59,8 @@ def _settings_for(target, gate: GateSettings):
 
 
 def measure_pair(baseline: Path, candidate: Path, target, gate: GateSettings) -> dict:
-    """Both models, `rounds` interleaved rounds on the target's runner (order shuffled each round)."""
+    """Both models in interleaved rounds on the target's runner (order shuffled each round): at least `rounds`,
+    then more, up to `max_rounds`, while the verdict could still change (here; on a remote host the minimum)."""
     from pipeline.measure import RoundsPolicy, example_input, time_onnx_models
     from pipeline.preprocess import preprocess_from_onnx
 
@@ -161,6 +162,8 @@ def run_gate(candidate: Path, baseline_path: Path, target, gate: GateSettings) -
         "settings": gate.to_dict(),
         "warnings": [],
     }
+    from pipeline.measure import latency_record, onnx_flops
+
     try:
         record, baseline_model = read_baseline(baseline_path)
         candidate = resolve_model(candidate)
@@ -177,8 +180,6 @@ def run_gate(candidate: Path, baseline_path: Path, target, gate: GateSettings) -
         if settings.source == "proxy":
             report["warnings"].append(f"latency by proxy: onnxruntime here stands in for {settings.proxy_for}")
         timed = measure_pair(baseline_model, candidate, target, gate)
-        from pipeline.measure import latency_record, onnx_flops
-
         verdict = decide(
             timed["baseline"]["round_medians_ms"],
             timed["candidate"]["round_medians_ms"],
