@@ -275,10 +275,7 @@ def target_from_dict(data: dict, *, source: str = "target") -> Target:
     for required in ("name", "description", "runtime", "device"):
         if required not in values:
             raise PipelineError(f"{source}: missing required key {required!r}")
-    for key in ("input_size",):
-        if key in values:
-            values[key] = tuple(values[key])
-    for key in ("precisions",):
+    for key in ("input_size", "precisions"):  # TOML lists; the tables' lists became tuples above
         if key in values:
             values[key] = tuple(values[key])
     target = Target(**values)

@@ -109,7 +109,7 @@ def _quiet():
 
 
 def _export_dynamo(model: nn.Module, example: torch.Tensor, opset: int) -> onnx.ModelProto:
-    with shared_torchlib_registry():  # 1.1 s less per export after the first (torchlib_cache.py)
+    with shared_torchlib_registry():  # the exports after the first skip rebuilding torch's table (torchlib_cache.py)
         program = torch.onnx.export(
             model,
             (example,),

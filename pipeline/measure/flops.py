@@ -1,7 +1,7 @@
-"""FLOPs of one image through an ONNX model, counted from its graph: 2 x the multiply-accumulates of every Conv, Gemm
-and MatMul (and their quantised forms). Elementwise ops, pooling and normalisation are not
-counted: for the CNNs the pipeline builds they are a few per cent of the arithmetic, and leaving them out keeps
-`achieved_gflops` comparable with the matrix-unit peaks vendors publish. None when a shape is unknown."""
+"""FLOPs of one image through an ONNX model, counted from its graph: 2 x the multiply-accumulates of every Conv,
+Gemm and MatMul (and their quantised forms). Elementwise ops, pooling and normalisation are not counted: for the
+CNNs the pipeline builds they are a few per cent of the arithmetic, and leaving them out keeps `achieved_gflops`
+comparable with the matrix-unit peaks vendors publish. None when a shape is unknown."""
 
 import math
 from pathlib import Path
@@ -25,8 +25,7 @@ def onnx_flops(path: Path) -> int | None:
         model = _with_shapes(onnx.load(str(path)))
     except Exception:  # a graph shape inference cannot read: its FLOPs are unknown, not an error
         return None
-    shapes = _known_shapes(model)
-    _through_dequantize(model.graph, shapes)
+    shapes = _known_shapes(model)  # DequantizeLinear outputs (Q/DQ weights) included: onnx infers them
     total = 0
     for node in model.graph.node:
         if node.op_type not in _COUNTED:
@@ -46,13 +45,6 @@ def onnx_flops(path: Path) -> int | None:
         else:  # MatMul: weight [K, N], output [..., N]
             total += 2 * math.prod(output[1:]) * weight[0]
     return total
-
-
-def _through_dequantize(graph, shapes: dict) -> None:
-    """Q/DQ graphs feed their weights through DequantizeLinear: the output has the input's shape."""
-    for node in graph.node:
-        if node.op_type == "DequantizeLinear" and node.input[0] in shapes and node.output[0] not in shapes:
-            shapes[node.output[0]] = shapes[node.input[0]]
 
 
 # onnxruntime's integer operators outside the standard domain (QOperator graphs), which onnx's shape inference

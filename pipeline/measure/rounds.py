@@ -26,9 +26,3 @@ class RoundsPolicy:
     @classmethod
     def of(cls, rounds: "int | RoundsPolicy") -> "RoundsPolicy":
         return rounds if isinstance(rounds, RoundsPolicy) else cls.fixed(int(rounds))
-
-    def describe(self) -> str:
-        if self.minimum == self.maximum:
-            return f"{self.minimum} interleaved rounds"
-        share = f", at most {self.max_seconds:g} s" if self.max_seconds is not None else ""
-        return f"{self.minimum}-{self.maximum} interleaved rounds (more only until the decision is clear{share})"
