@@ -1,8 +1,8 @@
 """One torchlib registry per opset for the whole process.
 
 Why: `torch.onnx.export(dynamo=True)` rebuilds its table of ATen-to-ONNX translations (torchlib: about a thousand
-onnxscript functions) on every call: a resnet20 export took 2.2-2.4 s here without this and 1.8 s with it (2-core
-AMD EPYC, one script, not a benchmark), and a build, a search or the test suite exports many models. The table depends only on the opset, and an export that passes no custom
+onnxscript functions) on every call, a share of every export (cProfile puts it inside
+`ONNXRegistry.from_torchlib`), and a build, a search or the test suite exports many models. The table depends only on the opset, and an export that passes no custom
 translations (the pipeline passes none) only reads it, so the first one built serves every later export.
 This touches a private torch module: if it is not where this expects, exports simply take the uncached path.
 tests/test_export.py checks that a cached export writes the same graph as an uncached one."""
