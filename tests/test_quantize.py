@@ -194,6 +194,29 @@ def test_tensorrt_check_names_what_tensorrt_rejects(resnet, tmp_path):
     assert any("int32 (bias) DequantizeLinear" in p for p in tensorrt_qdq_problems(out))
 
 
+def test_a_failed_preparation_is_one_line_and_leaves_the_working_folder_clean(tmp_path, monkeypatch):
+    # an op onnxruntime's symbolic shape inference cannot type makes it give up, and it then saves its partial
+    # model into the working directory; that must not land in the user's folder
+    from onnx import TensorProto, helper
+
+    nodes = [helper.make_node("Mystery", ["x"], ["y"], domain="custom"), helper.make_node("Relu", ["y"], ["z"])]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3])],
+        [helper.make_tensor_value_info("z", TensorProto.FLOAT, None)],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("custom", 1)])
+    onnx.save(model, tmp_path / "mystery.onnx")
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    with pytest.raises(PipelineError, match="cannot prepare mystery.onnx for quantisation") as raised:
+        prepare_for_quantization(Path("../mystery.onnx"), Path("../prepared.onnx"))
+    assert "\n" not in str(raised.value)
+    assert list(work.iterdir()) == []
+
+
 def test_cpu_candidates_follow_the_instruction_set(tmp_path):
     avx2 = tmp_path / "avx2"
     avx2.write_text("processor\t: 0\nmodel name\t: AMD EPYC\nflags\t\t: fpu sse avx avx2 fma\n")

@@ -8,6 +8,7 @@ onnxruntime's CPU kernels know, by measurement (see `stage.py`); `cpu_candidates
 import contextlib
 import io
 import logging
+import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -84,8 +85,10 @@ def prepare_for_quantization(fp32: Path, out: Path) -> Path:
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     try:
-        with _quiet():
-            quant_pre_process(str(fp32), str(out))
+        # when its symbolic shape inference is incomplete, onnxruntime saves `sym_shape_infer_temp.onnx` and an
+        # external-data file into the working directory; run it in a scratch one so the user's folder stays clean
+        with _quiet(), tempfile.TemporaryDirectory() as scratch, contextlib.chdir(scratch):
+            quant_pre_process(str(fp32.resolve()), str(out.resolve()))
     except Exception as error:
         raise PipelineError(f"cannot prepare {fp32.name} for quantisation: {str(error).splitlines()[0]}") from None
     return out
