@@ -14,8 +14,13 @@ from pipeline import failpoints
 from pipeline.fileio import atomic_torch_save
 
 RESUME_FILE = "resume.pt"
-# Tests shorten this to exercise resume within a smoke budget.
-RESUME_EVERY_S = float(os.environ.get("PIPELINE_RESUME_EVERY_S", "20"))
+RESUME_EVERY_S = 20.0
+
+
+def resume_every_s() -> float:
+    """Seconds between checkpoints. Tests shorten it (PIPELINE_RESUME_EVERY_S) to exercise resume within a smoke
+    budget; read when a loop runs, not at import, so a process forked after the import still sees its own."""
+    return float(os.environ.get("PIPELINE_RESUME_EVERY_S", RESUME_EVERY_S))
 
 
 def seed_everything(seed: int) -> torch.Generator:
@@ -27,7 +32,7 @@ def seed_everything(seed: int) -> torch.Generator:
 
 class ResumableLoop:
     """Tracks budget time across interruptions: the elapsed time and all states are checkpointed
-    into the stage's work folder every RESUME_EVERY_S seconds and restored on the next attempt.
+    into the stage's work folder every `resume_every_s()` seconds and restored on the next attempt.
     With `steps` the loop is bounded by steps instead of wall time (`--steps`): the same seed then gives
     bit-identical weights on the same machine, interrupted and resumed or not."""
 
@@ -85,7 +90,7 @@ class ResumableLoop:
         self.step += 1
         # "<stage>:step-N": killed after step N's work, before its checkpoint (that step is redone on resume)
         failpoints.hit(f"{self.path.parent.name.removeprefix('.partial-')}:step-{self.step}")
-        if time.monotonic() - self._last_save >= RESUME_EVERY_S:
+        if time.monotonic() - self._last_save >= resume_every_s():
             self.save()
 
     def save(self) -> None:

@@ -36,8 +36,8 @@ def run_cli(
 def invoke_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     """Run a command of the same Typer application in this process: the same parsing, error handling, exit
     codes and output streams as the console entry point, without the five seconds a new Python process spends
-    importing torch, onnx and torchvision. What needs a process of its own (signals, locks held by another
-    process, torchrun, a clean import state) uses `run_cli`."""
+    importing torch, onnx and torchvision. What needs a process of its own uses `forked_cli.fork_cli` (a SIGKILL,
+    a file-size limit, a lock held by another process) or `run_cli` (Ctrl-C, torchrun, a clean import state)."""
     from typer.testing import CliRunner
 
     from pipeline.cli import app

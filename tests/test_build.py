@@ -9,6 +9,7 @@ from pathlib import Path
 
 import onnx
 import pytest
+from forked_cli import fork_cli
 
 from pipeline.data import fashion_mnist
 from tests.conftest import ROOT, invoke_cli, run_cli
@@ -22,7 +23,8 @@ def _manifest(run: Path) -> dict:
 
 def test_smoke_build_of_the_embedded_default_teacher(tmp_path):
     run = tmp_path / "run"
-    result = run_cli("build", "--budget", "smoke", "--out", str(run), "--json")
+    # steps, not the smoke budget's 17 s of training: the Ctrl-C test below runs on the budget's time
+    result = run_cli("build", "--budget", "smoke", "--steps", "8", "--out", str(run), "--json")
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)
     rows = {row["model"]: row for row in summary["rows"]}
@@ -45,7 +47,9 @@ def test_smoke_build_of_the_embedded_default_teacher(tmp_path):
         assert rows["teacher"]["accuracy"] > 0.88
         assert 0.0 <= rows["student"]["accuracy"] <= 1.0 and rows["teacher"]["eval_images"] == 1000
 
-    again = run_cli("build", "--budget", "smoke", "--out", str(run), "--json")
+    again = invoke_cli(
+        "build", "--budget", "smoke", "--steps", "8", "--out", str(run), "--json"
+    )  # the entry point ran above
     assert again.returncode == 0, again.stderr
     assert again.stderr.count("up to date, skipped") == 4
     assert _manifest(run)["stages"]["distill"]["finished_at"] == manifest["stages"]["distill"]["finished_at"]
@@ -161,7 +165,7 @@ def test_a_second_process_on_the_same_run_folder_is_refused(tmp_path):
 
     run = RunFolder(tmp_path / "run")
     with run.lock():  # this test process plays the first `pipeline build`
-        second = run_cli("build", "--budget", "smoke", "--out", str(run.root), "--eval", "none", timeout=120)
+        second = fork_cli("build", "--budget", "smoke", "--out", str(run.root), "--eval", "none", cwd=ROOT, timeout=120)
         assert second.returncode == 2 and f"is in use by pipeline process {os.getpid()}" in second.stderr
         assert len(second.stderr.strip().splitlines()) == 1
         assert not (run.root / "synthesize").exists()

@@ -248,12 +248,13 @@ def test_filter_pruning_baseline_rounds_channels_to_multiples_of_8():
     assert sum(p.numel() for p in pruned.parameters()) < sum(p.numel() for p in model.parameters())
 
 
+STEPS = ("--budget", "smoke", "--steps", "2")  # 64 transfer-set images: enough to fine-tune; time budgets: test_build
+
+
 @pytest.mark.slow
 def test_pipeline_drop_end_to_end_on_the_embedded_teacher(tmp_path):
     run = tmp_path / "run"
-    result = invoke_cli(
-        "drop", "--budget", "smoke", "--latency-reduction", "0.1", "--out", str(run), "--json", "--eval", "none"
-    )
+    result = invoke_cli("drop", *STEPS, "--latency-reduction", "0.1", "--out", str(run), "--json", "--eval", "none")
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)
     manifest = json.loads((run / "manifest.json").read_text())
@@ -268,7 +269,7 @@ def test_pipeline_drop_end_to_end_on_the_embedded_teacher(tmp_path):
     assert rows["student"]["dropped_blocks"] == drop["dropped_blocks"]
     convs = {name: [n.op_type for n in onnx.load(rows[name]["onnx"]).graph.node].count("Conv") for name in rows}
     assert convs["student"] == convs["teacher"] - 2 * len(drop["dropped_blocks"])
-    again = invoke_cli("drop", "--budget", "smoke", "--latency-reduction", "0.1", "--out", str(run), "--eval", "none")
+    again = invoke_cli("drop", *STEPS, "--latency-reduction", "0.1", "--out", str(run), "--eval", "none")
     assert again.returncode == 0 and again.stderr.count("up to date, skipped") == 4
 
 

@@ -2,20 +2,20 @@
 
 Each ends in one line and a non-zero exit, and nothing finished earlier is lost or half-replaced. The crash
 points are real SIGKILLs the process sends itself at named moments (pipeline/failpoints.py): no handler, no
-`finally` runs, exactly as when the OOM killer or a power cut strikes there.
+`finally` runs, exactly as when the OOM killer or a power cut strikes there. Those runs, and the one under a
+file-size limit, are processes of their own (`forked_cli`); the runs that finish go through `invoke_cli`.
 """
 
 import json
-import resource
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from forked_cli import fork_cli
 
 from pipeline.fileio import sha256_file
-from tests.conftest import ROOT, run_cli
+from tests.conftest import ROOT, invoke_cli
 
 pytestmark = pytest.mark.slow
 
@@ -76,11 +76,13 @@ def _model_hashes(run: Path) -> dict[str, str]:
     return hashes
 
 
-def _start(run: Path, failpoint: str | None = None, **env) -> subprocess.CompletedProcess:
-    extra = {"PIPELINE_RESUME_EVERY_S": "0", **env}  # checkpoint every step
-    if failpoint:
-        extra["PIPELINE_FAILPOINTS"] = failpoint
-    return run_cli(*BUILD, "--out", str(run), env=extra)
+def _start(run: Path, failpoint: str | None = None) -> subprocess.CompletedProcess:
+    """A build that dies at `failpoint` runs in a process of its own (the SIGKILL takes that process with it);
+    the runs that finish go through the same application in this one."""
+    env = {"PIPELINE_RESUME_EVERY_S": "0"}  # checkpoint every step
+    if failpoint is None:
+        return invoke_cli(*BUILD, "--out", str(run), env=env)
+    return fork_cli(*BUILD, "--out", str(run), cwd=ROOT, env={**env, "PIPELINE_FAILPOINTS": failpoint})
 
 
 def test_sigkill_in_every_stage_then_resume_gives_the_same_artifacts_as_an_uninterrupted_run(tmp_path):
@@ -120,17 +122,10 @@ def test_sigkill_in_every_stage_then_resume_gives_the_same_artifacts_as_an_unint
     assert not list(run.glob(".partial-*")) and not list(run.rglob(".*.tmp"))
 
 
-def _limit_file_size(limit: int):
-    def apply():
-        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))  # Python ignores SIGXFSZ: write() fails with EFBIG
-
-    return apply
-
-
 def test_a_write_that_fails_for_lack_of_space_leaves_earlier_stages_intact_and_nothing_half_written(tmp_path):
     run = tmp_path / "run"
     # 2 steps: what `distill --steps 8` gives synthesize (8 x 5 s / 17 s), so distill finds it up to date
-    first = run_cli(
+    first = invoke_cli(
         "synthesize", "--teacher", "embedded:lenet5-fmnist", "--budget", "smoke", "--steps", "2", "--out", str(run)
     )
     assert first.returncode == 0, first.stderr
@@ -152,14 +147,7 @@ def test_a_write_that_fails_for_lack_of_space_leaves_earlier_stages_intact_and_n
         "--out",
         str(run),
     ]
-    result = subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", *args],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=300,
-        preexec_fn=_limit_file_size(pool_bytes - 1),
-    )
+    result = fork_cli(*args, cwd=ROOT, file_size_limit=pool_bytes - 1, timeout=300)
     assert result.returncode == 1
     message = result.stderr.strip().splitlines()[-1]
     assert (
@@ -173,7 +161,7 @@ def test_a_write_that_fails_for_lack_of_space_leaves_earlier_stages_intact_and_n
     for artifact in synthesized["artifacts"].values():
         assert sha256_file(run / artifact["path"]) == artifact["sha256"]
 
-    again = run_cli(*args)  # with room again, the same command finishes the job
+    again = invoke_cli(*args)  # with room again, the same command finishes the job
     assert again.returncode == 0, again.stderr
     assert _manifest(run)["stages"]["distill"]["status"] == "done"
 
@@ -218,14 +206,14 @@ def test_a_run_folder_edited_by_hand(tmp_path):
         "--out",
         str(run),
     ]
-    assert run_cli(*args).returncode == 0
+    assert invoke_cli(*args).returncode == 0
     manifest_path = run / "manifest.json"
     good = manifest_path.read_text()
 
     # a finished artifact overwritten: noticed, and the stage (only that one) runs again
     student = run / "distill" / "student.pt"
     student.write_bytes(student.read_bytes()[:-10] + b"0123456789")
-    result = run_cli(*args)
+    result = invoke_cli(*args)
     assert result.returncode == 0, result.stderr
     assert "distill/student.pt changed or went missing" in result.stderr
     assert "synthesize: up to date, skipped" in result.stderr
@@ -233,7 +221,7 @@ def test_a_run_folder_edited_by_hand(tmp_path):
 
     # bundling a folder whose files no longer match their records is refused
     student.write_bytes(b"not a checkpoint")
-    result = run_cli("bundle", str(run))
+    result = invoke_cli("bundle", str(run))
     assert result.returncode == 2 and "distill/student.pt" in result.stderr and "edited by hand" in result.stderr
 
     # a damaged manifest: one line, exit 2, and nothing in the folder is touched
@@ -261,7 +249,7 @@ def test_a_run_folder_edited_by_hand(tmp_path):
     for what, edited in edits.items():
         manifest_path.write_text(json.dumps(edited))
         files = {p: p.read_bytes() for p in run.rglob("*") if p.is_file() and p.name != ".lock"}
-        result = run_cli(*args)
+        result = invoke_cli(*args)
         assert result.returncode == 2, what
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1 and "edited by hand or damaged" in lines[0], (what, result.stderr)
@@ -272,12 +260,12 @@ def test_a_crash_between_the_two_renames_of_a_republished_stage_recovers(tmp_pat
     """Re-running a stage with new settings replaces its folder in two renames; dying between them leaves
     neither folder in place. The next run must notice and redo the stage, not trust the old record."""
     args = ["synthesize", "--teacher", "embedded:lenet5-fmnist", "--budget", "smoke", "--out", str(tmp_path / "run")]
-    assert run_cli(*args, "--steps", "2").returncode == 0
-    result = run_cli(*args, "--steps", "3", env={"PIPELINE_FAILPOINTS": "synthesize:half-swapped"})
+    assert invoke_cli(*args, "--steps", "2").returncode == 0
+    result = fork_cli(*args, "--steps", "3", cwd=ROOT, env={"PIPELINE_FAILPOINTS": "synthesize:half-swapped"})
     assert result.returncode == -signal.SIGKILL
     run = tmp_path / "run"
     assert not (run / "synthesize").exists() and (run / ".old-synthesize").is_dir()
-    result = run_cli(*args, "--steps", "3")
+    result = invoke_cli(*args, "--steps", "3")
     assert result.returncode == 0, result.stderr
     assert _manifest(run)["stages"]["synthesize"]["metrics"]["steps"] == 3
     assert not (run / ".old-synthesize").exists()

@@ -156,7 +156,28 @@ def test_tensorrt_missing_dependency_names_the_install(monkeypatch):
 
 
 def test_importing_runtimes_does_not_import_tensorrt():
-    code = "import sys, pipeline.runtimes, pipeline.bench; assert 'tensorrt' not in sys.modules"
+    # every public name, since each is imported on first use
+    code = (
+        "import sys, pipeline.runtimes as r, pipeline.bench\n"
+        "[getattr(r, name) for name in r.__all__]\n"
+        "assert 'tensorrt' not in sys.modules"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_public_names_resolve_on_first_use_and_the_onnxruntime_check_imports_no_torch():
+    """The packages' public names are imported lazily: each must still resolve, an unknown one must raise
+    AttributeError, and the INT8 check the emulated-CPU test runs under qemu must not drag torch in."""
+    import pipeline.quantize
+    import pipeline.runtimes
+
+    for package in (pipeline.runtimes, pipeline.quantize):
+        for name in package.__all__:
+            getattr(package, name)  # a name mapped to the wrong module raises here
+        assert set(package.__all__) <= set(dir(package))
+        with pytest.raises(AttributeError, match="has no attribute 'nothing'"):
+            package.nothing  # noqa: B018
+    code = "import sys, pipeline.quantize.verify; assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
 
 

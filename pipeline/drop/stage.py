@@ -168,9 +168,16 @@ class DropStage(Stage):
             "parameters_full": sum(p.numel() for p in teacher_cpu.parameters()),
             "parameters_dropped": sum(p.numel() for p in fused.parameters()),
         }
+        reduction = metrics["latency_reduction"]
+        # a noisy session can time the dropped model slower than the full one; say so rather than "-12 % lower"
+        change = (
+            f"{100 * reduction:.1f} % lower"
+            if reduction >= 0
+            else f"{-100 * reduction:.1f} % higher in this measurement, CV {timed['dropped']['cv']:.2f}"
+        )
         log(
             f"drop: dropped {', '.join(dropped) or 'nothing'}; {full_ms:.3f} -> {dropped_ms:.3f} ms "
-            f"({100 * metrics['latency_reduction']:.1f} % lower); fused vs unfused max |diff| {fused_diff:.1e}"
+            f"({change}); fused vs unfused max |diff| {fused_diff:.1e}"
         )
         return StageOutput(
             artifacts={"model": "dropped.pt", "latency_table": "latency_table.json", "selection": "selection.json"},

@@ -1,10 +1,7 @@
-"""Runners: one interface over PyTorch, ONNX Runtime, TensorRT and trtexec (GPU runtimes imported lazily, on use)."""
+"""Runners: one interface over PyTorch, ONNX Runtime, TensorRT and trtexec. Each is imported on first use (and
+GPU runtimes only when a runner starts), so code that needs only onnxruntime does not import torch."""
 
-from pipeline.runtimes.base import Runner
-from pipeline.runtimes.onnxruntime_runner import OnnxRuntimeRunner, holds_qdq, judged_as_written
-from pipeline.runtimes.tensorrt_runner import TRT_INSTALL, TensorRtRunner, tensorrt_available
-from pipeline.runtimes.torch_runner import TorchRunner
-from pipeline.runtimes.trtexec_runner import TrtexecRunner
+from pipeline.lazy import lazy_exports
 
 __all__ = [
     "Runner",
@@ -17,3 +14,17 @@ __all__ = [
     "holds_qdq",
     "judged_as_written",
 ]
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        "Runner": "pipeline.runtimes.base:Runner",
+        "OnnxRuntimeRunner": "pipeline.runtimes.onnxruntime_runner:OnnxRuntimeRunner",
+        "holds_qdq": "pipeline.runtimes.onnxruntime_runner:holds_qdq",
+        "judged_as_written": "pipeline.runtimes.onnxruntime_runner:judged_as_written",
+        "TRT_INSTALL": "pipeline.runtimes.tensorrt_runner:TRT_INSTALL",
+        "TensorRtRunner": "pipeline.runtimes.tensorrt_runner:TensorRtRunner",
+        "tensorrt_available": "pipeline.runtimes.tensorrt_runner:tensorrt_available",
+        "TorchRunner": "pipeline.runtimes.torch_runner:TorchRunner",
+        "TrtexecRunner": "pipeline.runtimes.trtexec_runner:TrtexecRunner",
+    },
+)
