@@ -139,17 +139,17 @@ def filter_prune(match: str, budget: str, seed: int) -> None:
     import torch
 
     from pipeline.assets import resolve_teacher
-    from pipeline.bench.accuracy import accuracy_with_runner
     from pipeline.data import load_eval_dataset
+    from pipeline.data.transfer_set import NormalisedImages, TransferSet
     from pipeline.drop.filter_prune import channel_counts, prune_to_latency
-    from pipeline.export.onnx_export import export_onnx
+    from pipeline.export import export_onnx
     from pipeline.kd import FeatureKDSettings, feature_kd
     from pipeline.measure import LatencySettings
+    from pipeline.measure.accuracy import accuracy_with_runner
     from pipeline.models.load import load_model
+    from pipeline.models.teacher_view import TeacherView
     from pipeline.runtimes import OnnxRuntimeRunner
-    from pipeline.synthesize.base import TeacherView
     from pipeline.synthesize.real_images import load_real_images
-    from pipeline.synthesize.transfer_set import NormalisedImages, TransferSet
     from pipeline.targets import load_target
     from pipeline.training import freeze, seed_everything
 

@@ -13,10 +13,11 @@ import time
 import torch
 
 from pipeline.assets import resolve_teacher
+from pipeline.data.transfer_set import TransferSet
 from pipeline.models import create_model
-from pipeline.synthesize.base import TeacherView, create_synthesizer, resolve_options
+from pipeline.models.teacher_view import TeacherView
+from pipeline.synthesize.base import create_synthesizer, resolve_options
 from pipeline.synthesize.data_free_loop import DataFreeLoop, StudentTraining
-from pipeline.synthesize.transfer_set import TransferSet
 from pipeline.teacher_spec import TeacherSpec
 from pipeline.training import freeze
 

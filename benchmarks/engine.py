@@ -7,8 +7,8 @@
 compat -> benchmarks/results/engine_compat.{json,md}: each architecture (random weights: structure is what is
 checked) exported as the pipeline exports it, converted to fp16 by the quantize stage's converter and to INT8 by
 its TensorRT format (symmetric S8S8 Q/DQ, 16 noise images to calibrate: ranges, not accuracy), then checked by
-`pipeline.engine.preflight`. The cpu target's U8S8 QOperator INT8 of one model is checked too, as the negative
-control: it must fail. loopback -> benchmarks/results/engine_loopback.json: the block latency table, the engine
+`pipeline.runtimes.tensorrt_preflight`. The cpu target's U8S8 QOperator INT8 of one model is checked too, as the
+negative control: it must fail. loopback -> benchmarks/results/engine_loopback.json: the block latency table, the engine
 stage's record and the bench entries, all measured through the SSH harness.
 """
 
@@ -40,8 +40,7 @@ def compat() -> None:
     import numpy as np
     import torch
 
-    from pipeline.engine.preflight import preflight
-    from pipeline.export.onnx_export import export_onnx
+    from pipeline.export import export_onnx
     from pipeline.models import create_model, get_spec, list_models
     from pipeline.preprocess import default_preprocess
     from pipeline.quantize.cpu_isa import detect_cpu_isa
@@ -53,6 +52,7 @@ def compat() -> None:
         prepare_for_quantization,
         quantize_int8,
     )
+    from pipeline.runtimes.tensorrt_preflight import preflight
 
     rows = []
     WORK.mkdir(parents=True, exist_ok=True)

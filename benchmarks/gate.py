@@ -49,7 +49,7 @@ def command() -> str:
 def teacher_onnx() -> Path:
     """The embedded teacher exported as the pipeline exports it."""
     from pipeline.assets import resolve_teacher
-    from pipeline.export.onnx_export import export_onnx
+    from pipeline.export import export_onnx
     from pipeline.teacher_spec import TeacherSpec
 
     path = WORK / "teacher.onnx"

@@ -271,3 +271,30 @@ def test_every_command_follows_an_explicit_recipe():
     assert plan["recipe"] == "search" and plan["precision"] == "chosen by the search"
     waiting = next(stage for stage in plan["stages"] if stage["stage"] == "quantize")
     assert waiting["when"] == "the handed-on precision is not fp32" and not waiting["config"]
+
+
+class _FinishedSearch:
+    """The one thing `handed_on_precision` reads from a run folder: the search stage's manifest entry."""
+
+    def __init__(self, chosen: str | None):
+        self.chosen = chosen
+
+    def entry(self, name: str):
+        if name != "search" or self.chosen is None:
+            return None
+        return {"status": "done", "metrics": {"precision": self.chosen}}
+
+
+def test_the_handed_on_precision_after_a_search_is_read_from_the_run_and_the_options_stay_as_given():
+    from pipeline.recipes.options import BuildOptions
+    from pipeline.recipes.plan import handed_on_precision, stages_to_run
+    from pipeline.targets import load_target
+
+    cpu, options = load_target("cpu"), BuildOptions(search="teacher", latency_reduction=0.3)
+    assert handed_on_precision(options, cpu) == "fp32"  # before the search: the setting (the cpu target's)
+    assert "quantize" not in stages_to_run(options, "bench", cpu, _FinishedSearch(None))
+    assert handed_on_precision(options, cpu, _FinishedSearch("int8")) == "int8"
+    assert stages_to_run(options, "bench", cpu, _FinishedSearch("int8"))[-2:] == ["quantize", "bench"]
+    assert options.precision is None
+    # without a search in the recipe, a run's entries never change the precision
+    assert handed_on_precision(BuildOptions(), cpu, _FinishedSearch("int8")) == "fp32"

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from pipeline.data.transfer_set import TransferSet
 from pipeline.models.load import load_model
-from pipeline.synthesize.transfer_set import TransferSet
 from tests.conftest import ROOT, invoke_cli, needs_fmnist
 
 pytestmark = pytest.mark.slow

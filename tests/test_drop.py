@@ -17,7 +17,7 @@ from pipeline.drop.filter_prune import channel_counts, filter_prune
 from pipeline.drop.latency_table import cache_key, load_or_measure
 from pipeline.drop.select import LatencyBudget, greedy_drop
 from pipeline.errors import PipelineError
-from pipeline.export.onnx_export import export_onnx
+from pipeline.export import export_onnx
 from pipeline.measure import LatencySettings
 from pipeline.models import create_model, get_spec, list_models
 from pipeline.models.checkpoint import save_checkpoint

@@ -12,13 +12,13 @@ import torch
 from conftest import invoke_cli, needs_fmnist
 from onnx import TensorProto, helper, numpy_helper
 
-from pipeline.engine.preflight import preflight
 from pipeline.errors import PipelineError
-from pipeline.export.onnx_export import export_onnx
+from pipeline.export import export_onnx
 from pipeline.models import create_model
 from pipeline.portable import tensorrt_loader, trtexec_loader
 from pipeline.portable.errors import BenchError
 from pipeline.preprocess import default_preprocess
+from pipeline.runtimes.tensorrt_preflight import preflight
 from pipeline.runtimes.tensorrt_runner import tensorrt_available
 
 

@@ -11,7 +11,7 @@ import torch
 from conftest import invoke_cli
 
 from pipeline.errors import PipelineError
-from pipeline.export.onnx_export import export_onnx
+from pipeline.export import export_onnx
 from pipeline.gate.gate import parse_regression
 from pipeline.gate.inject import slowed
 from pipeline.gate.stats import PASS, REGRESSION, UNMEASURABLE, decide

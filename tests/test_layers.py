@@ -9,9 +9,13 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "pipeline"
 STAGES = {"synthesize", "distill", "drop", "export", "quantize", "engine", "bench", "search", "gate", "bundle"}
-# the budget search combines block dropping with precision: it calls drop's and quantize's public functions
-# (`pipeline.drop`, `pipeline.quantize`), never their modules
-PUBLIC_DROP_USERS = {"search"}
+# Which stage packages use another's public functions (`pipeline.<provider>`, never its modules), and why.
+PUBLIC_USERS = {
+    "drop": {"search"},  # the budget search combines block dropping with precision
+    "quantize": {"search"},  # and quantises its candidates as the quantize stage does
+    "export": {"drop", "quantize", "search"},  # the ONNX exporter, to time and quantise models
+    "synthesize": {"distill", "drop"},  # the data-free loop; few real images for drop's recovery
+}
 
 
 def _imports() -> dict[str, set[str]]:
@@ -72,27 +76,49 @@ def test_runtime_measurement_and_kd_layers_import_no_stage():
         assert not {_package(m) for m in imports[layer]} & STAGES, (layer, sorted(imports[layer]))
 
 
+def _imported_names() -> list[tuple[str, str, list[str]]]:
+    """(package, module, names) for every `from pipeline.x import names` in `pipeline/`, lazy ones included."""
+    found = []
+    for path in PACKAGE.rglob("*.py"):
+        package = path.relative_to(PACKAGE).parts[0].removesuffix(".py")
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                if node.module.startswith("pipeline."):
+                    found.append((package, node.module, [alias.name for alias in node.names]))
+    return found
+
+
+def _public_names(package: str) -> set[str]:
+    tree = ast.parse((PACKAGE / package / "__init__.py").read_text())
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "__all__" for t in node.targets):
+            return set(ast.literal_eval(node.value))
+    return set()
+
+
 def test_no_stage_reaches_into_the_drop_stage_to_measure():
-    """drop's modules are its own; the recipes on top assemble its stage; the search uses its public functions;
-    nobody else (gate, bench and quantize included) imports from it at all."""
+    """The gate, the bench and quantize import nothing from drop; the search uses its public functions."""
     imports = _imports()
-    for package, modules in imports.items():
-        if package in ("drop", "recipes", "cli"):
-            continue
-        into = sorted(m for m in modules if m.startswith("pipeline.drop"))
-        allowed = ["pipeline.drop"] if package in PUBLIC_DROP_USERS else []
-        assert set(into) <= set(allowed), (package, into)
-    assert "pipeline.drop" in imports["search"]  # the rule above still reads the search's imports
+    for package in ("gate", "bench", "quantize"):
+        assert imports[package], f"{package}: no imports found (renamed?)"
+        assert not [m for m in imports[package] if m.startswith("pipeline.drop")], package
+    assert "pipeline.drop" in imports["search"]
 
 
-def test_the_search_uses_only_the_public_functions_of_drop_and_quantize():
-    imports = _imports()
-    for package, modules in imports.items():
-        if package in ("quantize", "recipes", "cli"):
+def test_stages_use_one_another_only_through_public_functions():
+    """A stage package may use another only by the names that package exports (`pipeline.drop`, never
+    `pipeline.drop.blocks`), and only where PUBLIC_USERS says; the recipes on top assemble every stage."""
+    imported = _imported_names()
+    for package, module, names in imported:
+        provider = _package(module)
+        if package in ("recipes", "cli") or provider not in STAGES or provider == package:
             continue
-        into = sorted(m for m in modules if m.startswith("pipeline.quantize."))
-        assert not into, (package, into)
-    assert "pipeline.quantize" in imports["search"]
+        assert module == f"pipeline.{provider}", f"{package} imports {module}: use what pipeline.{provider} exports"
+        assert package in PUBLIC_USERS.get(provider, ()), f"{package} uses {provider}; PUBLIC_USERS does not list it"
+        assert set(names) <= _public_names(provider), (package, provider, sorted(set(names) - _public_names(provider)))
+    for provider, users in PUBLIC_USERS.items():  # the table is not stale: each user still imports its provider
+        for user in users:
+            assert any(p == user and _package(m) == provider for p, m, _ in imported), (user, provider)
 
 
 def test_there_is_no_import_cycle_between_packages():

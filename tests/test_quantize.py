@@ -14,7 +14,7 @@ import torch
 from conftest import invoke_cli, needs_fmnist
 
 from pipeline.errors import PipelineError
-from pipeline.export.onnx_export import export_onnx
+from pipeline.export import export_onnx
 from pipeline.models import create_model
 from pipeline.preprocess import default_preprocess
 from pipeline.quantize import binary

@@ -8,10 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.bench import accuracy_with_runner, predictions_with_runner
 from pipeline.errors import MissingDependency, PipelineError
 from pipeline.export import export_onnx
-from pipeline.measure import measure_latency
+from pipeline.measure import accuracy_with_runner, measure_latency, predictions_with_runner
 from pipeline.models import create_model
 from pipeline.preprocess import default_preprocess
 from pipeline.runtimes import (
@@ -158,7 +157,7 @@ def test_tensorrt_missing_dependency_names_the_install(monkeypatch):
 def test_importing_runtimes_does_not_import_tensorrt():
     # every public name, since each is imported on first use
     code = (
-        "import sys, pipeline.runtimes as r, pipeline.bench\n"
+        "import sys, pipeline.runtimes as r, pipeline.measure\n"
         "[getattr(r, name) for name in r.__all__]\n"
         "assert 'tensorrt' not in sys.modules"
     )
@@ -222,7 +221,7 @@ def test_flops_counted_from_the_onnx_graph_match_torchs_counter_in_float_and_int
     import numpy as np
     from torch.utils.flop_counter import FlopCounterMode
 
-    from pipeline.export.onnx_export import export_onnx
+    from pipeline.export import export_onnx
     from pipeline.measure import onnx_flops
     from pipeline.models import create_model
     from pipeline.preprocess import default_preprocess

@@ -12,6 +12,7 @@ import torch
 
 from pipeline.assets import resolve_teacher
 from pipeline.bench.stage import BenchConfig, BenchStage
+from pipeline.data.transfer_set import TransferSet
 from pipeline.distill.stage import DistillConfig, DistillStage
 from pipeline.drop.recoverability import RecoverabilitySettings
 from pipeline.drop.stage import DropConfig, DropStage
@@ -27,7 +28,6 @@ from pipeline.stage import RunFolder
 from pipeline.synthesize.base import resolve_options
 from pipeline.synthesize.data_free_loop import StudentTraining
 from pipeline.synthesize.stage import SynthesizeConfig, SynthesizeStage
-from pipeline.synthesize.transfer_set import TransferSet
 from tests.conftest import needs_fmnist
 
 LENET = resolve_teacher("embedded:lenet5-fmnist")

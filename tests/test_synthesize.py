@@ -4,18 +4,14 @@ import pytest
 import torch
 
 from pipeline.assets import resolve_teacher
+from pipeline.data.transfer_set import TransferSet, default_capacity
 from pipeline.errors import PipelineError
 from pipeline.models import create_model
-from pipeline.synthesize.base import (
-    TeacherView,
-    create_synthesizer,
-    list_synthesizers,
-    resolve_options,
-)
+from pipeline.models.teacher_view import TeacherView
+from pipeline.synthesize.base import create_synthesizer, list_synthesizers, resolve_options
 from pipeline.synthesize.data_free_loop import DataFreeLoop, StudentTraining
 from pipeline.synthesize.soft_target import class_similarity, nearest_psd
 from pipeline.synthesize.state import load_synthesizer, save_synthesizer
-from pipeline.synthesize.transfer_set import TransferSet, default_capacity
 from pipeline.teacher_spec import TeacherSpec
 from pipeline.training import ResumableLoop, freeze
 from tests.conftest import needs_fmnist

@@ -20,11 +20,11 @@ from pathlib import Path
 import torch
 
 from pipeline.data.datasets import fashion_mnist_split
+from pipeline.data.transfer_set import NormalisedImages, TransferSet
 from pipeline.kd import FeatureKDSettings, feature_kd
 from pipeline.models.load import load_model
 from pipeline.quantize import binary
 from pipeline.quantize.calibration import normalised
-from pipeline.synthesize.transfer_set import NormalisedImages, TransferSet
 
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "benchmarks" / "results" / "experiments" / "lenet5-binary-recipes.jsonl"

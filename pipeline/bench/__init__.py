@@ -1,6 +1,2 @@
-"""The bench stage, and the accuracy routine shared by every stage (over a Runner). Timing lives in
-`pipeline.measure`, below every stage."""
-
-from pipeline.bench.accuracy import accuracy_with_runner, predictions_with_runner
-
-__all__ = ["accuracy_with_runner", "predictions_with_runner"]
+"""The bench stage: teacher and student timed in interleaved rounds on the target's runner, with their accuracy.
+Timing and accuracy over a runner live in `pipeline.measure`, below every stage."""

@@ -14,7 +14,6 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipeline.bench.accuracy import accuracy_with_runner
 from pipeline.data import load_eval_dataset
 from pipeline.fileio import atomic_write_json
 from pipeline.measure import (
@@ -28,6 +27,7 @@ from pipeline.measure import (
     time_onnx_models,
     time_runners,
 )
+from pipeline.measure.accuracy import accuracy_with_runner
 from pipeline.preprocess import Preprocess
 from pipeline.progress import log
 from pipeline.runtimes import OnnxRuntimeRunner, holds_qdq, judged_as_written

@@ -30,7 +30,7 @@ from pipeline.cli.options import (
 @app.command(rich_help_panel=INFO_COMMANDS)
 def synthesizers(json_output: bool = JSON):
     """List the synthesizers, their presets and options (set with --synth-preset / --synth-option KEY=VALUE)."""
-    from pipeline.synthesize.base import list_synthesizers, synthesizer_class
+    from pipeline.synthesize import list_synthesizers, synthesizer_class
 
     rows = [
         {
@@ -238,7 +238,7 @@ def check(
     """
 
     def action():
-        from pipeline.engine.preflight import preflight
+        from pipeline.runtimes.tensorrt_preflight import preflight
 
         return preflight(onnx, precision)
 

@@ -10,16 +10,23 @@ from pathlib import Path
 import torch
 
 from pipeline import distributed
+from pipeline.data.transfer_set import TransferSet
 from pipeline.evaluate import accuracy_torch
 from pipeline.models import create_model
 from pipeline.models.checkpoint import save_checkpoint
 from pipeline.progress import log
 from pipeline.stage import Stage, StageOutput, optional_field
-from pipeline.synthesize.data_free_loop import DataFreeLoop, StudentTraining
-from pipeline.synthesize.preview import teacher_class_balance
-from pipeline.synthesize.session import merge_rank_pools, mix_synthesizer, rank_seed, teacher_view
-from pipeline.synthesize.state import load_synthesizer, save_synthesizer
-from pipeline.synthesize.transfer_set import TransferSet
+from pipeline.synthesize import (
+    DataFreeLoop,
+    StudentTraining,
+    load_synthesizer,
+    merge_rank_pools,
+    mix_synthesizer,
+    rank_seed,
+    save_synthesizer,
+    teacher_class_balance,
+    teacher_view,
+)
 from pipeline.teacher_spec import TeacherSpec
 from pipeline.training import ResumableLoop, seed_everything
 

@@ -17,7 +17,7 @@ import numpy as np
 import torch.nn as nn
 
 from pipeline.drop.blocks import Block, without_blocks
-from pipeline.export.onnx_export import export_onnx
+from pipeline.export import export_onnx
 from pipeline.fileio import atomic_write_json
 from pipeline.measure import LatencySettings, example_input, runtime_version, time_onnx_models
 from pipeline.preprocess import Preprocess

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from pipeline.data.transfer_set import NormalisedImages, TransferSet
 from pipeline.drop.blocks import require_block_names, require_blocks
 from pipeline.drop.latency_table import (
     cache_key,
@@ -29,10 +30,9 @@ from pipeline.fileio import atomic_write_json, atomic_write_text
 from pipeline.kd import FeatureKDSettings
 from pipeline.measure import LatencySettings
 from pipeline.models.checkpoint import save_checkpoint
+from pipeline.models.teacher_view import TeacherView
 from pipeline.progress import log
 from pipeline.stage import Stage, StageOutput, optional_field
-from pipeline.synthesize.base import TeacherView
-from pipeline.synthesize.transfer_set import NormalisedImages, TransferSet
 from pipeline.teacher_spec import TeacherSpec
 from pipeline.training import freeze, seed_everything
 
@@ -187,7 +187,7 @@ class DropStage(Stage):
     def _images(self, view: TeacherView) -> tuple[torch.Tensor, str]:
         config = self.config
         if config.images is not None:
-            from pipeline.synthesize.real_images import load_real_images
+            from pipeline.synthesize import load_real_images
 
             data = load_real_images(config.images, view, config.per_class, config.seed)
             return data.images.to(view.device), f"real ({config.per_class} per class)"

@@ -16,11 +16,11 @@ from pathlib import Path
 
 from rich.markup import escape
 
-from pipeline.engine.preflight import preflight
 from pipeline.errors import PipelineError
 from pipeline.fileio import atomic_write_json, atomic_write_text
 from pipeline.portable.trtexec_loader import trtexec_command
 from pipeline.progress import log
+from pipeline.runtimes.tensorrt_preflight import preflight
 from pipeline.runtimes.tensorrt_runner import tensorrt_available
 from pipeline.stage import Stage, StageOutput
 

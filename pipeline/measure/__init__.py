@@ -1,7 +1,9 @@
 """The measurement layer, below every stage: how latency is measured (`LatencySettings`), the one interleaved
 timing protocol (`time_onnx_models`, `time_runners`) over the runtime layer's runners, and the one paired-ratio
-statistic (`paired_ratio`). No stage times a model any other way, and this package imports no stage."""
+statistic (`paired_ratio`), and top-1 accuracy through a runner (`accuracy_with_runner`). No stage times a model
+any other way, and this package imports no stage."""
 
+from pipeline.measure.accuracy import accuracy_with_runner, predictions_with_runner
 from pipeline.measure.flops import onnx_flops
 from pipeline.measure.paired import PairedRatio, bootstrap_ci, paired_ratio, trimmed_mean
 from pipeline.measure.record import LATENCY_RECORD_KEYS, latency_record
@@ -27,6 +29,8 @@ from pipeline.measure.timing import (
 )
 
 __all__ = [
+    "accuracy_with_runner",
+    "predictions_with_runner",
     "MIN_ROUNDS",
     "RoundsPolicy",
     "LATENCY_RECORD_KEYS",

@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from pipeline.data.transfer_set import TransferSet
 from pipeline.errors import PipelineError
 from pipeline.preprocess import Preprocess
-from pipeline.synthesize.transfer_set import TransferSet
 
 CALIBRATION_SOURCES = ("synthetic", "real")
 # onnxruntime's histogram calibrators (entropy, percentile) keep every batch's outputs and stack them with

@@ -152,7 +152,7 @@ def quantize_int8(
 def tensorrt_qdq_problems(path: Path) -> list[str]:
     """Why TensorRT 10/11 would reject this INT8 model (the engine pre-flight's errors); empty when it is
     TensorRT-ready QDQ."""
-    from pipeline.engine.preflight import preflight
+    from pipeline.runtimes.tensorrt_preflight import preflight
 
     return [f"{f.node} ({f.op}): {f.message}" for f in preflight(path, "int8").errors]
 

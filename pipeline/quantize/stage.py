@@ -13,8 +13,9 @@ from pathlib import Path
 
 import torch
 
+from pipeline.data.transfer_set import NormalisedImages, TransferSet
 from pipeline.errors import PipelineError
-from pipeline.export.onnx_export import export_onnx
+from pipeline.export import export_onnx
 from pipeline.fileio import atomic_write_json
 from pipeline.kd import FeatureKDSettings, feature_kd
 from pipeline.measure import LatencySettings, example_input, time_onnx_models
@@ -38,7 +39,6 @@ from pipeline.quantize.packed import save_binary_checkpoint
 from pipeline.quantize.verify import ONNXRUNTIME_KERNELS, QDQ_AS_WRITTEN, logits, output_error
 from pipeline.runtimes import judged_as_written
 from pipeline.stage import Stage, StageOutput, optional_field
-from pipeline.synthesize.transfer_set import NormalisedImages, TransferSet
 from pipeline.teacher_spec import TeacherSpec
 
 QUANTIZED_PRECISIONS = ("int8", "fp16", "binary")
@@ -240,8 +240,8 @@ class QuantizeStage(Stage):
         # how the quantised model's output error and accuracy were computed (verify.py)
         result = {"output_error": error, "judged_by": QDQ_AS_WRITTEN if as_written else ONNXRUNTIME_KERNELS}
         if config.eval:
-            from pipeline.bench.accuracy import accuracy_with_runner
             from pipeline.data import load_eval_dataset
+            from pipeline.measure.accuracy import accuracy_with_runner
             from pipeline.runtimes import OnnxRuntimeRunner
 
             dataset = load_eval_dataset(config.eval, preprocess, config.eval_limit)

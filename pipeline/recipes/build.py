@@ -42,7 +42,7 @@ def run_build(options: BuildOptions, *, until: str = "bench") -> dict:
         )
         for step in recipe_steps(ctx.options, until):
             # a condition is decided when its step is reached: the search chooses the precision quantize runs on
-            if not applies(step, ctx.options, ctx.target):
+            if not applies(step, ctx.options, ctx.target, ctx.run):
                 continue
             name = step.stage
             if name not in DATA_PARALLEL_STAGES and distributed.active():
@@ -50,9 +50,7 @@ def run_build(options: BuildOptions, *, until: str = "bench") -> dict:
                 distributed.finish()
                 if not main:
                     break
-            entry = ctx.run.run(STAGE_FACTORIES[name](ctx), force=options.force)
-            if name == "search":
-                ctx.options = replace(ctx.options, precision=entry["metrics"]["precision"])
+            ctx.run.run(STAGE_FACTORIES[name](ctx), force=options.force)
         distributed.finish()
         return summarize(ctx.run)
 

@@ -66,14 +66,26 @@ def recipe_steps(options: BuildOptions, until: str) -> tuple[Step, ...]:
     return tuple(step for step in RECIPES[recipe_name(options)] if STAGE_ORDER.index(step.stage) <= last)
 
 
-def applies(step: Step, options: BuildOptions, target: Target) -> bool:
+def handed_on_precision(options: BuildOptions, target: Target, run=None) -> str:
+    """The precision of the model the recipe hands on. A budget search decides it: once the search in `run` has
+    finished, its choice; before that, and in every recipe without a search, the setting (flag < target < fp32).
+    Read from the run, never written back into the options: the options stay what the user asked for."""
+    if options.search and run is not None:
+        entry = run.entry("search")
+        if entry and entry.get("status") == "done":
+            return entry["metrics"]["precision"]
+    return precision(options, target)
+
+
+def applies(step: Step, options: BuildOptions, target: Target, run=None) -> bool:
     if step.when == QUANTISED:
-        return precision(options, target) != "fp32"
+        return handed_on_precision(options, target, run) != "fp32"
     if step.when == TENSORRT:
         return target.runtime == "tensorrt"
     return True
 
 
-def stages_to_run(options: BuildOptions, until: str, target: Target) -> list[str]:
-    """The recipe's stages up to `until` whose conditions hold for these settings and this target."""
-    return [step.stage for step in recipe_steps(options, until) if applies(step, options, target)]
+def stages_to_run(options: BuildOptions, until: str, target: Target, run=None) -> list[str]:
+    """The recipe's stages up to `until` whose conditions hold for these settings, this target and, after a
+    budget search in `run`, the precision it chose."""
+    return [step.stage for step in recipe_steps(options, until) if applies(step, options, target, run)]

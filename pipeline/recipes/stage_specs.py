@@ -26,11 +26,10 @@ from pipeline.preprocess import Preprocess
 from pipeline.quantize.int8 import Int8Settings
 from pipeline.quantize.stage import QuantizeConfig, QuantizeStage
 from pipeline.recipes.options import BuildContext, BuildOptions
-from pipeline.recipes.plan import precision, stages_to_run
+from pipeline.recipes.plan import handed_on_precision, precision, stages_to_run
 from pipeline.recipes.resolve import build_settings, latency_budget_setting
 from pipeline.search.stage import SEARCHABLE_PRECISIONS, SearchConfig, SearchStage
-from pipeline.synthesize.base import resolve_options
-from pipeline.synthesize.data_free_loop import StudentTraining
+from pipeline.synthesize import StudentTraining, resolve_options
 from pipeline.synthesize.stage import SynthesizeConfig, SynthesizeStage
 from pipeline.targets import Target
 from pipeline.teacher_spec import TeacherSpec
@@ -273,11 +272,17 @@ def export_stage(ctx: BuildContext) -> ExportStage:
 
 
 def quantize_config(
-    options: BuildOptions, target: Target, budget: Budget, eval_spec: str | None, model: TeacherSpec
+    options: BuildOptions,
+    target: Target,
+    budget: Budget,
+    eval_spec: str | None,
+    model: TeacherSpec,
+    wanted: str | None = None,
 ) -> QuantizeConfig | None:
     """None when the build hands on fp32; raises on bad quantisation options. `model`: how to load the
-    checkpoint being quantised (the teacher's options when it is the teacher)."""
-    wanted = precision(options, target)
+    checkpoint being quantised (the teacher's options when it is the teacher); `wanted`: the handed-on precision
+    (default: the setting; after a budget search, its choice)."""
+    wanted = wanted or precision(options, target)
     if wanted == "fp32":
         if options.quantize_from:
             raise PipelineError("`pipeline quantize` needs --precision int8, fp16 or binary (the target says fp32)")
@@ -312,12 +317,17 @@ def quantize_stage(ctx: BuildContext) -> QuantizeStage:
     options = ctx.options
     handed_on = handed_on_checkpoint(ctx)
     config = quantize_config(
-        options, ctx.target, ctx.budget, ctx.eval, ctx.spec if handed_on is None else TeacherSpec()
+        options,
+        ctx.target,
+        ctx.budget,
+        ctx.eval,
+        ctx.spec if handed_on is None else TeacherSpec(),
+        handed_on_precision(options, ctx.target, ctx.run),
     )
     transfer_set = None
     if config.calib == "synthetic":
         # after distill its larger, later pool; `pipeline drop` / `pipeline quantize` have synthesize's
-        source = "distill" if "distill" in stages_to_run(options, "quantize", ctx.target) else "synthesize"
+        source = "distill" if "distill" in stages_to_run(options, "quantize", ctx.target, ctx.run) else "synthesize"
         transfer_set = ctx.artifact(source, "transfer_set")
     search = ctx.run.entry("search") if options.search else None
     if search and search["metrics"].get("int8_format"):
@@ -332,7 +342,7 @@ def quantize_stage(ctx: BuildContext) -> QuantizeStage:
 
 def deployed_onnx(ctx: BuildContext) -> Path:
     """The model the build hands on: the quantised one when quantize ran, else the exported student."""
-    if "quantize" in stages_to_run(ctx.options, "bench", ctx.target):
+    if "quantize" in stages_to_run(ctx.options, "bench", ctx.target, ctx.run):
         return ctx.artifact("quantize", "model")
     return ctx.artifact("export", "student")
 
@@ -359,7 +369,7 @@ def engine_stage(ctx: BuildContext) -> EngineStage:
     previous = ctx.run.root / "engine" / "timing.cache"
     return EngineStage(
         deployed_onnx(ctx),
-        engine_config(ctx.target, precision(ctx.options, ctx.target), ctx.teacher.input_shape),
+        engine_config(ctx.target, handed_on_precision(ctx.options, ctx.target, ctx.run), ctx.teacher.input_shape),
         previous_cache=previous,
     )
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from pipeline.drop import recover
-from pipeline.export.onnx_export import export_onnx
+from pipeline.export import export_onnx
 from pipeline.fileio import atomic_write_json, sha256_file, sha256_json
 from pipeline.measure import LatencySettings
 from pipeline.models.checkpoint import save_checkpoint

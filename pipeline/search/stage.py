@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.data.transfer_set import NormalisedImages, TransferSet
 from pipeline.drop import (
     LatencyBudget,
     RecoverabilityProbe,
@@ -33,6 +34,7 @@ from pipeline.fileio import atomic_write_json, atomic_write_text, sha256_file, s
 from pipeline.kd import FeatureKDSettings
 from pipeline.measure import LatencySettings, example_input, paired_ratio, time_onnx_models
 from pipeline.measure.paired import TOO_BUSY_SPREAD
+from pipeline.models.teacher_view import TeacherView
 from pipeline.progress import log
 from pipeline.quantize import expected_accuracy_drop, logits, normalised
 from pipeline.runtimes import judged_as_written
@@ -40,8 +42,6 @@ from pipeline.search.candidate_models import CandidateModels
 from pipeline.search.report import explain, write_front
 from pipeline.search.space import Candidate, practise_order, predicted_ms, shortlist
 from pipeline.stage import Stage, StageOutput
-from pipeline.synthesize.base import TeacherView
-from pipeline.synthesize.transfer_set import NormalisedImages, TransferSet
 from pipeline.teacher_spec import TeacherSpec
 from pipeline.training import freeze, seed_everything
 
@@ -323,8 +323,8 @@ class SearchStage(CandidateModels, Stage):
         calibration of the estimate; the choice never looks at it)."""
         if not self.config.eval:
             return
-        from pipeline.bench.accuracy import accuracy_with_runner
         from pipeline.data.datasets import load_eval_dataset
+        from pipeline.measure.accuracy import accuracy_with_runner
         from pipeline.runtimes import OnnxRuntimeRunner
 
         data = load_eval_dataset(self.config.eval, self.preprocess, self.config.eval_limit)

@@ -17,7 +17,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from pipeline.errors import PipelineError
-from pipeline.synthesize.base import Synthesizer, TeacherView, register_synthesizer
+from pipeline.models.teacher_view import TeacherView
+from pipeline.synthesize.base import Synthesizer, register_synthesizer
 from pipeline.synthesize.generator import Generator
 from pipeline.synthesize.losses import (
     BatchNormStatistics,

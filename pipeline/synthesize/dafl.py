@@ -9,7 +9,8 @@ which makes the generator useful within minutes on a CPU for teachers with Batch
 import torch
 import torch.nn as nn
 
-from pipeline.synthesize.base import Synthesizer, TeacherView, register_synthesizer
+from pipeline.models.teacher_view import TeacherView
+from pipeline.synthesize.base import Synthesizer, register_synthesizer
 from pipeline.synthesize.generator import Generator
 from pipeline.synthesize.losses import (
     BatchNormStatistics,

@@ -14,10 +14,11 @@ import torch
 import torch.nn as nn
 
 from pipeline import distributed
+from pipeline.data.transfer_set import TransferSet
 from pipeline.kd import FeatureProjection, augment_batch, kd_loss
+from pipeline.models.teacher_view import TeacherView
 from pipeline.progress import progress_bar
-from pipeline.synthesize.base import Synthesizer, TeacherView
-from pipeline.synthesize.transfer_set import TransferSet
+from pipeline.synthesize.base import Synthesizer
 from pipeline.training import GeneratorState, ResumableLoop, cosine_scale
 
 

@@ -11,7 +11,8 @@ import torch.nn as nn
 from pipeline.data.datasets import LabelledImages, fashion_mnist_split, image_folder
 from pipeline.errors import PipelineError
 from pipeline.kd import random_shift
-from pipeline.synthesize.base import Synthesizer, TeacherView, register_synthesizer
+from pipeline.models.teacher_view import TeacherView
+from pipeline.synthesize.base import Synthesizer, register_synthesizer
 
 
 def load_real_images(source: str, teacher: TeacherView, per_class: int, seed: int) -> LabelledImages:

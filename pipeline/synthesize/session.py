@@ -7,8 +7,9 @@ from pathlib import Path
 import torch
 
 from pipeline import distributed
-from pipeline.synthesize.base import TeacherView, create_synthesizer
-from pipeline.synthesize.transfer_set import TransferSet
+from pipeline.data.transfer_set import TransferSet
+from pipeline.models.teacher_view import TeacherView
+from pipeline.synthesize.base import create_synthesizer
 from pipeline.teacher_spec import TeacherSpec
 from pipeline.training import freeze
 

@@ -5,6 +5,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline import distributed
+from pipeline.data.transfer_set import TransferSet, default_capacity
 from pipeline.progress import log
 from pipeline.stage import Stage, StageOutput, optional_field
 from pipeline.synthesize.base import create_synthesizer
@@ -12,7 +13,6 @@ from pipeline.synthesize.data_free_loop import DataFreeLoop, StudentTraining
 from pipeline.synthesize.preview import save_preview, teacher_class_balance
 from pipeline.synthesize.session import merge_rank_pools, mix_synthesizer, rank_seed, teacher_view
 from pipeline.synthesize.state import save_synthesizer
-from pipeline.synthesize.transfer_set import TransferSet, default_capacity
 from pipeline.teacher_spec import TeacherSpec
 from pipeline.training import ResumableLoop, seed_everything
 

@@ -6,7 +6,8 @@ import torch
 
 from pipeline.errors import PipelineError
 from pipeline.fileio import atomic_torch_save
-from pipeline.synthesize.base import Synthesizer, TeacherView, create_synthesizer
+from pipeline.models.teacher_view import TeacherView
+from pipeline.synthesize.base import Synthesizer, create_synthesizer
 
 SYNTHESIZER_FORMAT = "edge-pipeline/synthesizer-v1"
 
