@@ -55,7 +55,7 @@ def synthesize(budget: str) -> None:
 
     started = time.monotonic()
     run_build(
-        BuildOptions(out=SHARED, budget=budget, drop_from="teacher", latency_reduction=0.3, command=command()),
+        BuildOptions(out=SHARED, budget=budget, recipe="drop", latency_reduction=0.3, command=command()),
         until="synthesize",
     )
     write(f"synthesize-{machine_tag()}", {"wall_s": round(time.monotonic() - started, 1), "budget": budget})
@@ -87,7 +87,7 @@ def drop(reduction: float, per_class: int, budget: str, seed: int, iterations: i
     options = BuildOptions(
         out=folder,
         budget=budget,
-        drop_from="teacher",
+        recipe="drop",
         latency_reduction=reduction,
         eval="fmnist",
         images=None if data_free else "fmnist-train",

@@ -105,7 +105,7 @@ def run(fractions: list[float], budget: str, reuse: bool = False, baselines: boo
         shutil.copytree(WORK / "search" / "cache", kept)
     shared_search = seeded("search", cache_from=WORK / "previous-cache" if reuse else None)
     for fraction in fractions:  # 1. one folder, budgets in order: later searches reuse the cache
-        result = build(shared_search, budget, search="teacher", latency_reduction=round(1 - fraction, 4))
+        result = build(shared_search, budget, recipe="search", latency_reduction=round(1 - fraction, 4))
         search = result["stage_metrics"]["search"]
         fresh = previous.get(fraction, {}).get("search_s_fresh", previous.get(fraction, {}).get("search_s"))
         record = {
@@ -138,7 +138,7 @@ def run(fractions: list[float], budget: str, reuse: bool = False, baselines: boo
             )
             continue
         folder = seeded(f"cached-{fraction}", cache_from=shared_search / "cache")
-        result = build(folder, budget, search="teacher", latency_reduction=round(1 - fraction, 4))
+        result = build(folder, budget, recipe="search", latency_reduction=round(1 - fraction, 4))
         write(
             f"cached-{fraction}",
             {
@@ -150,7 +150,7 @@ def run(fractions: list[float], budget: str, reuse: bool = False, baselines: boo
     for fraction in fractions if baselines else []:  # 3. single techniques (--skip-baselines keeps the drop rows)
         folder = seeded(f"drop-{fraction}", cache_from=shared_search / "cache")
         try:
-            result = build(folder, budget, drop_from="teacher", latency_reduction=round(1 - fraction, 4))
+            result = build(folder, budget, recipe="drop", latency_reduction=round(1 - fraction, 4))
             record = {
                 "fraction": fraction,
                 "technique": "block dropping (fp32)",
@@ -163,7 +163,7 @@ def run(fractions: list[float], budget: str, reuse: bool = False, baselines: boo
         write(f"drop-{fraction}", record)
     folder = seeded("int8", cache_from=shared_search / "cache")
     # `pipeline quantize` synthesises its own (60 s) calibration set: no distill or drop stage needs more
-    result = build(folder, budget, shared_transfer_set=False, quantize_from="teacher", precision="int8")
+    result = build(folder, budget, shared_transfer_set=False, recipe="quantize", precision="int8")
     result.pop("stage_metrics")
     write("int8", {"technique": "INT8 alone", **result})
     remeasure(fractions)

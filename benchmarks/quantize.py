@@ -103,7 +103,7 @@ def run(model: str, precision: str, calib: str | None, method: str | None) -> No
         arch=spec["arch"],
         out=folder,
         budget=spec["budget"],
-        quantize_from="teacher",
+        recipe="quantize",
         precision=precision,
         calib=calib or "synthetic",
         calib_method=method or "minmax",

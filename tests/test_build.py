@@ -247,14 +247,28 @@ def test_each_layered_setting_comes_from_the_last_layer_that_gives_it():
 def test_every_command_follows_an_explicit_recipe():
     """recipes/plan.py: one list of steps per command; conditions (quantised precision, a TensorRT target) are
     decided when their step is reached, and `--plan` of a budget search shows quantize as waiting on the search."""
+    from dataclasses import replace
+
     from pipeline.recipes.build import plan_build
     from pipeline.recipes.options import STAGE_ORDER, BuildOptions
-    from pipeline.recipes.plan import RECIPES, recipe_name, recipe_steps
+    from pipeline.recipes.plan import RECIPES, choose_recipe, recipe_steps
+    from pipeline.targets import load_target
 
-    assert recipe_name(BuildOptions()) == "build"
-    assert recipe_name(BuildOptions(drop_from="teacher", images="few/")) == "drop, few-shot on real images"
-    assert recipe_name(BuildOptions(quantize_from="teacher", calib="real")) == "quantize, calibrated on real images"
-    assert [s.stage for s in recipe_steps(BuildOptions(search="teacher"), "bench")] == [
+    def chosen(**options) -> str:
+        return choose_recipe(BuildOptions(**options)).name
+
+    assert chosen() == "build" and chosen(recipe="drop") == "drop"
+    assert chosen(recipe="drop", images="few/") == "drop, few-shot on real images"
+    assert chosen(recipe="quantize", calib="real") == "quantize, calibrated on real images"
+    assert chosen(drop_blocks=("layer1.0",)) == "build, named blocks dropped from the student"
+    assert chosen(latency_reduction=0.3) == "build, budget search over teacher and student"
+    # `build` itself takes a target file's latency budget as part of what it delivers; `pipeline distill` does not
+    budgeted = replace(load_target("cpu"), latency_reduction=0.3)
+    assert choose_recipe(BuildOptions(auto_search=True), budgeted).name.startswith("build, budget search")
+    assert choose_recipe(BuildOptions(), budgeted).name == "build"
+    with pytest.raises(ValueError, match="unknown command"):
+        chosen(recipe="compress")
+    assert [s.stage for s in recipe_steps(RECIPES["search"], "bench")] == [
         "synthesize",
         "search",
         "export",
@@ -262,12 +276,16 @@ def test_every_command_follows_an_explicit_recipe():
         "engine",
         "bench",
     ]
-    assert [s.describe() for s in recipe_steps(BuildOptions(), "distill")] == ["synthesize", "distill"]
-    for name, steps in RECIPES.items():  # in the order stages hand on to each other
-        stages = [step.stage for step in steps]
+    assert [s.describe() for s in recipe_steps(RECIPES["build"], "distill")] == ["synthesize", "distill"]
+    for name, recipe in RECIPES.items():  # in the order stages hand on to each other
+        stages = list(recipe.stages)
         assert stages == sorted(stages, key=STAGE_ORDER.index) and stages[-1] == "bench", name
+    # what the stage factories ask the recipe instead of the command
+    assert RECIPES["search"].model_from == "search" and RECIPES["quantize"].model_from == "teacher"
+    assert RECIPES["build, named blocks dropped from the student"].model_from == "drop"
+    assert RECIPES["build"].trains_a_student and not RECIPES["drop"].trains_a_student
 
-    plan = plan_build(BuildOptions(search="teacher", latency_reduction=0.3, budget="smoke", eval="none"))
+    plan = plan_build(BuildOptions(recipe="search", latency_reduction=0.3, budget="smoke", eval="none"))
     assert plan["recipe"] == "search" and plan["precision"] == "chosen by the search"
     waiting = next(stage for stage in plan["stages"] if stage["stage"] == "quantize")
     assert waiting["when"] == "the handed-on precision is not fp32" and not waiting["config"]
@@ -287,14 +305,14 @@ class _FinishedSearch:
 
 def test_the_handed_on_precision_after_a_search_is_read_from_the_run_and_the_options_stay_as_given():
     from pipeline.recipes.options import BuildOptions
-    from pipeline.recipes.plan import handed_on_precision, stages_to_run
+    from pipeline.recipes.plan import RECIPES, handed_on_precision, stages_to_run
     from pipeline.targets import load_target
 
-    cpu, options = load_target("cpu"), BuildOptions(search="teacher", latency_reduction=0.3)
-    assert handed_on_precision(options, cpu) == "fp32"  # before the search: the setting (the cpu target's)
-    assert "quantize" not in stages_to_run(options, "bench", cpu, _FinishedSearch(None))
-    assert handed_on_precision(options, cpu, _FinishedSearch("int8")) == "int8"
-    assert stages_to_run(options, "bench", cpu, _FinishedSearch("int8"))[-2:] == ["quantize", "bench"]
+    cpu, options, search = load_target("cpu"), BuildOptions(recipe="search", latency_reduction=0.3), RECIPES["search"]
+    assert handed_on_precision(search, options, cpu) == "fp32"  # before the search: the setting (the cpu target's)
+    assert "quantize" not in stages_to_run(search, options, "bench", cpu, _FinishedSearch(None))
+    assert handed_on_precision(search, options, cpu, _FinishedSearch("int8")) == "int8"
+    assert stages_to_run(search, options, "bench", cpu, _FinishedSearch("int8"))[-2:] == ["quantize", "bench"]
     assert options.precision is None
     # without a search in the recipe, a run's entries never change the precision
-    assert handed_on_precision(BuildOptions(), cpu, _FinishedSearch("int8")) == "fp32"
+    assert handed_on_precision(RECIPES["build"], BuildOptions(), cpu, _FinishedSearch("int8")) == "fp32"

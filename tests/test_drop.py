@@ -292,21 +292,24 @@ def test_pipeline_drop_user_errors_are_one_line(tmp_path, args, message):
 
 def test_build_plans_the_drop_stage_only_when_asked():
     from pipeline.recipes.options import BuildOptions
-    from pipeline.recipes.plan import stages_to_run
+    from pipeline.recipes.plan import choose_recipe, stages_to_run
     from pipeline.recipes.stage_specs import drop_budget
     from pipeline.targets import load_target
 
+    def planned(options: BuildOptions, until: str) -> list[str]:
+        return stages_to_run(choose_recipe(options, cpu), options, until, cpu)
+
     cpu = load_target("cpu")
-    assert stages_to_run(BuildOptions(), "bench", cpu) == ["synthesize", "distill", "export", "bench"]
-    assert stages_to_run(BuildOptions(drop_from="student", latency_reduction=0.3), "bench", cpu) == [
+    assert planned(BuildOptions(), "bench") == ["synthesize", "distill", "export", "bench"]
+    assert planned(BuildOptions(drop_blocks=("layer1.1",)), "bench") == [
         "synthesize",
         "distill",
         "drop",
         "export",
         "bench",
     ]
-    assert stages_to_run(BuildOptions(drop_from="teacher"), "bench", cpu) == ["synthesize", "drop", "export", "bench"]
-    assert stages_to_run(BuildOptions(drop_from="teacher", images="few/"), "drop", cpu) == ["drop"]
+    assert planned(BuildOptions(recipe="drop"), "bench") == ["synthesize", "drop", "export", "bench"]
+    assert planned(BuildOptions(recipe="drop", images="few/"), "drop") == ["drop"]
     assert drop_budget(BuildOptions(latency_ms=2.0), cpu) == LatencyBudget(ms=2.0)
     from dataclasses import replace
 

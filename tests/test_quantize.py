@@ -458,7 +458,7 @@ def test_quantize_for_a_tensorrt_target_writes_tensorrt_qdq(tmp_path):
     run = tmp_path / "run"
     # TensorRT is not needed to write the model: stop before the engine and bench stages
     run_build(
-        BuildOptions(budget="smoke", target=str(target), out=run, eval="none", quantize_from="teacher"),
+        BuildOptions(budget="smoke", target=str(target), out=run, eval="none", recipe="quantize"),
         until="quantize",
     )
     metrics = json.loads((run / "manifest.json").read_text())["stages"]["quantize"]["metrics"]
@@ -514,40 +514,42 @@ def test_build_plans_the_quantize_stage_from_the_precision():
 
     from pipeline.budgets import get_budget
     from pipeline.recipes.options import BuildOptions
-    from pipeline.recipes.plan import stages_to_run
+    from pipeline.recipes.plan import choose_recipe, stages_to_run
     from pipeline.recipes.stage_specs import synthesis_seconds
     from pipeline.targets import load_target
 
-    cpu = load_target("cpu")
-    assert "quantize" not in stages_to_run(BuildOptions(), "bench", cpu)  # the cpu target is fp32
-    assert stages_to_run(BuildOptions(precision="int8"), "bench", cpu) == [
+    def planned(options: BuildOptions, target=None) -> list[str]:
+        target = target or cpu
+        return stages_to_run(choose_recipe(options, target), options, "bench", target)
+
+    def seconds(options: BuildOptions) -> float:
+        return synthesis_seconds(choose_recipe(options, cpu), options, cpu, quick)
+
+    cpu, quick = load_target("cpu"), get_budget("quick")
+    assert "quantize" not in planned(BuildOptions())  # the cpu target is fp32
+    assert planned(BuildOptions(precision="int8")) == [
         "synthesize",
         "distill",
         "export",
         "quantize",
         "bench",
     ]
-    assert stages_to_run(BuildOptions(), "bench", replace(cpu, precision="int8"))[-2:] == ["quantize", "bench"]
-    assert stages_to_run(BuildOptions(quantize_from="teacher", precision="fp16"), "bench", cpu) == [
+    assert planned(BuildOptions(), replace(cpu, precision="int8"))[-2:] == ["quantize", "bench"]
+    assert planned(BuildOptions(recipe="quantize", precision="fp16")) == [
         "synthesize",
         "export",
         "quantize",
         "bench",
     ]
-    assert stages_to_run(
-        BuildOptions(quantize_from="teacher", precision="int8", calib="real", images="fmnist-train"), "bench", cpu
-    ) == ["export", "quantize", "bench"]
-    quick = get_budget("quick")
+    assert planned(BuildOptions(recipe="quantize", precision="int8", calib="real", images="fmnist-train")) == [
+        "export",
+        "quantize",
+        "bench",
+    ]
     # the transfer set is the training data of `pipeline drop` and of binary weights: a longer synthesis
-    assert synthesis_seconds(BuildOptions(drop_from="teacher"), cpu, quick) == quick.standalone_synthesize_seconds
-    assert (
-        synthesis_seconds(BuildOptions(quantize_from="teacher", precision="binary"), cpu, quick)
-        == quick.standalone_synthesize_seconds
-    )
-    assert (
-        synthesis_seconds(BuildOptions(quantize_from="teacher", precision="int8"), cpu, quick)
-        == quick.synthesize_seconds
-    )
+    assert seconds(BuildOptions(recipe="drop")) == quick.standalone_synthesize_seconds
+    assert seconds(BuildOptions(recipe="quantize", precision="binary")) == quick.standalone_synthesize_seconds
+    assert seconds(BuildOptions(recipe="quantize", precision="int8")) == quick.synthesize_seconds
 
 
 @needs_fmnist

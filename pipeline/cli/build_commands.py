@@ -117,15 +117,7 @@ def build(
 
     Example, measured on the device: `pipeline build --teacher r34.pt --target jetson-orin-nano --host me@jetson.local`
     """
-    values = dict(locals())
-    recipe = (
-        {"drop_from": "student"}
-        if drop_blocks is not None
-        else {"search": "build"}
-        if latency_reduction is not None or latency_ms is not None
-        else {}
-    )
-    run_recipe("bench", values, auto_drop=True, **recipe)
+    run_recipe("bench", dict(locals()), auto_search=True)  # the variant: recipes/plan.py::choose_recipe
 
 
 @app.command(rich_help_panel=BUILD_COMMANDS)
@@ -176,7 +168,7 @@ def search(
 
     Example: `pipeline search --latency-reduction 0.3 --out runs/r20-search`
     """
-    run_recipe("bench", dict(locals()), search="teacher")
+    run_recipe("bench", dict(locals()), recipe="search")
 
 
 @app.command(rich_help_panel=BUILD_COMMANDS)
@@ -219,7 +211,7 @@ def drop(
 
     Example: `pipeline drop --latency-reduction 0.3 --out runs/r20-drop`
     """
-    run_recipe("bench", dict(locals()), drop_from="teacher")
+    run_recipe("bench", dict(locals()), recipe="drop")
 
 
 @app.command(rich_help_panel=BUILD_COMMANDS)
@@ -274,7 +266,7 @@ def quantize(
 
     Example: `pipeline quantize --precision int8 --calib-method percentile --out runs/r20-int8`
     """
-    run_recipe("bench", dict(locals()), quantize_from="teacher")
+    run_recipe("bench", dict(locals()), recipe="quantize")
 
 
 @app.command(rich_help_panel=BUILD_COMMANDS)

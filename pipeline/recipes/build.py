@@ -6,7 +6,7 @@ from dataclasses import replace
 from pipeline.errors import PipelineError
 from pipeline.recipes.context import prepare
 from pipeline.recipes.options import STAGE_ORDER, BuildOptions, describe_input
-from pipeline.recipes.plan import QUANTISED, applies, precision, recipe_name, recipe_steps
+from pipeline.recipes.plan import QUANTISED, applies, precision, recipe_steps
 from pipeline.recipes.resolve import build_settings
 from pipeline.recipes.stage_specs import STAGE_FACTORIES
 from pipeline.run_view import summarize
@@ -29,7 +29,7 @@ def run_build(options: BuildOptions, *, until: str = "bench") -> dict:
         ctx.run.reload()  # what a process that held the folder before us wrote
         ctx.run.set_run_info(
             command=options.command,
-            recipe=recipe_name(ctx.options),
+            recipe=ctx.recipe.name,
             teacher=str(ctx.teacher_path),
             teacher_arch=ctx.teacher.arch,
             teacher_format=ctx.teacher.source_format,
@@ -40,9 +40,9 @@ def run_build(options: BuildOptions, *, until: str = "bench") -> dict:
             eval=ctx.eval,
             world_size=distributed.world_size(),
         )
-        for step in recipe_steps(ctx.options, until):
+        for step in recipe_steps(ctx.recipe, until):
             # a condition is decided when its step is reached: the search chooses the precision quantize runs on
-            if not applies(step, ctx.options, ctx.target, ctx.run):
+            if not applies(step, ctx.recipe, ctx.options, ctx.target, ctx.run):
                 continue
             name = step.stage
             if name not in DATA_PARALLEL_STAGES and distributed.active():
@@ -62,10 +62,11 @@ def plan_build(options: BuildOptions, *, until: str = "bench") -> dict:
     for being up to date (that needs their inputs' hashes)."""
     ctx = replace(prepare(replace(options, until=until)), planning=True)
     stages = []
-    for step in recipe_steps(ctx.options, until):
+    searched = "search" in ctx.recipe.stages
+    for step in recipe_steps(ctx.recipe, until):
         name = step.stage
-        if not applies(step, ctx.options, ctx.target):
-            if step.when == QUANTISED and ctx.options.search:  # decided by the search's choice, at run time
+        if not applies(step, ctx.recipe, ctx.options, ctx.target):
+            if step.when == QUANTISED and searched:  # decided by the search's choice, at run time
                 stages.append({"stage": name, "inputs": {}, "config": {}, "finished": False, "when": step.when})
             continue
         stage = STAGE_FACTORIES[name](ctx)
@@ -83,8 +84,8 @@ def plan_build(options: BuildOptions, *, until: str = "bench") -> dict:
         "target": ctx.target.name,
         "runtime": ctx.target.runtime,
         "budget": ctx.budget.name,
-        "recipe": recipe_name(ctx.options),
-        "precision": ("chosen by the search" if ctx.options.search else precision(ctx.options, ctx.target)),
+        "recipe": ctx.recipe.name,
+        "precision": ("chosen by the search" if searched else precision(ctx.options, ctx.target)),
         # every setting a default, the budget, the target file and a flag can each give, and which one did
         "settings": {
             name: setting.to_dict() for name, setting in build_settings(ctx.options, ctx.budget, ctx.target).items()

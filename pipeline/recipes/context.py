@@ -10,7 +10,7 @@ from pipeline.models import default_student
 from pipeline.models.load import LoadedModel
 from pipeline.recipes import checkpoint_readers  # noqa: F401  (registers the readers of dropped and binary checkpoints)
 from pipeline.recipes.options import BuildContext, BuildOptions
-from pipeline.recipes.plan import precision
+from pipeline.recipes.plan import Recipe, choose_recipe, precision, recipe_steps
 from pipeline.recipes.stage_specs import drop_budget, quantize_config
 from pipeline.stage import RunFolder
 from pipeline.targets import load_target
@@ -21,15 +21,9 @@ def prepare(options: BuildOptions) -> BuildContext:
     """Resolve and validate everything before any stage runs, so bad input fails in one line, early."""
     target = load_target(options.target).with_host(options.host)
     target.check_precision(precision(options, target))
-    if (
-        options.auto_drop
-        and options.drop_from is None
-        and options.quantize_from is None
-        and options.search is None
-        and (target.latency_budget_ms is not None or target.latency_reduction is not None)
-    ):
-        options = replace(options, search="build")  # the target's budget is part of what `build` delivers
-    if options.search is not None:
+    recipe = choose_recipe(options, target)  # a target's latency budget is part of what `build` delivers
+    running = {step.stage for step in recipe_steps(recipe, options.until)}
+    if "search" in running:
         drop_budget(options, target)  # a missing or bad latency budget fails before any stage runs
     budget = get_budget(options.budget)
     teacher_path = resolve_teacher(options.teacher)
@@ -43,27 +37,26 @@ def prepare(options: BuildOptions) -> BuildContext:
         # the target asks for another resolution than the checkpoint's default: reload (and re-probe) at that size
         spec = replace(spec, input_shape=(teacher.input_shape[0], *target.input_size))
         teacher = spec.load(teacher_path)
-    if options.drop_from is not None:
-        check_droppable(options, teacher, teacher_path)
-    if options.drop_from is not None and options.drop_blocks is None:
+    if "drop" in recipe.stages:
+        check_droppable(recipe, options, teacher, teacher_path)
+    if "drop" in recipe.stages and options.drop_blocks is None:
         drop_budget(options, target)  # a missing or bad latency budget fails before any stage runs
-    quantize_config(options, target, budget, None, spec)  # bad precision / calibration options fail early
+    quantize_config(recipe, options, target, budget, None, spec)  # bad precision / calibration options fail early
     if options.synthesizer == "auto":
         options = replace(options, synthesizer=auto_synthesizer(teacher))
-    suffix = (
-        "-drop" if options.drop_from == "teacher" else f"-{precision(options, target)}" if options.quantize_from else ""
-    )
+    suffix = {"drop": "-drop", "quantize": f"-{precision(options, target)}"}.get(recipe.command, "")
     out = options.out or Path("runs") / f"{teacher_path.stem}-{target.name}{suffix}"
     eval_spec = choose_eval(options.eval, teacher)
-    return BuildContext(options, teacher_path, teacher, spec, target, budget, RunFolder(out), eval_spec)
+    return BuildContext(options, teacher_path, teacher, spec, target, budget, RunFolder(out), eval_spec, recipe)
 
 
-def check_droppable(options: BuildOptions, teacher: LoadedModel, teacher_path: Path) -> None:
+def check_droppable(recipe: Recipe, options: BuildOptions, teacher: LoadedModel, teacher_path: Path) -> None:
     """Before any stage runs: the model that will lose blocks has them, and --drop-blocks names exist in it."""
     from pipeline.drop.blocks import require_block_names, require_blocks
     from pipeline.models import create_model
 
-    if options.drop_from == "teacher":
+    from_teacher = not recipe.trains_a_student
+    if from_teacher:
         model, label = teacher.model, f"{teacher_path.name} ({teacher.arch or teacher.source_format})"
     else:
         label = options.student or default_student(teacher.arch, teacher.input_shape)
@@ -71,7 +64,7 @@ def check_droppable(options: BuildOptions, teacher: LoadedModel, teacher_path: P
         model = create_model(label, in_channels=channels, num_classes=teacher.num_classes, image_size=height)
     if options.drop_blocks is not None:
         require_block_names(model, options.drop_blocks, label)
-    elif options.drop_from == "teacher":
+    elif from_teacher:
         require_blocks(model, label)
 
 

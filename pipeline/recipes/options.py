@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # the context's types; importing them here would load torch for `--help`
     from pipeline.budgets import Budget
     from pipeline.models.load import LoadedModel
+    from pipeline.recipes.plan import Recipe
     from pipeline.stage import RunFolder
     from pipeline.targets import Target
     from pipeline.teacher_spec import TeacherSpec
@@ -46,8 +47,6 @@ class BuildOptions:
     until: str = "bench"  # the last stage the command runs (`pipeline synthesize`: synthesize)
     force: bool = False
     command: str = ""
-    # block dropping: which model loses blocks ("teacher": `pipeline drop`, "student": build with a latency flag)
-    drop_from: str | None = None
     latency_reduction: float | None = None
     latency_ms: float | None = None
     drop_blocks: tuple[str, ...] | None = None  # drop exactly these blocks (no latency-driven selection)
@@ -55,8 +54,6 @@ class BuildOptions:
     per_class: int = 50
     drop_iterations: int | None = None
     drop_lr: float | None = None
-    # quantisation: "teacher" = `pipeline quantize` (the teacher itself is quantised; no distill, no drop)
-    quantize_from: str | None = None
     precision: str | None = None  # fp32, fp16, int8, binary; None = the target's precision
     calib: str = "synthetic"  # synthetic (the transfer set) or real (--images)
     calib_method: str = "minmax"
@@ -65,9 +62,9 @@ class BuildOptions:
     binary_iterations: int | None = None
     binary_coverage: float = 0.9
     host: str | None = None  # "user@device": measure latency and build the engine there (overrides the target's)
-    auto_drop: bool = False  # `build`: search under the budget when the target file sets one
-    # latency-budget search: "build" (the teacher and the distilled student as bases), "teacher" (`pipeline search`)
-    search: str | None = None
+    # the command's recipe family (build, drop, search, quantize); `recipes/plan.py::choose_recipe` picks the variant
+    recipe: str = "build"
+    auto_search: bool = False  # `build` itself: search under the budget when the target file sets one
 
 
 @dataclass
@@ -80,6 +77,7 @@ class BuildContext:
     budget: Budget
     run: RunFolder
     eval: str | None
+    recipe: Recipe | None = None  # chosen once by `prepare`
     planning: bool = False  # `--plan`: stage factories name earlier stages' artifacts instead of reading them
 
     def artifact(self, stage: str, name: str) -> Path:

@@ -1,6 +1,8 @@
 """Which stages a command runs: one explicit recipe per command (and per variant of `build`, `drop` and
-`quantize`), its stages in order, each with the condition, if any, that decides it. Which recipe a build follows
-is decided from its settings alone, before anything runs; `--plan` prints the recipe and its stages."""
+`quantize`), its stages in order, each with the condition, if any, that decides it. Which recipe a run follows
+is chosen once, by `choose_recipe`, from the command and its settings, before anything runs; the stage factories
+then ask the recipe (which model is handed on, where the transfer set comes from), never the command. `--plan`
+prints the recipe and its stages."""
 
 from dataclasses import dataclass
 
@@ -22,70 +24,107 @@ class Step:
         return self.stage if self.when is None else f"{self.stage} (when {self.when})"
 
 
+@dataclass(frozen=True)
+class Recipe:
+    """One command's stages in order, and what follows from them: which model the later stages take, where the
+    transfer set comes from. Stage factories ask the recipe, never the command."""
+
+    name: str
+    command: str  # the family of commands that follows it: build (and synthesize, distill), drop, search, quantize
+    steps: tuple[Step, ...]
+
+    @property
+    def stages(self) -> tuple[str, ...]:
+        return tuple(step.stage for step in self.steps)
+
+    @property
+    def model_from(self) -> str:
+        """The stage whose model export, quantize and the engine take ("teacher": the teacher itself)."""
+        return next((stage for stage in ("search", "drop", "distill") if stage in self.stages), "teacher")
+
+    @property
+    def trains_a_student(self) -> bool:
+        return "distill" in self.stages
+
+
 _HAND_ON = (Step("export"), Step("quantize", QUANTISED), Step("engine", TENSORRT), Step("bench"))
-RECIPES: dict[str, tuple[Step, ...]] = {
-    "build": (Step("synthesize"), Step("distill"), *_HAND_ON),
-    "build, named blocks dropped from the student": (Step("synthesize"), Step("distill"), Step("drop"), *_HAND_ON),
-    "build, budget search over teacher and student": (
-        Step("synthesize"),
-        Step("distill"),
-        Step("search"),
-        *_HAND_ON,
+_RECIPES = (
+    Recipe("build", "build", (Step("synthesize"), Step("distill"), *_HAND_ON)),
+    Recipe(
+        "build, named blocks dropped from the student",
+        "build",
+        (Step("synthesize"), Step("distill"), Step("drop"), *_HAND_ON),
     ),
-    "drop": (Step("synthesize"), Step("drop"), *_HAND_ON),
-    "drop, few-shot on real images": (Step("drop"), *_HAND_ON),
-    "search": (Step("synthesize"), Step("search"), *_HAND_ON),
-    "quantize": (Step("synthesize"), *_HAND_ON),
-    "quantize, calibrated on real images": _HAND_ON,
-}
+    Recipe(
+        "build, budget search over teacher and student",
+        "build",
+        (Step("synthesize"), Step("distill"), Step("search"), *_HAND_ON),
+    ),
+    Recipe("drop", "drop", (Step("synthesize"), Step("drop"), *_HAND_ON)),
+    Recipe("drop, few-shot on real images", "drop", (Step("drop"), *_HAND_ON)),
+    Recipe("search", "search", (Step("synthesize"), Step("search"), *_HAND_ON)),
+    Recipe("quantize", "quantize", (Step("synthesize"), *_HAND_ON)),
+    Recipe("quantize, calibrated on real images", "quantize", _HAND_ON),
+)
+RECIPES: dict[str, Recipe] = {recipe.name: recipe for recipe in _RECIPES}
+COMMANDS = ("build", "drop", "search", "quantize")
 
 
 def precision(options: BuildOptions, target: Target) -> str:
     return precision_setting(options, target).value
 
 
-def recipe_name(options: BuildOptions) -> str:
-    """The recipe a command's settings ask for (the CLI's commands set these fields; `build` alone sets none)."""
-    if options.search == "teacher":
-        return "search"
-    if options.search == "build":
-        return "build, budget search over teacher and student"
-    if options.drop_from == "teacher":
-        return "drop, few-shot on real images" if options.images is not None else "drop"
-    if options.drop_from == "student":
-        return "build, named blocks dropped from the student"
-    if options.quantize_from == "teacher":
-        return "quantize, calibrated on real images" if options.calib == "real" else "quantize"
-    return "build"
+def choose_recipe(options: BuildOptions, target: Target | None = None) -> Recipe:
+    """The one place a recipe is chosen: from the command (`options.recipe`) and, within it, the settings that
+    make a variant. A build names blocks to drop from its student (--drop-blocks), or searches under a latency
+    budget from its flags or, when the command is `build` itself (`auto_search`), from the target file."""
+    command = options.recipe
+    if command == "build":
+        if options.drop_blocks is not None:
+            return RECIPES["build, named blocks dropped from the student"]
+        flags = options.latency_reduction is not None or options.latency_ms is not None
+        from_target = (
+            options.auto_search
+            and target is not None
+            and (target.latency_budget_ms is not None or target.latency_reduction is not None)
+        )
+        return RECIPES["build, budget search over teacher and student" if flags or from_target else "build"]
+    if command == "drop":
+        return RECIPES["drop, few-shot on real images" if options.images is not None else "drop"]
+    if command == "search":
+        return RECIPES["search"]
+    if command == "quantize":
+        return RECIPES["quantize, calibrated on real images" if options.calib == "real" else "quantize"]
+    raise ValueError(f"unknown command {command!r} (one of {', '.join(COMMANDS)})")
 
 
-def recipe_steps(options: BuildOptions, until: str) -> tuple[Step, ...]:
+def recipe_steps(recipe: Recipe, until: str) -> tuple[Step, ...]:
     """The recipe's steps up to `until` (`pipeline synthesize` stops after synthesize, `pipeline distill` after
     distill)."""
     last = STAGE_ORDER.index(until)
-    return tuple(step for step in RECIPES[recipe_name(options)] if STAGE_ORDER.index(step.stage) <= last)
+    return tuple(step for step in recipe.steps if STAGE_ORDER.index(step.stage) <= last)
 
 
-def handed_on_precision(options: BuildOptions, target: Target, run=None) -> str:
+def handed_on_precision(recipe: Recipe, options: BuildOptions, target: Target, run=None) -> str:
     """The precision of the model the recipe hands on. A budget search decides it: once the search in `run` has
     finished, its choice; before that, and in every recipe without a search, the setting (flag < target < fp32).
     Read from the run, never written back into the options: the options stay what the user asked for."""
-    if options.search and run is not None:
+    if "search" in recipe.stages and run is not None:
         entry = run.entry("search")
         if entry and entry.get("status") == "done":
             return entry["metrics"]["precision"]
     return precision(options, target)
 
 
-def applies(step: Step, options: BuildOptions, target: Target, run=None) -> bool:
+def applies(step: Step, recipe: Recipe, options: BuildOptions, target: Target, run=None) -> bool:
     if step.when == QUANTISED:
-        return handed_on_precision(options, target, run) != "fp32"
+        return handed_on_precision(recipe, options, target, run) != "fp32"
     if step.when == TENSORRT:
         return target.runtime == "tensorrt"
     return True
 
 
-def stages_to_run(options: BuildOptions, until: str, target: Target, run=None) -> list[str]:
+def stages_to_run(recipe: Recipe, options: BuildOptions, until: str, target: Target, run=None) -> list[str]:
     """The recipe's stages up to `until` whose conditions hold for these settings, this target and, after a
     budget search in `run`, the precision it chose."""
-    return [step.stage for step in recipe_steps(options, until) if applies(step, options, target, run)]
+    return [step.stage for step in recipe_steps(recipe, until) if applies(step, recipe, options, target, run)]

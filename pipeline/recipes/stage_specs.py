@@ -26,7 +26,7 @@ from pipeline.preprocess import Preprocess
 from pipeline.quantize.int8 import Int8Settings
 from pipeline.quantize.stage import QuantizeConfig, QuantizeStage
 from pipeline.recipes.options import BuildContext, BuildOptions
-from pipeline.recipes.plan import handed_on_precision, precision, stages_to_run
+from pipeline.recipes.plan import Recipe, handed_on_precision, precision, stages_to_run
 from pipeline.recipes.resolve import build_settings, latency_budget_setting
 from pipeline.search.stage import SEARCHABLE_PRECISIONS, SearchConfig, SearchStage
 from pipeline.synthesize import StudentTraining, resolve_options
@@ -86,22 +86,22 @@ def student_training(options: BuildOptions, budget: Budget) -> StudentTraining:
     return replace(StudentTraining(batch_size=budget.batch_size), **overrides)
 
 
-def synthesis_seconds(options: BuildOptions, target: Target, budget: Budget) -> float:
-    """Longer when the transfer set itself is the training data and no distill stage continues the synthesis."""
-    standalone = (
-        options.drop_from == "teacher"
-        or options.search == "teacher"
-        or (options.quantize_from == "teacher" and precision(options, target) == "binary")
-    )
+def synthesis_seconds(recipe: Recipe, options: BuildOptions, target: Target, budget: Budget) -> float:
+    """Longer when the transfer set itself is the training data and no distill stage continues the synthesis
+    (drop's and the search's fine-tunes, binary KD; INT8 only calibrates on it)."""
+    trains_on_it = recipe.command != "quantize" or precision(options, target) == "binary"
+    standalone = not recipe.trains_a_student and trains_on_it
     return budget.standalone_synthesize_seconds if standalone else budget.synthesize_seconds
 
 
-def training_steps(options: BuildOptions, target: Target, budget: Budget) -> tuple[int | None, int | None]:
+def training_steps(
+    recipe: Recipe, options: BuildOptions, target: Target, budget: Budget
+) -> tuple[int | None, int | None]:
     """--steps N: synthesize and distill share N steps in the proportion the budget shares its seconds
     (`pipeline synthesize`, or a synthesis with no distill after it, takes all N)."""
     if options.steps is None:
         return None, None
-    seconds = synthesis_seconds(options, target, budget)
+    seconds = synthesis_seconds(recipe, options, target, budget)
     if seconds != budget.synthesize_seconds or options.until == "synthesize":
         return options.steps, None
     synthesize = max(1, round(options.steps * seconds / (seconds + budget.distill_seconds)))
@@ -112,9 +112,9 @@ def synthesize_stage(ctx: BuildContext) -> SynthesizeStage:
     return SynthesizeStage(
         ctx.teacher_path,
         SynthesizeConfig(
-            seconds=synthesis_seconds(ctx.options, ctx.target, ctx.budget),
+            seconds=synthesis_seconds(ctx.recipe, ctx.options, ctx.target, ctx.budget),
             method=ctx.options.synthesizer,
-            steps=training_steps(ctx.options, ctx.target, ctx.budget)[0],
+            steps=training_steps(ctx.recipe, ctx.options, ctx.target, ctx.budget)[0],
             options=synthesizer_options(ctx.options, ctx.budget),
             seed=ctx.options.seed,
             device=ctx.options.device,
@@ -134,7 +134,7 @@ def distill_stage(ctx: BuildContext) -> DistillStage:
             student=student,
             seconds=ctx.budget.distill_seconds,
             seed=ctx.options.seed,
-            steps=training_steps(ctx.options, ctx.target, ctx.budget)[1],
+            steps=training_steps(ctx.recipe, ctx.options, ctx.target, ctx.budget)[1],
             training=student_training(ctx.options, ctx.budget),
             eval=ctx.eval,
             eval_every_s=ctx.budget.curve_every_s,
@@ -166,7 +166,7 @@ def drop_stage(ctx: BuildContext) -> DropStage:
         reduction, latency_ms = latency_budget.reduction, latency_budget.ms
     latency = target_latency(target, budget, budget.drop_latency_rounds)
     recovery = _recovery(options, budget, target)
-    from_teacher = options.drop_from == "teacher"
+    from_teacher = not ctx.recipe.trains_a_student
     model = ctx.teacher_path if from_teacher else ctx.artifact("distill", "student")
     transfer_set = None
     if options.images is None:
@@ -218,13 +218,10 @@ def drop_budget(options: BuildOptions, target: Target) -> LatencyBudget:
 
 def handed_on_checkpoint(ctx: BuildContext) -> Path | None:
     """The PyTorch model the later stages work on; None when it is the teacher itself (`pipeline quantize`)."""
-    if ctx.options.search:
-        return ctx.artifact("search", "model")
-    if ctx.options.drop_from:
-        return ctx.artifact("drop", "model")
-    if ctx.options.quantize_from == "teacher":
+    source = ctx.recipe.model_from
+    if source == "teacher":
         return None
-    return ctx.artifact("distill", "student")
+    return ctx.artifact(source, "student" if source == "distill" else "model")
 
 
 def search_stage(ctx: BuildContext) -> SearchStage:
@@ -237,7 +234,7 @@ def search_stage(ctx: BuildContext) -> SearchStage:
             f"the budget search covers {', '.join(SEARCHABLE_PRECISIONS)}; {target.name} allows only "
             f"{', '.join(allowed)}"
         )
-    student = ctx.artifact("distill", "student") if options.search == "build" else None
+    student = ctx.artifact("distill", "student") if ctx.recipe.trains_a_student else None
     recovery = _recovery(options, budget, target)
     return SearchStage(
         ctx.teacher_path,
@@ -272,6 +269,7 @@ def export_stage(ctx: BuildContext) -> ExportStage:
 
 
 def quantize_config(
+    recipe: Recipe,
     options: BuildOptions,
     target: Target,
     budget: Budget,
@@ -284,13 +282,13 @@ def quantize_config(
     (default: the setting; after a budget search, its choice)."""
     wanted = wanted or precision(options, target)
     if wanted == "fp32":
-        if options.quantize_from:
+        if recipe.command == "quantize":
             raise PipelineError("`pipeline quantize` needs --precision int8, fp16 or binary (the target says fp32)")
         return None
     if options.calib == "real" and not options.images:
         raise PipelineError("--calib real needs --images DIR (or fmnist-train): the unlabelled images to calibrate on")
     calib = options.calib
-    if calib == "synthetic" and options.drop_from == "teacher" and options.images is not None:
+    if calib == "synthetic" and "synthesize" not in recipe.stages:
         calib = "real"  # few-shot `pipeline drop` made no transfer set: its real (unlabelled) images calibrate too
     latency = target_latency(target, budget, budget.quantize_latency_rounds)
     return QuantizeConfig(
@@ -317,19 +315,24 @@ def quantize_stage(ctx: BuildContext) -> QuantizeStage:
     options = ctx.options
     handed_on = handed_on_checkpoint(ctx)
     config = quantize_config(
+        ctx.recipe,
         options,
         ctx.target,
         ctx.budget,
         ctx.eval,
         ctx.spec if handed_on is None else TeacherSpec(),
-        handed_on_precision(options, ctx.target, ctx.run),
+        handed_on_precision(ctx.recipe, options, ctx.target, ctx.run),
     )
     transfer_set = None
     if config.calib == "synthetic":
         # after distill its larger, later pool; `pipeline drop` / `pipeline quantize` have synthesize's
-        source = "distill" if "distill" in stages_to_run(options, "quantize", ctx.target, ctx.run) else "synthesize"
+        source = (
+            "distill"
+            if "distill" in stages_to_run(ctx.recipe, options, "quantize", ctx.target, ctx.run)
+            else "synthesize"
+        )
         transfer_set = ctx.artifact(source, "transfer_set")
-    search = ctx.run.entry("search") if options.search else None
+    search = ctx.run.entry("search") if "search" in ctx.recipe.stages else None
     if search and search["metrics"].get("int8_format"):
         config = replace(config, int8_format=search["metrics"]["int8_format"])
     return QuantizeStage(
@@ -342,7 +345,7 @@ def quantize_stage(ctx: BuildContext) -> QuantizeStage:
 
 def deployed_onnx(ctx: BuildContext) -> Path:
     """The model the build hands on: the quantised one when quantize ran, else the exported student."""
-    if "quantize" in stages_to_run(ctx.options, "bench", ctx.target, ctx.run):
+    if "quantize" in stages_to_run(ctx.recipe, ctx.options, "bench", ctx.target, ctx.run):
         return ctx.artifact("quantize", "model")
     return ctx.artifact("export", "student")
 
@@ -369,7 +372,9 @@ def engine_stage(ctx: BuildContext) -> EngineStage:
     previous = ctx.run.root / "engine" / "timing.cache"
     return EngineStage(
         deployed_onnx(ctx),
-        engine_config(ctx.target, handed_on_precision(ctx.options, ctx.target, ctx.run), ctx.teacher.input_shape),
+        engine_config(
+            ctx.target, handed_on_precision(ctx.recipe, ctx.options, ctx.target, ctx.run), ctx.teacher.input_shape
+        ),
         previous_cache=previous,
     )
 
