@@ -55,6 +55,29 @@ def test_more_rounds_are_made_only_while_the_verdict_is_unclear():
     assert not verdict_is_clear(base, base * np.exp(rng.normal(0, 1.0, 20)), gate)  # too busy: measure on
 
 
+def test_the_question_the_extra_rounds_wait_on_agrees_with_the_verdict_and_travels_as_json():
+    """The device script asks `gate_question` for a remote target: it must answer as the verdict would (settled
+    = a regression, or a pass whose interval is wholly below the line), and survive the trip as JSON."""
+    from pipeline.gate.settings import GateSettings
+    from pipeline.gate.stats import gate_question
+    from pipeline.portable.paired import SlowdownQuestion
+
+    gate = GateSettings(max_regression=0.05)
+    question = gate_question(gate)
+    assert SlowdownQuestion.from_dict(json.loads(json.dumps(question.to_dict()))) == question
+    rng = np.random.default_rng(7)
+    answers = set()
+    for _ in range(300):
+        rounds, slowdown, noise = int(rng.integers(3, 40)), rng.uniform(0.9, 1.2), rng.choice([0.003, 0.02, 0.6])
+        base = 1.0 + 0.02 * rng.standard_normal(rounds)
+        candidate = base * slowdown * np.exp(noise * rng.standard_normal(rounds))
+        verdict = decide(base, candidate, gate.max_regression, confidence=gate.confidence)
+        settled = verdict.status == REGRESSION or (verdict.status == PASS and verdict.high < 1 + gate.max_regression)
+        assert question({"baseline": base, "candidate": candidate}) == settled
+        answers.add(settled)
+    assert answers == {True, False}  # both answers were exercised
+
+
 def test_interleaved_rounds_stop_early_only_after_the_minimum():
     from pipeline.portable.timing import interleaved_rounds
 

@@ -61,6 +61,39 @@ def test_remote_run_times_models_on_the_device_and_cleans_up(loopback_device, le
     assert leftovers == "0"
 
 
+def test_a_remote_measurement_follows_the_rounds_policy_on_the_device(loopback_device, lenet_onnx):
+    """The gate's extra rounds over SSH: the device script makes the policy's minimum, then asks the same
+    question the package would (`SlowdownQuestion`), all in one session: a settled question stops at the
+    minimum, an unanswerable one goes on to the maximum."""
+    from pipeline.measure import LatencySettings, RoundsPolicy, SlowdownQuestion, time_onnx_models
+
+    settings = LatencySettings(
+        runtime="onnxruntime",
+        threads=1,
+        warmup=2,
+        runs=5,
+        max_seconds=0.2,
+        source="remote",
+        host=loopback_device.host,
+        remote={
+            "port": loopback_device.port,
+            "python": loopback_device.python,
+            "identity": str(loopback_device.identity),
+            "ssh_options": loopback_device.ssh_options(),
+        },
+    )
+    example = torch.zeros(1, 1, 28, 28).numpy()
+    models = {"baseline": lenet_onnx, "candidate": lenet_onnx}
+    policy = RoundsPolicy(6, 14)
+    settled = SlowdownQuestion("candidate", "baseline", max_ratio=100.0, min_rounds=2)  # A/A: far below 100x
+    never = SlowdownQuestion("candidate", "baseline", max_ratio=1.05, min_rounds=1000)  # needs 1000 rounds
+    for question, rounds in ((settled, 6), (never, 14)):
+        timed = time_onnx_models(models, settings, example, policy, "remote policy", enough=question)
+        for entry in timed.values():
+            assert entry["rounds"] == len(entry["round_medians_ms"]) == rounds
+            assert entry["measured_on"]["source"] == "remote"
+
+
 def test_ssh_failures_are_one_line_errors(loopback_device, lenet_onnx):
     closed = SshHost(
         loopback_device.host,

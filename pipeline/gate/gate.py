@@ -15,7 +15,7 @@ from pipeline.fileio import atomic_write_json, sha256_file
 from pipeline.formats import format_fields, read_format
 from pipeline.gate.environment import differences, environment
 from pipeline.gate.settings import GateSettings
-from pipeline.gate.stats import UNMEASURABLE, Verdict, decide, verdict_is_clear
+from pipeline.gate.stats import UNMEASURABLE, Verdict, decide, gate_question
 
 BASELINE_KIND, BASELINE_VERSION = "latency-baseline", 1
 MODEL_SUFFIXES = (".onnx", ".engine", ".plan")
@@ -60,7 +60,7 @@ def _settings_for(target, gate: GateSettings):
 
 def measure_pair(baseline: Path, candidate: Path, target, gate: GateSettings) -> dict:
     """Both models in interleaved rounds on the target's runner (order shuffled each round): at least `rounds`,
-    then more, up to `max_rounds`, while the verdict could still change (here; on a remote host the minimum)."""
+    then more, up to `max_rounds`, while the verdict could still change (`gate_question`; on a remote host the device script asks it)."""
     from pipeline.measure import RoundsPolicy, example_input, time_onnx_models
     from pipeline.preprocess import preprocess_from_onnx
 
@@ -84,7 +84,7 @@ def measure_pair(baseline: Path, candidate: Path, target, gate: GateSettings) ->
         example_input(settings, preprocess),
         RoundsPolicy(gate.rounds, max(gate.rounds, gate.max_rounds)),
         label="gate: A/B rounds",
-        enough=lambda medians: verdict_is_clear(medians["baseline"], medians["candidate"], gate),
+        enough=gate_question(gate),
     )
 
 

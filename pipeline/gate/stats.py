@@ -14,9 +14,10 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from pipeline.measure.paired import TOO_BUSY_SPREAD, paired_ratio
+from pipeline.measure.paired import TOO_BUSY_SPREAD, SlowdownQuestion, paired_ratio
 
 PASS, REGRESSION, UNMEASURABLE = 0, 1, 2  # the exit codes
+DECIDE_MIN_ROUNDS = 6  # fewer paired rounds than this: could not measure
 
 
 @dataclass
@@ -44,7 +45,7 @@ def decide(
     max_regression: float,
     *,
     confidence: float = 0.95,
-    min_rounds: int = 6,
+    min_rounds: int = DECIDE_MIN_ROUNDS,
     max_round_cv: float = TOO_BUSY_SPREAD,
 ) -> Verdict:
     """Compare per-round medians (paired by round) of baseline and candidate."""
@@ -94,9 +95,20 @@ def decide(
     return Verdict(PASS, ratio, low, high, confidence, max_regression, rounds, reason)
 
 
+def gate_question(gate) -> SlowdownQuestion:
+    """What the gate's extra rounds wait on: could more rounds still change the verdict? Not once it is a
+    regression, nor once the interval lies wholly below the allowed ratio (no regression is possible at this
+    confidence). A significant slowdown within the allowance, an interval across the line, or a machine too busy to
+    tell: measure on. A question, not a closure, so that a remote target's device script can ask it too."""
+    return SlowdownQuestion(
+        model="candidate",
+        reference="baseline",
+        max_ratio=1 + gate.max_regression,
+        confidence=gate.confidence,
+        min_rounds=DECIDE_MIN_ROUNDS,
+        max_spread=TOO_BUSY_SPREAD,
+    )
+
+
 def verdict_is_clear(baseline_ms, candidate_ms, gate) -> bool:
-    """Whether more rounds could still change the verdict: not once it is a regression, nor once the interval
-    lies wholly below the allowed ratio (no regression is possible at this confidence). A significant slowdown
-    within the allowance, an interval across the line, or a machine too busy to tell: measure on."""
-    verdict = decide(baseline_ms, candidate_ms, gate.max_regression, confidence=gate.confidence)
-    return verdict.status == REGRESSION or (verdict.status == PASS and verdict.high < 1 + gate.max_regression)
+    return gate_question(gate)({"baseline": baseline_ms, "candidate": candidate_ms})

@@ -5,7 +5,7 @@ any other way, and this package imports no stage."""
 
 from pipeline.measure.accuracy import accuracy_with_runner, predictions_with_runner
 from pipeline.measure.flops import onnx_flops
-from pipeline.measure.paired import PairedRatio, bootstrap_ci, paired_ratio, trimmed_mean
+from pipeline.measure.paired import PairedRatio, SlowdownQuestion, bootstrap_ci, paired_ratio, trimmed_mean
 from pipeline.measure.record import LATENCY_RECORD_KEYS, latency_record
 from pipeline.measure.rounds import MIN_ROUNDS, RoundsPolicy
 from pipeline.measure.settings import (
@@ -37,6 +37,7 @@ __all__ = [
     "LatencySettings",
     "LatencyStats",
     "PairedRatio",
+    "SlowdownQuestion",
     "bootstrap_ci",
     "example_input",
     "latency_record",

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.errors import PipelineError
+from pipeline.measure.paired import SlowdownQuestion
 from pipeline.measure.rounds import RoundsPolicy
 from pipeline.measure.settings import LatencySettings
 from pipeline.portable.errors import BenchError
@@ -114,11 +115,11 @@ def time_runners(
     example: np.ndarray,
     rounds: int | RoundsPolicy,
     label: str = "latency",
-    enough=None,
+    enough: SlowdownQuestion | None = None,
 ) -> dict[str, dict]:
     """Interleaved rounds over runners made here; per model: the round medians, their median, the mean in-round
     CV, the pooled statistics of every sample, and where it was measured. `rounds`: a count, or a policy whose
-    extra rounds stop once `enough(round_medians_by_model)` is true (rounds.py)."""
+    extra rounds stop once `enough(round_medians_by_model)` answers its question (rounds.py)."""
     policy = RoundsPolicy.of(rounds)
     with ExitStack() as stack:
         for runner in runners.values():
@@ -151,12 +152,12 @@ def time_onnx_models(
     example: np.ndarray,
     rounds: int | RoundsPolicy,
     label: str = "latency",
-    enough=None,
+    enough: SlowdownQuestion | None = None,
 ) -> dict[str, dict]:
     """Interleaved rounds over several ONNX files on the settings' runner, here or on the target's host. On the
-    target's host the policy's minimum is made, in one session there (`enough` cannot travel over SSH)."""
+    target's host the device script follows the same policy in one session there, asking `enough` itself."""
     if settings.source == "remote":
-        return time_remotely(paths, settings, example, RoundsPolicy.of(rounds).minimum, label)
+        return time_remotely(paths, settings, example, rounds, label, enough)
     with tempfile.TemporaryDirectory(prefix="edge-pipeline-engines-") as folder:
         runners = {name: runner_for(settings, path, Path(folder)) for name, path in paths.items()}
         return time_runners(runners, settings, example, rounds, label, enough)
@@ -169,9 +170,17 @@ def _timer(runner, example: np.ndarray, settings: LatencySettings):
 
 
 def time_remotely(
-    paths: dict[str, Path], settings: LatencySettings, example: np.ndarray, rounds: int, label: str
+    paths: dict[str, Path],
+    settings: LatencySettings,
+    example: np.ndarray,
+    rounds: int | RoundsPolicy,
+    label: str,
+    enough: SlowdownQuestion | None = None,
 ) -> dict[str, dict]:
-    """The same interleaved rounds, run by the standalone bench script on the target's host over SSH."""
+    """The same interleaved rounds, run by the standalone bench script on the target's host over SSH: the
+    policy's minimum, then, while `enough` is unanswered, more up to its maximum or time share, all in one session
+    (engines are built once)."""
+    policy = RoundsPolicy.of(rounds)
     from pipeline.remote.harness import remote_run
     from pipeline.remote.ssh import SshHost
 
@@ -185,12 +194,16 @@ def time_remotely(
         "threads": settings.threads,
         "warmup": settings.warmup,
         "runs": settings.runs,
-        "rounds": rounds,
+        "rounds": policy.maximum,
+        "min_rounds": policy.minimum,
+        "rounds_max_seconds": policy.max_seconds,
+        "enough": None if enough is None else enough.to_dict(),
         "max_seconds": settings.max_seconds,
         "build": {"precision": settings.precision, **(settings.tensorrt or {})},
     }
+    counted = f"{policy.minimum}" if policy.minimum == policy.maximum else f"{policy.minimum} to {policy.maximum}"
     log(
-        f"{label}: measuring {len(paths)} model(s) on {settings.host} ({settings.runtime}, {rounds} interleaved rounds)"
+        f"{label}: measuring {len(paths)} model(s) on {settings.host} ({settings.runtime}, {counted} interleaved rounds)"
     )
     result = remote_run(host, dict(paths), spec, python=remote.get("python", "python3"), workdir=remote.get("workdir"))
     for warning in result.get("warnings", []):
@@ -214,4 +227,7 @@ def time_remotely(
             )
         },
     }
-    return {name: {**entry, "rounds": rounds, "measured_on": measured_on} for name, entry in result["models"].items()}
+    return {
+        name: {**entry, "rounds": len(entry["round_medians_ms"]), "measured_on": measured_on}
+        for name, entry in result["models"].items()
+    }

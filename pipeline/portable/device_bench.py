@@ -10,7 +10,8 @@ sessions and build engines with the same modules, so a number measured on the de
 come from identical code.
 
 spec.json: {"models": {name: onnx path}, "runtime": "tensorrt"|"onnxruntime"|"trtexec", "fallback": [...],
-            "batch", "input_shape": [C, H, W], "threads", "warmup", "runs", "rounds", "max_seconds",
+            "batch", "input_shape": [C, H, W], "threads", "warmup", "runs", "max_seconds",
+            "rounds" (the most), "min_rounds", "rounds_max_seconds", "enough" (a `paired.SlowdownQuestion`),
             "build": {"precision", "max_batch", "workspace_mb", "dla_core", "gpu_fallback", "timing_cache"}}
 The result holds, per model, the median of each interleaved round, the runtime actually used, the engine
 stamps, and the device facts (nvpmodel mode, jetson_clocks, JetPack/L4T, TensorRT version, temperatures).
@@ -35,6 +36,7 @@ from .errors import BenchError
 from .files import atomic_write_bytes, sha256_file
 from .formats import format_fields
 from .onnxruntime_loader import onnxruntime_session
+from .paired import SlowdownQuestion
 from .tensorrt_loader import (
     STAMP_KIND,
     STAMP_VERSION,
@@ -233,7 +235,16 @@ def run_spec(spec: dict, workdir: str) -> dict:
                 )
             ]
     try:
-        result["models"] = interleaved_rounds(timers, rounds, seed=int(spec.get("seed", 0)))
+        # the package's rounds policy, followed here: the minimum, then more while the question is unanswered
+        enough = spec.get("enough")
+        result["models"] = interleaved_rounds(
+            timers,
+            rounds,
+            seed=int(spec.get("seed", 0)),
+            min_rounds=spec.get("min_rounds"),
+            enough=None if enough is None else SlowdownQuestion.from_dict(enough),
+            max_seconds=spec.get("rounds_max_seconds"),
+        )
     finally:
         for close in closers:
             close()
@@ -248,6 +259,8 @@ def run_spec(spec: dict, workdir: str) -> dict:
         "warmup": warmup,
         "runs": runs,
         "rounds": rounds,
+        "min_rounds": spec.get("min_rounds"),
+        "enough": spec.get("enough"),
         "max_seconds": max_seconds,
     }
     result["device"]["temperatures_after_c"] = device_facts()["temperatures_c"]
