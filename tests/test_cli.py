@@ -239,3 +239,40 @@ def test_help_loads_no_torch():
 
     code = "import sys, pipeline.cli; assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_a_log_that_is_not_a_terminal_gets_progress_lines_with_rate_eta_and_loss(monkeypatch, capsys):
+    """Item 5 of issue 22: a CI log is never silent. stderr is captured here, so not a terminal."""
+    import time
+
+    from pipeline import progress
+
+    monkeypatch.setattr(progress, "_quiet", False)
+    monkeypatch.setenv("PIPELINE_LOG_EVERY_S", "0")
+    with progress.progress_bar("distill (lenet5-half)", 4) as bar:
+        bar.advance(0)  # a loop first advances by the steps an earlier run made (none)
+        for step in range(4):
+            time.sleep(0.01)
+            bar.advance(loss=1.0 / (step + 1))
+    with progress.progress_bar("synthesize (dafl)", None) as bar:  # bounded by time: the fraction gives the ETA
+        bar.advance(0)
+        time.sleep(0.05)
+        bar.advance(fraction=0.25)
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0].startswith("distill (lenet5-half): step 1/4, ") and "steps/s" in lines[0], lines
+    assert "ETA" in lines[0] and lines[0].endswith("loss 1")
+    assert lines[3].startswith("distill (lenet5-half): step 4/4") and lines[3].endswith("loss 0.25")
+    assert lines[4].startswith("synthesize (dafl): step 1, ") and "ETA 0 s" in lines[4]
+
+    # one step slower than the interval: the watchdog still writes a line while it runs
+    monkeypatch.setenv("PIPELINE_LOG_EVERY_S", "0.2")
+    with progress.progress_bar("distill (resnet34)", 10) as bar:
+        bar.advance(0)
+        time.sleep(0.7)
+    assert "distill (resnet34): step 0/10" in capsys.readouterr().err
+
+    progress.set_quiet(True)  # --quiet: nothing
+    with progress.progress_bar("distill (lenet5-half)", 2) as bar:
+        bar.advance(0)
+        bar.advance()
+    assert capsys.readouterr().err == ""

@@ -20,19 +20,24 @@ def _manifest(run: Path) -> dict:
     return json.loads((run / "manifest.json").read_text())
 
 
-@needs_fmnist
+@needs_fmnist  # --mix-images fmnist-train
 @pytest.mark.parametrize(
-    "method, extra",
-    # every synthesizer runs through distill in tests/test_stages.py; these two check the CLI's option wiring
+    "method, extra, synthesizer, training",
+    # every synthesizer trains through distill in tests/test_stages.py (mixed real images too); these check that
+    # the CLI's options reach the stages' configs, as the run would build them (`--plan`: the same factories)
     [
-        ("dafl", ["--synth-preset", "paper", "--synth-option", "batch_size=32"]),
+        ("dafl", ["--synth-preset", "paper", "--synth-option", "batch_size=32"], {"batch_size": 32}, {}),
         (
             "bn-inversion",
             ["--mix-images", "fmnist-train", "--mix-per-class", "3", "--ema", "0.99", "--feature-weight", "1"],
+            {},
+            {"ema": 0.99, "feature_weight": 1.0},
         ),
     ],
 )
-def test_distill_command_passes_the_synthesizer_options_through(method, extra, tmp_path):
+def test_distill_command_passes_the_synthesizer_options_through(method, extra, synthesizer, training, tmp_path):
+    from pipeline.synthesize import resolve_options
+
     run = tmp_path / "run"
     result = invoke_cli(
         "distill",
@@ -40,33 +45,32 @@ def test_distill_command_passes_the_synthesizer_options_through(method, extra, t
         "embedded:lenet5-fmnist",
         "--budget",
         "smoke",
-        "--steps",
-        "12",
         "--out",
         str(run),
         "--synthesizer",
         method,
         *extra,
-        "--eval",
-        "fmnist",
-        "--quiet",
+        "--plan",
+        "--json",
     )
     assert result.returncode == 0, result.stderr
-    stages = _manifest(run)["stages"]
-    assert stages["synthesize"]["metrics"]["method"] == method
-    distill = stages["distill"]["metrics"]
-    assert distill["method"] == method and distill["student_steps"] > 0
-    assert distill["transfer_set"]["images"] > 0
-    assert distill["cost"]["seconds_per_iteration"] > 0 and distill["cost"]["peak_host_memory_mb"] > 0
-    if method == "images" or "--mix-images" in extra:
-        assert distill["transfer_set"]["real_images"] > 0
-    else:
-        assert distill["transfer_set"]["real_images"] == 0
-    pool = TransferSet.load(run / "distill" / "transfer_set.pt")
-    assert pool.pixels.dtype == torch.uint8 and len(pool) == distill["transfer_set"]["images"]
-    student = load_model(run / "distill" / "student.pt")
-    assert student.arch == "lenet5-half"
-    assert distill["accuracy_curve"][-1]["final"] and 0 <= distill["accuracy_curve"][-1]["accuracy"] <= 1
+    plan = json.loads(result.stdout)
+    assert [stage["stage"] for stage in plan["stages"]] == ["synthesize", "distill"] and not run.exists()
+    synthesize, distill = (stage["config"] for stage in plan["stages"])
+    assert synthesize["method"] == method
+    preset = resolve_options(method, "paper" if "--synth-preset" in extra else None)
+    expected = {**preset, **synthesizer}
+    assert {key: synthesize["options"][key] for key in expected if key != "batch_size"} == {
+        key: value for key, value in expected.items() if key != "batch_size"
+    }
+    if "batch_size" in synthesizer:  # an explicit --synth-option wins over the budget's batch size
+        assert synthesize["options"]["batch_size"] == synthesizer["batch_size"]
+    assert {key: distill["training"][key] for key in training} == training
+    mixed = "--mix-images" in extra
+    for config in (synthesize, distill):  # real images join the pool in both stages, or in neither
+        assert (config["mix"] is not None) == mixed
+        if mixed:
+            assert config["mix"]["path"] == "fmnist-train" and config["mix"]["per_class"] == 3
 
 
 def test_bad_synthesizer_choices_fail_in_one_line(tmp_path):

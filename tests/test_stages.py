@@ -36,14 +36,17 @@ RESNET = resolve_teacher("embedded:resnet20-fmnist")
 QUICK_LATENCY = LatencySettings(warmup=2, runs=5, rounds=3, max_seconds=0.2)
 
 
-def _synthesize(run: RunFolder, teacher, method: str = "bn-inversion", steps: int = 3, **options) -> dict:
+def _synthesize(
+    run: RunFolder, teacher, method: str = "bn-inversion", steps: int = 3, mix: dict | None = None, **options
+) -> dict:
     resolved = {**resolve_options(method), "batch_size": 16, **options}
-    return run.run(SynthesizeStage(teacher, SynthesizeConfig(seconds=60, method=method, steps=steps, options=resolved)))
+    config = SynthesizeConfig(seconds=60, method=method, steps=steps, options=resolved, mix=mix)
+    return run.run(SynthesizeStage(teacher, config))
 
 
-def _distill(run: RunFolder, teacher, student: str) -> dict:
+def _distill(run: RunFolder, teacher, student: str, mix: dict | None = None) -> dict:
     """Continues whichever synthesizer the run's synthesize stage used (it is in its synthesizer.pt)."""
-    config = DistillConfig(student=student, seconds=60, steps=4, training=StudentTraining(batch_size=16))
+    config = DistillConfig(student=student, seconds=60, steps=4, training=StudentTraining(batch_size=16), mix=mix)
     stage = DistillStage(
         teacher, run.artifact("synthesize", "transfer_set"), run.artifact("synthesize", "synthesizer"), config
     )
@@ -89,6 +92,19 @@ def test_synthesize_then_distill_hands_on_a_transfer_set_and_a_trained_student(m
     assert student.arch == ("resnet8" if teacher == RESNET else "lenet5-half")
     # a second run of the same stage is skipped: its inputs and config did not change
     assert _distill(run, teacher, student.arch)["finished_at"] == distilled["finished_at"]
+
+
+@needs_fmnist
+def test_real_images_mixed_into_a_synthetic_pool_are_kept_and_counted(tmp_path):
+    """--mix-images: a few real (unlabelled) images per class join the synthetic transfer set, in synthesize and
+    in the pool distill keeps growing, and the metrics say how many."""
+    mix = resolve_options("images", None, {"path": "fmnist-train", "per_class": 3, "batch_size": 4})
+    run = RunFolder(tmp_path / "run")
+    synthesized = _synthesize(run, LENET, "dafl", mix=mix)
+    assert synthesized["metrics"]["transfer_set"]["real_images"] > 0
+    distilled = _distill(run, LENET, "lenet5-half", mix=mix)
+    transfer = distilled["metrics"]["transfer_set"]
+    assert 0 < transfer["real_images"] < transfer["images"]  # mixed in, not instead of the synthetic images
 
 
 def test_export_writes_onnx_that_matches_pytorch(lenet_run):

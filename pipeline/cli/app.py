@@ -1,7 +1,10 @@
 """The Typer application and what every command shares: one-line errors with a non-zero exit, and output."""
 
+import signal
 import sys
+import threading
 import traceback
+from contextlib import contextmanager
 from typing import Callable, Optional
 
 import typer
@@ -24,21 +27,50 @@ teacher_app = typer.Typer(help="Train and inspect teachers.", no_args_is_help=Tr
 stdout = Console(width=None if sys.stdout.isatty() else 120)  # CI logs: wide enough for the summary table
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, what a CI job's timeout, `kill` and `docker stop` send: the run ends as on Ctrl-C (the stage that
+    was running stops, finished stages are kept), with the exit status a shell gives a SIGTERM (143)."""
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated()
+
+
+@contextmanager
+def sigterm_as_interrupt():
+    """While a command runs, SIGTERM raises `Terminated` (a KeyboardInterrupt, so every cleanup that Ctrl-C
+    gets, it gets too); the previous handler comes back after. Signals reach only the main thread."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def run_action(debug: bool, quiet: bool, action: Callable[[], object], *, out_hint: str | None = None) -> object:
     from pipeline.errors import PipelineError
 
     progress.set_quiet(quiet)
     try:
-        return action()
+        with sigterm_as_interrupt():
+            return action()
     except PipelineError as error:
         if debug:
             traceback.print_exc()
         print(f"error: {error}", file=sys.stderr)
         raise typer.Exit(error.exit_code)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as interrupt:
         where = f" in {out_hint}" if out_hint else ""
-        print(f"interrupted: finished stages are kept{where}; run the same command again to resume", file=sys.stderr)
-        raise typer.Exit(130)
+        terminated = isinstance(interrupt, Terminated)
+        print(
+            f"{'terminated (SIGTERM)' if terminated else 'interrupted'}: finished stages are kept{where}; "
+            "run the same command again to resume",
+            file=sys.stderr,
+        )
+        raise typer.Exit(143 if terminated else 130)
     except OSError as error:
         if debug:
             traceback.print_exc()

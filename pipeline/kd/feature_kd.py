@@ -116,7 +116,7 @@ def feature_kd(
                 last = float(loss.detach())
                 first = last if first is None else first
                 loop.end_step()
-                bar.advance()
+                bar.advance(loss=last)
     finally:
         student_tap.close()
         teacher_tap.close()

@@ -191,7 +191,7 @@ class DataFreeLoop:
             while loop.running():
                 self.iteration(loop.fraction_done)
                 loop.end_step()
-                bar.advance()
+                bar.advance(fraction=loop.fraction_done, kd_loss=self.last.get("kd"))
                 if on_tick is not None:
                     on_tick(loop)
         return cost_report(loop.step - start_step, time.monotonic() - start, self.teacher.device)
