@@ -211,10 +211,18 @@ def remeasure(fractions: list[float], rounds: int = 40) -> None:
                 for name, entry in timed.items()
             },
         }
+    stamp = {
+        "recorded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": machine(),
+        "command": command(),
+    }
+    path = RECORDS / "remeasured.json"
+    # a run over some of the budgets replaces only their sessions; each session says when and where it was made
+    kept = json.loads(path.read_text())["sessions"] if path.is_file() else {}
     atomic_write_json(
-        RECORDS / "remeasured.json",
+        path,
         {
-            "sessions": sessions,
+            "sessions": {**kept, **{fraction: {**session, **stamp} for fraction, session in sessions.items()}},
             "rounds": rounds,
             "settings": settings.to_dict(),
             "recorded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -251,7 +259,10 @@ def report() -> None:
     for fraction in fractions:
         search, cached = records[f"search-{fraction}"], records.get(f"cached-{fraction}", {})
         chosen = search["search_json"]["chosen"]
-        session = timing["sessions"][str(fraction)]
+        session = timing["sessions"].get(str(fraction))
+        if session is None:
+            print(f"budget {fraction}: no independent re-measurement (run `remeasure`); left out", file=sys.stderr)
+            continue
         teacher_ms, models = session["teacher_ms"], session["models"]
         remeasured = models[f"search-{fraction}"]
         singles = []

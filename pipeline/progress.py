@@ -52,7 +52,7 @@ class _Task:
         self.description = description
         self._log_lines, self._every = log_lines, log_every_s()
         self.done, self._started, self._first_done = 0, time.monotonic(), None
-        self._logged_at, self._fraction, self._figures = self._started, None, {}
+        self._logged_at, self._fraction, self._first_fraction, self._figures = self._started, None, None, {}
         self._lock = threading.Lock()
 
     def advance(self, steps: int = 1, fraction: float | None = None, **figures) -> None:
@@ -63,7 +63,7 @@ class _Task:
             self._fraction = fraction
             self._figures = {name: value for name, value in figures.items() if value is not None}
             if self._first_done is None:  # a resumed loop's first advance is its earlier steps: not this run's rate
-                self._first_done, self._started = self.done, time.monotonic()
+                self._first_done, self._first_fraction, self._started = self.done, fraction, time.monotonic()
                 return
         self._log_if_due()
 
@@ -86,8 +86,9 @@ class _Task:
         if fraction and 0 < fraction < 1:
             if self.total and rate > 0:
                 remaining = (self.total - self.done) / rate
-            elif not self.total:
-                remaining = (now - self._started) * (1 - fraction) / fraction
+            elif not self.total and fraction > (self._first_fraction or 0):
+                # the budget left, at the pace this run has spent it (a resumed run began part-way through)
+                remaining = elapsed * (1 - fraction) / (fraction - (self._first_fraction or 0))
         parts = [f"{self.description}: step {self.done}" + (f"/{self.total}" if self.total else "")]
         if rate > 0:
             parts.append(f"{rate:.2f} steps/s" if rate >= 0.1 else f"{1 / rate:.1f} s/step")

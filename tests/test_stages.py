@@ -44,9 +44,10 @@ def _synthesize(
     return run.run(SynthesizeStage(teacher, config))
 
 
-def _distill(run: RunFolder, teacher, student: str, mix: dict | None = None) -> dict:
+def _distill(run: RunFolder, teacher, student: str, mix: dict | None = None, eval: str | None = None) -> dict:
     """Continues whichever synthesizer the run's synthesize stage used (it is in its synthesizer.pt)."""
-    config = DistillConfig(student=student, seconds=60, steps=4, training=StudentTraining(batch_size=16), mix=mix)
+    training = StudentTraining(batch_size=16)
+    config = DistillConfig(student=student, seconds=60, steps=4, training=training, mix=mix, eval=eval, eval_limit=200)
     stage = DistillStage(
         teacher, run.artifact("synthesize", "transfer_set"), run.artifact("synthesize", "synthesizer"), config
     )
@@ -97,14 +98,17 @@ def test_synthesize_then_distill_hands_on_a_transfer_set_and_a_trained_student(m
 @needs_fmnist
 def test_real_images_mixed_into_a_synthetic_pool_are_kept_and_counted(tmp_path):
     """--mix-images: a few real (unlabelled) images per class join the synthetic transfer set, in synthesize and
-    in the pool distill keeps growing, and the metrics say how many."""
+    in the pool distill keeps growing, and the metrics say how many; with --eval, the accuracy curve."""
     mix = resolve_options("images", None, {"path": "fmnist-train", "per_class": 3, "batch_size": 4})
     run = RunFolder(tmp_path / "run")
     synthesized = _synthesize(run, LENET, "dafl", mix=mix)
     assert synthesized["metrics"]["transfer_set"]["real_images"] > 0
-    distilled = _distill(run, LENET, "lenet5-half", mix=mix)
+    distilled = _distill(run, LENET, "lenet5-half", mix=mix, eval="fmnist")
     transfer = distilled["metrics"]["transfer_set"]
     assert 0 < transfer["real_images"] < transfer["images"]  # mixed in, not instead of the synthetic images
+    # --eval: the final student's accuracy closes the curve (labelled images score it; they never train it)
+    final = distilled["metrics"]["accuracy_curve"][-1]
+    assert final["final"] and 0 <= final["accuracy"] <= 1
 
 
 def test_export_writes_onnx_that_matches_pytorch(lenet_run):

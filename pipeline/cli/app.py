@@ -33,6 +33,7 @@ class Terminated(KeyboardInterrupt):
 
 
 def _raise_terminated(signum, frame):
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second one must not interrupt the cleanup the first started
     raise Terminated()
 
 
@@ -51,12 +52,16 @@ def sigterm_as_interrupt():
 
 
 def run_action(debug: bool, quiet: bool, action: Callable[[], object], *, out_hint: str | None = None) -> object:
+    progress.set_quiet(quiet)
+    with sigterm_as_interrupt():  # held until the one line is printed
+        return _run_reporting_failures(debug, action, out_hint)
+
+
+def _run_reporting_failures(debug: bool, action: Callable[[], object], out_hint: str | None) -> object:
     from pipeline.errors import PipelineError
 
-    progress.set_quiet(quiet)
     try:
-        with sigterm_as_interrupt():
-            return action()
+        return action()
     except PipelineError as error:
         if debug:
             traceback.print_exc()

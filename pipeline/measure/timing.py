@@ -180,9 +180,13 @@ def time_remotely(
     """The same interleaved rounds, run by the standalone bench script on the target's host over SSH: the
     policy's minimum, then, while `enough` is unanswered, more up to its maximum or time share, all in one session
     (engines are built once)."""
-    policy = RoundsPolicy.of(rounds)
     from pipeline.remote.harness import remote_run
     from pipeline.remote.ssh import SshHost
+
+    policy = RoundsPolicy.of(rounds)
+    if enough is not None and not isinstance(enough, SlowdownQuestion):
+        # a closure cannot travel to the device; the device script asks only the questions it knows
+        raise PipelineError(f"{label}: a remote measurement can wait only on a SlowdownQuestion, not {enough!r}")
 
     remote = settings.remote or {}
     host = SshHost.from_settings(settings.host, remote)

@@ -77,7 +77,7 @@ class BuildContext:
     budget: Budget
     run: RunFolder
     eval: str | None
-    recipe: Recipe | None = None  # chosen once by `prepare`
+    recipe: Recipe  # chosen once by `prepare` (recipes/plan.py::choose_recipe)
     planning: bool = False  # `--plan`: stage factories name earlier stages' artifacts instead of reading them
 
     def artifact(self, stage: str, name: str) -> Path:

@@ -187,7 +187,7 @@ class DataFreeLoop:
 
         start_step, start = loop.step, time.monotonic()
         with progress_bar(label, loop.steps) as bar:
-            bar.advance(loop.step)
+            bar.advance(loop.step, fraction=loop.fraction_done)
             while loop.running():
                 self.iteration(loop.fraction_done)
                 loop.end_step()
