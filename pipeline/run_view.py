@@ -69,7 +69,7 @@ def summarize(run: RunFolder) -> dict:
             continue
         row = {
             "model": name,
-            "arch": export[source].get("arch"),
+            "arch": export[source].get("name") or export[source].get("arch"),  # an unregistered model: its class
             "parameters": export[source].get("parameters"),
             "precision": "fp32",
             "onnx_bytes": export[source].get("size_bytes"),

@@ -170,8 +170,13 @@ def test_prepare_passes_the_users_input_shape_to_the_first_load(tmp_path):
 
     path = tmp_path / "traced.pt"
     torch.jit.save(torch.jit.trace(create_model("lenet5").eval(), torch.randn(1, 1, 28, 28)), path)
-    ctx = prepare(BuildOptions(teacher=str(path), input_shape=(1, 28, 28), out=tmp_path / "run"))
+    options = BuildOptions(teacher=str(path), input_shape=(1, 28, 28), out=tmp_path / "run")
+    ctx = prepare(options)
     assert ctx.teacher.source_format == "torchscript" and ctx.teacher.input_shape == (1, 28, 28)
+    # issue 22 item 7: an unregistered teacher is named by its class wherever the run names its teacher
+    from pipeline.recipes.build import plan_build
+
+    assert ctx.teacher.name == "LeNet5, unregistered" and plan_build(options)["arch"] == "LeNet5, unregistered"
 
 
 def test_a_second_process_on_the_same_run_folder_is_refused(tmp_path):

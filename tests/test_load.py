@@ -243,6 +243,7 @@ def test_torchscript_needs_input_shape(tmp_path):
     _error("--input-shape", path=path)
     loaded = load_model(path, input_shape=(3, 32, 32))
     assert (loaded.arch, loaded.num_classes, loaded.source_format) == (None, 4, "torchscript")
+    assert loaded.name == f"{type(model).__name__}, unregistered"  # tables name it by its class, never None
     _assert_same_outputs(model, loaded)
 
 
@@ -265,6 +266,7 @@ def test_torch_export_batch1(tmp_path):
         (1, 28, 28),
         "torch.export",
     )
+    assert loaded.name == "torch.export program, unregistered"  # the program keeps no class name
     loaded.model.train()
     loaded.model.eval()  # must not raise, although ExportedProgram.module() refuses eval()
     _assert_same_outputs(model, loaded)
@@ -293,6 +295,7 @@ def test_pickled_module_needs_trust(tmp_path):
     assert str(path) in message and "LeNet5" in message
     loaded = load_model(path, trust_checkpoint=True)
     assert (loaded.arch, loaded.source_format, loaded.input_shape) == ("lenet5", "pickle", (1, 28, 28))
+    assert loaded.name == "lenet5"
     _assert_same_outputs(model, loaded)
 
 
@@ -312,7 +315,7 @@ def test_pickled_unknown_module_needs_input_shape(tmp_path):
     torch.save(model, tmp_path / "tiny.pt")
     _error("--input-shape", path=tmp_path / "tiny.pt", trust_checkpoint=True)
     loaded = load_model(tmp_path / "tiny.pt", trust_checkpoint=True, input_shape=(3, 16, 16))
-    assert (loaded.arch, loaded.num_classes) == (None, 3)
+    assert (loaded.arch, loaded.num_classes, loaded.name) == (None, 3, "TinyNet, unregistered")
     _assert_same_outputs(model, loaded)
 
 

@@ -127,6 +127,23 @@ def test_export_writes_onnx_that_matches_pytorch(lenet_run):
         assert np.abs(session.run(None, {"input": images.numpy()})[0] - expected).max() <= 1e-4
 
 
+def test_an_unregistered_teacher_is_named_by_its_class_in_the_summary(tmp_path):
+    """Issue 22 item 7: a TorchScript CNN no registry knows is "CifarResNet, unregistered" in the summary table,
+    not None."""
+    from pipeline.models import create_model
+    from pipeline.run_view import summarize
+    from pipeline.teacher_spec import TeacherSpec
+
+    path = tmp_path / "traced.pt"
+    model = create_model("resnet8", in_channels=1, num_classes=10).eval()
+    torch.jit.save(torch.jit.trace(model, torch.randn(1, 1, 28, 28)), path)
+    run = RunFolder(tmp_path / "run")
+    config = ExportConfig(specs={"teacher": TeacherSpec(input_shape=(1, 28, 28))})
+    exported = run.run(ExportStage({"teacher": path}, config))
+    assert exported["metrics"]["teacher"]["arch"] is None
+    assert summarize(run)["rows"][0]["arch"] == "CifarResNet, unregistered"
+
+
 def test_quantize_int8_hands_on_a_qdq_model_verified_against_fp32(lenet_run):
     _export(lenet_run)
     config = QuantizeConfig(precision="int8", runtime="onnxruntime", latency=QUICK_LATENCY, calib_images=32)

@@ -242,6 +242,7 @@ def make_bundle(run_root: Path, out: Path | None = None) -> dict:
             "budget": manifest.get("budget", {}).get("name"),
             "teacher": str(teacher),
             "teacher_arch": manifest.get("teacher_arch"),
+            "teacher_name": manifest.get("teacher_name") or manifest.get("teacher_arch"),  # unregistered: its class
             "teacher_sha256": teacher_sha256,
             "stages": {
                 k: {"wall_s": v.get("wall_s"), "versions": v.get("versions")} for k, v in manifest["stages"].items()

@@ -66,6 +66,7 @@ class ExportStage(Stage):
                 "parity_top1_agreement": parity.top1_agreement,
                 "preprocess": loaded.preprocess.to_dict(),
                 "arch": loaded.arch,
+                "name": loaded.name,  # the arch, or the class of an unregistered model
                 "parameters": sum(p.numel() for p in loaded.model.parameters()),
             }
         atomic_write_json(workdir / "parity.json", reports)

@@ -8,7 +8,7 @@ one-line PipelineError instead of deep inside distillation or export.
 import pickle
 import re
 import zipfile
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -27,25 +27,11 @@ from pipeline.models.identify import (
     strip_prefixes,
     unwrap_state_dict,
 )
+from pipeline.models.loaded import LoadedModel
 from pipeline.models.registry import create_model, get_spec, list_models
 from pipeline.preprocess import Preprocess, default_preprocess
 
 __all__ = ["LoadedModel", "load_model", "identify_arch", "parse_input_shape"]
-
-
-@dataclass
-class LoadedModel:
-    model: nn.Module  # eval mode, CPU, float32
-    arch: str | None  # registry name when known
-    num_classes: int
-    preprocess: Preprocess
-    source_format: str  # "pipeline" | "state_dict" | "torchscript" | "torch.export" | "pickle"
-    path: Path
-    metadata: dict = field(default_factory=dict)
-
-    @property
-    def input_shape(self) -> tuple[int, int, int]:
-        return self.preprocess.input_shape
 
 
 def parse_input_shape(text: str) -> tuple[int, int, int]:

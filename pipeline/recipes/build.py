@@ -32,6 +32,7 @@ def run_build(options: BuildOptions, *, until: str = "bench") -> dict:
             recipe=ctx.recipe.name,
             teacher=str(ctx.teacher_path),
             teacher_arch=ctx.teacher.arch,
+            teacher_name=ctx.teacher.name,
             teacher_format=ctx.teacher.source_format,
             target=ctx.target.to_dict(),
             budget=ctx.budget.to_dict(),
@@ -80,7 +81,7 @@ def plan_build(options: BuildOptions, *, until: str = "bench") -> dict:
     return {
         "run_folder": str(ctx.run.root),
         "teacher": str(ctx.teacher_path),
-        "arch": ctx.teacher.arch,
+        "arch": ctx.teacher.name,
         "target": ctx.target.name,
         "runtime": ctx.target.runtime,
         "budget": ctx.budget.name,
