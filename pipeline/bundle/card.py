@@ -26,7 +26,8 @@ def model_card(record: dict) -> str:
     lines = [
         f"# Model card: {record['name']}",
         "",
-        f"Built by edge-pipeline from teacher `{build['teacher']}` ({build.get('teacher_name') or build.get('teacher_arch')}, sha256 "
+        f"Built by edge-pipeline from teacher `{build['teacher']}` "
+        f"({build.get('teacher_name') or build.get('teacher_arch')}, sha256 "
         f"`{build.get('teacher_sha256')}`) with `{build.get('command')}`. Data-free: the student was trained "
         "on synthetic images made from the teacher, not on the teacher's training data.",
         "",

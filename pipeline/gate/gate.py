@@ -60,7 +60,8 @@ def _settings_for(target, gate: GateSettings):
 
 def measure_pair(baseline: Path, candidate: Path, target, gate: GateSettings) -> dict:
     """Both models in interleaved rounds on the target's runner (order shuffled each round): at least `rounds`,
-    then more, up to `max_rounds`, while the verdict could still change (`gate_question`; on a remote host the device script asks it)."""
+    then more, up to `max_rounds`, while the verdict could still change (`gate_question`; on a remote host the
+    device script asks it)."""
     from pipeline.measure import RoundsPolicy, example_input, time_onnx_models
     from pipeline.preprocess import preprocess_from_onnx
 
