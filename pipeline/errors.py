@@ -1,6 +1,13 @@
 """User-facing errors: one sentence, non-zero exit, no traceback unless --debug."""
 
 
+def first_line(error: BaseException) -> str:
+    """The first line of a library's error, for a one-line message; its type when it says nothing (a bare
+    `assert` in onnxruntime's shape inference raises an AssertionError with no text)."""
+    lines = str(error).strip().splitlines()
+    return lines[0].strip() if lines else type(error).__name__
+
+
 class PipelineError(Exception):
     """A failure the user can act on (bad path, wrong checkpoint, missing optional dependency...).
 

@@ -276,3 +276,12 @@ def test_a_log_that_is_not_a_terminal_gets_progress_lines_with_rate_eta_and_loss
         bar.advance(0)
         bar.advance()
     assert capsys.readouterr().err == ""
+
+
+def test_a_library_error_without_text_still_gives_a_one_line_message():
+    """onnxruntime's shape inference fails on bare asserts: an AssertionError with no text must not turn the
+    one-line message into an IndexError."""
+    from pipeline.errors import first_line
+
+    assert first_line(AssertionError()) == "AssertionError"
+    assert first_line(RuntimeError("  shape mismatch\n  at node 3")) == "shape mismatch"

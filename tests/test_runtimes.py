@@ -169,8 +169,9 @@ def test_public_names_resolve_on_first_use_and_the_onnxruntime_check_imports_no_
     AttributeError, and the INT8 check the emulated-CPU test runs under qemu must not drag torch in."""
     import pipeline.quantize
     import pipeline.runtimes
+    import pipeline.synthesize
 
-    for package in (pipeline.runtimes, pipeline.quantize):
+    for package in (pipeline.runtimes, pipeline.quantize, pipeline.synthesize):
         for name in package.__all__:
             getattr(package, name)  # a name mapped to the wrong module raises here
         assert set(package.__all__) <= set(dir(package))

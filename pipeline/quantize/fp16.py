@@ -7,7 +7,7 @@ from pathlib import Path
 
 import onnx
 
-from pipeline.errors import PipelineError
+from pipeline.errors import PipelineError, first_line
 from pipeline.fileio import atomic_write_bytes
 
 # Reductions and exponentials overflow or lose precision in fp16 (65504 max, 11-bit mantissa); they are
@@ -50,6 +50,6 @@ def convert_fp16(source: Path, out: Path, keep_io_float32: bool = True) -> Path:
         OnnxModel(model).topological_sort()  # the converter appends its input Casts after their users
         onnx.checker.check_model(model)
     except Exception as error:
-        raise PipelineError(f"FP16 conversion of {source.name} failed: {str(error).splitlines()[0]}") from None
+        raise PipelineError(f"FP16 conversion of {source.name} failed: {first_line(error)}") from None
     atomic_write_bytes(out, model.SerializeToString())
     return out

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from pipeline.errors import PipelineError
+from pipeline.errors import PipelineError, first_line
 from pipeline.quantize.calibration import BatchReader
 from pipeline.quantize.cpu_isa import CpuIsa
 
@@ -90,7 +90,7 @@ def prepare_for_quantization(fp32: Path, out: Path) -> Path:
         with _quiet(), tempfile.TemporaryDirectory() as scratch, contextlib.chdir(scratch):
             quant_pre_process(str(fp32.resolve()), str(out.resolve()))
     except Exception as error:
-        raise PipelineError(f"cannot prepare {fp32.name} for quantisation: {str(error).splitlines()[0]}") from None
+        raise PipelineError(f"cannot prepare {fp32.name} for quantisation: {first_line(error)}") from None
     return out
 
 
@@ -145,7 +145,7 @@ def quantize_int8(
     except PipelineError:
         raise
     except Exception as error:
-        raise PipelineError(f"INT8 quantisation of {model.name} failed: {str(error).splitlines()[0]}") from None
+        raise PipelineError(f"INT8 quantisation of {model.name} failed: {first_line(error)}") from None
     return out
 
 

@@ -14,7 +14,7 @@ first layer and the class count of the last are noted, not warned about: nothing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from pipeline.errors import PipelineError
+from pipeline.errors import PipelineError, first_line
 
 # The parser's "N" rows (onnx-tensorrt docs/operators.md) that a classifier export can realistically contain.
 UNSUPPORTED_OPS = {
@@ -133,9 +133,7 @@ def preflight(path: Path, precision: str = "fp32") -> PreflightReport:
     except FileNotFoundError:
         raise PipelineError(f"ONNX file not found: {path}") from None
     except Exception as error:  # protobuf DecodeError and friends
-        raise PipelineError(
-            f"{path} is not a readable ONNX file: {str(error).splitlines()[0] if str(error) else type(error).__name__}"
-        ) from None
+        raise PipelineError(f"{path} is not a readable ONNX file: {first_line(error)}") from None
     try:
         model = onnx.shape_inference.infer_shapes(model)
     except Exception:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.errors import MissingDependency, PipelineError
+from pipeline.errors import MissingDependency, PipelineError, first_line
 from pipeline.portable import tensorrt_loader
 from pipeline.portable.cuda_buffers import cuda_backend
 from pipeline.portable.errors import BenchError
@@ -43,7 +43,7 @@ def tensorrt_available() -> str | None:
     try:
         cuda_backend().close()
     except Exception as error:  # no driver / no GPU raises the backend's own errors
-        return f"no usable CUDA GPU: {str(error).splitlines()[0] if str(error) else type(error).__name__}"
+        return f"no usable CUDA GPU: {first_line(error)}"
     return None
 
 
