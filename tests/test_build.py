@@ -312,6 +312,22 @@ def test_every_command_follows_an_explicit_recipe():
     assert waiting["when"] == "the handed-on precision is not fp32" and not waiting["config"]
 
 
+def test_plan_after_a_finished_search_shows_the_precision_it_chose(tmp_path):
+    """`--plan` reads the run folder as the run would: once the search has chosen INT8, quantize is planned
+    with that precision (not "waiting"), and the plan names it."""
+    from pipeline.recipes.build import plan_build
+    from pipeline.recipes.options import BuildOptions
+    from pipeline.stage import RunFolder
+
+    run = RunFolder(tmp_path / "run")
+    run.manifest["stages"]["search"] = {"status": "done", "metrics": {"precision": "int8"}, "artifacts": {}}
+    run.save_manifest()
+    options = BuildOptions(recipe="search", latency_reduction=0.3, budget="smoke", eval="none", out=run.root)
+    plan = plan_build(options)
+    quantize = next(stage for stage in plan["stages"] if stage["stage"] == "quantize")
+    assert plan["precision"] == "int8" and "when" not in quantize and quantize["config"]["precision"] == "int8"
+
+
 class _FinishedSearch:
     """The one thing `handed_on_precision` reads from a run folder: the search stage's manifest entry."""
 

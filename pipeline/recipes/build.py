@@ -6,7 +6,7 @@ from dataclasses import replace
 from pipeline.errors import PipelineError
 from pipeline.recipes.context import prepare
 from pipeline.recipes.options import STAGE_ORDER, BuildOptions, describe_input
-from pipeline.recipes.plan import QUANTISED, applies, precision, recipe_steps
+from pipeline.recipes.plan import QUANTISED, applies, handed_on_precision, recipe_steps
 from pipeline.recipes.resolve import build_settings
 from pipeline.recipes.stage_specs import STAGE_FACTORIES
 from pipeline.run_view import summarize
@@ -64,10 +64,12 @@ def plan_build(options: BuildOptions, *, until: str = "bench") -> dict:
     ctx = replace(prepare(replace(options, until=until)), planning=True)
     stages = []
     searched = "search" in ctx.recipe.stages
+    searched_already = (ctx.run.entry("search") or {}).get("status") == "done"
     for step in recipe_steps(ctx.recipe, until):
         name = step.stage
-        if not applies(step, ctx.recipe, ctx.options, ctx.target):
-            if step.when == QUANTISED and searched:  # decided by the search's choice, at run time
+        # the run folder as it is: a finished search has decided the precision, as the stage factories read it
+        if not applies(step, ctx.recipe, ctx.options, ctx.target, ctx.run):
+            if step.when == QUANTISED and searched and not searched_already:  # the search will decide
                 stages.append({"stage": name, "inputs": {}, "config": {}, "finished": False, "when": step.when})
             continue
         stage = STAGE_FACTORIES[name](ctx)
@@ -86,7 +88,11 @@ def plan_build(options: BuildOptions, *, until: str = "bench") -> dict:
         "runtime": ctx.target.runtime,
         "budget": ctx.budget.name,
         "recipe": ctx.recipe.name,
-        "precision": ("chosen by the search" if searched else precision(ctx.options, ctx.target)),
+        "precision": (
+            "chosen by the search"
+            if searched and not searched_already
+            else handed_on_precision(ctx.recipe, ctx.options, ctx.target, ctx.run)
+        ),
         # every setting a default, the budget, the target file and a flag can each give, and which one did
         "settings": {
             name: setting.to_dict() for name, setting in build_settings(ctx.options, ctx.budget, ctx.target).items()
