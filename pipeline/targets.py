@@ -10,7 +10,10 @@ import re
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-import tomllib
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10 (JetPack 6's Ubuntu 22.04): the same parser, from PyPI
+    import tomli as tomllib
 
 from pipeline.errors import PipelineError
 

@@ -28,3 +28,31 @@ def test_no_package_file_is_over_400_lines():
         if (n := len(p.read_text().splitlines())) > MAX_LINES
     }
     assert not long, long
+
+
+# the standard library of Python 3.11 that 3.10 lacks (JetPack 6's Ubuntu 22.04 runs 3.10), as the package uses it
+_NEWER_THAN_310 = {("contextlib", "chdir"), ("datetime", "UTC"), ("hashlib", "file_digest"), ("typing", "Self")}
+
+
+def test_the_package_keeps_to_what_python_3_10_has():
+    """pyproject.toml says Python >= 3.10: no 3.11-only module or name, unless its import falls back."""
+    import ast
+
+    found = []
+    for path in (ROOT / "pipeline").rglob("*.py"):
+        tree = ast.parse(path.read_text())
+        guarded = {id(n) for t in ast.walk(tree) if isinstance(t, ast.Try) for b in t.body for n in ast.walk(b)}
+        for node in ast.walk(tree):
+            where = f"{path.relative_to(ROOT)}:{getattr(node, 'lineno', 0)}"
+            if (
+                isinstance(node, ast.Import)
+                and any(a.name == "tomllib" for a in node.names)
+                and id(node) not in guarded
+            ):
+                found.append(f"{where}: import tomllib without a tomli fallback")
+            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
+                if (node.value.id, node.attr) in _NEWER_THAN_310:
+                    found.append(f"{where}: {node.value.id}.{node.attr}")
+            if isinstance(node, ast.ImportFrom) and any((node.module, a.name) in _NEWER_THAN_310 for a in node.names):
+                found.append(f"{where}: from {node.module} import ...")
+    assert not found, found

@@ -8,6 +8,7 @@ onnxruntime's CPU kernels know, by measurement (see `stage.py`); `cpu_candidates
 import contextlib
 import io
 import logging
+import os
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -68,6 +69,17 @@ class Int8Settings:
 
 
 @contextlib.contextmanager
+def _working_directory(path: str):
+    """contextlib.chdir, which Python 3.10 (JetPack 6) lacks."""
+    previous = os.getcwd()
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(previous)
+
+
+@contextlib.contextmanager
 def _quiet():
     """quantize_static logs and prints per-tensor chatter; keep the CLI's output readable."""
     logger = logging.getLogger()
@@ -87,7 +99,7 @@ def prepare_for_quantization(fp32: Path, out: Path) -> Path:
     try:
         # when its symbolic shape inference is incomplete, onnxruntime saves `sym_shape_infer_temp.onnx` and an
         # external-data file into the working directory; run it in a scratch one so the user's folder stays clean
-        with _quiet(), tempfile.TemporaryDirectory() as scratch, contextlib.chdir(scratch):
+        with _quiet(), tempfile.TemporaryDirectory() as scratch, _working_directory(scratch):
             quant_pre_process(str(fp32.resolve()), str(out.resolve()))
     except Exception as error:
         raise PipelineError(f"cannot prepare {fp32.name} for quantisation: {first_line(error)}") from None
