@@ -1,10 +1,13 @@
 """User-facing errors: one sentence, non-zero exit, no traceback unless --debug."""
 
+import re
+
 
 def first_line(error: BaseException) -> str:
-    """The first line of a library's error, for a one-line message; its type when it says nothing (a bare
-    `assert` in onnxruntime's shape inference raises an AssertionError with no text)."""
-    lines = str(error).strip().splitlines()
+    """The first line of a library's error, for a one-line message, without the colour codes torch puts in some;
+    its type when it says nothing (a bare `assert` in onnxruntime's shape inference raises an AssertionError with
+    no text)."""
+    lines = re.sub(r"\x1b\[[0-9;]*m", "", str(error)).strip().splitlines()
     return lines[0].strip() if lines else type(error).__name__
 
 

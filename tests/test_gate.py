@@ -41,18 +41,22 @@ def test_the_decision_rule():
 def test_more_rounds_are_made_only_while_the_verdict_is_unclear():
     """The rounds policy's question for the gate: could more rounds still change the verdict?"""
     from pipeline.gate.settings import GateSettings
-    from pipeline.gate.stats import verdict_is_clear
+    from pipeline.gate.stats import gate_question
 
     gate = GateSettings()
+
+    def verdict_is_clear(baseline, candidate) -> bool:
+        return gate_question(gate)({"baseline": baseline, "candidate": candidate})
+
     rng = np.random.default_rng(1)
     base = 1.0 + 0.02 * rng.standard_normal(20)
     noise, wide = 1 + 0.005 * rng.standard_normal(20), 1 + 0.02 * rng.standard_normal(20)
-    assert verdict_is_clear(base, base * noise, gate)  # A/A: the interval lies below 1.05
-    assert verdict_is_clear(base, base * 1.20 * noise, gate)  # a regression: settled
+    assert verdict_is_clear(base, base * noise)  # A/A: the interval lies below 1.05
+    assert verdict_is_clear(base, base * 1.20 * noise)  # a regression: settled
     across = decide(base, base * 1.05 * wide, gate.max_regression)  # 4.7 % slower, interval 3.8 … 5.5 %
     assert across.status == PASS and across.ratio < 1.05 < across.high
-    assert not verdict_is_clear(base, base * 1.05 * wide, gate)  # across the line: measure on
-    assert not verdict_is_clear(base, base * np.exp(rng.normal(0, 1.0, 20)), gate)  # too busy: measure on
+    assert not verdict_is_clear(base, base * 1.05 * wide)  # across the line: measure on
+    assert not verdict_is_clear(base, base * np.exp(rng.normal(0, 1.0, 20)))  # too busy: measure on
 
 
 def test_the_question_the_extra_rounds_wait_on_agrees_with_the_verdict_and_travels_as_json():

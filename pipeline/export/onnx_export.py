@@ -24,7 +24,7 @@ import onnx
 import torch
 import torch.nn as nn
 
-from pipeline.errors import PipelineError
+from pipeline.errors import PipelineError, first_line
 from pipeline.export.torchlib_cache import shared_torchlib_registry
 from pipeline.fileio import atomic_write_bytes
 from pipeline.preprocess import Preprocess
@@ -69,11 +69,6 @@ _OP_PATTERNS = (
 )
 
 
-def _first_line(error: BaseException) -> str:
-    text = re.sub(r"\x1b\[[0-9;]*m", "", str(error)).strip()  # torch colours some messages
-    return text.splitlines()[0].strip() if text else type(error).__name__
-
-
 def _unsupported_op(errors: list[BaseException]) -> str | None:
     for error in errors:
         for link in _error_chain(error):
@@ -95,7 +90,7 @@ def _fixed_batch(errors: list[BaseException]) -> str | None:
 
 
 def _root_cause(error: BaseException) -> str:
-    return _first_line(_error_chain(error)[-1])
+    return first_line(_error_chain(error)[-1])
 
 
 @contextlib.contextmanager
@@ -214,7 +209,7 @@ def _validate(proto: onnx.ModelProto, preprocess: Preprocess, model_name: str) -
         onnx.checker.check_model(proto, full_check=True)
         onnx.shape_inference.infer_shapes(proto, check_type=True, strict_mode=True)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as error:
-        raise PipelineError(f"exported ONNX for {model_name} is invalid: {_first_line(error)}") from None
+        raise PipelineError(f"exported ONNX for {model_name} is invalid: {first_line(error)}") from None
     input_dims, output_dims = _dims(inputs[0]), _dims(graph.output[0])
     if len(input_dims) != 4 or input_dims[1:] != list(preprocess.input_shape):
         raise PipelineError(

@@ -108,7 +108,3 @@ def gate_question(gate) -> SlowdownQuestion:
         min_rounds=DECIDE_MIN_ROUNDS,
         max_spread=TOO_BUSY_SPREAD,
     )
-
-
-def verdict_is_clear(baseline_ms, candidate_ms, gate) -> bool:
-    return gate_question(gate)({"baseline": baseline_ms, "candidate": candidate_ms})

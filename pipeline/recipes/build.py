@@ -63,13 +63,13 @@ def plan_build(options: BuildOptions, *, until: str = "bench") -> dict:
     for being up to date (that needs their inputs' hashes)."""
     ctx = replace(prepare(replace(options, until=until)), planning=True)
     stages = []
-    searched = "search" in ctx.recipe.stages
-    searched_already = (ctx.run.entry("search") or {}).get("status") == "done"
+    search_finished = (ctx.run.entry("search") or {}).get("status") == "done"
+    search_to_decide = "search" in ctx.recipe.stages and not search_finished  # quantize waits on its choice
     for step in recipe_steps(ctx.recipe, until):
         name = step.stage
         # the run folder as it is: a finished search has decided the precision, as the stage factories read it
         if not applies(step, ctx.recipe, ctx.options, ctx.target, ctx.run):
-            if step.when == QUANTISED and searched and not searched_already:  # the search will decide
+            if step.when == QUANTISED and search_to_decide:
                 stages.append({"stage": name, "inputs": {}, "config": {}, "finished": False, "when": step.when})
             continue
         stage = STAGE_FACTORIES[name](ctx)
@@ -90,7 +90,7 @@ def plan_build(options: BuildOptions, *, until: str = "bench") -> dict:
         "recipe": ctx.recipe.name,
         "precision": (
             "chosen by the search"
-            if searched and not searched_already
+            if search_to_decide
             else handed_on_precision(ctx.recipe, ctx.options, ctx.target, ctx.run)
         ),
         # every setting a default, the budget, the target file and a flag can each give, and which one did

@@ -39,8 +39,8 @@ def prepare(options: BuildOptions) -> BuildContext:
         teacher = spec.load(teacher_path)
     if "drop" in recipe.stages:
         check_droppable(recipe, options, teacher, teacher_path)
-    if "drop" in recipe.stages and options.drop_blocks is None:
-        drop_budget(options, target)  # a missing or bad latency budget fails before any stage runs
+        if options.drop_blocks is None:
+            drop_budget(options, target)  # a missing or bad latency budget fails before any stage runs
     quantize_config(recipe, options, target, budget, None, spec)  # bad precision / calibration options fail early
     if options.synthesizer == "auto":
         options = replace(options, synthesizer=auto_synthesizer(teacher))

@@ -326,11 +326,7 @@ def quantize_stage(ctx: BuildContext) -> QuantizeStage:
     transfer_set = None
     if config.calib == "synthetic":
         # after distill its larger, later pool; `pipeline drop` / `pipeline quantize` have synthesize's
-        source = (
-            "distill"
-            if "distill" in stages_to_run(ctx.recipe, options, "quantize", ctx.target, ctx.run)
-            else "synthesize"
-        )
+        source = "distill" if ctx.recipe.trains_a_student else "synthesize"
         transfer_set = ctx.artifact(source, "transfer_set")
     search = ctx.run.entry("search") if "search" in ctx.recipe.stages else None
     if search and search["metrics"].get("int8_format"):

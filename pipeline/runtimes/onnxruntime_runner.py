@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.errors import PipelineError
+from pipeline.errors import PipelineError, first_line
 from pipeline.portable.onnxruntime_loader import CPU, onnxruntime_session, provider_name
 from pipeline.runtimes.base import Runner
 
@@ -27,11 +27,6 @@ def holds_qdq(path: Path) -> bool:
         node.op_type in ("QuantizeLinear", "DequantizeLinear")
         for node in onnx.load(str(path), load_external_data=False).graph.node
     )
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
 
 
 class OnnxRuntimeRunner(Runner):
@@ -57,7 +52,7 @@ class OnnxRuntimeRunner(Runner):
         try:
             self.session = onnxruntime_session(self.path, self.threads, self.requested_providers, self.optimize_graph)
         except Exception as error:  # onnxruntime's errors derive from Exception only (InvalidProtobuf, Fail...)
-            raise PipelineError(f"cannot load ONNX model {self.path}: {_first_line(error)}") from None
+            raise PipelineError(f"cannot load ONNX model {self.path}: {first_line(error)}") from None
         inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
         if len(inputs) != 1 or len(outputs) < 1:
             self.session = None
@@ -69,7 +64,7 @@ class OnnxRuntimeRunner(Runner):
             return self.session.run([self.output_name], {self.input_name: batch})[0]
         except Exception as error:
             raise PipelineError(
-                f"onnxruntime failed on {self.path.name} with input {tuple(batch.shape)}: {_first_line(error)}"
+                f"onnxruntime failed on {self.path.name} with input {tuple(batch.shape)}: {first_line(error)}"
             ) from None
 
     def deactivate_impl(self) -> None:
