@@ -127,6 +127,23 @@ def run_notes(run: RunFolder) -> list[str]:
             f"latency measured on {measured.get('host')} with {measured.get('runtime')} "
             f"(power mode {measured.get('nvpmodel_mode') or 'unknown'})"
         )
+    if run.manifest.get("student_note"):
+        notes.append(run.manifest["student_note"])
+    exported = stages.get("export", {}).get("metrics", {})
+    for name, metrics in exported.items():
+        if isinstance(metrics, dict) and metrics.get("fixed_batch"):
+            notes.append(
+                f"{name} takes a fixed batch of {metrics['fixed_batch']} (its graph was exported or traced at that "
+                "batch): its ONNX keeps that batch and larger batches run as several"
+            )
+    teacher_ms = bench.get("teacher", {}).get("latency", {}).get("median_ms")
+    student_ms = bench.get("student", {}).get("latency", {}).get("median_ms")
+    if teacher_ms and student_ms and student_ms >= teacher_ms:
+        notes.append(
+            f"the handed-on model is not faster than the teacher here ({student_ms:.3g} ms against {teacher_ms:.3g} ms, "
+            "medians of this bench): a smaller --student, or compressing the teacher itself (`pipeline drop`), "
+            "may serve better"
+        )
     engine = stages.get("engine", {}).get("metrics")
     if engine and not engine.get("built"):
         notes.append(

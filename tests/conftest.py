@@ -3,6 +3,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import cli_runs
 import pytest
 import torch
 
@@ -23,7 +24,7 @@ def run_cli(
 ) -> subprocess.CompletedProcess:
     """Run the real `pipeline` console entry point in a subprocess, as a user would."""
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
-    return subprocess.run(
+    result = subprocess.run(
         [sys.executable, "-m", "pipeline.cli", *args],
         capture_output=True,
         text=True,
@@ -31,6 +32,8 @@ def run_cli(
         env=full_env,
         cwd=cwd or ROOT,
     )
+    cli_runs.record(args, result.returncode)
+    return result
 
 
 def invoke_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -45,6 +48,7 @@ def invoke_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProce
     result = CliRunner().invoke(app, list(args), env=env, catch_exceptions=True)
     if result.exception is not None and not isinstance(result.exception, SystemExit):
         raise result.exception  # a bug escaped run_action's handling: fail the test with its traceback
+    cli_runs.record(args, result.exit_code)
     return subprocess.CompletedProcess(["pipeline", *args], result.exit_code, result.stdout, result.stderr)
 
 
@@ -66,3 +70,9 @@ def pytest_report_header(config):
     from pipeline.quantize.cpu_isa import detect_cpu_isa
 
     return f"cpu: {detect_cpu_isa().summary()}"
+
+
+def pytest_terminal_summary(terminalreporter):
+    """How many tests go through the command line end to end (tests/cli_runs.py says what counts)."""
+    for line in cli_runs.summary():
+        terminalreporter.write_line(line)

@@ -13,6 +13,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import cli_runs
+
 # what a build imports on its way through every stage; the server imports them before it forks anything
 PRELOAD = ["torch", "torchvision", "onnx", "onnxruntime", "onnxscript", "pipeline.cli", "pipeline.recipes.build"]
 
@@ -52,13 +54,14 @@ def fork_cli(
         target=_child, args=(list(args), dict(env or {}), str(cwd), str(out), str(err), file_size_limit)
     )
     process.start()
-    process.join(timeout)
-    if process.exitcode is None:
-        process.kill()
-        process.join()
-        raise subprocess.TimeoutExpired(["pipeline", *args], timeout)
     try:
+        process.join(timeout)
+        if process.exitcode is None:
+            process.kill()
+            process.join()
+            raise subprocess.TimeoutExpired(["pipeline", *args], timeout)
+        cli_runs.record(args, process.exitcode)
         return subprocess.CompletedProcess(["pipeline", *args], process.exitcode, out.read_text(), err.read_text())
-    finally:
+    finally:  # a timed-out child leaves its output files behind otherwise
         out.unlink(missing_ok=True)
         err.unlink(missing_ok=True)

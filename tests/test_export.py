@@ -204,3 +204,41 @@ def test_an_export_through_the_shared_torchlib_registry_writes_the_same_graph(mo
     monkeypatch.setattr(onnx_export, "shared_torchlib_registry", contextlib.nullcontext)
     fresh = onnx_export._export_dynamo(model, example, 17).SerializeToString()
     assert cached == fresh
+
+
+def test_batch_one_program_exports_at_its_own_batch_and_runs_any_batch(tmp_path):
+    """issue 22 item 7: the usual torch.export (a batch-1 example, no dynamic_shapes) of a torchvision model
+    specialises every shape to batch 1, so its ONNX keeps batch 1; onnxruntime feeds it one image at a time."""
+    import torchvision
+
+    from pipeline.models.load import load_model
+    from pipeline.runtimes import OnnxRuntimeRunner, onnx_fixed_batch
+
+    model = torchvision.models.resnet18(num_classes=10).eval()
+    randomise_batchnorm(model)
+    torch.export.save(torch.export.export(model, (torch.randn(1, 3, 32, 32),)), tmp_path / "r18.pt2")
+    loaded = load_model(tmp_path / "r18.pt2")
+    result = export_onnx(loaded.model, loaded.preprocess, tmp_path / "r18.onnx")
+    assert (result.fixed_batch, onnx_fixed_batch(result.path)) == (1, 1)
+    images = random_inputs(loaded.preprocess, 5)
+    with OnnxRuntimeRunner(result.path) as runner:
+        exported = runner.infer(images.numpy())
+        assert runner.describe()["fixed_batch"] == 1
+    with torch.no_grad():
+        np.testing.assert_allclose(exported, model(images).numpy(), atol=1e-4, rtol=1e-4)
+    report = check_parity(loaded.model, result.path, {"synthetic": images})
+    assert report.passed and report.per_source["synthetic"]["samples"] == 5
+
+
+@pytest.mark.filterwarnings("ignore:Exporting a model while it is in training mode:UserWarning")
+def test_a_fixed_batch_file_refuses_a_batch_it_cannot_split(tmp_path):
+    from pipeline.runtimes import OnnxRuntimeRunner
+
+    model, preprocess = build("lenet5-half")
+    graph_module = torch.export.export(model, (random_inputs(preprocess, 2),)).module()  # batch 2 baked in
+    proto = torch.onnx.export(graph_module, (random_inputs(preprocess, 2),), None, dynamo=True).model_proto
+    onnx.save(proto, tmp_path / "b2.onnx")
+    with OnnxRuntimeRunner(tmp_path / "b2.onnx") as runner:
+        assert runner.infer(random_inputs(preprocess, 4).numpy()).shape == (4, 10)
+        with pytest.raises(PipelineError, match="takes batches of exactly 2; a batch of 3 does not divide"):
+            runner.infer(random_inputs(preprocess, 3).numpy())

@@ -80,13 +80,15 @@ def export(
         from pipeline.assets import resolve_teacher
         from pipeline.export.stage import ExportConfig, ExportStage
         from pipeline.recipes import checkpoint_readers  # noqa: F401  (dropped and binary checkpoints load too)
+        from pipeline.recipes.context import choose_eval
         from pipeline.stage import RunFolder
         from pipeline.teacher_spec import TeacherSpec
 
         spec = TeacherSpec(arch, input_shape_option(input_shape), num_classes, trust_checkpoint)
-        stage = ExportStage(
-            {"model": resolve_teacher(teacher)}, ExportConfig(opset=opset, eval=eval, specs={"model": spec})
-        )
+        path = resolve_teacher(teacher)
+        # as build reads --eval: 'none' turns it off; unset, Fashion-MNIST for a teacher trained on it
+        chosen = choose_eval(eval, spec.load(path) if eval is None else None)
+        stage = ExportStage({"model": path}, ExportConfig(opset=opset, eval=chosen, specs={"model": spec}))
         entry = RunFolder(out).run(stage, force=True)
         return {"onnx": str(Path(out) / entry["artifacts"]["model"]["path"]), **entry["metrics"]["model"]}
 

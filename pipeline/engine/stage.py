@@ -20,6 +20,7 @@ from pipeline.errors import PipelineError
 from pipeline.fileio import atomic_write_json, atomic_write_text
 from pipeline.portable.trtexec_loader import trtexec_command
 from pipeline.progress import log
+from pipeline.runtimes import onnx_fixed_batch
 from pipeline.runtimes.tensorrt_preflight import preflight
 from pipeline.runtimes.tensorrt_runner import tensorrt_available
 from pipeline.stage import Stage, StageOutput
@@ -180,7 +181,9 @@ class EngineStage(Stage):
         command = trtexec_command(
             "model.onnx",
             precision=c.precision,
-            input_name=onnx_input_name(self.onnx),
+            # trtexec refuses --shapes for a model without dynamic dimensions (NVIDIA/TensorRT#2043): a
+            # fixed-batch teacher's engine is built at the batch written in its file
+            input_name=None if onnx_fixed_batch(self.onnx) is not None else onnx_input_name(self.onnx),
             input_shape=c.input_shape,
             batch=c.batch,
             runs=200,

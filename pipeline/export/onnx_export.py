@@ -1,4 +1,6 @@
-"""PyTorch -> one self-contained, checked ONNX file with a dynamic batch dimension.
+"""PyTorch -> one self-contained, checked ONNX file with a dynamic batch dimension (or, for a torch.export
+program exported or a TorchScript module traced at a fixed batch, that batch: its graph specialised every shape to it, so no exporter can make
+it dynamic; runners feed such a file its own batch at a time, `OnnxRuntimeRunner`).
 
 Exporter choice ("auto"):
   * nn.Module and torch.export GraphModules (`ep.module()`): the torch.export-based ("dynamo") exporter.
@@ -46,6 +48,7 @@ class ExportResult:
     op_types: dict[str, int]
     size_bytes: int
     fallback_reason: str | None = None  # why "auto" left the dynamo exporter, when it did
+    fixed_batch: int | None = None  # the file's batch when it is not dynamic (a fixed-batch torch.export teacher)
 
     def to_dict(self) -> dict:
         data = asdict(self)
@@ -103,7 +106,7 @@ def _quiet():
         yield
 
 
-def _export_dynamo(model: nn.Module, example: torch.Tensor, opset: int) -> onnx.ModelProto:
+def _export_dynamo(model: nn.Module, example: torch.Tensor, opset: int, dynamic_batch: bool = True) -> onnx.ModelProto:
     with shared_torchlib_registry():  # the exports after the first skip rebuilding torch's table (torchlib_cache.py)
         program = torch.onnx.export(
             model,
@@ -114,7 +117,7 @@ def _export_dynamo(model: nn.Module, example: torch.Tensor, opset: int) -> onnx.
             input_names=[INPUT_NAME],
             output_names=[OUTPUT_NAME],
             # A named Dim (not Dim.AUTO): export fails loudly if the model ties the batch to a constant.
-            dynamic_shapes=({0: torch.export.Dim(BATCH_DIM)},),
+            dynamic_shapes=({0: torch.export.Dim(BATCH_DIM)},) if dynamic_batch else None,
             external_data=False,
             optimize=True,
             verbose=False,
@@ -149,7 +152,9 @@ def _downgrade(proto: onnx.ModelProto, opset: int, *, from_opset: int) -> onnx.M
     return proto
 
 
-def _export_torchscript(model: nn.Module, example: torch.Tensor, opset: int) -> onnx.ModelProto:
+def _export_torchscript(
+    model: nn.Module, example: torch.Tensor, opset: int, dynamic_batch: bool = True
+) -> onnx.ModelProto:
     buffer = io.BytesIO()
     torch.onnx.export(
         model,
@@ -161,7 +166,7 @@ def _export_torchscript(model: nn.Module, example: torch.Tensor, opset: int) -> 
         do_constant_folding=True,
         input_names=[INPUT_NAME],
         output_names=[OUTPUT_NAME],
-        dynamic_axes={INPUT_NAME: {0: BATCH_DIM}, OUTPUT_NAME: {0: BATCH_DIM}},
+        dynamic_axes={INPUT_NAME: {0: BATCH_DIM}, OUTPUT_NAME: {0: BATCH_DIM}} if dynamic_batch else None,
     )
     return onnx.load_from_string(buffer.getvalue())
 
@@ -196,7 +201,7 @@ def _dims(value_info: onnx.ValueInfoProto) -> list:
     ]
 
 
-def _validate(proto: onnx.ModelProto, preprocess: Preprocess, model_name: str) -> None:
+def _validate(proto: onnx.ModelProto, preprocess: Preprocess, model_name: str, fixed_batch: int | None) -> None:
     graph = proto.graph
     initializers = {init.name for init in graph.initializer}
     inputs = [i for i in graph.input if i.name not in initializers]
@@ -216,6 +221,13 @@ def _validate(proto: onnx.ModelProto, preprocess: Preprocess, model_name: str) -
             f"export of {model_name} has input shape {input_dims}, which does not match the "
             f"preprocessing's (C, H, W) = {preprocess.input_shape}"
         )
+    if fixed_batch is not None:
+        if input_dims[0] != fixed_batch or not output_dims or output_dims[0] != fixed_batch:
+            raise PipelineError(
+                f"export of {model_name} has batch {input_dims[0]} in and {output_dims[:1]} out; "
+                f"its program was exported for batch {fixed_batch}"
+            )
+        return
     if not isinstance(input_dims[0], str):
         raise PipelineError(
             f"export of {model_name} has a fixed batch of {input_dims[0]} where a symbolic batch is "
@@ -239,7 +251,10 @@ def export_onnx(
 ) -> ExportResult:
     """Export `model` (input [batch, C, H, W] float32 named "input", output "logits", dynamic batch) to `path`.
 
-    `batch` is the example batch used for tracing; the exported batch dimension is symbolic either way.
+    `batch` is the example batch used for tracing; the exported batch dimension is symbolic either way, except
+    for a model that declares a `fixed_batch` (a torch.export program exported at batch 1, or a TorchScript
+    module traced with its batch baked in: `models.load`): its graph is exported as it is, at that batch, and the
+    result says so.
     """
     path = Path(path)
     model_name = getattr(model, "arch_name", None) or type(model).__name__
@@ -249,16 +264,25 @@ def export_onnx(
         raise PipelineError(f"example batch must be >= 1, got {batch}")
     parameter = next(iter(model.parameters()), None)
     device = parameter.device if parameter is not None else torch.device("cpu")
+    fixed_batch = getattr(model, "fixed_batch", None)
+    if fixed_batch is not None:
+        batch = fixed_batch
     example = torch.randn(batch, *preprocess.input_shape, generator=torch.Generator().manual_seed(0)).to(device)
 
     errors: dict[str, BaseException] = {}
     proto, used = None, None
     previous_modes = set_eval(model)  # BatchNorm/Dropout must be exported in inference mode
     try:
-        for name in _exporter_order(model, exporter):
+        # a fixed-batch model: its own graph (a torch.export program's or a traced module's) at its batch, not
+        # the wrapper that splits a batch into images
+        order = _exporter_order(model.graph, exporter) if fixed_batch is not None else _exporter_order(model, exporter)
+        for name in order:
             try:
                 with _quiet(), torch.no_grad():
-                    proto = _EXPORTERS[name](model, example, opset)
+                    if fixed_batch is not None:
+                        proto = _EXPORTERS[name](model.graph, example, opset, dynamic_batch=False)
+                    else:
+                        proto = _EXPORTERS[name](model, example, opset)
                 used = name
                 break
             except Exception as error:  # exporters raise anything from RuntimeError to their own error classes
@@ -286,7 +310,7 @@ def export_onnx(
     onnx.helper.set_model_props(
         proto, {"edge_pipeline.preprocess": json.dumps(preprocess.to_dict()), "edge_pipeline.model": model_name}
     )
-    _validate(proto, preprocess, model_name)
+    _validate(proto, preprocess, model_name, fixed_batch)
     _require_embedded_weights(proto)
     if proto.ByteSize() > _PROTOBUF_LIMIT:
         raise PipelineError(f"{model_name} is over 2 GB and cannot be stored as a single ONNX file")
@@ -306,4 +330,5 @@ def export_onnx(
         op_types=op_types,
         size_bytes=len(data),
         fallback_reason=fallback,
+        fixed_batch=fixed_batch,
     )

@@ -1,4 +1,4 @@
-"""`export` stage: each model to ONNX (dynamic batch), checked by onnx's checker and shape inference,
+"""`export` stage: each model to ONNX (dynamic batch, or a fixed-batch program's own batch), checked by onnx's checker and shape inference,
 and compared with PyTorch on synthetic and (when given) real images; the stage fails past tolerance."""
 
 from dataclasses import dataclass, field
@@ -56,12 +56,19 @@ class ExportStage(Stage):
                 f"export: {name} -> {onnx_path.name} ({result.size_bytes / 1e6:.2f} MB, {result.exporter}); "
                 f"parity max |diff| {parity.max_abs_diff:.2e}, top-1 agreement {parity.top1_agreement:.4f}"
             )
+            if result.fixed_batch is not None:
+                log(
+                    f"export: note: {name} takes a fixed batch of {result.fixed_batch} (its graph was exported or "
+                    "traced at that batch); its ONNX keeps that batch and runs larger ones as several (export it "
+                    "with a dynamic batch, torch.export.Dim, for one that does not)"
+                )
             artifacts[name] = onnx_path.name
             metrics[name] = {
                 "size_bytes": result.size_bytes,
                 "node_count": result.node_count,
                 "exporter": result.exporter,
                 "opset": result.opset,
+                "fixed_batch": result.fixed_batch,  # None: dynamic batch
                 "parity_max_abs_diff": parity.max_abs_diff,
                 "parity_top1_agreement": parity.top1_agreement,
                 "preprocess": loaded.preprocess.to_dict(),

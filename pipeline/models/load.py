@@ -310,6 +310,11 @@ class _ExportedModule(nn.Module):
         self.graph = graph
         self.per_image = per_image
 
+    @property
+    def fixed_batch(self) -> int | None:
+        """The batch the graph was exported for, when it was fixed: the ONNX export keeps it (`export_onnx`)."""
+        return 1 if self.per_image else None
+
     def train(self, mode: bool = True):
         self.training = mode
         return self
@@ -367,7 +372,11 @@ def _probe(loaded: LoadedModel, num_classes: int | None) -> LoadedModel:
         with torch.no_grad():
             output = model(torch.randn(2, *loaded.input_shape))
     except Exception as error:
-        raise PipelineError(f"{loaded.path}: model rejects input shape {dims}: {_first_line(error)}") from None
+        model = _one_image_at_a_time(model, loaded.input_shape) if loaded.source_format == "torchscript" else None
+        if model is None:
+            raise PipelineError(f"{loaded.path}: model rejects input shape {dims}: {_first_line(error)}") from None
+        with torch.no_grad():
+            output = model(torch.randn(2, *loaded.input_shape))
     if not (
         isinstance(output, torch.Tensor) and output.dim() == 2 and output.shape[0] == 2 and output.is_floating_point()
     ):
@@ -381,3 +390,27 @@ def _probe(loaded: LoadedModel, num_classes: int | None) -> LoadedModel:
     if loaded.num_classes is not None and loaded.num_classes != classes:
         raise PipelineError(f"{loaded.path} records {loaded.num_classes} classes but its model outputs {classes}")
     return replace(loaded, model=model, num_classes=classes)
+
+
+class _ImageByImage(nn.Module):
+    """A TorchScript module traced with a batch of 1 baked in (`x.view(1, -1)`): run one image at a time, and
+    exported at batch 1 (`fixed_batch`, as for a batch-1 torch.export program)."""
+
+    fixed_batch = 1
+
+    def __init__(self, graph: nn.Module):
+        super().__init__()
+        self.graph = graph
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.graph(image) for image in x.split(1)])
+
+
+def _one_image_at_a_time(model: nn.Module, input_shape: tuple[int, int, int]) -> nn.Module | None:
+    """The wrapped model when `model` takes a single image where a batch of 2 failed, else None."""
+    try:
+        with torch.no_grad():
+            output = model(torch.randn(1, *input_shape))
+    except Exception:
+        return None
+    return _ImageByImage(model) if isinstance(output, torch.Tensor) and output.shape[:1] == (1,) else None

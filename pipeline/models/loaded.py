@@ -30,5 +30,7 @@ class LoadedModel:
             return self.arch
         if self.source_format == "torch.export":
             return "torch.export program, unregistered"
-        inner = getattr(self.model, "original_name", None) or type(self.model).__name__
+        # inside the wrapper that runs a fixed-batch graph a batch at a time (a ScriptModule's own .graph is its IR)
+        model = self.model.graph if getattr(self.model, "fixed_batch", None) else self.model
+        inner = getattr(model, "original_name", None) or type(model).__name__
         return f"{inner}, unregistered"

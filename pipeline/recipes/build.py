@@ -40,6 +40,7 @@ def run_build(options: BuildOptions, *, until: str = "bench") -> dict:
             num_classes=ctx.teacher.num_classes,
             eval=ctx.eval,
             world_size=distributed.world_size(),
+            student_note=ctx.student_note,
         )
         for step in recipe_steps(ctx.recipe, until):
             # a condition is decided when its step is reached: the search chooses the precision quantize runs on
@@ -98,6 +99,8 @@ def plan_build(options: BuildOptions, *, until: str = "bench") -> dict:
             name: setting.to_dict() for name, setting in build_settings(ctx.options, ctx.budget, ctx.target).items()
         },
         "synthesizer": ctx.options.synthesizer,
+        "student": ctx.student,
+        "student_note": ctx.student_note,
         "eval": ctx.eval,
         "stages": stages,
     }

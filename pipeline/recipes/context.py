@@ -6,8 +6,8 @@ from pathlib import Path
 from pipeline.assets import resolve_teacher
 from pipeline.budgets import get_budget
 from pipeline.data import fashion_mnist
-from pipeline.models import default_student
 from pipeline.models.load import LoadedModel
+from pipeline.models.student_choice import choose_student
 from pipeline.recipes import checkpoint_readers  # noqa: F401  (registers the readers of dropped and binary checkpoints)
 from pipeline.recipes.options import BuildContext, BuildOptions
 from pipeline.recipes.plan import Recipe, choose_recipe, precision, recipe_steps
@@ -37,8 +37,13 @@ def prepare(options: BuildOptions) -> BuildContext:
         # the target asks for another resolution than the checkpoint's default: reload (and re-probe) at that size
         spec = replace(spec, input_shape=(teacher.input_shape[0], *target.input_size))
         teacher = spec.load(teacher_path)
+    student = None
+    if recipe.trains_a_student and running & {"distill", "drop"}:
+        student = choose_student(
+            options.student, teacher.model, teacher.arch, teacher.input_shape, teacher.num_classes, teacher.name
+        )
     if "drop" in recipe.stages:
-        check_droppable(recipe, options, teacher, teacher_path)
+        check_droppable(recipe, options, teacher, teacher_path, student.name if student else None)
         if options.drop_blocks is None:
             drop_budget(options, target)  # a missing or bad latency budget fails before any stage runs
     quantize_config(recipe, options, target, budget, None, spec)  # bad precision / calibration options fail early
@@ -47,10 +52,24 @@ def prepare(options: BuildOptions) -> BuildContext:
     suffix = {"drop": "-drop", "quantize": f"-{precision(options, target)}"}.get(recipe.command, "")
     out = options.out or Path("runs") / f"{teacher_path.stem}-{target.name}{suffix}"
     eval_spec = choose_eval(options.eval, teacher)
-    return BuildContext(options, teacher_path, teacher, spec, target, budget, RunFolder(out), eval_spec, recipe)
+    return BuildContext(
+        options,
+        teacher_path,
+        teacher,
+        spec,
+        target,
+        budget,
+        RunFolder(out),
+        eval_spec,
+        recipe,
+        student=student.name if student else None,
+        student_note=student.note if student else None,
+    )
 
 
-def check_droppable(recipe: Recipe, options: BuildOptions, teacher: LoadedModel, teacher_path: Path) -> None:
+def check_droppable(
+    recipe: Recipe, options: BuildOptions, teacher: LoadedModel, teacher_path: Path, student: str | None
+) -> None:
     """Before any stage runs: the model that will lose blocks has them, and --drop-blocks names exist in it."""
     from pipeline.drop.blocks import require_block_names, require_blocks
     from pipeline.models import create_model
@@ -59,7 +78,7 @@ def check_droppable(recipe: Recipe, options: BuildOptions, teacher: LoadedModel,
     if from_teacher:
         model, label = teacher.model, f"{teacher_path.name} ({teacher.arch or teacher.source_format})"
     else:
-        label = options.student or default_student(teacher.arch, teacher.input_shape)
+        label = student
         channels, height, _ = teacher.input_shape
         model = create_model(label, in_channels=channels, num_classes=teacher.num_classes, image_size=height)
     if options.drop_blocks is not None:

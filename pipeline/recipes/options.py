@@ -79,6 +79,8 @@ class BuildContext:
     eval: str | None
     recipe: Recipe  # chosen once by `prepare` (recipes/plan.py::choose_recipe)
     planning: bool = False  # `--plan`: stage factories name earlier stages' artifacts instead of reading them
+    student: str | None = None  # the architecture distill trains, chosen once (models/student_choice.py)
+    student_note: str | None = None  # what the summary says about that choice, when anything
 
     def artifact(self, stage: str, name: str) -> Path:
         """An earlier stage's artifact; while planning, a placeholder that names it (`@distill/student`)."""

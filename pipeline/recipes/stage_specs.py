@@ -21,7 +21,6 @@ from pipeline.measure import (
     spread_over_rounds,
     target_latency_settings,
 )
-from pipeline.models import default_student
 from pipeline.preprocess import Preprocess
 from pipeline.quantize.int8 import Int8Settings
 from pipeline.quantize.stage import QuantizeConfig, QuantizeStage
@@ -125,13 +124,12 @@ def synthesize_stage(ctx: BuildContext) -> SynthesizeStage:
 
 
 def distill_stage(ctx: BuildContext) -> DistillStage:
-    student = ctx.options.student or default_student(ctx.teacher.arch, ctx.teacher.input_shape)
     return DistillStage(
         ctx.teacher_path,
         ctx.artifact("synthesize", "transfer_set"),
         ctx.artifact("synthesize", "synthesizer"),
         DistillConfig(
-            student=student,
+            student=ctx.student,
             seconds=ctx.budget.distill_seconds,
             seed=ctx.options.seed,
             steps=training_steps(ctx.recipe, ctx.options, ctx.target, ctx.budget)[1],

@@ -12,6 +12,7 @@ __all__ = [
     "TRT_INSTALL",
     "tensorrt_available",
     "holds_qdq",
+    "onnx_fixed_batch",
     "judged_as_written",
 ]
 __getattr__, __dir__ = lazy_exports(
@@ -20,6 +21,7 @@ __getattr__, __dir__ = lazy_exports(
         "Runner": "pipeline.runtimes.base:Runner",
         "OnnxRuntimeRunner": "pipeline.runtimes.onnxruntime_runner:OnnxRuntimeRunner",
         "holds_qdq": "pipeline.runtimes.onnxruntime_runner:holds_qdq",
+        "onnx_fixed_batch": "pipeline.runtimes.onnxruntime_runner:onnx_fixed_batch",
         "judged_as_written": "pipeline.runtimes.onnxruntime_runner:judged_as_written",
         "TRT_INSTALL": "pipeline.runtimes.tensorrt_runner:TRT_INSTALL",
         "TensorRtRunner": "pipeline.runtimes.tensorrt_runner:TensorRtRunner",

@@ -19,6 +19,17 @@ def judged_as_written(runtime: str, precision: str) -> bool:
     return runtime == "tensorrt" and precision in QDQ_PRECISIONS
 
 
+def onnx_fixed_batch(path: Path) -> int | None:
+    """The batch an ONNX model's input is fixed to, or None when it is dynamic (the usual export)."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    initializers = {tensor.name for tensor in model.graph.initializer}
+    graph_input = next(i for i in model.graph.input if i.name not in initializers)
+    first = graph_input.type.tensor_type.shape.dim[0]
+    return first.dim_value if first.HasField("dim_value") else None
+
+
 def holds_qdq(path: Path) -> bool:
     """Whether an ONNX model carries QuantizeLinear/DequantizeLinear nodes (an INT8 or binary-weight model)."""
     import onnx
@@ -45,6 +56,7 @@ class OnnxRuntimeRunner(Runner):
         self.threads = threads
         self.requested_providers = list(providers) if providers else [CPU]
         self.session = None
+        self.fixed_batch: int | None = None  # the file's batch when it is not dynamic, read on activation
 
     def activate_impl(self) -> None:
         if not self.path.is_file():
@@ -58,8 +70,18 @@ class OnnxRuntimeRunner(Runner):
             self.session = None
             raise PipelineError(f"{self.path} has {len(inputs)} inputs; an image classifier needs exactly one")
         self.input_name, self.output_name = inputs[0].name, outputs[0].name
+        first = inputs[0].shape[0] if inputs[0].shape else None
+        self.fixed_batch = first if isinstance(first, int) else None
 
     def infer_impl(self, batch: np.ndarray) -> np.ndarray:
+        fixed = self.fixed_batch
+        if fixed is not None and len(batch) != fixed:
+            # a file exported at a fixed batch (a batch-1 torch.export teacher) takes its own batch at a time
+            if len(batch) % fixed:
+                raise PipelineError(
+                    f"{self.path.name} takes batches of exactly {fixed}; a batch of {len(batch)} does not divide"
+                )
+            return np.concatenate([self.infer_impl(batch[i : i + fixed]) for i in range(0, len(batch), fixed)])
         try:
             return self.session.run([self.output_name], {self.input_name: batch})[0]
         except Exception as error:
@@ -83,4 +105,5 @@ class OnnxRuntimeRunner(Runner):
             "requested_providers": [provider_name(p) for p in self.requested_providers],
             "model": str(self.path),
             **({} if self.optimize_graph else {"graph_optimization": "none (graph as written)"}),
+            **({} if self.fixed_batch is None else {"fixed_batch": self.fixed_batch}),
         }

@@ -17,7 +17,7 @@ def teacher_class_balance(logits: torch.Tensor, num_classes: int) -> dict:
     probabilities = torch.softmax(logits.float(), 1)
     counts = torch.bincount(probabilities.argmax(1), minlength=num_classes).float()
     share = counts / counts.sum()
-    entropy = float(-(share[share > 0] * share[share > 0].log()).sum())
+    entropy = abs(float((share[share > 0] * share[share > 0].log()).sum()))  # one class: 0.0, not -0.0
     return {
         "mean_confidence": round(float(probabilities.max(1).values.mean()), 4),
         "class_entropy": round(entropy, 4),
