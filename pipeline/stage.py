@@ -7,6 +7,7 @@ A stage works in `.partial-<name>/`, which survives an interruption so that long
 can resume from their own checkpoints there; it is renamed into place only when the stage succeeds.
 """
 
+import copy
 import dataclasses
 import json
 import os
@@ -68,11 +69,23 @@ class Stage(ABC):
     def config_dict(self) -> dict:
         if not dataclasses.is_dataclass(self.config):
             return dict(self.config)
-        config = dataclasses.asdict(self.config)
-        for spec in dataclasses.fields(self.config):  # an option added later, left at its default, keeps old keys
-            if spec.metadata.get(OPTIONAL_IN_KEY) and config[spec.name] == spec.default:
-                del config[spec.name]
-        return config
+        return _key_dict(self.config)
+
+
+def _key_dict(value):
+    """`dataclasses.asdict`, except that an option added later and left at its default is left out, at any
+    depth (a stage config's TeacherSpec included), so old run folders keep their keys."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {
+            spec.name: _key_dict(getattr(value, spec.name))
+            for spec in dataclasses.fields(value)
+            if not (spec.metadata.get(OPTIONAL_IN_KEY) and getattr(value, spec.name) == spec.default)
+        }
+    if isinstance(value, dict):
+        return {key: _key_dict(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_key_dict(item) for item in value)
+    return copy.deepcopy(value)
 
 
 def library_versions() -> dict[str, str]:

@@ -1,9 +1,11 @@
 """How to load the teacher: the options a stage passes to `load_model`, kept in its config (and cache key)."""
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from pipeline.models.load import LoadedModel, load_model
+from pipeline.preprocess import PreprocessChoice
+from pipeline.stage import optional_field
 
 
 @dataclass(frozen=True)
@@ -12,12 +14,18 @@ class TeacherSpec:
     input_shape: tuple[int, int, int] | None = None
     num_classes: int | None = None
     trust_checkpoint: bool = False
+    preprocess: PreprocessChoice | None = optional_field(None)  # the user's normalisation, over the file's
 
     def load(self, path: Path) -> LoadedModel:
-        return load_model(
+        loaded = load_model(
             path,
             arch=self.arch,
             trust_checkpoint=self.trust_checkpoint,
             input_shape=self.input_shape,
             num_classes=self.num_classes,
+        )
+        if self.preprocess is None:
+            return loaded
+        return replace(
+            loaded, preprocess=self.preprocess.apply(loaded.preprocess, path.name), preprocess_source="given"
         )

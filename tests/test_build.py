@@ -1,10 +1,7 @@
-"""End to end through the real CLI, with the smoke budget: build, skip on re-run, resume after Ctrl-C or kill."""
+"""End to end through the real CLI, with the smoke budget: build and skip on re-run (Ctrl-C, SIGTERM and SIGKILL
+with their resumes: tests/test_hostile.py)."""
 
 import json
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import onnx
@@ -58,75 +55,6 @@ def test_smoke_build_of_the_embedded_default_teacher(tmp_path):
     assert again.returncode == 0, again.stderr
     assert again.stderr.count("up to date, skipped") == 4
     assert _manifest(run)["stages"]["distill"]["finished_at"] == manifest["stages"]["distill"]["finished_at"]
-
-
-def _start_build(run: Path, env: dict | None = None) -> subprocess.Popen:
-    import os
-
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "pipeline.cli",
-            "build",
-            "--teacher",
-            "embedded:lenet5-fmnist",
-            "--budget",
-            "smoke",
-            "--out",
-            str(run),
-            "--eval",
-            "none",
-        ],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
-        # a shell's background job (`cmd &`) inherits SIGINT ignored, and Python then never
-        # turns Ctrl-C into KeyboardInterrupt: give the child the default disposition back
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-    )
-
-
-def _wait_for(condition, timeout: float = 180) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise TimeoutError("condition not reached")
-        time.sleep(0.2)
-
-
-@pytest.mark.parametrize(
-    "sent, status, said",
-    [
-        (signal.SIGINT, 130, "interrupted: finished stages are kept"),
-        # what a CI job's timeout sends: the same ending (the resume after it is the same path: not run twice)
-        (signal.SIGTERM, 143, "terminated (SIGTERM): finished stages are kept"),
-    ],
-)
-def test_ctrl_c_or_sigterm_keeps_finished_stages_and_rerun_resumes(tmp_path, sent, status, said):
-    run = tmp_path / "run"
-    process = _start_build(run)
-    _wait_for(lambda: (run / ".partial-distill").exists())
-    process.send_signal(sent)
-    _, stderr = process.communicate(timeout=60)
-    assert process.returncode == status, stderr
-    lines = [line for line in stderr.splitlines() if line.strip()]
-    assert said in lines[-1] and "Traceback" not in stderr
-    finished = _manifest(run)["stages"]["synthesize"]["finished_at"]
-    assert "distill" not in _manifest(run)["stages"]
-    if sent == signal.SIGTERM:
-        return
-
-    result = invoke_cli(
-        "build", "--teacher", "embedded:lenet5-fmnist", "--budget", "smoke", "--out", str(run), "--eval", "none"
-    )
-    assert result.returncode == 0, result.stderr
-    assert "synthesize: up to date, skipped" in result.stderr
-    manifest = _manifest(run)
-    assert manifest["stages"]["synthesize"]["finished_at"] == finished
-    assert list(manifest["stages"]) == ["synthesize", "distill", "export", "bench"]
 
 
 def test_headline_usage_with_a_plain_torchvision_state_dict(tmp_path):

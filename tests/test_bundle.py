@@ -7,35 +7,34 @@ import pytest
 import torch
 from conftest import invoke_cli
 
+from pipeline.bench.stage import BenchStage
+from pipeline.budgets import get_budget
 from pipeline.bundle.pareto import pareto_front
 from pipeline.bundle.verify import verify_bundle
 from pipeline.errors import PipelineError
+from pipeline.export.stage import ExportConfig, ExportStage
 from pipeline.models import create_model
+from pipeline.recipes.stage_specs import bench_config
+from pipeline.stage import RunFolder
+from pipeline.targets import load_target
+from pipeline.teacher_spec import TeacherSpec
 
 
 @pytest.fixture(scope="module")
 def bundled(tmp_path_factory):
+    """The run folder `pipeline bench --teacher lenet5.pt --arch lenet5 --eval none --budget smoke` writes (its export
+    and bench stages, configured as recipes/single_model.py::run_bench_only does), then `pipeline bundle` on it."""
     folder = tmp_path_factory.mktemp("bundle")
     torch.manual_seed(0)
     checkpoint = folder / "lenet5.pt"
     torch.save(create_model("lenet5").state_dict(), checkpoint)
-    run = folder / "run"
-    measured = invoke_cli(
-        "bench",
-        "--teacher",
-        str(checkpoint),
-        "--arch",
-        "lenet5",
-        "--eval",
-        "none",
-        "--budget",
-        "smoke",
-        "--out",
-        str(run),
-        "--quiet",
-    )
-    assert measured.returncode == 0, measured.stderr
-    made = invoke_cli("bundle", str(run), "--json")
+    run = RunFolder(folder / "run")
+    spec = TeacherSpec(arch="lenet5")
+    run.run(ExportStage({"model": checkpoint}, ExportConfig(eval=None, specs={"model": spec})))  # --eval none
+    config = bench_config(load_target("cpu"), get_budget("smoke"), spec.load(checkpoint).preprocess, None)
+    run.run(BenchStage({"model": run.artifact("export", "model")}, config))
+    assert list(run.manifest["stages"]) == ["export", "bench"]
+    made = invoke_cli("bundle", str(run.root), "--json")
     assert made.returncode == 0, made.stderr
     return json.loads(made.stdout)
 

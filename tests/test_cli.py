@@ -211,25 +211,28 @@ def test_models_and_targets_list():
 
 
 def test_bench_a_checkpoint_with_eval_turned_off(tmp_path):
+    """`pipeline bench --teacher embedded:lenet5-fmnist --budget smoke --eval none --json`, through the function the
+    command hands its options to (recipes/single_model.py::run_bench_only): export the checkpoint, then bench it."""
     import json
 
-    result = invoke_cli(
-        "bench",
-        "--teacher",
-        "embedded:lenet5-fmnist",
-        "--budget",
-        "smoke",
-        "--eval",
-        "none",
-        "--out",
-        str(tmp_path / "bench"),
-        "--json",
-        "--quiet",
+    from pipeline.assets import resolve_teacher
+    from pipeline.data import fashion_mnist
+    from pipeline.recipes.context import choose_eval
+    from pipeline.recipes.single_model import run_bench_only
+    from pipeline.teacher_spec import TeacherSpec
+
+    teacher = "embedded:lenet5-fmnist"
+    # left unset, this teacher (trained on Fashion-MNIST) would be scored on it: 'none' is what turns that off
+    default = choose_eval(None, TeacherSpec().load(resolve_teacher(teacher)))
+    assert default == ("fmnist" if fashion_mnist.is_available() else None)
+    measured = run_bench_only(
+        teacher, spec=TeacherSpec(), target_name=None, budget_name="smoke", out=tmp_path / "bench", eval_spec="none"
     )
-    assert result.returncode == 0, result.stderr
-    measured = json.loads(result.stdout)
     assert "accuracy" not in measured and measured["latency"]["median_ms"] > 0
     assert measured["onnx"].endswith("model.onnx")
+    stages = json.loads((tmp_path / "bench" / "manifest.json").read_text())["stages"]
+    assert list(stages) == ["export", "bench"]
+    assert stages["export"]["config"]["eval"] is None and stages["bench"]["config"]["eval"] is None
 
 
 def test_help_loads_no_torch():

@@ -1,4 +1,5 @@
-"""Data-free training through the real CLI: every synthesizer end to end, torchrun data parallel, big teachers."""
+"""Data-free training through the real CLI (its options reaching the stages, torchrun data parallel), and a big
+ImageNet-shaped teacher through the same stages."""
 
 import json
 import os
@@ -6,11 +7,19 @@ import subprocess
 import sys
 from pathlib import Path
 
+import cli_runs
 import pytest
 import torch
 
 from pipeline.data.transfer_set import TransferSet
+from pipeline.distill.stage import DistillConfig, DistillStage
 from pipeline.models.load import load_model
+from pipeline.models.student_choice import choose_student
+from pipeline.recipes.context import auto_synthesizer
+from pipeline.stage import RunFolder
+from pipeline.synthesize.base import resolve_options
+from pipeline.synthesize.data_free_loop import StudentTraining
+from pipeline.synthesize.stage import SynthesizeConfig, SynthesizeStage
 from tests.conftest import ROOT, invoke_cli, needs_fmnist
 
 pytestmark = pytest.mark.slow
@@ -114,6 +123,7 @@ def test_two_process_torchrun_distill_trains_and_ranks_agree(tmp_path):
         "--quiet",
     ]
     result = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env, cwd=ROOT)
+    cli_runs.record(command[command.index("pipeline.cli") + 1 :], result.returncode)  # an end-to-end run, counted
     assert result.returncode == 0, result.stderr[-3000:]
     stages = _manifest(run)["stages"]
     assert stages["synthesize"]["metrics"]["world_size"] == 2
@@ -126,34 +136,31 @@ def test_two_process_torchrun_distill_trains_and_ranks_agree(tmp_path):
 
 
 def test_imagenet_shaped_resnet34_teacher_goes_through_the_same_path(tmp_path):
-    """torchvision resnet34, 3x224x224, 1000 classes, plain state_dict: synthesize + distill at the smoke budget."""
+    """`pipeline distill --teacher r34.pt --budget smoke --steps 3 --eval none --synth-option batch_size=4
+    --kd-steps 1`, as its stages: a torchvision resnet34 (3x224x224, 1000 classes, plain state_dict) teacher."""
     import torchvision
 
-    teacher = tmp_path / "r34.pt"
-    torch.save(torchvision.models.resnet34(num_classes=1000).state_dict(), teacher)
-    run = tmp_path / "run"
-    result = invoke_cli(
-        "distill",
-        "--teacher",
-        str(teacher),
-        "--budget",
-        "smoke",
-        "--steps",
-        "3",
-        "--out",
-        str(run),
-        "--eval",
-        "none",
-        "--synth-option",
-        "batch_size=4",
-        "--kd-steps",
-        "1",
-        "--quiet",
+    teacher_path = tmp_path / "r34.pt"
+    torch.save(torchvision.models.resnet34(num_classes=1000).state_dict(), teacher_path)
+    teacher = load_model(teacher_path)  # as the command loads it, with no --arch or --input-shape
+    assert (teacher.arch, teacher.input_shape, teacher.num_classes) == ("resnet34", (3, 224, 224), 1000)
+    # the command's choices: the student for this teacher, and the synthesizer for a teacher with BatchNorm
+    student = choose_student(None, teacher.model, teacher.arch, teacher.input_shape, teacher.num_classes, teacher.name)
+    method = auto_synthesizer(teacher)
+    assert (student.name, method) == ("resnet18", "bn-inversion")
+    run = RunFolder(tmp_path / "run")
+    options = {**resolve_options(method), "batch_size": 4}
+    run.run(SynthesizeStage(teacher_path, SynthesizeConfig(seconds=60, method=method, steps=1, options=options)))
+    training = StudentTraining(batch_size=4, kd_steps=1)
+    config = DistillConfig(student=student.name, seconds=60, steps=2, training=training)
+    stage = DistillStage(
+        teacher_path, run.artifact("synthesize", "transfer_set"), run.artifact("synthesize", "synthesizer"), config
     )
-    assert result.returncode == 0, result.stderr
-    stages = _manifest(run)["stages"]
-    distill = stages["distill"]["metrics"]
+    distill = run.run(stage)["metrics"]
     assert distill["student"] == "resnet18" and distill["student_steps"] > 0
     assert distill["cost"]["seconds_per_iteration"] > 0
-    pool = TransferSet.load(run / "distill" / "transfer_set.pt")
+    pool = TransferSet.load(run.artifact("distill", "transfer_set"))
     assert pool.pixels.shape[1:] == (3, 224, 224) and pool.logits.shape[1] == 1000
+    student_model = load_model(run.artifact("distill", "student"))
+    assert student_model.arch == "resnet18" and student_model.input_shape == (3, 224, 224)
+    assert student_model.num_classes == 1000

@@ -12,14 +12,25 @@ import torch
 from conftest import invoke_cli, needs_fmnist
 from onnx import TensorProto, helper, numpy_helper
 
+from pipeline.bench.stage import BenchStage
+from pipeline.engine.stage import EngineStage
 from pipeline.errors import PipelineError
 from pipeline.export import export_onnx
+from pipeline.export.stage import ExportConfig, ExportStage
 from pipeline.models import create_model
 from pipeline.portable import tensorrt_loader, trtexec_loader
 from pipeline.portable.errors import BenchError
-from pipeline.preprocess import default_preprocess
+from pipeline.preprocess import default_preprocess, preprocess_from_onnx
+from pipeline.quantize.stage import QuantizeStage
+from pipeline.recipes.context import prepare
+from pipeline.recipes.options import BuildOptions
+from pipeline.recipes.plan import handed_on_precision, stages_to_run
+from pipeline.recipes.stage_specs import bench_config, engine_config, quantize_config
+from pipeline.run_view import summarize
 from pipeline.runtimes.tensorrt_preflight import preflight
 from pipeline.runtimes.tensorrt_runner import tensorrt_available
+from pipeline.stage import RunFolder
+from pipeline.targets import load_target
 
 
 @pytest.fixture(scope="module")
@@ -257,28 +268,23 @@ def test_engine_stamps_refuse_another_tensorrt_or_gpu():
 
 @pytest.mark.skipif(tensorrt_available() is None, reason="TensorRT is installed: the engine is built, not described")
 def test_engine_stage_without_tensorrt_leaves_the_device_command(lenet_onnx, tmp_path):
-    result = invoke_cli(
-        "engine",
-        "--onnx",
-        str(lenet_onnx),
-        "--target",
-        "jetson-agx-orin",
-        "--precision",
-        "fp16",
-        "--out",
-        str(tmp_path / "e"),
-        "--json",
-        "--quiet",
-    )
-    assert result.returncode == 0, result.stderr
-    report = json.loads(result.stdout)
-    assert report["built"] is False and "tensorrt" in report["reason"]
-    folder = tmp_path / "e" / "engine"
-    script = (folder / "build_on_device.sh").read_text()
-    assert "--onnx=model.onnx" in script and "--useDLACore=0" in script and "--allowGPUFallback" in script
-    assert (folder / "model.onnx").read_bytes() == lenet_onnx.read_bytes()
-    assert json.loads((folder / "preflight.json").read_text())["ok"] is True
-    assert "pipeline engine --target jetson-agx-orin --host" in (folder / "BUILD_ON_DEVICE.md").read_text()
+    """`pipeline engine --onnx lenet5.onnx --target jetson-agx-orin --precision fp16`, as the engine stage with the
+    config the command resolves from the target file: its DLA core, GPU fallback and workspace reach trtexec."""
+    target = load_target("jetson-agx-orin")
+    target.check_precision("fp16")
+    config = engine_config(target, "fp16", preprocess_from_onnx(lenet_onnx, None).input_shape)
+    run = RunFolder(tmp_path / "e")
+    metrics = run.run(EngineStage(lenet_onnx, config))["metrics"]
+    assert metrics["built"] is False and "tensorrt" in metrics["reason"]
+    script = run.artifact("engine", "script").read_text()
+    assert script.endswith(f"\n{metrics['command']}\n")  # the command the stage reports is the one it wrote
+    for flag in ("--onnx=model.onnx", "--fp16", "--shapes=input:1x1x28x28", "--memPoolSize=workspace:4096M"):
+        assert flag in script
+    assert "--useDLACore=0" in script and "--allowGPUFallback" in script
+    assert run.artifact("engine", "onnx").read_bytes() == lenet_onnx.read_bytes()
+    assert json.loads(run.artifact("engine", "preflight").read_text())["ok"] is True
+    instructions = run.artifact("engine", "instructions").read_text()
+    assert "pipeline engine --target jetson-agx-orin --host" in instructions and "TensorRT 10.3 to 11" in instructions
 
 
 def test_engine_command_errors(lenet_onnx, tmp_path):
@@ -336,28 +342,45 @@ def test_engine_stage_builds_a_stamped_engine_that_matches_onnxruntime(lenet_onn
 @needs_fmnist
 @pytest.mark.skipif(tensorrt_available() is None, reason="TensorRT is installed here: latency is not a proxy")
 def test_a_jetson_build_on_a_laptop_completes_with_a_labelled_proxy(tmp_path):
-    out = tmp_path / "run"
-    result = invoke_cli(
-        "quantize",
-        "--target",
-        "jetson",
-        "--precision",
-        "fp16",
-        "--calib",
-        "real",
-        "--images",
-        "fmnist-train",
-        "--budget",
-        "smoke",
-        "--out",
-        str(out),
-        "--json",
-        "--quiet",
+    """`pipeline quantize --target jetson --precision fp16 --calib real --images fmnist-train --budget smoke`, stage
+    by stage with the settings the command resolves; then `pipeline report`, `bundle` and `verify` on the run."""
+    options = BuildOptions(
+        recipe="quantize",
+        target="jetson",
+        precision="fp16",
+        calib="real",
+        images="fmnist-train",
+        budget="smoke",
+        out=tmp_path / "run",
     )
-    assert result.returncode == 0, result.stderr
-    summary = json.loads(result.stdout)
-    stages = json.loads((out / "manifest.json").read_text())["stages"]
-    assert list(stages) == ["export", "quantize", "engine", "bench"]
+    ctx = prepare(options)  # the target file (an alias of the Orin Nano), the budget, the default teacher, --eval
+    run, target, budget, teacher = ctx.run, ctx.target, ctx.budget, ctx.teacher
+    assert stages_to_run(ctx.recipe, options, "bench", target) == ["export", "quantize", "engine", "bench"]
+    wanted = handed_on_precision(ctx.recipe, options, target)
+    # what run_build records before the first stage, read by report and bundle
+    run.set_run_info(
+        command="pipeline quantize --target jetson --precision fp16 --calib real --images fmnist-train --budget smoke",
+        recipe=ctx.recipe.name,
+        teacher=str(ctx.teacher_path),
+        teacher_arch=teacher.arch,
+        teacher_name=teacher.name,
+        teacher_format=teacher.source_format,
+        target=target.to_dict(),
+        budget=budget.to_dict(),
+        preprocess=teacher.preprocess.to_dict(),
+        num_classes=teacher.num_classes,
+        eval=ctx.eval,
+    )
+    run.run(ExportStage({"teacher": ctx.teacher_path}, ExportConfig(eval=ctx.eval, specs={"teacher": ctx.spec})))
+    fp32 = run.artifact("export", "teacher")
+    quantize = quantize_config(ctx.recipe, options, target, budget, ctx.eval, ctx.spec, wanted)
+    run.run(QuantizeStage(fp32, ctx.teacher_path, None, quantize))
+    fp16 = run.artifact("quantize", "model")
+    run.run(EngineStage(fp16, engine_config(target, wanted, teacher.input_shape)))
+    run.run(BenchStage({"teacher": fp32, "student": fp16}, bench_config(target, budget, teacher.preprocess, ctx.eval)))
+
+    summary = summarize(run)
+    stages = json.loads((run.root / "manifest.json").read_text())["stages"]
     assert all(
         e["latency_source"] == "proxy" and e["proxy_for"] == "tensorrt" for e in stages["bench"]["metrics"].values()
     )
@@ -367,6 +390,7 @@ def test_a_jetson_build_on_a_laptop_completes_with_a_labelled_proxy(tmp_path):
     student = next(row for row in summary["rows"] if row["model"] == "student")
     assert student["precision"] == "fp16" and stages["quantize"]["metrics"]["calibration"] == "real"
     # the run's report and bundle carry the label too (pipeline report / bundle / verify on a real run folder)
+    out = run.root
     report = invoke_cli("report", str(out))
     assert report.returncode == 0 and "latency source: proxy" in report.stdout
     assert (out / "report" / "summary.csv").read_text().count("\n") == 3 and (out / "report" / "pareto.png").is_file()

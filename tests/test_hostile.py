@@ -1,4 +1,4 @@
-"""Hostile conditions around a run folder: SIGKILL inside every stage, a full disk, hand edits.
+"""Hostile conditions around a run folder: Ctrl-C and SIGTERM, SIGKILL inside every stage, a full disk, hand edits.
 
 Each ends in one line and a non-zero exit, and nothing finished earlier is lost or half-replaced. The crash
 points are real SIGKILLs the process sends itself at named moments (pipeline/failpoints.py): no handler, no
@@ -9,6 +9,8 @@ file-size limit, are processes of their own (`forked_cli`); the runs that finish
 import json
 import signal
 import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -269,3 +271,72 @@ def test_a_crash_between_the_two_renames_of_a_republished_stage_recovers(tmp_pat
     assert result.returncode == 0, result.stderr
     assert _manifest(run)["stages"]["synthesize"]["metrics"]["steps"] == 3
     assert not (run / ".old-synthesize").exists()
+
+
+def _start_build(run: Path, env: dict | None = None) -> subprocess.Popen:
+    import os
+
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "pipeline.cli",
+            "build",
+            "--teacher",
+            "embedded:lenet5-fmnist",
+            "--budget",
+            "smoke",
+            "--out",
+            str(run),
+            "--eval",
+            "none",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+        # a shell's background job (`cmd &`) inherits SIGINT ignored, and Python then never
+        # turns Ctrl-C into KeyboardInterrupt: give the child the default disposition back
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+
+
+def _wait_for(condition, timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError("condition not reached")
+        time.sleep(0.2)
+
+
+@pytest.mark.parametrize(
+    "sent, status, said",
+    [
+        (signal.SIGINT, 130, "interrupted: finished stages are kept"),
+        # what a CI job's timeout sends: the same ending (the resume after it is the same path: not run twice)
+        (signal.SIGTERM, 143, "terminated (SIGTERM): finished stages are kept"),
+    ],
+)
+def test_ctrl_c_or_sigterm_keeps_finished_stages_and_rerun_resumes(tmp_path, sent, status, said):
+    run = tmp_path / "run"
+    process = _start_build(run)
+    _wait_for(lambda: (run / ".partial-distill").exists())
+    process.send_signal(sent)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == status, stderr
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert said in lines[-1] and "Traceback" not in stderr
+    finished = _manifest(run)["stages"]["synthesize"]["finished_at"]
+    assert "distill" not in _manifest(run)["stages"]
+    if sent == signal.SIGTERM:
+        return
+
+    result = invoke_cli(
+        "build", "--teacher", "embedded:lenet5-fmnist", "--budget", "smoke", "--out", str(run), "--eval", "none"
+    )
+    assert result.returncode == 0, result.stderr
+    assert "synthesize: up to date, skipped" in result.stderr
+    manifest = _manifest(run)
+    assert manifest["stages"]["synthesize"]["finished_at"] == finished
+    assert list(manifest["stages"]) == ["synthesize", "distill", "export", "bench"]

@@ -13,8 +13,12 @@ import pytest
 import torch
 from conftest import invoke_cli, needs_fmnist
 
+from pipeline.assets import resolve_teacher
 from pipeline.errors import PipelineError
 from pipeline.export import export_onnx
+from pipeline.export.stage import ExportConfig, ExportStage
+from pipeline.kd import FeatureKDSettings
+from pipeline.measure import LatencySettings
 from pipeline.models import create_model
 from pipeline.preprocess import default_preprocess
 from pipeline.quantize import binary
@@ -32,7 +36,11 @@ from pipeline.quantize.int8 import (
     tensorrt_qdq_problems,
     weighted_nodes,
 )
+from pipeline.quantize.stage import QuantizeConfig, QuantizeStage
 from pipeline.quantize.verify import ONNXRUNTIME_KERNELS, QDQ_AS_WRITTEN, expected_accuracy_drop, logits, output_error
+from pipeline.stage import RunFolder
+from pipeline.synthesize.base import resolve_options
+from pipeline.synthesize.stage import SynthesizeConfig, SynthesizeStage
 
 PREPROCESS = default_preprocess(1, 28, 28)
 
@@ -474,19 +482,36 @@ def test_quantize_for_a_tensorrt_target_writes_tensorrt_qdq(tmp_path):
     assert tensorrt_qdq_problems(run / "quantize" / "model.onnx") == []
 
 
-@needs_fmnist
 @pytest.mark.slow
-def test_pipeline_quantize_binary_end_to_end(tmp_path):
-    # fp16 end to end: tests/test_engine.py (`pipeline quantize --target jetson --precision fp16`)
-    run, _ = _quantize_cli(tmp_path, "--precision", "binary", "--binary-iterations", "5", "--eval", "none")
-    metrics = json.loads((run / "manifest.json").read_text())["stages"]["quantize"]["metrics"]
-    assert metrics["packed_reload_exact"] and (run / "quantize" / "binary_weights.pt").is_file()
+def test_binary_quantize_stage_on_the_default_teacher(tmp_path):
+    """`pipeline quantize --budget smoke --steps 2 --precision binary --binary-iterations 5 --eval none`, as its
+    stages: synthesize (one step), export, then quantize the default teacher to binary weights."""
+    # fp16: tests/test_engine.py (the stages of `pipeline quantize --target jetson --precision fp16`)
+    teacher = resolve_teacher(None)
+    run = RunFolder(tmp_path / "run")
+    # one data-free step at the smoke budget's batch (32 images): what `--steps 2` gives synthesize at that budget
+    options = {**resolve_options("bn-inversion"), "batch_size": 32}
+    run.run(SynthesizeStage(teacher, SynthesizeConfig(seconds=60, method="bn-inversion", steps=1, options=options)))
+    run.run(ExportStage({"teacher": teacher}, ExportConfig()))
+    config = QuantizeConfig(
+        precision="binary",
+        runtime="onnxruntime",
+        latency=LatencySettings(warmup=2, runs=5, rounds=3, max_seconds=0.2),
+        binary_training=FeatureKDSettings(iterations=5),
+    )
+    stage = QuantizeStage(
+        run.artifact("export", "teacher"), teacher, run.artifact("synthesize", "transfer_set"), config
+    )
+    metrics = run.run(stage)["metrics"]
+    packed_path = run.artifact("quantize", "binary_weights")
+    assert metrics["precision"] == "binary" and metrics["calibration"] == "synthetic"
+    assert metrics["packed_reload_exact"] and packed_path.is_file()
     assert metrics["binarised_fp32_bytes"] / metrics["binarised_bytes"] > 25
     # binarised + kept = every layer but the first and last; the binarised ones hold >= 90 % of their weights
     damage = {row["layer"]: row["weights"] for row in metrics["layer_damage"]}
     assert sorted(metrics["binarised_layers"] + metrics["kept_layers"]) == sorted(damage)
     assert sum(damage[name] for name in metrics["binarised_layers"]) >= 0.9 * sum(damage.values())
-    packed = torch.load(run / "quantize" / "binary_weights.pt", weights_only=False)
+    packed = torch.load(packed_path, weights_only=False)
     assert sorted(packed["metadata"]["binarised_layers"]) == sorted(metrics["binarised_layers"])
 
 

@@ -6,12 +6,17 @@ import pytest
 import torch
 from conftest import invoke_cli, needs_fmnist
 
+from pipeline.bench.stage import BenchStage
+from pipeline.budgets import get_budget
 from pipeline.errors import PipelineError
 from pipeline.export import export_onnx
 from pipeline.models import create_model
-from pipeline.preprocess import default_preprocess
+from pipeline.preprocess import default_preprocess, preprocess_from_onnx
+from pipeline.recipes.stage_specs import bench_config
 from pipeline.remote.harness import remote_run
 from pipeline.remote.ssh import SshHost
+from pipeline.stage import RunFolder
+from pipeline.targets import load_target
 
 
 @pytest.fixture(scope="module")
@@ -114,23 +119,14 @@ def test_ssh_failures_are_one_line_errors(loopback_device, lenet_onnx):
 
 @needs_fmnist
 def test_pipeline_bench_with_host_measures_on_the_device(loopback_device, lenet_onnx, tmp_path):
-    target = tmp_path / "loopback.toml"
-    target.write_text(loopback_device.target_toml())
-    result = invoke_cli(
-        "bench",
-        "--teacher",
-        str(lenet_onnx),
-        "--target",
-        str(target),
-        "--budget",
-        "smoke",
-        "--out",
-        str(tmp_path / "bench"),
-        "--json",
-        "--quiet",
-    )
-    assert result.returncode == 0, result.stderr
-    report = json.loads(result.stdout)
+    """`pipeline bench --teacher lenet5.onnx --target loopback.toml --budget smoke`: the bench stage configured from a
+    target file with a host as the command does (recipes/single_model.py::run_bench_only), timed on the device."""
+    target_file = tmp_path / "loopback.toml"
+    target_file.write_text(loopback_device.target_toml())
+    target = load_target(str(target_file))
+    config = bench_config(target, get_budget("smoke"), preprocess_from_onnx(lenet_onnx, None), None)
+    assert (config.latency.source, config.latency.host) == ("remote", loopback_device.host)  # the file's host
+    report = RunFolder(tmp_path / "bench").run(BenchStage({"model": lenet_onnx}, config))["metrics"]["model"]
     assert report["latency_source"] == "remote"
     assert report["measured_on"]["host"] == loopback_device.host and report["measured_on"]["runtime"] == "onnxruntime"
     assert (

@@ -1,12 +1,11 @@
 """The embedded teachers and the command that makes them."""
 
-import json
-
 import torch
 
 from pipeline.assets import embedded_teacher_path, embedded_teachers
 from pipeline.models.load import load_model
-from tests.conftest import invoke_cli, needs_fmnist
+from pipeline.teacher.train import train_teacher
+from tests.conftest import needs_fmnist
 
 
 def test_embedded_teachers_are_small_and_record_their_accuracy():
@@ -23,28 +22,15 @@ def test_embedded_teachers_are_small_and_record_their_accuracy():
 
 @needs_fmnist
 def test_teacher_training_is_reproducible_from_a_seed(tmp_path):
+    """What `pipeline teacher train --arch lenet5-half --epochs 1 --train-images 1024 --seed 3` calls, twice."""
     outputs = []
     for attempt in ("a", "b"):
         path = tmp_path / f"{attempt}.pt"
-        result = invoke_cli(
-            "teacher",
-            "train",
-            "--arch",
-            "lenet5-half",
-            "--epochs",
-            "1",
-            "--train-images",
-            "1024",
-            "--seed",
-            "3",
-            "--out",
-            str(path),
-            "--json",
-            "--quiet",
-        )
-        assert result.returncode == 0, result.stderr
-        outputs.append((torch.load(path, weights_only=True), json.loads(result.stdout)))
+        record = train_teacher("lenet5-half", path, epochs=1, seed=3, train_images=1024)
+        outputs.append((torch.load(path, weights_only=True), record))
     (first, record), (second, _) = outputs
     for key, tensor in first["state_dict"].items():
         assert torch.equal(tensor, second["state_dict"][key]), key
     assert record["train_images"] == 1024 and 0.0 < record["test_accuracy"] <= 1.0
+    assert record["command"] == "pipeline teacher train --arch lenet5-half --epochs 1 --seed 3 --train-images 1024"
+    assert load_model(tmp_path / "a.pt").metadata["training"] == record  # the checkpoint says how it was made

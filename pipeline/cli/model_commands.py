@@ -11,16 +11,21 @@ from pipeline.cli.app import app, input_shape_option, run_action, stdout
 from pipeline.cli.options import (
     ARCH,
     BUDGET,
+    CHANNEL_ORDER,
     DEBUG,
     EVAL,
     HOST,
     INFO_COMMANDS,
     INPUT_SHAPE,
     JSON,
+    MEAN,
     MODEL_COMMANDS,
     NUM_CLASSES,
     OUTPUT_PANEL,
+    PIXEL_SCALE,
+    PREPROCESS_FILE,
     QUIET,
+    STD,
     TARGET,
     TEACHER,
     TRUST,
@@ -64,6 +69,11 @@ def export(
     out: Path = typer.Option(..., "--out", "-o", help="Output folder."),
     trust_checkpoint: bool = TRUST,
     input_shape: Optional[str] = INPUT_SHAPE,
+    mean: Optional[str] = MEAN,
+    std: Optional[str] = STD,
+    channel_order: Optional[str] = CHANNEL_ORDER,
+    pixel_scale: Optional[float] = PIXEL_SCALE,
+    preprocess: Optional[str] = PREPROCESS_FILE,
     num_classes: Optional[int] = NUM_CLASSES,
     eval: Optional[str] = EVAL,
     opset: int = typer.Option(17, "--opset", help="ONNX opset (>= 17)."),
@@ -79,12 +89,14 @@ def export(
     def action():
         from pipeline.assets import resolve_teacher
         from pipeline.export.stage import ExportConfig, ExportStage
+        from pipeline.preprocess import preprocess_choice
         from pipeline.recipes import checkpoint_readers  # noqa: F401  (dropped and binary checkpoints load too)
         from pipeline.recipes.context import choose_eval
         from pipeline.stage import RunFolder
         from pipeline.teacher_spec import TeacherSpec
 
-        spec = TeacherSpec(arch, input_shape_option(input_shape), num_classes, trust_checkpoint)
+        chosen_preprocess = preprocess_choice(mean, std, channel_order, pixel_scale, preprocess)
+        spec = TeacherSpec(arch, input_shape_option(input_shape), num_classes, trust_checkpoint, chosen_preprocess)
         path = resolve_teacher(teacher)
         # as build reads --eval: 'none' turns it off; unset, Fashion-MNIST for a teacher trained on it
         chosen = choose_eval(eval, spec.load(path) if eval is None else None)
@@ -117,6 +129,11 @@ def bench(
     out: Path = typer.Option(..., "--out", "-o", help="Folder for the export and bench results."),
     trust_checkpoint: bool = TRUST,
     input_shape: Optional[str] = INPUT_SHAPE,
+    mean: Optional[str] = MEAN,
+    std: Optional[str] = STD,
+    channel_order: Optional[str] = CHANNEL_ORDER,
+    pixel_scale: Optional[float] = PIXEL_SCALE,
+    preprocess: Optional[str] = PREPROCESS_FILE,
     num_classes: Optional[int] = NUM_CLASSES,
     eval: Optional[str] = EVAL,
     host: Optional[str] = HOST,
@@ -136,10 +153,12 @@ def bench(
     """
 
     def action():
+        from pipeline.preprocess import preprocess_choice
         from pipeline.recipes.single_model import run_bench_only
         from pipeline.teacher_spec import TeacherSpec
 
-        spec = TeacherSpec(arch, input_shape_option(input_shape), num_classes, trust_checkpoint)
+        chosen_preprocess = preprocess_choice(mean, std, channel_order, pixel_scale, preprocess)
+        spec = TeacherSpec(arch, input_shape_option(input_shape), num_classes, trust_checkpoint, chosen_preprocess)
         return run_bench_only(
             teacher, spec=spec, target_name=target, budget_name=budget, out=out, eval_spec=eval, host=host
         )

@@ -71,6 +71,33 @@ NUM_CLASSES = typer.Option(
     help=("Expected class count (checked against the model's output)."),
 )
 
+MEAN = typer.Option(
+    None,
+    "--mean",
+    rich_help_panel=TEACHER_PANEL,
+    help=(
+        "Per-channel mean the teacher was trained with, on pixels already divided by --pixel-scale: 0.5 or "
+        "0.485,0.456,0.406. Default: what the checkpoint records, else a guess (ImageNet for RGB, Fashion-MNIST "
+        "for gray) named in a warning."
+    ),
+)
+STD = typer.Option(None, "--std", rich_help_panel=TEACHER_PANEL, help="Per-channel std, as --mean (e.g. 0.5).")
+CHANNEL_ORDER = typer.Option(
+    None, "--channel-order", rich_help_panel=TEACHER_PANEL, help="RGB, BGR or gray: the teacher's input channels."
+)
+PIXEL_SCALE = typer.Option(
+    None,
+    "--pixel-scale",
+    rich_help_panel=TEACHER_PANEL,
+    help="Raw pixel values are divided by this before (x - mean) / std: 255 for ToTensor, 1 for 0-255 inputs.",
+)
+PREPROCESS_FILE = typer.Option(
+    None,
+    "--preprocess",
+    rich_help_panel=TEACHER_PANEL,
+    help="A JSON or TOML file with mean, std, channel_order and pixel_scale (the flags above win over it).",
+)
+
 # --- data-free training ---
 BUDGET = build_option(
     "budget",

@@ -53,11 +53,15 @@ def run_recipe(until: str, values: dict, **recipe) -> None:
     given = {name: value for name, value in values.items() if value is not None}  # None = not given: the default
 
     def action():
+        from pipeline.preprocess import preprocess_choice
         from pipeline.recipes.build import plan_build, run_build
         from pipeline.recipes.options import BuildOptions
 
         parsed = {
             "input_shape": input_shape_option(given.pop("input_shape", None)),
+            "preprocess": preprocess_choice(
+                *(given.pop(name, None) for name in ("mean", "std", "channel_order", "pixel_scale", "preprocess"))
+            ),
             "drop_blocks": _block_names(given.pop("drop_blocks", None)),
             "synth_options": _synth_options(given.pop("synth_option", None)),
         }
@@ -89,6 +93,12 @@ def _print_plan(plan: dict) -> None:
         f"target {plan['target']} "
         f"({plan['runtime']}), budget {plan['budget']}, precision {plan['precision']}, synthesizer "
         f"{plan['synthesizer']}, accuracy on {plan['eval'] or 'nothing'}",
+        highlight=False,
+    )
+    pre = plan["preprocess"]
+    stdout.print(
+        f"preprocessing ({pre['source']}): {pre['channel_order']} {pre['channels']}x{pre['height']}x{pre['width']}, "
+        f"pixels / {pre['pixel_scale']:g}, mean {pre['mean']}, std {pre['std']}",
         highlight=False,
     )
     layered = ", ".join(f"{name} {s['value']} ({s['from']})" for name, s in plan["settings"].items())

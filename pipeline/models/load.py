@@ -16,6 +16,7 @@ import torch.nn as nn
 
 from pipeline.errors import PipelineError
 from pipeline.models.checkpoint import ARCHITECTURE_CHANGES, UNPACKERS, is_pipeline_checkpoint
+from pipeline.models.fixed_batch import ExportedModule, one_image_at_a_time
 from pipeline.models.identify import (
     WRAPPER_KEYS,
     default_input_shape,
@@ -182,14 +183,15 @@ def _from_object(obj, path: Path, arch: str | None, input_shape) -> LoadedModel:
         raise PipelineError(f"{error}{guess}") from None
     in_channels = in_channels or get_spec(arch).default_input[0]
     shape = input_shape or default_input_shape(arch, in_channels)
-    preprocess = default_preprocess(*shape)
+    preprocess, source = default_preprocess(*shape), "guessed"
     recorded = obj.get("preprocess") if isinstance(obj, dict) else None
     if isinstance(recorded, dict):  # some training scripts store normalisation next to the weights
         try:
             preprocess = replace(Preprocess.from_dict(recorded), channels=shape[0], height=shape[1], width=shape[2])
+            source = "recorded"
         except (TypeError, ValueError):
             pass
-    return LoadedModel(model, arch, classes, preprocess, "state_dict", path, {})
+    return LoadedModel(model, arch, classes, preprocess, "state_dict", path, {}, source)
 
 
 def _from_pipeline_checkpoint(checkpoint: dict, path: Path, arch: str | None, input_shape) -> LoadedModel:
@@ -276,7 +278,7 @@ def _from_module(module: nn.Module, path: Path, input_shape) -> LoadedModel:
                 "size; pass --input-shape CxHxW (e.g. 3x224x224)"
             )
         input_shape = default_input_shape(arch, in_channels)
-    return LoadedModel(module, arch, None, default_preprocess(*input_shape), "pickle", path, {})
+    return LoadedModel(module, arch, None, default_preprocess(*input_shape), "pickle", path, {}, "guessed")
 
 
 def _load_torchscript(path: Path, input_shape) -> LoadedModel:
@@ -294,35 +296,7 @@ def _load_torchscript(path: Path, input_shape) -> LoadedModel:
                 "pass --input-shape CxHxW (e.g. 3x224x224)"
             )
         input_shape = default_input_shape(name, in_channels)
-    return LoadedModel(module, None, None, default_preprocess(*input_shape), "torchscript", path, {})
-
-
-class _ExportedModule(nn.Module):
-    """Shell around `ExportedProgram.module()`.
-
-    That graph refuses .train()/.eval() (its mode was fixed at export time), which would break any
-    caller that puts a teacher in eval mode; and a graph exported from a batch-1 example (the
-    usual case) guards on batch size 1, so such graphs are run one image at a time.
-    """
-
-    def __init__(self, graph: nn.Module, per_image: bool):
-        super().__init__()
-        self.graph = graph
-        self.per_image = per_image
-
-    @property
-    def fixed_batch(self) -> int | None:
-        """The batch the graph was exported for, when it was fixed: the ONNX export keeps it (`export_onnx`)."""
-        return 1 if self.per_image else None
-
-    def train(self, mode: bool = True):
-        self.training = mode
-        return self
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.per_image:
-            return torch.cat([self.graph(image) for image in x.split(1)])
-        return self.graph(x)
+    return LoadedModel(module, None, None, default_preprocess(*input_shape), "torchscript", path, {}, "guessed")
 
 
 def _load_exported(path: Path, input_shape) -> LoadedModel:
@@ -349,8 +323,8 @@ def _load_exported(path: Path, input_shape) -> LoadedModel:
         if not all(isinstance(dim, int) for dim in dims):
             raise PipelineError(f"{path} was exported with a dynamic image size; pass --input-shape CxHxW")
         input_shape = tuple(dims)
-    model = _ExportedModule(program.module(), per_image=isinstance(batch, int))
-    return LoadedModel(model, None, None, default_preprocess(*input_shape), "torch.export", path, {})
+    model = ExportedModule(program.module(), per_image=isinstance(batch, int))
+    return LoadedModel(model, None, None, default_preprocess(*input_shape), "torch.export", path, {}, "guessed")
 
 
 # --- proving it runs --------------------------------------------------------------------------
@@ -372,7 +346,7 @@ def _probe(loaded: LoadedModel, num_classes: int | None) -> LoadedModel:
         with torch.no_grad():
             output = model(torch.randn(2, *loaded.input_shape))
     except Exception as error:
-        model = _one_image_at_a_time(model, loaded.input_shape) if loaded.source_format == "torchscript" else None
+        model = one_image_at_a_time(model, loaded.input_shape) if loaded.source_format == "torchscript" else None
         if model is None:
             raise PipelineError(f"{loaded.path}: model rejects input shape {dims}: {_first_line(error)}") from None
         with torch.no_grad():
@@ -390,27 +364,3 @@ def _probe(loaded: LoadedModel, num_classes: int | None) -> LoadedModel:
     if loaded.num_classes is not None and loaded.num_classes != classes:
         raise PipelineError(f"{loaded.path} records {loaded.num_classes} classes but its model outputs {classes}")
     return replace(loaded, model=model, num_classes=classes)
-
-
-class _ImageByImage(nn.Module):
-    """A TorchScript module traced with a batch of 1 baked in (`x.view(1, -1)`): run one image at a time, and
-    exported at batch 1 (`fixed_batch`, as for a batch-1 torch.export program)."""
-
-    fixed_batch = 1
-
-    def __init__(self, graph: nn.Module):
-        super().__init__()
-        self.graph = graph
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.cat([self.graph(image) for image in x.split(1)])
-
-
-def _one_image_at_a_time(model: nn.Module, input_shape: tuple[int, int, int]) -> nn.Module | None:
-    """The wrapped model when `model` takes a single image where a batch of 2 failed, else None."""
-    try:
-        with torch.no_grad():
-            output = model(torch.randn(1, *input_shape))
-    except Exception:
-        return None
-    return _ImageByImage(model) if isinstance(output, torch.Tensor) and output.shape[:1] == (1,) else None

@@ -17,6 +17,8 @@ class LoadedModel:
     source_format: str  # "pipeline" | "state_dict" | "torchscript" | "torch.export" | "pickle"
     path: Path
     metadata: dict = field(default_factory=dict)
+    # where `preprocess` came from: "recorded" in the file, "guessed" (a bare file that says nothing), "given"
+    preprocess_source: str = "recorded"
 
     @property
     def input_shape(self) -> tuple[int, int, int]:

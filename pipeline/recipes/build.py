@@ -37,6 +37,7 @@ def run_build(options: BuildOptions, *, until: str = "bench") -> dict:
             target=ctx.target.to_dict(),
             budget=ctx.budget.to_dict(),
             preprocess=ctx.teacher.preprocess.to_dict(),
+            preprocess_source=ctx.teacher.preprocess_source,  # recorded in the file, given or guessed
             num_classes=ctx.teacher.num_classes,
             eval=ctx.eval,
             world_size=distributed.world_size(),
@@ -102,5 +103,6 @@ def plan_build(options: BuildOptions, *, until: str = "bench") -> dict:
         "student": ctx.student,
         "student_note": ctx.student_note,
         "eval": ctx.eval,
+        "preprocess": {**ctx.teacher.preprocess.to_dict(), "source": ctx.teacher.preprocess_source},
         "stages": stages,
     }

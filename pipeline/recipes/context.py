@@ -8,6 +8,8 @@ from pipeline.budgets import get_budget
 from pipeline.data import fashion_mnist
 from pipeline.models.load import LoadedModel
 from pipeline.models.student_choice import choose_student
+from pipeline.preprocess import preprocess_guess_warning
+from pipeline.progress import log
 from pipeline.recipes import checkpoint_readers  # noqa: F401  (registers the readers of dropped and binary checkpoints)
 from pipeline.recipes.options import BuildContext, BuildOptions
 from pipeline.recipes.plan import Recipe, choose_recipe, precision, recipe_steps
@@ -27,7 +29,9 @@ def prepare(options: BuildOptions) -> BuildContext:
         drop_budget(options, target)  # a missing or bad latency budget fails before any stage runs
     budget = get_budget(options.budget)
     teacher_path = resolve_teacher(options.teacher)
-    spec = TeacherSpec(options.arch, options.input_shape, options.num_classes, options.trust_checkpoint)
+    spec = TeacherSpec(
+        options.arch, options.input_shape, options.num_classes, options.trust_checkpoint, options.preprocess
+    )
     teacher = spec.load(teacher_path)
     if (
         options.input_shape is None
@@ -37,6 +41,8 @@ def prepare(options: BuildOptions) -> BuildContext:
         # the target asks for another resolution than the checkpoint's default: reload (and re-probe) at that size
         spec = replace(spec, input_shape=(teacher.input_shape[0], *target.input_size))
         teacher = spec.load(teacher_path)
+    if teacher.preprocess_source == "guessed":
+        log(preprocess_guess_warning(teacher.preprocess, teacher_path.name))
     student = None
     if recipe.trains_a_student and running & {"distill", "drop"}:
         student = choose_student(

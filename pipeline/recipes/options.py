@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # the context's types; importing them here would load torch for `--help`
     from pipeline.budgets import Budget
     from pipeline.models.load import LoadedModel
+    from pipeline.preprocess import PreprocessChoice
     from pipeline.recipes.plan import Recipe
     from pipeline.stage import RunFolder
     from pipeline.targets import Target
@@ -31,6 +32,7 @@ class BuildOptions:
     input_shape: tuple[int, int, int] | None = None
     num_classes: int | None = None
     trust_checkpoint: bool = False
+    preprocess: PreprocessChoice | None = None  # --mean/--std/--channel-order/--pixel-scale/--preprocess
     synthesizer: str = DEFAULT_SYNTHESIZER
     synth_preset: str | None = None
     synth_options: dict = field(default_factory=dict)  # --synth-option key=value overrides

@@ -37,6 +37,8 @@ def run_bench_only(
     run = RunFolder(out)
     if path.suffix == ".onnx":
         preprocess = preprocess_from_onnx(path, spec.input_shape)
+        if spec.preprocess is not None:  # an .onnx file records no normalisation: the user's, else the guess
+            preprocess = spec.preprocess.apply(preprocess, path.name)
         eval_spec = choose_eval(eval_spec, None)
     else:
         loaded = spec.load(path)
