@@ -263,7 +263,9 @@ def test_pipeline_drop_end_to_end_on_the_embedded_teacher(tmp_path):
     assert drop["dropped_blocks"] and drop["fused_max_abs_diff"] <= 1e-5 and drop["real_images"] == 0
     assert drop["verifications"][-1]["dropped_ms"] <= drop["verifications"][-1]["limit_ms"]
     table = json.loads((run / "drop" / "latency_table.json").read_text())
-    assert len(table["blocks"]) == 9 and table["runtime"] == "onnxruntime"
+    assert len(table["blocks"]) == 9 and table["classes"] == 5 and table["runtime"] == "onnxruntime"
+    assert table["additivity"]["dropped"] == drop["dropped_blocks"]  # the plan measured whole against the table
+    assert drop["additivity_gap"] == table["additivity"]["additivity_gap"]
     assert list((run / "cache").glob("latency-resnet20-cpu-onnxruntime-*.json"))
     rows = {row["model"]: row for row in summary["rows"]}
     assert rows["student"]["dropped_blocks"] == drop["dropped_blocks"]

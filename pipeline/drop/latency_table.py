@@ -2,28 +2,50 @@
 
 Each variant (the full model, and the model without one block) is exported to ONNX as it would be
 deployed and timed with the measurement layer's protocol (`pipeline.measure`) on the target's runner, batch
-and input size. Variants are timed in interleaved rounds (full, -b1, -b2, ..., then again in a new order) so a
-slow drift of the machine shifts every variant alike instead of biasing the savings. The saving of a
-block is the median over rounds of (full - without block); its noise is the standard error of those
-differences. Blocks whose saving is within twice its noise are re-measured with more rounds.
+and input size, in interleaved rounds (full, -b1, -b2, ..., then again in a new order) so a slow drift of the
+machine shifts every variant alike instead of biasing the savings.
+
+Blocks of the same structure (kind, module class, convolutions, parameters, input and output shape: channels,
+stride and spatial size) cost the same, so one representative per class is measured and every block of the
+class gets its saving: a ResNet-34 has 16 droppable blocks in 7 classes. A saving is the 20 % trimmed mean of
+the per-round differences (full - without), with its bootstrap interval (the gate's statistic). Rounds are added
+while a class's 95 % interval is wider than the decision needs (half-width above a quarter of its saving, unless
+the whole interval is within 1 % of the full model: it saves nothing worth a drop), up to the settings' rounds
+or the table's time share; a class still loose then is flagged. After the selection, the drop stage checks
+additivity: the sum of the table's savings of the dropped blocks against the measured saving of them together.
 """
 
 import math
 import platform
 import tempfile
+import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import torch
 import torch.nn as nn
 
 from pipeline.drop.blocks import Block, without_blocks
 from pipeline.export import export_onnx
 from pipeline.fileio import atomic_write_json
-from pipeline.measure import LatencySettings, example_input, runtime_version, time_onnx_models
+from pipeline.measure import (
+    MIN_ROUNDS,
+    LatencySettings,
+    RoundsPolicy,
+    bootstrap_ci,
+    example_input,
+    runtime_version,
+    time_onnx_models,
+)
 from pipeline.preprocess import Preprocess
 from pipeline.progress import log
 
-TABLE_FORMAT = "edge-pipeline/block-latency-table-v1"
+TABLE_FORMAT = "edge-pipeline/block-latency-table-v2"  # v2: pooled block classes, trimmed mean and interval
+TIGHT = 0.25  # a class's 95 % interval half-width within this share of its saving answers the question
+NEGLIGIBLE = 0.01  # ... or the whole interval within this share of the full model: the block saves nothing
+TABLE_SECONDS = 120.0  # the time share of a table's rounds after the minimum (the minimum is always made)
+ROUND_WARMUP = 3  # per model per round: its session stays open between rounds, so a few calls refill caches
 
 
 def cache_key(arch: str, target: str, settings: LatencySettings, input_shape) -> dict:
@@ -87,74 +109,136 @@ def export_for_timing(model: nn.Module, preprocess: Preprocess, folder: Path, na
     return path
 
 
-def _saving(full: list[float], without: list[float]) -> tuple[float, float]:
-    differences = np.asarray(full) - np.asarray(without)
-    noise = float(differences.std(ddof=1) / math.sqrt(len(differences))) if len(differences) > 1 else float("inf")
-    return float(np.median(differences)), noise
+def block_classes(model: nn.Module, blocks: list[Block], input_shape) -> dict[str, str]:
+    """Block name -> its class's representative (the first block of the same structure in forward order)."""
+    modules = dict(model.named_modules())
+    shapes = {}
+
+    def hook(name):
+        def record(module, inputs, output) -> None:  # returns None: a forward hook's value would replace the output
+            shapes.setdefault(name, (tuple(inputs[0].shape), tuple(output.shape)))
+
+        return record
+
+    handles = [modules[block.name].register_forward_hook(hook(block.name)) for block in blocks]
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, *input_shape))
+    finally:
+        for handle in handles:
+            handle.remove()
+    representatives, classes = {}, {}
+    for block in blocks:
+        module = modules[block.name]
+        parameters = sum(p.numel() for p in module.parameters())
+        structure = (block.kind, type(module).__name__, block.body_convs, parameters, shapes.get(block.name))
+        classes[block.name] = representatives.setdefault(structure, block.name)
+    return classes
+
+
+def saving_interval(full_rounds: list[float], without_rounds: list[float]) -> dict:
+    """The saving of one variant against the full model from rounds paired by index: trimmed mean of the
+    differences, its 95 % bootstrap interval, and the standard error (noise) of the differences."""
+    rounds = min(len(full_rounds), len(without_rounds))
+    differences = np.asarray(full_rounds[:rounds]) - np.asarray(without_rounds[:rounds])
+    if rounds < 2:
+        saving = float(differences.mean()) if rounds else float("nan")
+        return {"saving_ms": saving, "low_ms": -math.inf, "high_ms": math.inf, "noise_ms": math.inf, "rounds": rounds}
+    saving, low, high = bootstrap_ci(differences)
+    noise = float(differences.std(ddof=1) / math.sqrt(rounds))
+    return {"saving_ms": saving, "low_ms": low, "high_ms": high, "noise_ms": noise, "rounds": rounds}
+
+
+def interval_is_tight(interval: dict, full_ms: float) -> bool:
+    """Whether the decision has what it needs: a saving known to a quarter, or one that is surely negligible."""
+    half = (interval["high_ms"] - interval["low_ms"]) / 2
+    negligible = -NEGLIGIBLE * full_ms < interval["low_ms"] and interval["high_ms"] < NEGLIGIBLE * full_ms
+    return half <= TIGHT * abs(interval["saving_ms"]) or negligible
+
+
+class SavingsSettled:
+    """`enough` for a table's rounds: every measured class's interval is tight (timing.interleaved_rounds)."""
+
+    def __init__(self, names: list[str]):
+        self.names = names
+
+    def __call__(self, medians: dict[str, list[float]]) -> bool:
+        full = medians["full"]
+        if len(full) < 2:
+            return False
+        full_ms = float(np.median(full))
+        return all(interval_is_tight(saving_interval(full, medians[name]), full_ms) for name in self.names)
 
 
 def block_latency_table(
-    model: nn.Module, preprocess: Preprocess, blocks: list[Block], settings: LatencySettings, key: dict
+    model: nn.Module,
+    preprocess: Preprocess,
+    blocks: list[Block],
+    settings: LatencySettings,
+    key: dict,
+    seconds: float | None = TABLE_SECONDS,
 ) -> dict:
-    """Measure the full model and the model without each block; re-measure savings within the noise."""
+    """Measure the full model and one representative of each block class, pooled over the class."""
+    classes = block_classes(model, blocks, preprocess.input_shape)
+    measured = list(dict.fromkeys(classes.values()))
     log(
-        f"drop: measuring {len(blocks)} blocks on {settings.runtime} (batch {settings.batch}, "
-        f"threads {settings.threads}, {settings.rounds} interleaved rounds)"
+        f"drop: measuring {len(blocks)} blocks in {len(measured)} classes of the same structure on "
+        f"{settings.runtime} (batch {settings.batch}, threads {settings.threads}, up to {settings.rounds} "
+        "interleaved rounds)"
     )
     with tempfile.TemporaryDirectory(prefix="edge-pipeline-latency-") as folder:
         variants = {"full": export_for_timing(model, preprocess, folder, "full")}
-        for index, block in enumerate(blocks):
-            variants[block.name] = export_for_timing(
-                without_blocks(model, [block.name]), preprocess, folder, f"without-{index}"
-            )
-        return _measure_table(variants, preprocess, blocks, settings, key)
+        for index, name in enumerate(measured):
+            variants[name] = export_for_timing(without_blocks(model, [name]), preprocess, folder, f"without-{index}")
+        started = time.monotonic()
+        table = _measure_table(variants, preprocess, blocks, classes, settings, key, seconds)
+        return {**table, "table_s": round(time.monotonic() - started, 1)}
 
 
 def _measure_table(
-    variants: dict[str, Path], preprocess: Preprocess, blocks: list[Block], settings: LatencySettings, key: dict
+    variants: dict[str, Path],
+    preprocess: Preprocess,
+    blocks: list[Block],
+    classes: dict[str, str],
+    settings: LatencySettings,
+    key: dict,
+    seconds: float | None,
 ) -> dict:
-    timed = time_models(variants, preprocess, settings, label="block latency table")
+    measured = [name for name in variants if name != "full"]
+    remote = settings.source == "remote"  # the device script waits only on the gate's question: fixed rounds there
+    minimum = settings.rounds if remote else min(settings.rounds, MIN_ROUNDS)
+    policy = RoundsPolicy(minimum, settings.rounds, None if remote else seconds)
+    short_rounds = replace(settings, warmup=min(settings.warmup, ROUND_WARMUP))
+    example = example_input(settings, preprocess)
+    enough = None if remote else SavingsSettled(measured)
+    timed = time_onnx_models(variants, short_rounds, example, policy, "block latency table", enough)
     full = timed["full"]
+    intervals = {name: saving_interval(full["round_medians_ms"], timed[name]["round_medians_ms"]) for name in measured}
     rows = []
-    noisy = []
     for block in blocks:
-        saving, noise = _saving(full["round_medians_ms"], timed[block.name]["round_medians_ms"])
+        representative = classes[block.name]
+        interval = intervals[representative]
+        tight = interval_is_tight(interval, full["median_ms"])
         rows.append(
             {
                 "block": block.name,
                 "kind": block.kind,
                 "body_convs": block.body_convs,
-                "latency_without_ms": timed[block.name]["median_ms"],
-                "saving_ms": saving,
-                "noise_ms": noise,
-                "saving_fraction": saving / full["median_ms"],
-                "remeasured": False,
+                "class": representative,  # the block measured for this one's class (itself if it was)
+                "class_size": sum(1 for name in classes.values() if name == representative),
+                "latency_without_ms": timed[representative]["median_ms"],
+                "saving_ms": interval["saving_ms"],
+                "saving_low_ms": interval["low_ms"],
+                "saving_high_ms": interval["high_ms"],
+                "noise_ms": interval["noise_ms"],
+                "saving_fraction": interval["saving_ms"] / full["median_ms"],
+                "interval_tight": tight,  # False: flagged, the rounds ran out before the interval was tight
+                "within_noise": interval["saving_ms"] < settings.noise_factor * interval["noise_ms"],
             }
         )
-        if saving < settings.noise_factor * noise:
-            noisy.append(block)
-    if noisy:
-        # re-measure the doubtful blocks together with the full model, with twice the rounds
-        log(f"drop: {len(noisy)} block saving(s) within the noise, re-measuring: {', '.join(b.name for b in noisy)}")
-        again = time_models(
-            {"full": variants["full"], **{b.name: variants[b.name] for b in noisy}},
-            preprocess,
-            settings,
-            rounds=2 * settings.rounds,
-            label="re-measuring noisy blocks",
-        )
-        for row in rows:
-            if row["block"] in again:
-                saving, noise = _saving(again["full"]["round_medians_ms"], again[row["block"]]["round_medians_ms"])
-                row.update(
-                    latency_without_ms=again[row["block"]]["median_ms"],
-                    saving_ms=saving,
-                    noise_ms=noise,
-                    saving_fraction=saving / again["full"]["median_ms"],
-                    remeasured=True,
-                )
-    for row in rows:
-        row["within_noise"] = row["saving_ms"] < settings.noise_factor * row["noise_ms"]
+    loose = sorted({row["class"] for row in rows if not row["interval_tight"]})
+    if loose:
+        log(f"drop: the saving of {len(loose)} block class(es) is still uncertain, flagged: {', '.join(loose)}")
     return {
         **key,
         "settings": settings.to_dict(),
@@ -162,7 +246,24 @@ def _measure_table(
         "full_ms": full["median_ms"],
         "full_round_medians_ms": full["round_medians_ms"],
         "cv": full["cv"],
+        "rounds": len(full["round_medians_ms"]),
+        "classes": len(measured),
+        "flagged_classes": loose,
         "blocks": rows,
+    }
+
+
+def additivity(table: dict, dropped: list[str], full_ms: float, dropped_ms: float) -> dict:
+    """The table's savings of `dropped`, summed, against the measured saving of dropping them together
+    (`additivity_gap`: |measured - summed| / measured; None when nothing measurable was saved)."""
+    savings = {row["block"]: row["saving_ms"] for row in table.get("blocks", [])}
+    predicted = sum(savings[name] for name in dropped if name in savings)
+    measured = full_ms - dropped_ms
+    return {
+        "dropped": list(dropped),
+        "summed_saving_ms": predicted,
+        "measured_saving_ms": measured,
+        "additivity_gap": abs(measured - predicted) / measured if dropped and measured > 0 else None,
     }
 
 
@@ -201,13 +302,17 @@ def format_table(table: dict) -> str:
     )
     lines = [
         f"full model: {table['full_ms']:.3f} ms median (CV {table['cv']:.3f}), {measured.get('runtime', table['runtime'])} "
-        f"{measured.get('version') or table['runtime_version']}{where}, batch {table['batch']}, threads {table['threads']}",
-        "block        kind        saving ms   noise ms   saving %  remeasured",
+        f"{measured.get('version') or table['runtime_version']}{where}, batch {table['batch']}, threads "
+        f"{table['threads']}; {table.get('rounds', '?')} rounds, {table.get('classes', '?')} block classes",
+        "block        kind        class         saving ms   95 % interval ms      saving %",
     ]
     for row in table["blocks"]:
+        pooled = "" if row.get("class", row["block"]) == row["block"] else f"= {row['class']}"
+        # a v1 table (committed results before pooling) has a noise figure, not an interval
+        low, high = row.get("saving_low_ms", -math.inf), row.get("saving_high_ms", math.inf)
         lines.append(
-            f"{row['block']:<12} {row['kind']:<10} {row['saving_ms']:>9.4f} {row['noise_ms']:>10.4f} "
-            f"{100 * row['saving_fraction']:>9.1f}  {'yes' if row['remeasured'] else ''}"
-            f"{' (within noise)' if row['within_noise'] else ''}"
+            f"{row['block']:<12} {row['kind']:<10} {pooled:<12} {row['saving_ms']:>10.4f}   "
+            f"[{low:>8.4f}, {high:>8.4f}] {100 * row['saving_fraction']:>9.1f}"
+            f"{'' if row.get('interval_tight', True) else '  (flagged: interval still wide)'}"
         )
     return "\n".join(lines)

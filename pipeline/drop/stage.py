@@ -15,6 +15,7 @@ import torch
 from pipeline.data.transfer_set import NormalisedImages, TransferSet
 from pipeline.drop.blocks import require_block_names, require_blocks
 from pipeline.drop.latency_table import (
+    additivity,
     cache_key,
     export_for_timing,
     format_table,
@@ -114,6 +115,11 @@ class DropStage(Stage):
             full_onnx = export_for_timing(teacher_cpu, loaded.preprocess, folder, "full")  # timed beside each candidate
             selection = self._select(workdir, table, probe, full_onnx, teacher_cpu, loaded.preprocess)
             dropped = selection["dropped"]
+            if config.blocks is None and selection["verifications"]:
+                # the plan's blocks dropped together, timed against the full model: do the table's savings add up?
+                check = selection["verifications"][-1]
+                table["additivity"] = additivity(table, dropped, check["full_ms"], check["dropped_ms"])
+                atomic_write_json(workdir / "latency_table.json", {**table, "from_cache": cached})
             recovered = recover(
                 view.model,
                 dropped,
@@ -162,6 +168,7 @@ class DropStage(Stage):
             "latency_cv": timed["dropped"]["cv"],
             "table_from_cache": cached,
             "table_cv": table["cv"],
+            "additivity_gap": (table.get("additivity") or {}).get("additivity_gap"),
             "fused_max_abs_diff": fused_diff,
             "verifications": selection["verifications"],
             "finetune": recovered.finetune,
