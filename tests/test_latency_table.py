@@ -16,6 +16,7 @@ from pipeline.drop.latency_table import (
     format_table,
     interval_is_tight,
     saving_interval,
+    time_candidate_sets,
 )
 from pipeline.measure import LatencySettings
 from pipeline.models import create_model
@@ -84,3 +85,15 @@ def test_additivity_compares_the_summed_savings_with_the_measured_plan(full_ms, 
     assert checked["summed_saving_ms"] == 3.0 and checked["measured_saving_ms"] == full_ms - dropped_ms
     assert checked["additivity_gap"] == (None if gap is None else pytest.approx(gap))
     assert additivity(table, [], 10.0, 10.0)["additivity_gap"] is None  # no plan, nothing to check
+
+
+def test_candidate_sets_of_one_class_are_timed_once():
+    """After layer1.0 goes, dropping layer1.1 or layer1.2 leaves the same network: one timing serves both."""
+    torch.manual_seed(0)
+    model = create_model("resnet20").eval()
+    names = [block.name for block in droppable_blocks(model)]
+    settings = LatencySettings(threads=1, warmup=2, runs=5, rounds=3, max_seconds=0.2)
+    timed = time_candidate_sets(model, model, ["layer1.0"], names[1:], default_preprocess(1, 28, 28), settings, 5)
+    assert set(timed) == {"full", "current", *names[1:]} and all(ms > 0 for ms in timed.values())
+    assert timed["layer1.1"] == timed["layer1.2"] and timed["layer3.1"] == timed["layer3.2"]
+    assert timed["layer2.0"] != timed["layer2.1"]  # a projection block and an identity one: timed apart

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from pipeline.drop.blocks import Block, without_blocks
+from pipeline.drop.blocks import Block, droppable_blocks, without_blocks
 from pipeline.export import export_onnx
 from pipeline.fileio import atomic_write_json
 from pipeline.measure import (
@@ -70,11 +70,12 @@ def time_models(
     models: dict[str, "nn.Module | Path"],
     preprocess: Preprocess,
     settings: LatencySettings,
-    rounds: int | None = None,
+    rounds: "int | RoundsPolicy | None" = None,
     label: str = "latency",
+    enough=None,
 ) -> dict[str, dict]:
     """Export each torch model to a temporary ONNX file (as deployed; an ONNX path is used as it is) and time
-    them interleaved."""
+    them interleaved (`rounds` and `enough`: the measurement layer's rounds policy)."""
     with tempfile.TemporaryDirectory(prefix="edge-pipeline-latency-") as folder:
         paths = {}
         for name, model in models.items():
@@ -83,7 +84,8 @@ def time_models(
                 continue
             paths[name] = Path(folder) / f"{name.replace('/', '_')}.onnx"
             export_onnx(model, preprocess, paths[name], exporter="timing")
-        return time_onnx_models(paths, settings, example_input(settings, preprocess), rounds or settings.rounds, label)
+        example = example_input(settings, preprocess)
+        return time_onnx_models(paths, settings, example, rounds or settings.rounds, label, enough)
 
 
 def time_candidate_sets(
@@ -93,13 +95,40 @@ def time_candidate_sets(
     candidates: list[str],
     preprocess: Preprocess,
     settings: LatencySettings,
+    seconds: float | None = TABLE_SECONDS,
 ) -> dict[str, float]:
     """The greedy selection's measurement: median ms of the full model, of `model` without `dropped`
-    ("current"), and of that model without each candidate as well, timed together, interleaved."""
+    ("current"), and of that model without each candidate as well, timed together, interleaved.
+
+    Candidates of one block class leave the same network (the same structures in the same order), so one of
+    them is timed for its class; rounds stop once every class's saving against "current" is tight, as the
+    table's do."""
+    blocks = [block for block in droppable_blocks(model) if block.name in candidates]
+    classes = block_classes(model, blocks, preprocess.input_shape)
+    timed_names = list(dict.fromkeys(classes.values()))
     models = {"full": full, "current": without_blocks(model, dropped)}
-    models.update({name: without_blocks(model, dropped + [name]) for name in candidates})
-    timed = time_models(models, preprocess, settings, label=f"latency: {len(candidates)} candidate sets")
-    return {name: entry["median_ms"] for name, entry in timed.items()}
+    models.update({name: without_blocks(model, dropped + [name]) for name in timed_names})
+    policy, short_rounds, remote = _rounds_policy(settings, seconds)
+    timed = time_models(
+        models,
+        preprocess,
+        short_rounds,
+        policy,
+        label=f"latency: {len(candidates)} candidate sets ({len(timed_names)} classes)",
+        enough=None if remote else SavingsSettled(timed_names, reference="current"),
+    )
+    medians = {name: entry["median_ms"] for name, entry in timed.items()}
+    return {**medians, **{name: medians[classes[name]] for name in candidates}}
+
+
+def _rounds_policy(settings: LatencySettings, seconds: float | None) -> tuple[RoundsPolicy, LatencySettings, bool]:
+    """A table's rounds: at least the project's floor (or the settings' count if lower), more while a saving is
+    loose, up to the settings' rounds or `seconds`; short rounds (a few warm-up calls each). The device script
+    waits only on the gate's question, so a remote table runs the settings' rounds."""
+    remote = settings.source == "remote"
+    minimum = settings.rounds if remote else min(settings.rounds, MIN_ROUNDS)
+    policy = RoundsPolicy(minimum, settings.rounds, None if remote else seconds)
+    return policy, replace(settings, warmup=min(settings.warmup, ROUND_WARMUP)), remote
 
 
 def export_for_timing(model: nn.Module, preprocess: Preprocess, folder: Path, name: str) -> Path:
@@ -157,17 +186,18 @@ def interval_is_tight(interval: dict, full_ms: float) -> bool:
 
 
 class SavingsSettled:
-    """`enough` for a table's rounds: every measured class's interval is tight (timing.interleaved_rounds)."""
+    """`enough` for a table's rounds: every measured class's saving against `reference` (the full model, or the
+    current one in the selection's later steps) has a tight interval (timing.interleaved_rounds)."""
 
-    def __init__(self, names: list[str]):
-        self.names = names
+    def __init__(self, names: list[str], reference: str = "full"):
+        self.names, self.reference = names, reference
 
     def __call__(self, medians: dict[str, list[float]]) -> bool:
-        full = medians["full"]
-        if len(full) < 2:
+        base = medians[self.reference]
+        if len(base) < 2:
             return False
-        full_ms = float(np.median(full))
-        return all(interval_is_tight(saving_interval(full, medians[name]), full_ms) for name in self.names)
+        base_ms = float(np.median(base))
+        return all(interval_is_tight(saving_interval(base, medians[name]), base_ms) for name in self.names)
 
 
 def block_latency_table(
@@ -205,10 +235,7 @@ def _measure_table(
     seconds: float | None,
 ) -> dict:
     measured = [name for name in variants if name != "full"]
-    remote = settings.source == "remote"  # the device script waits only on the gate's question: fixed rounds there
-    minimum = settings.rounds if remote else min(settings.rounds, MIN_ROUNDS)
-    policy = RoundsPolicy(minimum, settings.rounds, None if remote else seconds)
-    short_rounds = replace(settings, warmup=min(settings.warmup, ROUND_WARMUP))
+    policy, short_rounds, remote = _rounds_policy(settings, seconds)
     example = example_input(settings, preprocess)
     enough = None if remote else SavingsSettled(measured)
     timed = time_onnx_models(variants, short_rounds, example, policy, "block latency table", enough)
