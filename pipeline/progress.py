@@ -93,7 +93,7 @@ class _Task:
         if rate > 0:
             parts.append(f"{rate:.2f} steps/s" if rate >= 0.1 else f"{1 / rate:.1f} s/step")
         if remaining is not None:
-            parts.append(f"ETA {_duration(remaining)}")
+            parts.append(f"ETA {duration(remaining)}")
         parts += [
             f"{name} {value:.4g}" if isinstance(value, float) else f"{name} {value}"
             for name, value in self._figures.items()
@@ -126,7 +126,8 @@ class _Task:
             thread.join()
 
 
-def _duration(seconds: float) -> str:
+def duration(seconds: float) -> str:
+    """60 s and more as "3 min 05 s", less as "42 s": how progress lines and the plan show time."""
     seconds = int(round(seconds))
     return f"{seconds // 60} min {seconds % 60:02d} s" if seconds >= 60 else f"{seconds} s"
 

@@ -144,6 +144,13 @@ def run_notes(run: RunFolder) -> list[str]:
             "medians of this bench): a smaller --student, or compressing the teacher itself (`pipeline drop`), "
             "may serve better"
         )
+    plan, actual = run.manifest.get("plan"), run.manifest.get("actual")
+    if plan and actual and plan["stages"]:
+        left_out = f" + {', '.join(plan['unplanned'])}, not estimated yet" if plan["unplanned"] else ""
+        notes.append(
+            f"plan: {plan['planned_s']:.0f} s estimated{left_out}; the stages took {actual['wall_s']:.0f} s "
+            "(per stage: the manifest's plan and actual)"
+        )
     engine = stages.get("engine", {}).get("metrics")
     if engine and not engine.get("built"):
         notes.append(

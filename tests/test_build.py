@@ -40,6 +40,13 @@ def test_smoke_build_of_the_embedded_default_teacher(tmp_path):
     manifest = _manifest(run)
     assert list(manifest["stages"]) == ["synthesize", "distill", "export", "bench"]
     assert manifest["preprocess"]["mean"] and manifest["preprocess"]["channels"] == 1
+    # the plan before the work, from costs measured here, printed first and kept beside the actual
+    assert result.stderr.index("plan: ETA") < result.stderr.index("synthesize: running")
+    plan, actual = manifest["plan"], manifest["actual"]
+    assert [s["name"] for s in plan["stages"]] == [s["name"] for s in actual["stages"]] == list(manifest["stages"])
+    planned_steps = [s["steps"] for s in plan["stages"][:2]]
+    assert sum(planned_steps) == 8 and [s["steps"] for s in actual["stages"][:2]] == planned_steps  # --steps 8
+    assert plan["planned_s"] > 0 and actual["wall_s"] > 0 and plan["cpu"] == actual["cpu"]
     for name in ("teacher", "student"):
         export = manifest["stages"]["export"]["metrics"][name]
         assert export["parity_max_abs_diff"] <= 1e-3 and export["parity_top1_agreement"] >= 0.99

@@ -113,6 +113,10 @@ def _print_plan(plan: dict) -> None:
         ) or (f"runs when {stage['when']}" if stage.get("when") else "")
         table.add_row(stage["stage"], inputs, settings, "finished" if stage["finished"] else "to run")
     stdout.print(table)
+    from pipeline.recipes.costs import describe_plan
+
+    for line in describe_plan(plan["cost_plan"]):
+        stdout.print(line, highlight=False, markup=False)
 
 
 def _print_summary(summary: dict) -> None:

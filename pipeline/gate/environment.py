@@ -3,17 +3,9 @@
 import os
 import platform
 
+from pipeline.measure.settings import cpu_model
+
 KEYS_THAT_MATTER = ("cpu", "cpu_count", "threads", "runtime", "runtime_version", "machine")
-
-
-def cpu_model() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith(("model name", "Model")):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def environment(runtime: str, threads: int | None) -> dict:

@@ -2,6 +2,7 @@
 protocol (`pipeline.measure.timing`), and the facts a cached measurement is valid for."""
 
 import math
+import platform
 from dataclasses import asdict, dataclass, replace
 
 import numpy as np
@@ -134,3 +135,14 @@ def measurement_options(target) -> dict:
         "tensorrt": tensorrt,
         "precision": engine_precision,
     }
+
+
+def cpu_model() -> str:
+    """The CPU by name (/proc/cpuinfo): recorded with every latency figure and plan."""
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith(("model name", "Model")):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"

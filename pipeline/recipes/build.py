@@ -4,14 +4,17 @@ from contextlib import nullcontext
 from dataclasses import replace
 
 from pipeline.errors import PipelineError
+from pipeline.progress import log
 from pipeline.recipes.context import prepare
+from pipeline.recipes.costs import actual_stages, describe_plan, measure_unit_costs, plan_stages
 from pipeline.recipes.options import STAGE_ORDER, BuildOptions, describe_input
 from pipeline.recipes.plan import QUANTISED, applies, handed_on_precision, recipe_steps
 from pipeline.recipes.resolve import build_settings
-from pipeline.recipes.stage_specs import STAGE_FACTORIES
+from pipeline.recipes.stage_specs import STAGE_FACTORIES, student_training, synthesizer_options
 from pipeline.run_view import summarize
 
 DATA_PARALLEL_STAGES = ("synthesize", "distill")
+FASHION_MNIST_TEST_IMAGES = 10_000  # an accuracy pass over an image folder is planned at this size too
 
 
 def run_build(options: BuildOptions, *, until: str = "bench") -> dict:
@@ -43,6 +46,12 @@ def run_build(options: BuildOptions, *, until: str = "bench") -> dict:
             world_size=distributed.world_size(),
             student_note=ctx.student_note,
         )
+        plan = None
+        if distributed.is_main():  # the plan before the work: measured here, printed, kept beside the actual
+            plan = build_plan(ctx, until)
+            for line in describe_plan(plan):
+                log(line)
+            ctx.run.set_run_info(plan=plan)
         for step in recipe_steps(ctx.recipe, until):
             # a condition is decided when its step is reached: the search chooses the precision quantize runs on
             if not applies(step, ctx.recipe, ctx.options, ctx.target, ctx.run):
@@ -55,7 +64,33 @@ def run_build(options: BuildOptions, *, until: str = "bench") -> dict:
                     break
             ctx.run.run(STAGE_FACTORIES[name](ctx), force=options.force)
         distributed.finish()
+        if plan is not None:
+            ctx.run.set_run_info(actual=actual_stages(ctx.run.manifest, plan))
         return summarize(ctx.run)
+
+
+def build_plan(ctx, until: str) -> dict:
+    """The stages still to run, each planned from unit costs measured now on this machine (recipes/costs.py)."""
+    from pipeline import distributed
+
+    planning = replace(ctx, planning=True)  # configs of later stages name inputs not made yet
+    stages = []
+    for step in recipe_steps(ctx.recipe, until):
+        finished = (ctx.run.entry(step.stage) or {}).get("status") == "done"
+        if finished or not applies(step, ctx.recipe, ctx.options, ctx.target, ctx.run):
+            continue
+        stages.append((step.stage, STAGE_FACTORIES[step.stage](planning).config_dict()))
+    names = {name for name, _ in stages}
+    costs = measure_unit_costs(
+        ctx.teacher,
+        ctx.student if names & {"distill"} else None,
+        ctx.options.synthesizer if names & {"synthesize", "distill"} else None,
+        synthesizer_options(ctx.options, ctx.budget),
+        student_training(ctx.options, ctx.budget).batch_size,
+        distributed.local_device(ctx.options.device),
+    )
+    eval_images = (ctx.budget.eval_limit or FASHION_MNIST_TEST_IMAGES) if ctx.eval else 0
+    return plan_stages(stages, costs, eval_images)
 
 
 def plan_build(options: BuildOptions, *, until: str = "bench") -> dict:
@@ -103,6 +138,7 @@ def plan_build(options: BuildOptions, *, until: str = "bench") -> dict:
         "student": ctx.student,
         "student_note": ctx.student_note,
         "eval": ctx.eval,
+        "cost_plan": build_plan(ctx, until),
         "preprocess": {**ctx.teacher.preprocess.to_dict(), "source": ctx.teacher.preprocess_source},
         "stages": stages,
     }

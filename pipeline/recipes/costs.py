@@ -1,0 +1,245 @@
+"""What a build will cost on this machine, measured before any stage runs (issue 22 item 1, first part).
+
+A few seconds of probing, for this teacher, student and input size: one real synthesis step (the recipe's
+synthesizer, at a small batch, scaled to the configured one), one student KD step (teacher forward, student
+forward and backward, optimizer step), the teacher's ONNX export and its onnxruntime latency at batch 1.
+From them and each stage's config the plan says how many steps a stage will make and how long it will take;
+a time-bounded stage whose first step alone costs more than its budget is planned at that step (it always
+makes one). Stages whose cost is not modelled yet (drop, search, quantize, engine) are planned as `None`, and
+the total says so: an estimate is never presented as covering what it does not.
+"""
+
+import copy
+import math
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from pipeline.measure.settings import cpu_model
+from pipeline.models import create_model
+from pipeline.models.loaded import LoadedModel
+from pipeline.models.teacher_view import TeacherView
+from pipeline.synthesize.base import create_synthesizer
+from pipeline.training import freeze
+
+PROBE_BATCH = 8  # images per probe step; costs scale linearly with batch on a CPU, and a 224-px step stays short
+CHEAP_STEP_S = 1.0  # a step this cheap is timed at its real batch
+UNPLANNED = ("drop", "search", "quantize", "engine")  # no cost model yet: planned_s None
+
+
+@dataclass(frozen=True)
+class UnitCosts:
+    synthesis_step_s: float  # one synthesizer step at the configured batch (measured at `probe_batch`, scaled)
+    kd_step_s: float  # one student step at the configured batch (same)
+    export_s: float  # the teacher to ONNX, checked
+    latency_ms: float  # the teacher's ONNX on this machine's onnxruntime, batch 1: what one timed run costs
+    forward_ms_per_image: float  # the teacher in PyTorch, no grad: accuracy passes and calibration
+    synthesis_batch: int
+    kd_batch: int
+    synthesis_timed_batch: int | None  # the batch it was timed at (the configured one when that is cheap)
+    kd_timed_batch: int | None
+    probe_s: float  # what measuring all this took
+    cpu: str
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _timed(step, repeats: int = 2) -> float:
+    """Seconds of one call after a warm-up call (lazy kernel selection, allocator)."""
+    step()
+    _synchronize()
+    start = time.perf_counter()
+    for _ in range(repeats):
+        step()
+    _synchronize()
+    return (time.perf_counter() - start) / repeats
+
+
+def _synchronize() -> None:
+    if torch.cuda.is_available():  # GPU work is asynchronous: wait for it before reading the clock
+        torch.cuda.synchronize()
+
+
+def measure_unit_costs(
+    teacher: LoadedModel,
+    student: str | None,
+    synthesizer: str | None,
+    synthesis_options: dict,
+    kd_batch: int,
+    device: torch.device,
+) -> UnitCosts:
+    """`synthesizer` None: the recipe synthesises nothing; `student` None: it trains no student."""
+    started = time.perf_counter()
+    torch.manual_seed(0)  # the stages seed themselves when they start
+    try:  # a copy: synthesizers hook the teacher's layers (BN inversion)
+        model = freeze(copy.deepcopy(teacher.model).to(device))
+    except Exception:  # a module that cannot be copied (some TorchScript): the probe leaves no state behind
+        model = freeze(teacher.model.to(device))
+    view = TeacherView(model, teacher.preprocess, teacher.num_classes, device)
+    channels, height, _ = teacher.input_shape
+    synthesis_batch = int(synthesis_options.get("batch_size", PROBE_BATCH))
+    probe = min(PROBE_BATCH, synthesis_batch, kd_batch)
+    critic = None
+    if student is not None:
+        critic = create_model(student, in_channels=channels, num_classes=teacher.num_classes, image_size=height)
+        critic = critic.to(device)
+
+    def synthesis_step_s(batch: int) -> float:
+        synth = create_synthesizer(synthesizer, view, {**synthesis_options, "batch_size": batch}, seed=0)
+        return _timed(lambda: synth.step(critic if synth.uses_student else None))
+
+    def kd_step_s(batch: int) -> float:
+        return _kd_step_s(model, critic, torch.randn(batch, *teacher.input_shape, device=device))
+
+    (synthesis_s, synthesis_timed), (kd_s, kd_timed) = (0.0, None), (0.0, None)
+    if synthesizer is not None:
+        synthesis_s, synthesis_timed = _at_batch(synthesis_step_s, probe, synthesis_batch)
+    if critic is not None:
+        kd_s, kd_timed = _at_batch(kd_step_s, probe, kd_batch)
+    images = torch.randn(probe, *teacher.input_shape, device=device)
+    with torch.no_grad():
+        forward_s = _timed(lambda: model(images))
+    export_s, latency_ms = _export_and_latency(teacher)
+    return UnitCosts(
+        synthesis_step_s=synthesis_s,
+        kd_step_s=kd_s,
+        export_s=export_s,
+        latency_ms=latency_ms,
+        forward_ms_per_image=1000 * forward_s / probe,
+        synthesis_batch=synthesis_batch,
+        kd_batch=kd_batch,
+        synthesis_timed_batch=synthesis_timed,
+        kd_timed_batch=kd_timed,
+        probe_s=round(time.perf_counter() - started, 2),
+        cpu=cpu_model(),
+    )
+
+
+def _at_batch(step_s, probe: int, batch: int) -> tuple[float, int]:
+    """One step at `batch`: timed there when the probe says that is cheap (batching is not linear on small
+    models), else the probe's time scaled linearly (a 224-px step at batch 128 would take the plan minutes)."""
+    scaled = step_s(probe) * batch / probe
+    if batch != probe and scaled < CHEAP_STEP_S:
+        return step_s(batch), batch
+    return scaled, probe
+
+
+def _kd_step_s(teacher, student, images: torch.Tensor) -> float:
+    optimizer = torch.optim.Adam(student.parameters(), lr=1e-3)
+    student.train()
+
+    def step():
+        with torch.no_grad():
+            target = teacher(images).softmax(1)
+        loss = -(target * student(images).log_softmax(1)).sum(1).mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    return _timed(step)
+
+
+def _export_and_latency(teacher: LoadedModel) -> tuple[float, float]:
+    import numpy as np
+    import onnxruntime as ort
+
+    from pipeline.export import export_onnx
+
+    with tempfile.TemporaryDirectory(prefix="edge-pipeline-costs-") as folder:
+        path = Path(folder) / "teacher.onnx"
+        start = time.perf_counter()
+        export_onnx(teacher.model, teacher.preprocess, path)  # as the export stage does, checks included
+        export_s = time.perf_counter() - start
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = max(1, min(2, torch.get_num_threads()))
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        feed = {session.get_inputs()[0].name: np.zeros((1, *teacher.input_shape), np.float32)}
+        run_s = min(_timed(lambda: session.run(None, feed), repeats=1) for _ in range(3))
+    return export_s, 1000 * run_s
+
+
+def plan_stages(stages: list[tuple[str, dict]], costs: UnitCosts, eval_images: int | None) -> dict:
+    """`stages`: (name, config_dict) in run order, finished ones excluded. Returns the manifest's `plan`."""
+    planned = [_plan_stage(name, config, costs, eval_images) for name, config in stages]
+    known = [stage["planned_s"] for stage in planned if stage["planned_s"] is not None]
+    return {
+        "stages": planned,
+        "planned_s": round(sum(known), 1),
+        "unplanned": [stage["name"] for stage in planned if stage["planned_s"] is None],
+        "cpu": costs.cpu,
+        "unit_costs": costs.to_dict(),
+    }
+
+
+def _plan_stage(name: str, config: dict, costs: UnitCosts, eval_images: int | None) -> dict:
+    if name == "synthesize":
+        return _bounded(name, config, costs.synthesis_step_s, "synthesis steps")
+    if name == "distill":
+        training = config.get("training") or {}
+        kd_steps = int(training.get("kd_steps", 1))
+        # a distill step: one synthesizer step (when it keeps running) and kd_steps student steps
+        synthesis = costs.synthesis_step_s if config.get("continue_synthesis", True) else 0.0
+        return _bounded(name, config, synthesis + kd_steps * costs.kd_step_s, f"steps of {kd_steps} KD steps")
+    if name == "export":  # the teacher's export measured; the handed-on model is smaller
+        return {"name": name, "steps": None, "unit": "models", "planned_s": round(2 * costs.export_s, 1)}
+    if name == "bench":
+        latency = config["latency"]
+        rounds, per_round = latency["rounds"], latency["warmup"] + latency["runs"]
+        timing_s = 2 * rounds * per_round * costs.latency_ms / 1000  # teacher and handed-on model; the teacher
+        accuracy_s = 2 * (eval_images or 0) * costs.forward_ms_per_image / 1000 if config.get("eval") else 0.0
+        return {"name": name, "steps": rounds, "unit": "rounds", "planned_s": round(timing_s + accuracy_s, 1)}
+    return {"name": name, "steps": None, "unit": None, "planned_s": None}  # UNPLANNED: no cost model yet
+
+
+def _bounded(name: str, config: dict, unit_s: float, unit: str) -> dict:
+    """A loop bounded by steps (`--steps`) or by seconds: at least one step is always made."""
+    if config.get("steps"):
+        steps = int(config["steps"])
+        return {"name": name, "steps": steps, "unit": unit, "unit_s": round(unit_s, 4), "planned_s": steps * unit_s}
+    seconds = float(config["seconds"])
+    # the loop starts a step while its time is not spent: the last one ends after the budget
+    steps = max(1, math.ceil(seconds / unit_s)) if unit_s > 0 else None
+    planned = steps * unit_s if steps else seconds
+    entry = {"name": name, "steps": steps, "unit": unit, "unit_s": round(unit_s, 4), "planned_s": round(planned, 1)}
+    if unit_s > seconds:
+        entry["note"] = f"one step costs {unit_s:.0f} s, more than the stage's {seconds:.0f} s budget; it makes one"
+    return entry
+
+
+def describe_plan(plan: dict) -> list[str]:
+    """The plan as log lines: one per stage, then the total (and what it leaves out)."""
+    from pipeline.progress import duration
+
+    lines = []
+    for stage in plan["stages"]:
+        if stage["planned_s"] is None:
+            lines.append(f"plan: {stage['name']}: not estimated yet")
+            continue
+        steps = f"~{stage['steps']} {stage['unit']}, " if stage.get("steps") else ""
+        note = f" ({stage['note']})" if stage.get("note") else ""
+        lines.append(f"plan: {stage['name']}: {steps}~{duration(stage['planned_s'])}{note}")
+    unplanned = f" + {', '.join(plan['unplanned'])} (not estimated yet)" if plan["unplanned"] else ""
+    costs = plan["unit_costs"]
+    lines.append(
+        f"plan: ETA {duration(plan['planned_s'])}{unplanned}, from costs measured here in {costs['probe_s']:.1f} s "
+        f"({plan['cpu']}): synthesis step {costs['synthesis_step_s']:.3g} s, KD step {costs['kd_step_s']:.3g} s "
+        f"(batch {costs['synthesis_batch']} / {costs['kd_batch']}, timed at {costs['synthesis_timed_batch']} / "
+        f"{costs['kd_timed_batch']}), teacher "
+        f"{costs['latency_ms']:.3g} ms on onnxruntime"
+    )
+    return lines
+
+
+def actual_stages(manifest: dict, plan: dict) -> dict:
+    """The plan's stages as they ran: wall time and steps from each stage's manifest entry."""
+    stages = []
+    for planned in plan["stages"]:
+        entry = manifest["stages"].get(planned["name"]) or {}
+        metrics = entry.get("metrics") or {}
+        steps = metrics.get("steps") if isinstance(metrics.get("steps"), int) else None
+        stages.append({"name": planned["name"], "steps": steps, "wall_s": entry.get("wall_s")})
+    return {"stages": stages, "wall_s": round(sum(s["wall_s"] or 0 for s in stages), 1), "cpu": plan["cpu"]}

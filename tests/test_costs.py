@@ -1,0 +1,96 @@
+"""The plan before the work (issue 22 item 1, first part): unit costs measured on this machine for this teacher
+and student, each stage planned from them and its config, the plan printed and kept beside the actual."""
+
+import json
+
+import pytest
+import torch
+
+from pipeline.assets import resolve_teacher
+from pipeline.models.load import load_model
+from pipeline.recipes.costs import UnitCosts, actual_stages, describe_plan, measure_unit_costs, plan_stages
+from pipeline.synthesize.base import resolve_options
+from tests.conftest import invoke_cli
+
+
+def _costs(**given) -> UnitCosts:
+    values = {
+        "synthesis_step_s": 0.5,
+        "kd_step_s": 0.1,
+        "export_s": 2.0,
+        "latency_ms": 4.0,
+        "forward_ms_per_image": 1.0,
+        "synthesis_batch": 64,
+        "kd_batch": 64,
+        "synthesis_timed_batch": 64,
+        "kd_timed_batch": 64,
+        "probe_s": 1.0,
+        "cpu": "test CPU",
+    }
+    return UnitCosts(**{**values, **given})
+
+
+@pytest.mark.parametrize("synthesizer", ["bn-inversion", "dafl"])
+def test_unit_costs_are_measured_on_this_machine_for_this_teacher(synthesizer):
+    teacher = load_model(resolve_teacher("embedded:lenet5-fmnist"))
+    before = {name: tensor.clone() for name, tensor in teacher.model.state_dict().items()}
+    options = {**resolve_options(synthesizer), "batch_size": 16}
+    costs = measure_unit_costs(teacher, "lenet5-half", synthesizer, options, 16, torch.device("cpu"))
+    assert costs.synthesis_step_s > 0 and costs.kd_step_s > 0 and costs.export_s > 0 and costs.latency_ms > 0
+    assert costs.synthesis_timed_batch == 16 and costs.kd_timed_batch == 16  # cheap: timed at the real batch
+    assert costs.probe_s < 30 and costs.cpu
+    after = teacher.model.state_dict()  # the probe works on a copy: the teacher is untouched
+    assert all(torch.equal(before[name], after[name]) for name in before)
+    nothing = measure_unit_costs(teacher, None, None, options, 16, torch.device("cpu"))
+    assert nothing.synthesis_step_s == 0 and nothing.kd_step_s == 0 and nothing.synthesis_timed_batch is None
+
+
+def test_each_stage_is_planned_from_its_config_and_the_unit_costs():
+    stages = [
+        ("synthesize", {"seconds": 10.0, "steps": None}),
+        ("distill", {"seconds": 60.0, "steps": None, "training": {"kd_steps": 4}, "continue_synthesis": True}),
+        ("search", {}),
+        ("export", {}),
+        ("bench", {"latency": {"rounds": 20, "warmup": 2, "runs": 8}, "eval": "fmnist"}),
+    ]
+    plan = plan_stages(stages, _costs(), eval_images=1000)
+    planned = {stage["name"]: stage for stage in plan["stages"]}
+    assert planned["synthesize"]["steps"] == 20 and planned["synthesize"]["planned_s"] == pytest.approx(10.0)
+    assert planned["distill"]["unit_s"] == pytest.approx(0.9)  # one synthesis step and 4 KD steps
+    assert planned["distill"]["steps"] == 67 and planned["distill"]["planned_s"] == pytest.approx(60.3)
+    assert planned["search"]["planned_s"] is None and plan["unplanned"] == ["search"]
+    assert planned["export"]["planned_s"] == 4.0
+    assert planned["bench"]["planned_s"] == pytest.approx(2 * 20 * 10 * 0.004 + 2 * 1000 * 0.001)
+    assert plan["planned_s"] == pytest.approx(10.0 + 60.3 + 4.0 + 3.6, abs=0.2) and plan["cpu"] == "test CPU"
+    lines = describe_plan(plan)
+    assert lines[-1].startswith("plan: ETA 1 min 18 s + search (not estimated yet)") and "test CPU" in lines[-1]
+
+
+def test_a_step_dearer_than_its_budget_is_planned_and_said_and_steps_bound_a_reproducible_run():
+    plan = plan_stages([("synthesize", {"seconds": 5.0, "steps": None})], _costs(synthesis_step_s=50.0), None)
+    stage = plan["stages"][0]
+    assert stage["steps"] == 1 and stage["planned_s"] == 50.0 and "more than the stage's 5 s budget" in stage["note"]
+    fixed = plan_stages([("synthesize", {"seconds": 5.0, "steps": 7})], _costs(), None)["stages"][0]
+    assert fixed["steps"] == 7 and fixed["planned_s"] == pytest.approx(3.5)
+
+
+def test_the_actual_follows_the_plan_stage_by_stage():
+    plan = plan_stages([("synthesize", {"seconds": 5.0}), ("export", {})], _costs(), None)
+    manifest = {"stages": {"synthesize": {"wall_s": 5.2, "metrics": {"steps": 11}}, "export": {"wall_s": 1.5}}}
+    actual = actual_stages(manifest, plan)
+    assert actual["stages"] == [
+        {"name": "synthesize", "steps": 11, "wall_s": 5.2},
+        {"name": "export", "steps": None, "wall_s": 1.5},
+    ]
+    assert actual["wall_s"] == 6.7 and actual["cpu"] == "test CPU"
+
+
+def test_plan_shows_the_measured_costs_and_runs_nothing(tmp_path):
+    run = tmp_path / "run"
+    planned = invoke_cli("build", "--budget", "smoke", "--out", str(run), "--eval", "none", "--plan", "--json")
+    assert planned.returncode == 0, planned.stderr
+    cost_plan = json.loads(planned.stdout)["cost_plan"]
+    assert [stage["name"] for stage in cost_plan["stages"]] == ["synthesize", "distill", "export", "bench"]
+    assert all(stage["planned_s"] > 0 for stage in cost_plan["stages"][:2])  # a 28-px bench is planned at ~0 s
+    assert cost_plan["stages"][3]["planned_s"] is not None and cost_plan["unit_costs"]["latency_ms"] > 0
+    assert not run.exists()  # planning writes nothing
