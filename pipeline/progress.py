@@ -127,8 +127,11 @@ class _Task:
 
 
 def duration(seconds: float) -> str:
-    """60 s and more as "3 min 05 s", less as "42 s": how progress lines and the plan show time."""
+    """An hour and more as "10 h 05 min", a minute and more as "3 min 05 s", less as "42 s": how progress lines
+    and the plan show time."""
     seconds = int(round(seconds))
+    if seconds >= 3600:
+        return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
     return f"{seconds // 60} min {seconds % 60:02d} s" if seconds >= 60 else f"{seconds} s"
 
 

@@ -24,6 +24,8 @@ def _costs(**given) -> UnitCosts:
         "kd_batch": 64,
         "synthesis_timed_batch": 64,
         "kd_timed_batch": 64,
+        "drop_step_s": 0.2,
+        "drop_timed_batch": 64,
         "probe_s": 1.0,
         "cpu": "test CPU",
     }
@@ -94,3 +96,20 @@ def test_plan_shows_the_measured_costs_and_runs_nothing(tmp_path):
     assert all(stage["planned_s"] > 0 for stage in cost_plan["stages"][:2])  # a 28-px bench is planned at ~0 s
     assert cost_plan["stages"][3]["planned_s"] is not None and cost_plan["unit_costs"]["latency_ms"] > 0
     assert not run.exists()  # planning writes nothing
+
+
+def test_block_dropping_is_planned_from_its_table_selection_and_fine_tune():
+    latency = {"rounds": 50, "warmup": 20, "runs": 100, "max_seconds": 0.5, "source": "local"}
+    config = {"latency": latency, "reduction": 0.3, "recoverability": {"steps": 60}, "recovery": {"iterations": 2000}}
+    costs = _costs(latency_ms=20.0, export_s=3.0)  # a 224-px model: 25 timed runs fill a 0.5 s round
+    stage = plan_stages([("drop", config)], costs, None, {"blocks": 16, "classes": 7})["stages"][0]
+    short, full = (3 + 25) * 0.02, (20 + 25) * 0.02  # one variant's round, with 3 or 20 warm-up calls
+    table = 8 * (20 * short + 3.0)
+    to_drop = 6  # 30 % of 16 blocks, as if each saved an equal share of 18 parts
+    selection = (16 + 15 + 14 + 13 + 12 + 11) * 60 * 0.2 + (5 * 9 * 20 + 2 * 20) * short
+    expected = table + selection + 2000 * 0.2 + 2 * 50 * full
+    assert stage["planned_s"] == pytest.approx(expected, abs=0.1) and stage["steps"] == 2000
+    assert f"~{to_drop} blocks" in stage["unit"]
+    named = plan_stages([("drop", {**config, "blocks": ["layer1.0"]})], costs, None, {"blocks": 16, "classes": 7})
+    assert named["stages"][0]["planned_s"] == pytest.approx(2000 * 0.2 + 2 * 50 * full, abs=0.1)  # no table
+    assert plan_stages([("drop", config)], costs, None, None)["stages"][0]["planned_s"] is None  # nothing known

@@ -48,10 +48,14 @@ def run_build(options: BuildOptions, *, until: str = "bench") -> dict:
         )
         plan = None
         if distributed.is_main():  # the plan before the work: measured here, printed, kept beside the actual
-            plan = build_plan(ctx, until)
-            for line in describe_plan(plan):
-                log(line)
-            ctx.run.set_run_info(plan=plan)
+            try:
+                plan = build_plan(ctx, until)
+            except OSError as error:  # the probe writes a temporary ONNX file: a full disk is the stages' to report
+                log(f"plan: not made ({error.strerror or error}); the stages run without one")
+            else:
+                for line in describe_plan(plan):
+                    log(line)
+                ctx.run.set_run_info(plan=plan)
         for step in recipe_steps(ctx.recipe, until):
             # a condition is decided when its step is reached: the search chooses the precision quantize runs on
             if not applies(step, ctx.recipe, ctx.options, ctx.target, ctx.run):
@@ -81,6 +85,7 @@ def build_plan(ctx, until: str) -> dict:
             continue
         stages.append((step.stage, STAGE_FACTORIES[step.stage](planning).config_dict()))
     names = {name for name, _ in stages}
+    drop_model, droppable = _drop_model(ctx) if "drop" in names else (None, None)
     costs = measure_unit_costs(
         ctx.teacher,
         ctx.student if names & {"distill"} else None,
@@ -88,9 +93,26 @@ def build_plan(ctx, until: str) -> dict:
         synthesizer_options(ctx.options, ctx.budget),
         student_training(ctx.options, ctx.budget).batch_size,
         distributed.local_device(ctx.options.device),
+        drop_model,
     )
     eval_images = (ctx.budget.eval_limit or FASHION_MNIST_TEST_IMAGES) if ctx.eval else 0
-    return plan_stages(stages, costs, eval_images)
+    return plan_stages(stages, costs, eval_images, droppable)
+
+
+def _drop_model(ctx):
+    """The model block dropping will work on (the teacher, or a fresh copy of the student's architecture), and
+    its count of droppable blocks and of block classes (the latency table's variants)."""
+    from pipeline.drop.blocks import droppable_blocks
+    from pipeline.drop.latency_table import block_classes
+    from pipeline.models import create_model
+
+    model = ctx.teacher.model
+    if ctx.recipe.trains_a_student:
+        channels, height, _ = ctx.teacher.input_shape
+        model = create_model(ctx.student, in_channels=channels, num_classes=ctx.teacher.num_classes, image_size=height)
+    blocks = droppable_blocks(model.eval())
+    classes = block_classes(model, blocks, ctx.teacher.input_shape)
+    return model, {"blocks": len(blocks), "classes": len(set(classes.values()))}
 
 
 def plan_build(options: BuildOptions, *, until: str = "bench") -> dict:

@@ -5,7 +5,7 @@ synthesizer, at a small batch, scaled to the configured one), one student KD ste
 forward and backward, optimizer step), the teacher's ONNX export and its onnxruntime latency at batch 1.
 From them and each stage's config the plan says how many steps a stage will make and how long it will take;
 a time-bounded stage whose first step alone costs more than its budget is planned at that step (it always
-makes one). Stages whose cost is not modelled yet (drop, search, quantize, engine) are planned as `None`, and
+makes one). Stages whose cost is not modelled yet (search, quantize, engine) are planned as `None`, and
 the total says so: an estimate is never presented as covering what it does not.
 """
 
@@ -16,8 +16,11 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
+from pipeline.drop.latency_table import ROUND_WARMUP
+from pipeline.measure import MIN_ROUNDS, LatencySettings, example_input, latency_samples_ms, make_runner
 from pipeline.measure.settings import cpu_model
 from pipeline.models import create_model
 from pipeline.models.loaded import LoadedModel
@@ -26,8 +29,8 @@ from pipeline.synthesize.base import create_synthesizer
 from pipeline.training import freeze
 
 PROBE_BATCH = 8  # images per probe step; costs scale linearly with batch on a CPU, and a 224-px step stays short
+PROBE_THREADS = 2  # the targets' usual intra-op threads (a proxy for a bench run's cost)
 CHEAP_STEP_S = 1.0  # a step this cheap is timed at its real batch
-UNPLANNED = ("drop", "search", "quantize", "engine")  # no cost model yet: planned_s None
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,8 @@ class UnitCosts:
     kd_batch: int
     synthesis_timed_batch: int | None  # the batch it was timed at (the configured one when that is cheap)
     kd_timed_batch: int | None
+    drop_step_s: float  # one fine-tune step of the model blocks are dropped from (recovery, adapter probes)
+    drop_timed_batch: int | None
     probe_s: float  # what measuring all this took
     cpu: str
 
@@ -71,8 +76,11 @@ def measure_unit_costs(
     synthesis_options: dict,
     kd_batch: int,
     device: torch.device,
+    drop_model: "torch.nn.Module | None" = None,
+    drop_batch: int = 64,
 ) -> UnitCosts:
-    """`synthesizer` None: the recipe synthesises nothing; `student` None: it trains no student."""
+    """`synthesizer` None: the recipe synthesises nothing; `student` None: it trains no student; `drop_model`:
+    the model block dropping works on (its fine-tune step: itself as teacher, a copy as student)."""
     started = time.perf_counter()
     torch.manual_seed(0)  # the stages seed themselves when they start
     try:  # a copy: synthesizers hook the teacher's layers (BN inversion)
@@ -100,6 +108,15 @@ def measure_unit_costs(
         synthesis_s, synthesis_timed = _at_batch(synthesis_step_s, probe, synthesis_batch)
     if critic is not None:
         kd_s, kd_timed = _at_batch(kd_step_s, probe, kd_batch)
+    drop_s, drop_timed = 0.0, None
+    if drop_model is not None:
+        frozen = freeze(copy.deepcopy(drop_model).to(device))
+        trained = copy.deepcopy(drop_model).to(device)
+        drop_s, drop_timed = _at_batch(
+            lambda batch: _kd_step_s(frozen, trained, torch.randn(batch, *teacher.input_shape, device=device)),
+            min(PROBE_BATCH, drop_batch),
+            drop_batch,
+        )
     images = torch.randn(probe, *teacher.input_shape, device=device)
     with torch.no_grad():
         forward_s = _timed(lambda: model(images))
@@ -114,6 +131,8 @@ def measure_unit_costs(
         kd_batch=kd_batch,
         synthesis_timed_batch=synthesis_timed,
         kd_timed_batch=kd_timed,
+        drop_step_s=drop_s,
+        drop_timed_batch=drop_timed,
         probe_s=round(time.perf_counter() - started, 2),
         cpu=cpu_model(),
     )
@@ -144,9 +163,6 @@ def _kd_step_s(teacher, student, images: torch.Tensor) -> float:
 
 
 def _export_and_latency(teacher: LoadedModel) -> tuple[float, float]:
-    import numpy as np
-    import onnxruntime as ort
-
     from pipeline.export import export_onnx
 
     with tempfile.TemporaryDirectory(prefix="edge-pipeline-costs-") as folder:
@@ -154,17 +170,21 @@ def _export_and_latency(teacher: LoadedModel) -> tuple[float, float]:
         start = time.perf_counter()
         export_onnx(teacher.model, teacher.preprocess, path)  # as the export stage does, checks included
         export_s = time.perf_counter() - start
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = max(1, min(2, torch.get_num_threads()))
-        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        feed = {session.get_inputs()[0].name: np.zeros((1, *teacher.input_shape), np.float32)}
-        run_s = min(_timed(lambda: session.run(None, feed), repeats=1) for _ in range(3))
-    return export_s, 1000 * run_s
+        example = example_input(LatencySettings(threads=PROBE_THREADS), teacher.preprocess)
+        runner = make_runner("onnxruntime", path, PROBE_THREADS)
+        samples = latency_samples_ms(runner, example, warmup=2, runs=5, max_seconds=1.0)
+    return export_s, float(np.median(samples))
 
 
-def plan_stages(stages: list[tuple[str, dict]], costs: UnitCosts, eval_images: int | None) -> dict:
-    """`stages`: (name, config_dict) in run order, finished ones excluded. Returns the manifest's `plan`."""
-    planned = [_plan_stage(name, config, costs, eval_images) for name, config in stages]
+def plan_stages(
+    stages: list[tuple[str, dict]], costs: UnitCosts, eval_images: int | None, droppable: dict | None = None
+) -> dict:
+    """`stages`: (name, config_dict) in run order, finished ones excluded; `droppable`: the drop model's
+    {"blocks", "classes"} (block_classes). Returns the manifest's `plan`."""
+    planned = [
+        _plan_drop(config, costs, droppable) if name == "drop" else _plan_stage(name, config, costs, eval_images)
+        for name, config in stages
+    ]
     known = [stage["planned_s"] for stage in planned if stage["planned_s"] is not None]
     return {
         "stages": planned,
@@ -192,7 +212,52 @@ def _plan_stage(name: str, config: dict, costs: UnitCosts, eval_images: int | No
         timing_s = 2 * rounds * per_round * costs.latency_ms / 1000  # teacher and handed-on model; the teacher
         accuracy_s = 2 * (eval_images or 0) * costs.forward_ms_per_image / 1000 if config.get("eval") else 0.0
         return {"name": name, "steps": rounds, "unit": "rounds", "planned_s": round(timing_s + accuracy_s, 1)}
-    return {"name": name, "steps": None, "unit": None, "planned_s": None}  # UNPLANNED: no cost model yet
+    return {"name": name, "steps": None, "unit": None, "planned_s": None}  # search, quantize, engine: no model yet
+
+
+def _round_s(latency: dict, latency_ms: float, warmup: int) -> float:
+    """One model's share of one interleaved round: warm-up calls, then timed runs until `max_seconds` is spent
+    (at least 10) or `runs` are made (portable/timing.py)."""
+    per_call = latency_ms / 1000
+    runs = latency["runs"]
+    if latency.get("max_seconds"):
+        runs = min(runs, max(10, math.ceil(latency["max_seconds"] / per_call)))
+    return (warmup + runs) * per_call
+
+
+def _plan_drop(config: dict, costs: UnitCosts, droppable: dict | None) -> dict:
+    """The latency table (one variant per block class), the greedy selection (an adapter probe per remaining
+    block and a timing of the candidate classes per step, for an estimated number of blocks), the recovery
+    fine-tune and the final timing; each from the costs measured here. An estimate: the number of blocks the
+    budget needs is not known before the table (here: as if every block saved an equal share)."""
+    if droppable is None or costs.drop_step_s <= 0:
+        return {"name": "drop", "steps": None, "unit": None, "planned_s": None}
+    latency = config["latency"]
+    blocks, classes = droppable["blocks"], droppable["classes"]
+    remote = latency.get("source") == "remote"
+    rounds = latency["rounds"] if remote else min(latency["rounds"], MIN_ROUNDS)
+    short = _round_s(latency, costs.latency_ms, min(latency["warmup"], ROUND_WARMUP))
+    chosen = config.get("blocks")
+    if chosen is not None:
+        to_drop, table_s, selection_s = len(chosen), 0.0, 0.0
+    else:
+        share = config.get("reduction") or 0.3  # a millisecond budget: as a 30 % cut (it is not known yet)
+        to_drop = min(blocks, max(1, math.ceil(share * (blocks + 2))))
+        table_s = (classes + 1) * (rounds * short + costs.export_s)
+        probe_steps = config["recoverability"]["steps"]
+        probes = sum(blocks - i for i in range(to_drop))
+        timings = (to_drop - 1) * (classes + 2) * rounds * short + 2 * rounds * short  # later steps, the check
+        selection_s = probes * probe_steps * costs.drop_step_s + timings
+    recovery_s = config["recovery"]["iterations"] * costs.drop_step_s
+    final_s = 2 * latency["rounds"] * _round_s(latency, costs.latency_ms, latency["warmup"])
+    return {
+        "name": "drop",
+        "steps": config["recovery"]["iterations"],
+        "unit": f"fine-tune iterations (after a {table_s:.0f} s table and ~{to_drop} blocks chosen in "
+        f"{selection_s:.0f} s)",
+        "unit_s": round(costs.drop_step_s, 4),
+        "planned_s": round(table_s + selection_s + recovery_s + final_s, 1),
+    }
 
 
 def _bounded(name: str, config: dict, unit_s: float, unit: str) -> dict:
