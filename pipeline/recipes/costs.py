@@ -209,7 +209,8 @@ def _plan_stage(name: str, config: dict, costs: UnitCosts, eval_images: int | No
     if name == "bench":
         latency = config["latency"]
         rounds, per_round = latency["rounds"], latency["warmup"] + latency["runs"]
-        timing_s = 2 * rounds * per_round * costs.latency_ms / 1000  # teacher and handed-on model; the teacher
+        # the teacher and the handed-on model, both at the teacher's latency: an upper bound
+        timing_s = 2 * rounds * per_round * costs.latency_ms / 1000
         accuracy_s = 2 * (eval_images or 0) * costs.forward_ms_per_image / 1000 if config.get("eval") else 0.0
         return {"name": name, "steps": rounds, "unit": "rounds", "planned_s": round(timing_s + accuracy_s, 1)}
     return {"name": name, "steps": None, "unit": None, "planned_s": None}  # search, quantize, engine: no model yet
