@@ -2,6 +2,7 @@
 and student, each stage planned from them and its config, the plan printed and kept beside the actual."""
 
 import json
+from dataclasses import replace
 
 import pytest
 import torch
@@ -61,11 +62,11 @@ def test_each_stage_is_planned_from_its_config_and_the_unit_costs():
     assert planned["distill"]["unit_s"] == pytest.approx(0.9)  # one synthesis step and 4 KD steps
     assert planned["distill"]["steps"] == 67 and planned["distill"]["planned_s"] == pytest.approx(60.3)
     assert planned["search"]["planned_s"] is None and plan["unplanned"] == ["search"]
-    assert planned["export"]["planned_s"] == 4.0
+    assert planned["export"]["planned_s"] == 40.0  # 2 models x torch.export at 10x the probe's TorchScript export
     assert planned["bench"]["planned_s"] == pytest.approx(2 * 20 * 10 * 0.004 + 2 * 1000 * 0.001)
-    assert plan["planned_s"] == pytest.approx(10.0 + 60.3 + 4.0 + 3.6, abs=0.2) and plan["cpu"] == "test CPU"
+    assert plan["planned_s"] == pytest.approx(10.0 + 60.3 + 40.0 + 3.6, abs=0.2) and plan["cpu"] == "test CPU"
     lines = describe_plan(plan)
-    assert lines[-1].startswith("plan: ETA 1 min 18 s + search (not estimated yet)") and "test CPU" in lines[-1]
+    assert lines[-1].startswith("plan: ETA 1 min 54 s + search (not estimated yet)") and "test CPU" in lines[-1]
 
 
 def test_a_step_dearer_than_its_budget_is_planned_and_said_and_steps_bound_a_reproducible_run():
@@ -113,3 +114,18 @@ def test_block_dropping_is_planned_from_its_table_selection_and_fine_tune():
     named = plan_stages([("drop", {**config, "blocks": ["layer1.0"]})], costs, None, {"blocks": 16, "classes": 7})
     assert named["stages"][0]["planned_s"] == pytest.approx(2000 * 0.2 + 2 * 50 * full, abs=0.1)  # no table
     assert plan_stages([("drop", config)], costs, None, None)["stages"][0]["planned_s"] is None  # nothing known
+
+
+def test_a_resumed_run_reuses_the_costs_it_measured_and_a_finished_one_probes_nothing(tmp_path):
+    from pipeline.recipes.build import run_build
+    from pipeline.recipes.options import BuildOptions
+
+    options = BuildOptions(teacher="embedded:lenet5-fmnist", budget="smoke", steps=2, out=tmp_path / "run", eval="none")
+    run_build(options, until="synthesize")
+    first = json.loads((tmp_path / "run" / "manifest.json").read_text())["plan"]
+    assert first["unit_costs"]["probe_s"] > 0 and [s["name"] for s in first["stages"]] == ["synthesize"]
+    run_build(replace(options, force=True), until="synthesize")  # the same build again, on the same machine
+    again = json.loads((tmp_path / "run" / "manifest.json").read_text())["plan"]
+    assert again["unit_costs"] == {**first["unit_costs"], "probe_s": 0.0} and again["probe"] == first["probe"]
+    run_build(options, until="synthesize")  # up to date: nothing left to plan
+    assert json.loads((tmp_path / "run" / "manifest.json").read_text())["plan"]["stages"] == []

@@ -1,12 +1,21 @@
 """`pipeline build` and the commands built on it: the stages in order in one run folder."""
 
+import json
 from contextlib import nullcontext
 from dataclasses import replace
 
 from pipeline.errors import PipelineError
+from pipeline.measure.settings import cpu_model
 from pipeline.progress import log
 from pipeline.recipes.context import prepare
-from pipeline.recipes.costs import actual_stages, describe_plan, measure_unit_costs, plan_stages
+from pipeline.recipes.costs import (
+    UnitCosts,
+    actual_stages,
+    describe_plan,
+    measure_unit_costs,
+    nothing_to_plan,
+    plan_stages,
+)
 from pipeline.recipes.options import STAGE_ORDER, BuildOptions, describe_input
 from pipeline.recipes.plan import QUANTISED, applies, handed_on_precision, recipe_steps
 from pipeline.recipes.resolve import build_settings
@@ -80,23 +89,42 @@ def build_plan(ctx, until: str) -> dict:
     planning = replace(ctx, planning=True)  # configs of later stages name inputs not made yet
     stages = []
     for step in recipe_steps(ctx.recipe, until):
-        finished = (ctx.run.entry(step.stage) or {}).get("status") == "done"
+        finished = (ctx.run.entry(step.stage) or {}).get("status") == "done" and not ctx.options.force
         if finished or not applies(step, ctx.recipe, ctx.options, ctx.target, ctx.run):
             continue
         stages.append((step.stage, STAGE_FACTORIES[step.stage](planning).config_dict()))
+    if not stages:
+        return nothing_to_plan()
     names = {name for name, _ in stages}
     drop_model, droppable = _drop_model(ctx) if "drop" in names else (None, None)
-    costs = measure_unit_costs(
-        ctx.teacher,
-        ctx.student if names & {"distill"} else None,
-        ctx.options.synthesizer if names & {"synthesize", "distill"} else None,
-        synthesizer_options(ctx.options, ctx.budget),
-        student_training(ctx.options, ctx.budget).batch_size,
-        distributed.local_device(ctx.options.device),
-        drop_model,
-    )
+    probe = {
+        "teacher": [str(ctx.teacher_path), ctx.teacher_path.stat().st_size, ctx.teacher_path.stat().st_mtime_ns],
+        "student": ctx.student if names & {"distill"} else None,
+        "synthesizer": ctx.options.synthesizer if names & {"synthesize", "distill"} else None,
+        "synthesis_options": synthesizer_options(ctx.options, ctx.budget),
+        "kd_batch": student_training(ctx.options, ctx.budget).batch_size,
+        "device": str(distributed.local_device(ctx.options.device)),
+        "drop": droppable is not None,
+        "input_shape": list(ctx.teacher.input_shape),
+        "cpu": cpu_model(),
+    }
+    probe = json.loads(json.dumps(probe))  # as the manifest keeps it (tuples become lists)
+    # what the costs were measured for: a resumed run of the same build on this machine reuses them
+    earlier = ctx.run.manifest.get("plan") or {}
+    if earlier.get("probe") == probe and earlier.get("unit_costs"):  # a resumed run: the costs measured before
+        costs = UnitCosts(**{**earlier["unit_costs"], "probe_s": 0.0})
+    else:
+        costs = measure_unit_costs(
+            ctx.teacher,
+            probe["student"],
+            probe["synthesizer"],
+            probe["synthesis_options"],
+            probe["kd_batch"],
+            distributed.local_device(ctx.options.device),
+            drop_model,
+        )
     eval_images = (ctx.budget.eval_limit or FASHION_MNIST_TEST_IMAGES) if ctx.eval else 0
-    return plan_stages(stages, costs, eval_images, droppable)
+    return {**plan_stages(stages, costs, eval_images, droppable), "probe": probe}
 
 
 def _drop_model(ctx):
