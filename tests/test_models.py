@@ -1,6 +1,5 @@
 import pytest
 import torch
-import torch.nn as nn
 
 from pipeline.errors import PipelineError
 from pipeline.models import create_model, get_spec, list_models
@@ -8,6 +7,7 @@ from pipeline.models.checkpoint import save_checkpoint
 from pipeline.models.load import load_model
 from pipeline.models.student_choice import choose_student, model_cost
 from pipeline.preprocess import default_preprocess
+from tests.test_user_teachers import ResidualCNN
 
 
 def _small_input(name: str) -> tuple[int, int, int]:
@@ -58,23 +58,11 @@ def test_no_default_student_is_larger_than_its_teacher(name):
 def test_an_unregistered_teacher_gets_a_smaller_student_and_a_named_larger_one_a_note():
     """The issue's TorchScript residual CNN of ~21k parameters was handed a ResNet-14 of 175k: no more."""
 
-    class SmallResidual(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.stem = nn.Conv2d(1, 32, 3, padding=1)
-            self.body = nn.Sequential(nn.Conv2d(32, 32, 3, padding=1), nn.ReLU(), nn.Conv2d(32, 32, 3, padding=1))
-            self.head = nn.Linear(32, 10)
-
-        def forward(self, x):
-            x = torch.relu(self.stem(x))
-            x = torch.relu(x + self.body(x))
-            return self.head(x.mean((2, 3)))
-
-    teacher = torch.jit.script(SmallResidual().eval())
-    choice = choose_student(None, teacher, None, (1, 28, 28), 10, "SmallResidual, unregistered")
+    teacher = torch.jit.script(ResidualCNN().eval())  # the CNN tests/test_user_teachers.py builds
+    choice = choose_student(None, teacher, None, (1, 28, 28), 10, "ResidualCNN, unregistered")
     assert choice.cost.smaller_than(choice.teacher_cost) and choice.name == "lenet5-half"
-    assert "the usual one, resnet14, is not smaller than the teacher SmallResidual" in choice.note
-    named = choose_student("resnet14", teacher, None, (1, 28, 28), 10, "SmallResidual, unregistered")
+    assert "the usual one, resnet14, is not smaller than the teacher ResidualCNN" in choice.note
+    named = choose_student("resnet14", teacher, None, (1, 28, 28), 10, "ResidualCNN, unregistered")
     assert named.name == "resnet14" and "--student resnet14 (174,970 parameters" in named.note
 
 
