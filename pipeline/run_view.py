@@ -127,8 +127,9 @@ def run_notes(run: RunFolder) -> list[str]:
             f"latency measured on {measured.get('host')} with {measured.get('runtime')} "
             f"(power mode {measured.get('nvpmodel_mode') or 'unknown'})"
         )
-    if run.manifest.get("student_note"):
-        notes.append(run.manifest["student_note"])
+    for key in ("student_note", "memory_note"):
+        if run.manifest.get(key):
+            notes.append(run.manifest[key])
     exported = stages.get("export", {}).get("metrics", {})
     for name, metrics in exported.items():
         if isinstance(metrics, dict) and metrics.get("fixed_batch"):

@@ -54,6 +54,7 @@ def run_build(options: BuildOptions, *, until: str = "bench") -> dict:
             eval=ctx.eval,
             world_size=distributed.world_size(),
             student_note=ctx.student_note,
+            memory_note=ctx.memory_note,
         )
         plan = None
         if distributed.is_main():  # the plan before the work: measured here, printed, kept beside the actual
@@ -187,6 +188,7 @@ def plan_build(options: BuildOptions, *, until: str = "bench") -> dict:
         "synthesizer": ctx.options.synthesizer,
         "student": ctx.student,
         "student_note": ctx.student_note,
+        "memory_note": ctx.memory_note,
         "eval": ctx.eval,
         "cost_plan": build_plan(ctx, until),
         "preprocess": {**ctx.teacher.preprocess.to_dict(), "source": ctx.teacher.preprocess_source},

@@ -11,6 +11,7 @@ from pipeline.models.student_choice import choose_student
 from pipeline.preprocess import preprocess_guess_warning
 from pipeline.progress import log
 from pipeline.recipes import checkpoint_readers  # noqa: F401  (registers the readers of dropped and binary checkpoints)
+from pipeline.recipes.memory import memory_safe_batch
 from pipeline.recipes.options import BuildContext, BuildOptions
 from pipeline.recipes.plan import Recipe, choose_recipe, precision, recipe_steps
 from pipeline.recipes.stage_specs import drop_budget, quantize_config
@@ -48,6 +49,13 @@ def prepare(options: BuildOptions) -> BuildContext:
         student = choose_student(
             options.student, teacher.model, teacher.arch, teacher.input_shape, teacher.num_classes, teacher.name
         )
+    memory_note = None
+    if running & {"synthesize", "distill"}:  # the data-free steps: their batch must fit the memory limit
+        student_name = student.name if student else None
+        batch, memory_note = memory_safe_batch(teacher, student_name, budget.batch_size, options.max_memory_gib)
+        if memory_note:
+            log(f"note: {memory_note}")
+            budget = replace(budget, batch_size=batch)
     if "drop" in recipe.stages:
         check_droppable(recipe, options, teacher, teacher_path, student.name if student else None)
         if options.drop_blocks is None:
@@ -70,6 +78,7 @@ def prepare(options: BuildOptions) -> BuildContext:
         recipe,
         student=student.name if student else None,
         student_note=student.note if student else None,
+        memory_note=memory_note,
     )
 
 

@@ -67,6 +67,7 @@ class BuildOptions:
     # the command's recipe family (build, drop, search, quantize); `recipes/plan.py::choose_recipe` picks the variant
     recipe: str = "build"
     auto_search: bool = False  # `build` itself: search under the budget when the target file sets one
+    max_memory_gib: float = 6.0  # the training batch is lowered until a step fits (recipes/memory.py)
 
 
 @dataclass
@@ -83,6 +84,7 @@ class BuildContext:
     planning: bool = False  # `--plan`: stage factories name earlier stages' artifacts instead of reading them
     student: str | None = None  # the architecture distill trains, chosen once (models/student_choice.py)
     student_note: str | None = None  # what the summary says about that choice, when anything
+    memory_note: str | None = None  # the training batch lowered to fit max_memory_gib, when it was
 
     def artifact(self, stage: str, name: str) -> Path:
         """An earlier stage's artifact; while planning, a placeholder that names it (`@distill/student`)."""
