@@ -27,6 +27,10 @@ def set_quiet(quiet: bool) -> None:
     _quiet = quiet
 
 
+def is_quiet() -> bool:
+    return _quiet
+
+
 def log(message: str) -> None:
     """A status line on stderr (stdout stays clean for --json)."""
     if not _quiet:

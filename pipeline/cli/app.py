@@ -52,9 +52,13 @@ def sigterm_as_interrupt():
 
 
 def run_action(debug: bool, quiet: bool, action: Callable[[], object], *, out_hint: str | None = None) -> object:
+    previous = progress.is_quiet()
     progress.set_quiet(quiet)
-    with sigterm_as_interrupt():  # held until the one line is printed
-        return _run_reporting_failures(debug, action, out_hint)
+    try:
+        with sigterm_as_interrupt():  # held until the one line is printed
+            return _run_reporting_failures(debug, action, out_hint)
+    finally:  # a command run in-process (tests, an embedding program) leaves the log as it found it
+        progress.set_quiet(previous)
 
 
 def _run_reporting_failures(debug: bool, action: Callable[[], object], out_hint: str | None) -> object:
