@@ -8,6 +8,7 @@ import onnx
 import pytest
 import torch
 
+from pipeline import progress
 from pipeline.assets import resolve_teacher
 from pipeline.data.datasets import load_eval_dataset
 from pipeline.distill.stage import DistillConfig, DistillStage
@@ -103,7 +104,10 @@ def test_the_given_values_replace_the_recorded_or_guessed_ones_and_enter_the_cac
     assert chosen["specs"]["teacher"]["preprocess"]["mean"] == (0.5,)
 
 
-def test_a_bare_teacher_warns_once_naming_the_guess_and_a_given_choice_does_not(bare_lenet, tmp_path, capsys):
+def test_a_bare_teacher_warns_once_naming_the_guess_and_a_given_choice_does_not(
+    bare_lenet, tmp_path, capsys, monkeypatch
+):
+    monkeypatch.setattr(progress, "_quiet", False)  # what a command without --quiet sets
     prepare(BuildOptions(teacher=str(bare_lenet), out=tmp_path / "a", eval="none"))
     warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
     assert len(warnings) == 1 and "bare.pt records no preprocessing; guessing gray" in warnings[0]

@@ -85,9 +85,6 @@ def gate(
 
     Example: `pipeline gate runs/pr/ --baseline ci/latency-baseline.json --max-regression 5% --junit gate.xml`
     """
-    from pipeline import progress
-
-    progress.set_quiet(quiet or json_output)
 
     def action():
         from pipeline.gate.gate import GateSettings, parse_regression, run_gate, write_baseline

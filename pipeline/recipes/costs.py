@@ -38,8 +38,8 @@ CHEAP_STEP_S = 1.0  # a step this cheap is timed at its real batch
 
 @dataclass(frozen=True)
 class UnitCosts:
-    synthesis_step_s: float  # one synthesizer step at the configured batch (measured at `probe_batch`, scaled)
-    kd_step_s: float  # one student step at the configured batch (same)
+    synthesis_step_s: float  # one synthesizer step at the configured batch (timed at synthesis_timed_batch)
+    kd_step_s: float  # one student step at the configured batch (timed at kd_timed_batch)
     export_s: float  # the teacher to ONNX with the timing exporter (TorchScript), as latency tables export
     latency_ms: float  # the teacher's ONNX on this machine's onnxruntime, batch 1: what one timed run costs
     forward_ms_per_image: float  # the teacher in PyTorch, no grad: accuracy passes and calibration
