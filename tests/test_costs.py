@@ -107,7 +107,7 @@ def test_block_dropping_is_planned_from_its_table_selection_and_fine_tune():
     short, full = (3 + 25) * 0.02, (20 + 25) * 0.02  # one variant's round, with 3 or 20 warm-up calls
     table = 8 * (20 * short + 3.0)
     to_drop = 6  # 30 % of 16 blocks, as if each saved an equal share of 18 parts
-    selection = (16 + 15 + 14 + 13 + 12 + 11) * 60 * 0.2 + (5 * 9 * 20 + 2 * 20) * short
+    selection = (16 + 15 + 14 + 13 + 12 + 11) * 60 * 0.2 + (5 * 9 * 20 + 2 * 50) * short  # the check: 50 rounds
     expected = table + selection + 2000 * 0.2 + 2 * 50 * full
     assert stage["planned_s"] == pytest.approx(expected, abs=0.1) and stage["steps"] == 2000
     assert f"~{to_drop} blocks" in stage["unit"]

@@ -109,6 +109,8 @@ def time_candidate_sets(
     models = {"full": full, "current": without_blocks(model, dropped)}
     models.update({name: without_blocks(model, dropped + [name]) for name in timed_names})
     policy, short_rounds, remote = _rounds_policy(settings, seconds)
+    if not candidates:  # the check that accepts a plan: the project's floor of rounds for a timing claim at least
+        policy = RoundsPolicy.fixed(max(settings.rounds, MIN_ROUNDS))
     timed = time_models(
         models,
         preprocess,

@@ -251,7 +251,8 @@ def _plan_drop(config: dict, costs: UnitCosts, droppable: dict | None) -> dict:
         table_s = (classes + 1) * (rounds * short + costs.export_s)
         probe_steps = config["recoverability"]["steps"]
         probes = sum(blocks - i for i in range(to_drop))
-        timings = (to_drop - 1) * (classes + 2) * rounds * short + 2 * rounds * short  # later steps, the check
+        check = 2 * max(latency["rounds"], MIN_ROUNDS) * short  # the plan against the full model
+        timings = (to_drop - 1) * (classes + 2) * rounds * short + check  # the later steps' candidate classes
         selection_s = probes * probe_steps * costs.drop_step_s + timings
     recovery_s = config["recovery"]["iterations"] * costs.drop_step_s
     final_s = 2 * latency["rounds"] * _round_s(latency, costs.latency_ms, latency["warmup"])
