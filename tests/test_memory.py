@@ -42,3 +42,14 @@ def test_prepare_lowers_the_budget_batch_and_says_so(tmp_path):
     tight = BuildOptions(teacher="embedded:lenet5-fmnist", out=tmp_path / "run", eval="none", max_memory_gib=1.0)
     ctx = prepare(tight)  # below what a build process holds: the smallest batch, and the note says it may not fit
     assert ctx.budget.batch_size == MIN_BATCH and ctx.memory_note.startswith(f"training batch 128 -> {MIN_BATCH}")
+
+
+def test_the_limit_is_a_flag_of_the_build_commands(tmp_path):
+    """`pipeline build --max-memory 1 --plan`: the plan names the lowered batch (no stage runs)."""
+    import json
+
+    from tests.conftest import invoke_cli
+
+    planned = invoke_cli("build", "--max-memory", "1", "--out", str(tmp_path / "run"), "--plan", "--json")
+    assert planned.returncode == 0, planned.stderr
+    assert json.loads(planned.stdout)["memory_note"].startswith(f"training batch 128 -> {MIN_BATCH}")

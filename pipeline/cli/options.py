@@ -151,6 +151,13 @@ DEVICE = build_option(
     panel=TRAINING_PANEL,
     help=("auto (a GPU when PyTorch sees one), cpu, cuda, cuda:N. Under torchrun each rank uses its LOCAL_RANK GPU."),
 )
+MAX_MEMORY = build_option(
+    "max_memory_gib",
+    "--max-memory",
+    panel=TRAINING_PANEL,
+    min=0.5,
+    help="GiB the data-free steps may use: their batch is halved (not below 8) until a step fits, with a note.",
+)
 STUDENT = typer.Option(
     None,
     "--student",
