@@ -40,18 +40,3 @@ def _saved_bytes(model: nn.Module, input_shape, batch: int, input_grad: bool) ->
         output = model(images)
     del output
     return sum(storages.values())
-
-
-def resident_bytes() -> int:
-    """This process's resident memory now (Linux /proc; elsewhere its peak so far)."""
-    try:
-        with open("/proc/self/statm") as statm:
-            import os
-
-            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):
-        import resource
-        import sys
-
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        return peak if sys.platform == "darwin" else peak * 1024

@@ -7,7 +7,7 @@ from dataclasses import replace
 from pipeline.errors import PipelineError
 from pipeline.measure.settings import cpu_model
 from pipeline.progress import log
-from pipeline.recipes.context import prepare
+from pipeline.recipes.context import model_to_drop, prepare
 from pipeline.recipes.costs import (
     UnitCosts,
     actual_stages,
@@ -98,13 +98,14 @@ def build_plan(ctx, until: str) -> dict:
         return nothing_to_plan()
     names = {name for name, _ in stages}
     drop_model, droppable = _drop_model(ctx) if "drop" in names else (None, None)
+    device = distributed.local_device(ctx.options.device)
     probe = {
         "teacher": [str(ctx.teacher_path), ctx.teacher_path.stat().st_size, ctx.teacher_path.stat().st_mtime_ns],
         "student": ctx.student if names & {"distill"} else None,
         "synthesizer": ctx.options.synthesizer if names & {"synthesize", "distill"} else None,
         "synthesis_options": synthesizer_options(ctx.options, ctx.budget),
         "kd_batch": student_training(ctx.options, ctx.budget).batch_size,
-        "device": str(distributed.local_device(ctx.options.device)),
+        "device": str(device),
         "drop": droppable is not None,
         "input_shape": list(ctx.teacher.input_shape),
         "cpu": cpu_model(),
@@ -121,7 +122,7 @@ def build_plan(ctx, until: str) -> dict:
             probe["synthesizer"],
             probe["synthesis_options"],
             probe["kd_batch"],
-            distributed.local_device(ctx.options.device),
+            device,
             drop_model,
         )
     eval_images = (ctx.budget.eval_limit or FASHION_MNIST_TEST_IMAGES) if ctx.eval else 0
@@ -129,17 +130,13 @@ def build_plan(ctx, until: str) -> dict:
 
 
 def _drop_model(ctx):
-    """The model block dropping will work on (the teacher, or a fresh copy of the student's architecture), and
-    its count of droppable blocks and of block classes (the latency table's variants)."""
+    """The model block dropping will work on (context.model_to_drop), and its count of droppable blocks and of
+    block classes (the latency table's variants)."""
     from pipeline.drop.blocks import droppable_blocks
     from pipeline.drop.latency_table import block_classes
-    from pipeline.models import create_model
 
-    model = ctx.teacher.model
-    if ctx.recipe.trains_a_student:
-        channels, height, _ = ctx.teacher.input_shape
-        model = create_model(ctx.student, in_channels=channels, num_classes=ctx.teacher.num_classes, image_size=height)
-    blocks = droppable_blocks(model.eval())
+    model = model_to_drop(ctx.recipe, ctx.teacher, ctx.student).eval()
+    blocks = droppable_blocks(model)
     classes = block_classes(model, blocks, ctx.teacher.input_shape)
     return model, {"blocks": len(blocks), "classes": len(set(classes.values()))}
 

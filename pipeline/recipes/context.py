@@ -87,19 +87,25 @@ def check_droppable(
 ) -> None:
     """Before any stage runs: the model that will lose blocks has them, and --drop-blocks names exist in it."""
     from pipeline.drop.blocks import require_block_names, require_blocks
-    from pipeline.models import create_model
 
     from_teacher = not recipe.trains_a_student
-    if from_teacher:
-        model, label = teacher.model, f"{teacher_path.name} ({teacher.arch or teacher.source_format})"
-    else:
-        label = student
-        channels, height, _ = teacher.input_shape
-        model = create_model(label, in_channels=channels, num_classes=teacher.num_classes, image_size=height)
+    model = model_to_drop(recipe, teacher, student)
+    label = f"{teacher_path.name} ({teacher.arch or teacher.source_format})" if from_teacher else student
     if options.drop_blocks is not None:
         require_block_names(model, options.drop_blocks, label)
     elif from_teacher:
         require_blocks(model, label)
+
+
+def model_to_drop(recipe: Recipe, teacher: LoadedModel, student: str | None):
+    """The model that will lose blocks: the teacher itself, or (when the recipe trains one) the student's
+    architecture at the teacher's input, with random weights until distill has trained it."""
+    if not recipe.trains_a_student:
+        return teacher.model
+    from pipeline.models import create_model
+
+    channels, height, _ = teacher.input_shape
+    return create_model(student, in_channels=channels, num_classes=teacher.num_classes, image_size=height)
 
 
 def auto_synthesizer(teacher: LoadedModel) -> str:

@@ -19,7 +19,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipeline.drop.latency_table import ROUND_WARMUP
+from pipeline.drop.latency_table import ROUND_WARMUP, export_for_timing
+from pipeline.kd.losses import kd_loss
 from pipeline.measure import MIN_ROUNDS, LatencySettings, example_input, latency_samples_ms, make_runner
 from pipeline.measure.settings import cpu_model
 from pipeline.models import create_model
@@ -156,8 +157,8 @@ def _kd_step_s(teacher, student, images: torch.Tensor) -> float:
 
     def step():
         with torch.no_grad():
-            target = teacher(images).softmax(1)
-        loss = -(target * student(images).log_softmax(1)).sum(1).mean()
+            target = teacher(images)
+        loss = kd_loss(student(images), target, temperature=4.0)  # the loss every student-training loop uses
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -166,12 +167,9 @@ def _kd_step_s(teacher, student, images: torch.Tensor) -> float:
 
 
 def _export_and_latency(teacher: LoadedModel) -> tuple[float, float]:
-    from pipeline.export import export_onnx
-
     with tempfile.TemporaryDirectory(prefix="edge-pipeline-costs-") as folder:
-        path = Path(folder) / "teacher.onnx"
         start = time.perf_counter()
-        export_onnx(teacher.model, teacher.preprocess, path, exporter="timing")  # as the latency tables do
+        path = export_for_timing(teacher.model, teacher.preprocess, Path(folder), "teacher")  # as tables export
         export_s = time.perf_counter() - start
         example = example_input(LatencySettings(threads=PROBE_THREADS), teacher.preprocess)
         runner = make_runner("onnxruntime", path, PROBE_THREADS)
