@@ -42,8 +42,17 @@ def normalise(raw: torch.Tensor, preprocess: Preprocess) -> torch.Tensor:
     return ((x - mean) / std).contiguous()
 
 
+VALIDATION_SPECS = {"fmnist-val", "fashion-mnist-val"}
+VALIDATION_IMAGES = 10_000  # the last of the training split
+
+
 def fashion_mnist_split(split: str, preprocess: Preprocess, limit: int | None = None) -> LabelledImages:
-    images, labels = fashion_mnist.load_split(split)
+    """'train', 'test' or 'validation' (the last VALIDATION_IMAGES training images)."""
+    if split == "validation":
+        images, labels = fashion_mnist.load_split("train")
+        images, labels = images[-VALIDATION_IMAGES:], labels[-VALIDATION_IMAGES:]
+    else:
+        images, labels = fashion_mnist.load_split(split)
     if limit is not None:
         images, labels = images[:limit], labels[:limit]
     raw = torch.from_numpy(images.copy()).unsqueeze(1)
@@ -85,9 +94,12 @@ def image_folder(root: Path, preprocess: Preprocess, per_class: int | None = Non
 
 
 def load_eval_dataset(spec: str, preprocess: Preprocess, limit: int | None = None) -> LabelledImages:
-    """`spec` is 'fmnist' / 'fashion-mnist' (test split) or a path to an image folder."""
+    """`spec` is 'fmnist' / 'fashion-mnist' (test split), 'fmnist-val' (the last 10,000 training images: where
+    choices are made; the test split is for reporting) or a path to an image folder."""
     if spec.lower() in {"fmnist", "fashion-mnist", "fashion_mnist"}:
         return fashion_mnist_split("test", preprocess, limit)
+    if spec.lower() in VALIDATION_SPECS:
+        return fashion_mnist_split("validation", preprocess, limit)
     dataset = image_folder(Path(spec), preprocess)
     if limit is not None and limit < len(dataset):
         # evenly spaced subset keeps every class represented
