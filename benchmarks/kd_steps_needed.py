@@ -47,7 +47,7 @@ def main() -> None:
         if "--reuse" not in sys.argv:
             shutil.rmtree(out, ignore_errors=True)
             run_build(
-                BuildOptions(teacher=teacher, out=out, budget="quick", eval="fmnist-val", command="kd_steps_needed"),
+                BuildOptions(teacher=f"embedded:{teacher}", out=out, budget="quick", eval="fmnist-val", command="kd_steps_needed"),
                 until="distill",
             )
         manifest = json.loads((out / "manifest.json").read_text())
