@@ -53,7 +53,7 @@ def run(arch: str) -> None:
     from pipeline.measure import MIN_ROUNDS, runtime_version
     from pipeline.models import create_model
     from pipeline.preprocess import default_preprocess
-    from pipeline.recipes.stage_specs import target_latency
+    from pipeline.recipes.drop_specs import target_latency
     from pipeline.targets import load_target
 
     torch.manual_seed(0)

@@ -88,11 +88,14 @@ class _Task:
         fraction = self._fraction if self._fraction is not None else (self.total and self.done / self.total)
         remaining = None
         if fraction and 0 < fraction < 1:
+            estimates = []
             if self.total and rate > 0:
-                remaining = (self.total - self.done) / rate
-            elif not self.total and fraction > (self._first_fraction or 0):
-                # the budget left, at the pace this run has spent it (a resumed run began part-way through)
-                remaining = elapsed * (1 - fraction) / (fraction - (self._first_fraction or 0))
+                estimates.append((self.total - self.done) / rate)
+            if self._fraction is not None and fraction > (self._first_fraction or 0):
+                # the budget left, at the pace this run has spent it (a resumed run began part-way through);
+                # a loop bounded by steps and by time ends at whichever comes first
+                estimates.append(elapsed * (1 - fraction) / (fraction - (self._first_fraction or 0)))
+            remaining = min(estimates) if estimates else None
         parts = [f"{self.description}: step {self.done}" + (f"/{self.total}" if self.total else "")]
         if rate > 0:
             parts.append(f"{rate:.2f} steps/s" if rate >= 0.1 else f"{1 / rate:.1f} s/step")

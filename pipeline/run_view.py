@@ -127,7 +127,7 @@ def run_notes(run: RunFolder) -> list[str]:
             f"latency measured on {measured.get('host')} with {measured.get('runtime')} "
             f"(power mode {measured.get('nvpmodel_mode') or 'unknown'})"
         )
-    for key in ("student_note", "memory_note"):
+    for key in ("recipe_note", "budget_note", "student_note", "memory_note"):
         if run.manifest.get(key):
             notes.append(run.manifest[key])
     exported = stages.get("export", {}).get("metrics", {})

@@ -101,19 +101,34 @@ def test_plan_shows_the_measured_costs_and_runs_nothing(tmp_path):
 
 def test_block_dropping_is_planned_from_its_table_selection_and_fine_tune():
     latency = {"rounds": 50, "warmup": 20, "runs": 100, "max_seconds": 0.5, "source": "local"}
-    config = {"latency": latency, "reduction": 0.3, "recoverability": {"steps": 60}, "recovery": {"iterations": 2000}}
+    probing = {"steps": 60, "eval_images": 256}
+    config = {"latency": latency, "reduction": 0.3, "recoverability": probing, "recovery": {"iterations": 2000}}
     costs = _costs(latency_ms=20.0, export_s=3.0)  # a 224-px model: 25 timed runs fill a 0.5 s round
     stage = plan_stages([("drop", config)], costs, None, {"blocks": 16, "classes": 7})["stages"][0]
     short, full = (3 + 25) * 0.02, (20 + 25) * 0.02  # one variant's round, with 3 or 20 warm-up calls
     table = 8 * (20 * short + 3.0)
     to_drop = 6  # 30 % of 16 blocks, as if each saved an equal share of 18 parts
-    selection = (16 + 15 + 14 + 13 + 12 + 11) * 60 * 0.2 + (5 * 9 * 20 + 2 * 50) * short  # the check: 50 rounds
-    expected = table + selection + 2000 * 0.2 + 2 * 50 * full
+    probes = (16 + 15 + 14 + 13 + 12 + 11) * (60 * 0.2 + 256 * 0.001)  # adapter steps and a held-back pass each
+    # one later step's 9 models x 20 rounds fits the selection's 120 s timing share (then the table stands in);
+    # the check: 50 rounds of two models
+    selection = probes + 9 * 20 * short + 2 * 50 * short
+    final = 33 * 2 * full  # 20 rounds at least, then more while its 60 s share lasts
+    expected = table + selection + 2000 * 0.2 + final
     assert stage["planned_s"] == pytest.approx(expected, abs=0.1) and stage["steps"] == 2000
-    assert f"~{to_drop} blocks" in stage["unit"]
+    assert f"~{to_drop} blocks" in stage["unit"] and stage["elastic_s"] == 0  # nothing bounded by seconds
     named = plan_stages([("drop", {**config, "blocks": ["layer1.0"]})], costs, None, {"blocks": 16, "classes": 7})
-    assert named["stages"][0]["planned_s"] == pytest.approx(2000 * 0.2 + 2 * 50 * full, abs=0.1)  # no table
+    assert named["stages"][0]["planned_s"] == pytest.approx(2000 * 0.2 + final, abs=0.1)  # no table
     assert plan_stages([("drop", config)], costs, None, None)["stages"][0]["planned_s"] is None  # nothing known
+    # a time-bounded drop (the budget's seconds): the probes and the fine-tune end at their shares
+    bounded = {
+        **config,
+        "recoverability": {**probing, "seconds": 90.0},
+        "recovery": {"iterations": 2000, "seconds": 270.0},
+    }
+    timed = plan_stages([("drop", bounded)], costs, None, {"blocks": 16, "classes": 7})["stages"][0]
+    assert timed["steps"] == 1350 and timed["elastic_s"] == pytest.approx(90.0 + 270.0)
+    sizing = 2 * 0.2  # two adapter steps timed to spread the probes' seconds
+    assert timed["planned_s"] == pytest.approx(expected - probes + 90.0 + sizing - 2000 * 0.2 + 270.0, abs=0.1)
 
 
 def test_a_resumed_run_reuses_the_costs_it_measured_and_a_finished_one_probes_nothing(tmp_path):

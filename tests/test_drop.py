@@ -293,9 +293,9 @@ def test_pipeline_drop_user_errors_are_one_line(tmp_path, args, message):
 
 
 def test_build_plans_the_drop_stage_only_when_asked():
+    from pipeline.recipes.drop_specs import drop_budget
     from pipeline.recipes.options import BuildOptions
     from pipeline.recipes.plan import choose_recipe, stages_to_run
-    from pipeline.recipes.stage_specs import drop_budget
     from pipeline.targets import load_target
 
     def planned(options: BuildOptions, until: str) -> list[str]:

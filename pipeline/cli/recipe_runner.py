@@ -115,7 +115,8 @@ def _print_plan(plan: dict) -> None:
     stdout.print(table)
     from pipeline.recipes.costs import describe_plan
 
-    for line in describe_plan(plan["cost_plan"]):
+    notes = [f"plan: {plan[key]}" for key in ("recipe_note", "budget_note") if plan.get(key)]
+    for line in notes + describe_plan(plan["cost_plan"]):
         stdout.print(line, highlight=False, markup=False)
 
 

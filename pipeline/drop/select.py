@@ -40,10 +40,50 @@ class LatencyBudget:
 SetTimer = Callable[[list[str], list[str]], dict[str, float]]
 
 
-def _from_table(table: dict) -> dict[str, float]:
-    timed = {"full": table["full_ms"], "current": table["full_ms"]}
-    timed.update({row["block"]: table["full_ms"] - row["saving_ms"] for row in table["blocks"]})
+def _from_table(table: dict, dropped: tuple[str, ...] = ()) -> dict[str, float]:
+    """The table's view of the model without `dropped` and of each further candidate (savings taken as
+    additive: the drop stage checks that after the selection)."""
+    saving = {row["block"]: row["saving_ms"] for row in table["blocks"]}
+    current = table["full_ms"] - sum(saving[name] for name in dropped)
+    timed = {"full": table["full_ms"], "current": current}
+    timed.update({name: current - value for name, value in saving.items() if name not in dropped})
     return timed
+
+
+class TimingShare:
+    """A SetTimer with a time share for the later steps' candidate timings: at 224 px one step's session times
+    a dozen 20-60 ms models for tens of seconds. A step is measured while its cost, judged by the last one,
+    fits in what is left of `seconds`; after that the table's savings stand in (the result says so under
+    "source"). The check that accepts a plan (no candidates) is always measured."""
+
+    def __init__(self, table: dict, timer: SetTimer, seconds: float | None):
+        self.table, self.timer, self.seconds = table, timer, seconds
+        self.spent, self.last = 0.0, 0.0
+
+    def __call__(self, dropped: list[str], candidates: list[str]) -> dict:
+        import time
+
+        if candidates and self.seconds is not None and self.spent + self.last > self.seconds:
+            return {**_from_table(self.table, tuple(dropped)), "source": "table"}
+        start = time.monotonic()
+        timed = self.timer(dropped, candidates)
+        if candidates:
+            self.last = time.monotonic() - start
+            self.spent += self.last
+        return timed
+
+
+def expected_probes(table: dict, budget: LatencyBudget) -> int:
+    """About how many recoverability probes the greedy selection will make: one per remaining block at each
+    step, for as many steps as the table's largest savings need to meet the budget (savings need not add up,
+    so this sizes the probes; it decides nothing)."""
+    savings = sorted((max(0.0, row["saving_ms"]) for row in table["blocks"]), reverse=True)
+    needed = table["full_ms"] - budget.limit_ms(table["full_ms"])
+    count, saved = 0, 0.0
+    while count < len(savings) and saved < needed:
+        saved += savings[count]
+        count += 1
+    return sum(len(savings) - step for step in range(max(1, count)))
 
 
 def greedy_drop(
@@ -83,6 +123,7 @@ def greedy_drop(
                 "block the measured latency is above the budget"
             )
         timed = _from_table(table) if not dropped else measure(dropped, remaining)
+        source = "table" if not dropped else timed.pop("source", "measured")
         limit = budget.limit_ms(timed["full"])
         scored = []
         for name in remaining:
@@ -106,7 +147,7 @@ def greedy_drop(
                 "latency_ms": best["latency_ms"],
                 "full_ms": timed["full"],
                 "limit_ms": limit,
-                "saving_source": "table" if len(dropped) == 1 else "measured",
+                "saving_source": source,
                 "candidates": scored,
             }
         )

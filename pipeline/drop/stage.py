@@ -25,11 +25,11 @@ from pipeline.drop.latency_table import (
 )
 from pipeline.drop.recover import recover
 from pipeline.drop.recoverability import RecoverabilityProbe, RecoverabilitySettings
-from pipeline.drop.select import LatencyBudget, greedy_drop
+from pipeline.drop.select import LatencyBudget, TimingShare, expected_probes, greedy_drop
 from pipeline.errors import PipelineError
 from pipeline.fileio import atomic_write_json, atomic_write_text
 from pipeline.kd import FeatureKDSettings
-from pipeline.measure import LatencySettings
+from pipeline.measure import MIN_ROUNDS, LatencySettings, RoundsPolicy
 from pipeline.models.checkpoint import save_checkpoint
 from pipeline.models.teacher_view import TeacherView
 from pipeline.progress import log
@@ -54,9 +54,23 @@ class DropConfig:
     model: TeacherSpec = field(default_factory=TeacherSpec)
 
 
+# the later greedy steps' candidate timings together (the table and the final check have their own): a 28-px
+# model's take a second or two; a 224-px model's would take minutes each, and then the table's savings stand in
+SELECTION_TIMING_SECONDS = 120.0
+FINAL_TIMING_SECONDS = 60.0  # the reported full-vs-dropped timing, after its minimum rounds
+
+
+def final_rounds(settings: LatencySettings) -> RoundsPolicy:
+    """The reported timing: the project's floor of rounds (or the settings' count if lower), more up to the
+    settings' rounds while its time share lasts; a remote device runs the settings' rounds."""
+    if settings.source == "remote":
+        return RoundsPolicy.fixed(settings.rounds)
+    return RoundsPolicy(min(settings.rounds, MIN_ROUNDS), settings.rounds, FINAL_TIMING_SECONDS)
+
+
 class DropStage(Stage):
     name = "drop"
-    version = 1
+    version = 2  # 2: probes and fine-tune bounded by seconds, the selection's and the final timing's time shares
 
     def __init__(
         self, model_path: Path, transfer_set_path: Path | None, config: DropConfig, cache_dir: Path | None = None
@@ -135,6 +149,7 @@ class DropStage(Stage):
                 {"full": full_onnx, "dropped": fused},
                 loaded.preprocess,
                 config.latency,
+                rounds=final_rounds(config.latency),
                 label="latency: full vs dropped",
             )
         full_ms, dropped_ms = timed["full"]["median_ms"], timed["dropped"]["median_ms"]
@@ -171,6 +186,7 @@ class DropStage(Stage):
             "additivity_gap": (table.get("additivity") or {}).get("additivity_gap"),
             "fused_max_abs_diff": fused_diff,
             "verifications": selection["verifications"],
+            "probe_sizing": selection.get("probe_sizing"),
             "finetune": recovered.finetune,
             "parameters_full": sum(p.numel() for p in teacher_cpu.parameters()),
             "parameters_dropped": sum(p.numel() for p in fused.parameters()),
@@ -221,10 +237,16 @@ class DropStage(Stage):
             atomic_write_text(path, json.dumps(selection, indent=1))
             return selection
 
-        def measure(dropped: list[str], candidates: list[str]) -> dict[str, float]:
+        def timer(dropped: list[str], candidates: list[str]) -> dict[str, float]:
             return time_candidate_sets(full_onnx, teacher_cpu, dropped, candidates, preprocess, settings)
 
-        selection = greedy_drop(table, LatencyBudget(self.config.reduction, self.config.latency_ms), probe, measure)
+        measure = TimingShare(table, timer, SELECTION_TIMING_SECONDS)
+        budget = LatencyBudget(self.config.reduction, self.config.latency_ms)
+        if table["blocks"]:  # a time allowance is spread over the probes this table says are coming
+            probe.fit_to(expected_probes(table, budget), [table["blocks"][0]["block"]])
+        selection = greedy_drop(table, budget, probe, measure)
+        selection["probe_sizing"] = probe.sizing
+        selection["timing_s"] = round(measure.spent, 1)
         atomic_write_text(path, json.dumps(selection, indent=1))
         return selection
 

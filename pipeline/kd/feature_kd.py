@@ -16,6 +16,7 @@ from pipeline.kd.features import FeatureTap
 from pipeline.kd.losses import FeatureProjection, kd_loss
 from pipeline.kd.views import augment_batch
 from pipeline.progress import progress_bar
+from pipeline.stage import optional_field
 from pipeline.training import GeneratorState, ResumableLoop
 
 
@@ -34,6 +35,9 @@ class FeatureKDSettings:
     # teacher's, BatchNorm in inference mode) and plain SGD at lr 0.02 diverged within two steps.
     warmup_iterations: int = 50  # linear lr warm-up
     clip_grad_norm: float = 2.0
+    # a wall-time bound beside the iterations (a 224-px step costs seconds on a CPU): the loop ends at whichever
+    # comes first, and the lr schedule follows the larger of the two fractions. None: iterations only
+    seconds: float | None = optional_field()
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -74,14 +78,22 @@ def feature_kd(
     states = {"student": student, "optimizer": optimizer, "rng": GeneratorState(rng)}
     if projection is not None:
         states["projection"] = projection
-    loop = ResumableLoop(workdir, float("inf"), states)
+    seconds = settings.seconds if settings.seconds is not None else float("inf")
+    loop = ResumableLoop(workdir, seconds, states)
+
+    def fraction_done() -> float:
+        return max(loop.step / settings.iterations, loop.elapsed / seconds)
+
     first = last = None
     try:
         with progress_bar(label, settings.iterations) as bar:
-            bar.advance(loop.step)
-            while loop.step < settings.iterations:
-                scale = 0.1 if loop.step >= settings.step_at * settings.iterations else 1.0
-                scale *= min(1.0, (loop.step + 1) / max(1, settings.warmup_iterations))
+            bar.advance(loop.step, fraction=fraction_done())
+            while loop.step < settings.iterations and loop.elapsed < seconds:
+                done = fraction_done()
+                scale = 0.1 if done >= settings.step_at else 1.0
+                # the warm-up: its iterations, or its share of the run when time allows fewer iterations
+                warmup_share = settings.warmup_iterations / settings.iterations
+                scale *= min(1.0, max((loop.step + 1) / max(1, settings.warmup_iterations), done / warmup_share))
                 for group in optimizer.param_groups:
                     group["lr"] = settings.lr * scale
                 index = torch.randint(len(images), (settings.batch_size,), generator=rng)
@@ -116,7 +128,7 @@ def feature_kd(
                 last = float(loss.detach())
                 first = last if first is None else first
                 loop.end_step()
-                bar.advance(loss=last)
+                bar.advance(loss=last, fraction=fraction_done())
     finally:
         student_tap.close()
         teacher_tap.close()
@@ -124,6 +136,8 @@ def feature_kd(
     student.eval()
     return {
         "iterations": loop.step,
+        "iterations_configured": settings.iterations,
+        "stopped_by": "iterations" if loop.step >= settings.iterations else "seconds",
         "first_loss": first,
         "final_loss": last,
         "resumed": loop.resumed,

@@ -4,10 +4,11 @@ import json
 from contextlib import nullcontext
 from dataclasses import replace
 
+from pipeline.budgets import Budget
 from pipeline.errors import PipelineError
 from pipeline.measure.settings import cpu_model
 from pipeline.progress import log
-from pipeline.recipes.context import model_to_drop, prepare
+from pipeline.recipes.context import check_droppable, model_to_drop, prepare
 from pipeline.recipes.costs import (
     UnitCosts,
     actual_stages,
@@ -16,6 +17,9 @@ from pipeline.recipes.costs import (
     nothing_to_plan,
     plan_stages,
 )
+from pipeline.recipes.deliver import compress_instead, may_compress_instead
+from pipeline.recipes.drop_specs import drop_budget
+from pipeline.recipes.fit import fit_to_budget
 from pipeline.recipes.options import STAGE_ORDER, BuildOptions, describe_input
 from pipeline.recipes.plan import QUANTISED, applies, handed_on_precision, recipe_steps
 from pipeline.recipes.resolve import build_settings
@@ -55,14 +59,27 @@ def run_build(options: BuildOptions, *, until: str = "bench") -> dict:
             world_size=distributed.world_size(),
             student_note=ctx.student_note,
             memory_note=ctx.memory_note,
+            recipe_note=None,  # the planner's, below
+            budget_note=None,
         )
         plan = None
         if distributed.is_main():  # the plan before the work: measured here, printed, kept beside the actual
             try:
-                plan = build_plan(ctx, until)
+                ctx, plan = settle_plan(ctx, until)
             except OSError as error:  # the probe writes a temporary ONNX file: a full disk is the stages' to report
                 log(f"plan: not made ({error.strerror or error}); the stages run without one")
             else:
+                for note in (ctx.recipe_note, ctx.budget_note):
+                    if note:
+                        log(f"plan: {note}")
+                # None: the command's own recipe and budget; a compressed teacher trains no student to note
+                ctx.run.set_run_info(
+                    recipe=ctx.recipe.name,
+                    recipe_note=ctx.recipe_note,
+                    budget=ctx.budget.to_dict(),
+                    budget_note=ctx.budget_note,
+                    student_note=ctx.student_note,
+                )
                 for line in describe_plan(plan):
                     log(line)
                 ctx.run.set_run_info(plan=plan)
@@ -83,8 +100,31 @@ def run_build(options: BuildOptions, *, until: str = "bench") -> dict:
         return summarize(ctx.run)
 
 
-def build_plan(ctx, until: str) -> dict:
-    """The stages still to run, each planned from unit costs measured now on this machine (recipes/costs.py)."""
+def settle_plan(ctx, until: str):
+    """The plan, and the context it is for: when the budget buys a student too few KD steps, the build
+    compresses its teacher instead (recipes/deliver.py), planned from the same measured costs."""
+    earlier = ctx.run.manifest.get("plan")
+    plan = build_plan(ctx, until)
+    measured = (plan["probe"], UnitCosts(**plan["unit_costs"])) if plan["stages"] else None
+    switch = compress_instead(ctx, plan) if plan["stages"] else None
+    if switch is not None:
+        recipe, reason = switch
+        check_droppable(recipe, ctx.options, ctx.teacher, ctx.teacher_path, None)
+        drop_budget(ctx.options, ctx.target, recipe.default_reduction)
+        ctx = replace(ctx, recipe=recipe, recipe_note=reason, student=None, student_note=None)
+        plan = build_plan(ctx, until, measured=measured)
+    fitted = fit_to_budget(ctx.budget, plan, earlier)
+    if fitted is not None:  # the time-bounded stages' seconds scaled to fit the whole build in its budget
+        ctx = replace(ctx, budget=Budget(**fitted["budget"]), budget_note=fitted["note"])
+        if plan["stages"]:
+            plan = build_plan(ctx, until, measured=measured)
+        plan = {**plan, "fitted": fitted, "probe": plan.get("probe") or (earlier or {}).get("probe")}
+    return ctx, plan
+
+
+def build_plan(ctx, until: str, measured: "tuple[dict, UnitCosts] | None" = None) -> dict:
+    """The stages still to run, each planned from unit costs measured now on this machine (recipes/costs.py);
+    `measured`: the probe and costs of a plan made a moment ago for the same build (a switched recipe)."""
     from pipeline import distributed
 
     planning = replace(ctx, planning=True)  # configs of later stages name inputs not made yet
@@ -97,7 +137,14 @@ def build_plan(ctx, until: str) -> dict:
     if not stages:
         return nothing_to_plan()
     names = {name for name, _ in stages}
-    drop_model, droppable = _drop_model(ctx) if "drop" in names else (None, None)
+    if measured is not None:  # the costs of the plan just made, for another recipe or budget of the same build
+        probe, costs = measured
+        eval_images = (ctx.budget.eval_limit or FASHION_MNIST_TEST_IMAGES) if ctx.eval else 0
+        droppable = _drop_model(ctx)[1] if "drop" in names else None
+        return {**plan_stages(stages, costs, eval_images, droppable), "probe": probe}
+    # the teacher's fine-tune step too when the planner may compress it instead of distilling (deliver.py)
+    compressible = "distill" in names and may_compress_instead(ctx)
+    drop_model, droppable = _drop_model(ctx, compressible) if "drop" in names or compressible else (None, None)
     device = distributed.local_device(ctx.options.device)
     probe = {
         "teacher": [str(ctx.teacher_path), ctx.teacher_path.stat().st_size, ctx.teacher_path.stat().st_mtime_ns],
@@ -129,13 +176,13 @@ def build_plan(ctx, until: str) -> dict:
     return {**plan_stages(stages, costs, eval_images, droppable), "probe": probe}
 
 
-def _drop_model(ctx):
-    """The model block dropping will work on (context.model_to_drop), and its count of droppable blocks and of
-    block classes (the latency table's variants)."""
+def _drop_model(ctx, teacher: bool = False):
+    """The model block dropping will work on (context.model_to_drop; `teacher`: the teacher itself), and its
+    count of droppable blocks and of block classes (the latency table's variants)."""
     from pipeline.drop.blocks import droppable_blocks
     from pipeline.drop.latency_table import block_classes
 
-    model = model_to_drop(ctx.recipe, ctx.teacher, ctx.student).eval()
+    model = (ctx.teacher.model if teacher else model_to_drop(ctx.recipe, ctx.teacher, ctx.student)).eval()
     blocks = droppable_blocks(model)
     classes = block_classes(model, blocks, ctx.teacher.input_shape)
     return model, {"blocks": len(blocks), "classes": len(set(classes.values()))}
@@ -147,6 +194,7 @@ def plan_build(options: BuildOptions, *, until: str = "bench") -> dict:
     factories the run uses. Which stages are already finished in the run folder is shown; none is checked
     for being up to date (that needs their inputs' hashes)."""
     ctx = replace(prepare(replace(options, until=until)), planning=True)
+    ctx, cost_plan = settle_plan(ctx, until)
     stages = []
     search_finished = (ctx.run.entry("search") or {}).get("status") == "done"
     search_to_decide = "search" in ctx.recipe.stages and not search_finished  # quantize waits on its choice
@@ -187,7 +235,9 @@ def plan_build(options: BuildOptions, *, until: str = "bench") -> dict:
         "student_note": ctx.student_note,
         "memory_note": ctx.memory_note,
         "eval": ctx.eval,
-        "cost_plan": build_plan(ctx, until),
+        "cost_plan": cost_plan,
+        "recipe_note": ctx.recipe_note,
+        "budget_note": ctx.budget_note,
         "preprocess": {**ctx.teacher.preprocess.to_dict(), "source": ctx.teacher.preprocess_source},
         "stages": stages,
     }

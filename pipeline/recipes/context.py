@@ -11,10 +11,11 @@ from pipeline.models.student_choice import choose_student
 from pipeline.preprocess import preprocess_guess_warning
 from pipeline.progress import log
 from pipeline.recipes import checkpoint_readers  # noqa: F401  (registers the readers of dropped and binary checkpoints)
+from pipeline.recipes.drop_specs import drop_budget
 from pipeline.recipes.memory import memory_safe_batch
 from pipeline.recipes.options import BuildContext, BuildOptions
 from pipeline.recipes.plan import Recipe, choose_recipe, precision, recipe_steps
-from pipeline.recipes.stage_specs import drop_budget, quantize_config
+from pipeline.recipes.stage_specs import quantize_config
 from pipeline.stage import RunFolder
 from pipeline.targets import load_target
 from pipeline.teacher_spec import TeacherSpec

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from pipeline.drop.latency_table import ROUND_WARMUP, export_for_timing
+from pipeline.drop.stage import FINAL_TIMING_SECONDS, SELECTION_TIMING_SECONDS
 from pipeline.kd.losses import kd_loss
 from pipeline.measure import MIN_ROUNDS, LatencySettings, example_input, latency_samples_ms, make_runner
 from pipeline.measure.settings import cpu_model
@@ -204,7 +205,9 @@ def _plan_stage(name: str, config: dict, costs: UnitCosts, eval_images: int | No
         kd_steps = int(training.get("kd_steps", 1))
         # a distill step: one synthesizer step (when it keeps running) and kd_steps student steps
         synthesis = costs.synthesis_step_s if config.get("continue_synthesis", True) else 0.0
-        return _bounded(name, config, synthesis + kd_steps * costs.kd_step_s, f"steps of {kd_steps} KD steps")
+        entry = _bounded(name, config, synthesis + kd_steps * costs.kd_step_s, f"steps of {kd_steps} KD steps")
+        entry["student_steps"] = entry["steps"] * kd_steps if entry["steps"] else None  # what the student gets
+        return entry
     if name == "export":  # two models, each at about the teacher's cost with torch.export
         planned = 2 * TORCH_EXPORT_OVER_TIMING * costs.export_s
         return {"name": name, "steps": None, "unit": "models", "planned_s": round(planned, 1)}
@@ -241,26 +244,51 @@ def _plan_drop(config: dict, costs: UnitCosts, droppable: dict | None) -> dict:
     rounds = latency["rounds"] if remote else min(latency["rounds"], MIN_ROUNDS)
     short = _round_s(latency, costs.latency_ms, min(latency["warmup"], ROUND_WARMUP))
     chosen = config.get("blocks")
+    elastic_s = 0.0  # the parts bounded by seconds: the probes and the fine-tune (recipes/fit.py)
     if chosen is not None:
         to_drop, table_s, selection_s = len(chosen), 0.0, 0.0
     else:
         share = config.get("reduction") or 0.3  # a millisecond budget: as a 30 % cut (it is not known yet)
         to_drop = min(blocks, max(1, math.ceil(share * (blocks + 2))))
         table_s = (classes + 1) * (rounds * short + costs.export_s)
-        probe_steps = config["recoverability"]["steps"]
+        probing = config["recoverability"]
         probes = sum(blocks - i for i in range(to_drop))
+        # each probe: its adapter steps (an adapter step backpropagates through most of the model: as a
+        # fine-tune step) and a pass over the held-back images; a time allowance bounds both
+        probe_s = probes * (
+            probing["steps"] * costs.drop_step_s + probing["eval_images"] * costs.forward_ms_per_image / 1000
+        )
+        if probing.get("seconds") is not None:
+            probe_s = min(probe_s, probing["seconds"])
+            elastic_s += probe_s
+            probe_s += 2 * costs.drop_step_s  # sizing the probes to their seconds: two adapter steps timed
         check = 2 * max(latency["rounds"], MIN_ROUNDS) * short  # the plan against the full model
-        timings = (to_drop - 1) * (classes + 2) * rounds * short + check  # the later steps' candidate classes
-        selection_s = probes * probe_steps * costs.drop_step_s + timings
-    recovery_s = config["recovery"]["iterations"] * costs.drop_step_s
-    final_s = 2 * latency["rounds"] * _round_s(latency, costs.latency_ms, latency["warmup"])
+        # the later steps' candidate classes, each step timed while its cost fits the selection's timing share
+        step_timing = (classes + 2) * rounds * short
+        fits = math.floor(SELECTION_TIMING_SECONDS / step_timing) if step_timing > 0 else to_drop
+        measured = min(to_drop - 1, max(1, fits))
+        timings = measured * step_timing + check
+        selection_s = probe_s + timings
+    recovery = config["recovery"]
+    iterations = recovery["iterations"]
+    if recovery.get("seconds") is not None:  # a time-bounded fine-tune ends at its seconds or its iterations
+        iterations = min(iterations, max(1, math.ceil(recovery["seconds"] / costs.drop_step_s)))
+    recovery_s = iterations * costs.drop_step_s
+    if recovery.get("seconds") is not None:
+        elastic_s += recovery_s
+    final_round_s = 2 * _round_s(latency, costs.latency_ms, latency["warmup"])  # the full and the dropped model
+    final_rounds = latency["rounds"]
+    if not remote:  # the floor of rounds, then more while the final timing's share lasts (drop/stage.py)
+        final_rounds = max(min(final_rounds, MIN_ROUNDS), min(final_rounds, int(FINAL_TIMING_SECONDS / final_round_s)))
+    final_s = final_rounds * final_round_s
     return {
         "name": "drop",
-        "steps": config["recovery"]["iterations"],
+        "steps": iterations,
         "unit": f"fine-tune iterations (after a {table_s:.0f} s table and ~{to_drop} blocks chosen in "
         f"{selection_s:.0f} s)",
         "unit_s": round(costs.drop_step_s, 4),
         "planned_s": round(table_s + selection_s + recovery_s + final_s, 1),
+        "elastic_s": round(elastic_s, 1),
     }
 
 
@@ -274,6 +302,7 @@ def _bounded(name: str, config: dict, unit_s: float, unit: str) -> dict:
     steps = max(1, math.ceil(seconds / unit_s)) if unit_s > 0 else None
     planned = steps * unit_s if steps else seconds
     entry = {"name": name, "steps": steps, "unit": unit, "unit_s": round(unit_s, 4), "planned_s": round(planned, 1)}
+    entry["elastic_s"] = entry["planned_s"]  # bounded by its seconds: a smaller budget shortens it (recipes/fit.py)
     if unit_s > seconds:
         entry["note"] = f"one step costs {unit_s:.0f} s, more than the stage's {seconds:.0f} s budget; it makes one"
     return entry

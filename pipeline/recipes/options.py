@@ -85,6 +85,8 @@ class BuildContext:
     student: str | None = None  # the architecture distill trains, chosen once (models/student_choice.py)
     student_note: str | None = None  # what the summary says about that choice, when anything
     memory_note: str | None = None  # the training batch lowered to fit max_memory_gib, when it was
+    recipe_note: str | None = None  # why the planner followed another recipe than the command's (deliver.py)
+    budget_note: str | None = None  # how the planner fitted the stages' seconds into the budget (fit.py)
 
     def artifact(self, stage: str, name: str) -> Path:
         """An earlier stage's artifact; while planning, a placeholder that names it (`@distill/student`)."""

@@ -32,6 +32,8 @@ class Recipe:
     name: str
     command: str  # the family of commands that follows it: build (and synthesize, distill), drop, search, quantize
     steps: tuple[Step, ...]
+    # the latency cut drop aims at when neither the flags nor the target give a budget (None: one is required)
+    default_reduction: float | None = None
 
     @property
     def stages(self) -> tuple[str, ...]:
@@ -47,6 +49,7 @@ class Recipe:
         return "distill" in self.stages
 
 
+COMPRESS_TEACHER = "build, the teacher compressed (too few KD steps for a student)"
 _HAND_ON = (Step("export"), Step("quantize", QUANTISED), Step("engine", TENSORRT), Step("bench"))
 _RECIPES = (
     Recipe("build", "build", (Step("synthesize"), Step("distill"), *_HAND_ON)),
@@ -59,6 +62,13 @@ _RECIPES = (
         "build, budget search over teacher and student",
         "build",
         (Step("synthesize"), Step("distill"), Step("search"), *_HAND_ON),
+    ),
+    # chosen by the planner, never by a flag, when the budget buys a student too few KD steps (recipes/deliver.py)
+    Recipe(
+        COMPRESS_TEACHER,
+        "build",
+        (Step("synthesize"), Step("drop"), *_HAND_ON),
+        default_reduction=0.3,  # the Jetson targets' own budget: the cut a build without one aims at
     ),
     Recipe("drop", "drop", (Step("synthesize"), Step("drop"), *_HAND_ON)),
     Recipe("drop, few-shot on real images", "drop", (Step("drop"), *_HAND_ON)),

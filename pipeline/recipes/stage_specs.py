@@ -1,5 +1,6 @@
 """One factory per stage: the stage's inputs (named artifacts of earlier stages) and its config, from the
-build's settings, the target and the budget. The only place a stage config is assembled for a build."""
+build's settings, the target and the budget. The only place a stage config is assembled for a build (with
+drop_specs.py, which holds drop's and the search's)."""
 
 from dataclasses import replace
 from pathlib import Path
@@ -7,27 +8,18 @@ from pathlib import Path
 from pipeline.bench.stage import BENCH_ROUNDS, BenchConfig, BenchStage
 from pipeline.budgets import Budget
 from pipeline.distill.stage import DistillConfig, DistillStage
-from pipeline.drop.recoverability import RecoverabilitySettings
-from pipeline.drop.select import LatencyBudget
-from pipeline.drop.stage import DropConfig, DropStage
 from pipeline.engine.stage import EngineConfig, EngineStage
 from pipeline.errors import PipelineError
 from pipeline.export.stage import ExportConfig, ExportStage
 from pipeline.kd import FeatureKDSettings
-from pipeline.measure import (
-    LatencySettings,
-    latency_source,
-    measurement_options,
-    spread_over_rounds,
-    target_latency_settings,
-)
+from pipeline.measure import measurement_options, spread_over_rounds, target_latency_settings
 from pipeline.preprocess import Preprocess
 from pipeline.quantize.int8 import Int8Settings
 from pipeline.quantize.stage import QuantizeConfig, QuantizeStage
+from pipeline.recipes.drop_specs import drop_stage, search_stage, target_latency
 from pipeline.recipes.options import BuildContext, BuildOptions
 from pipeline.recipes.plan import Recipe, handed_on_precision, precision, stages_to_run
-from pipeline.recipes.resolve import build_settings, latency_budget_setting
-from pipeline.search.stage import SEARCHABLE_PRECISIONS, SearchConfig, SearchStage
+from pipeline.recipes.resolve import build_settings
 from pipeline.synthesize import StudentTraining, resolve_options
 from pipeline.synthesize.stage import SynthesizeConfig, SynthesizeStage
 from pipeline.targets import Target
@@ -143,119 +135,12 @@ def distill_stage(ctx: BuildContext) -> DistillStage:
     )
 
 
-def target_latency(target: Target, budget: Budget, rounds: int) -> LatencySettings:
-    """Interleaved comparisons inside a stage (drop's candidates, quantize's formats): the target's runtime,
-    batch and threads, here, on its host, or by proxy; many short rounds (the budget may only lower the
-    target's run counts)."""
-    return target_latency_settings(
-        target,
-        warmup=min(target.bench.warmup, budget.bench_warmup),
-        runs=min(target.bench.runs, budget.drop_latency_runs),
-        rounds=rounds,
-        max_seconds=0.5,
-    )
-
-
-def drop_stage(ctx: BuildContext) -> DropStage:
-    options, budget, target = ctx.options, ctx.budget, ctx.target
-    reduction = latency_ms = None
-    if options.drop_blocks is None:
-        latency_budget = drop_budget(options, target)
-        reduction, latency_ms = latency_budget.reduction, latency_budget.ms
-    latency = target_latency(target, budget, budget.drop_latency_rounds)
-    recovery = _recovery(options, budget, target)
-    from_teacher = not ctx.recipe.trains_a_student
-    model = ctx.teacher_path if from_teacher else ctx.artifact("distill", "student")
-    transfer_set = None
-    if options.images is None:
-        transfer_set = ctx.artifact("synthesize" if from_teacher else "distill", "transfer_set")
-    return DropStage(
-        model,
-        transfer_set,
-        DropConfig(
-            target=target.name,
-            latency=latency,
-            reduction=reduction,
-            latency_ms=latency_ms,
-            recoverability=RecoverabilitySettings(steps=budget.drop_adapter_steps),
-            recovery=recovery,
-            images=options.images,
-            per_class=options.per_class,
-            seed=options.seed,
-            device=options.device,
-            blocks=options.drop_blocks,
-            model=ctx.spec if from_teacher else TeacherSpec(),
-        ),
-        cache_dir=ctx.run.root / "cache",
-    )
-
-
-def _recovery(options: BuildOptions, budget, target: Target) -> FeatureKDSettings:
-    settings = build_settings(options, budget, target)
-    return FeatureKDSettings(iterations=settings["drop_iterations"].value, lr=settings["drop_lr"].value)
-
-
-def drop_budget(options: BuildOptions, target: Target) -> LatencyBudget:
-    """--latency-reduction or --latency-ms, else the target's latency_budget_ms or latency_reduction. A budget
-    in milliseconds is a device figure: a proxy measurement cannot check it, so it needs the device (--host)."""
-    given = latency_budget_setting(options, target).value
-    if given is None:
-        raise PipelineError(
-            "block dropping needs a latency budget: --latency-reduction 0.3 or --latency-ms 1.5 "
-            f"(or latency_budget_ms / latency_reduction in the {target.name} target)"
-        )
-    budget = LatencyBudget(given["reduction"], given["ms"])
-    source, why = latency_source(target)
-    if budget.ms is not None and source == "proxy":
-        raise PipelineError(
-            f"a {budget.ms} ms budget is a {target.name} figure, and latency can only be measured by "
-            f"proxy here ({why}): give --host user@device, or a relative budget (--latency-reduction)"
-        )
-    return budget
-
-
 def handed_on_checkpoint(ctx: BuildContext) -> Path | None:
     """The PyTorch model the later stages work on; None when it is the teacher itself (`pipeline quantize`)."""
     source = ctx.recipe.model_from
     if source == "teacher":
         return None
     return ctx.artifact(source, "student" if source == "distill" else "model")
-
-
-def search_stage(ctx: BuildContext) -> SearchStage:
-    options, budget, target = ctx.options, ctx.budget, ctx.target
-    latency_budget = drop_budget(options, target)
-    allowed = (options.precision,) if options.precision else target.allowed_precisions
-    precisions = tuple(p for p in allowed if p in SEARCHABLE_PRECISIONS)
-    if not precisions:
-        raise PipelineError(
-            f"the budget search covers {', '.join(SEARCHABLE_PRECISIONS)}; {target.name} allows only "
-            f"{', '.join(allowed)}"
-        )
-    student = ctx.artifact("distill", "student") if ctx.recipe.trains_a_student else None
-    recovery = _recovery(options, budget, target)
-    return SearchStage(
-        ctx.teacher_path,
-        student,
-        ctx.artifact("distill" if student else "synthesize", "transfer_set"),
-        SearchConfig(
-            target=target.name,
-            latency=target_latency(target, budget, budget.drop_latency_rounds),
-            reduction=latency_budget.reduction,
-            latency_ms=latency_budget.ms,
-            precisions=precisions,
-            recoverability=RecoverabilitySettings(steps=budget.drop_adapter_steps),
-            recovery=recovery,
-            calib_images=options.calib_images,
-            speedup_rounds=budget.quantize_latency_rounds,
-            eval=ctx.eval,
-            eval_limit=budget.eval_limit,
-            seed=options.seed,
-            device=options.device,
-            teacher=ctx.spec,
-        ),
-        cache_dir=ctx.run.root / "cache",
-    )
 
 
 def export_stage(ctx: BuildContext) -> ExportStage:

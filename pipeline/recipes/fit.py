@@ -1,0 +1,49 @@
+"""The whole build inside its budget (issue 22 item 2): when the plan says the stages would take longer than
+`--budget` allows, the stages bounded by seconds get a smaller share of them.
+
+Some costs are fixed by what the build must measure or make: the latency tables and the selection's timings,
+the exports, bench, the cost probe itself. The rest is elastic: synthesize's and distill's seconds, drop's
+recoverability probes and recovery fine-tune. At 28 px the fixed part is a few seconds and nothing changes; at
+224 px on a CPU the table alone takes minutes, so the elastic stages are scaled by one factor until the plan
+fits. `--steps` bounds the training by steps, not seconds: nothing is scaled then (the plan may overrun, and
+says so). The fitted budget is kept in the manifest's plan, so a resumed run gives its stages the same
+seconds (their configs, and so their cache keys, stay the same).
+"""
+
+from dataclasses import replace
+
+from pipeline.budgets import Budget
+from pipeline.progress import duration
+
+MIN_SHARE = 0.05  # the elastic stages keep at least this share of their seconds (each makes a step anyway)
+SCALED_FIELDS = ("synthesize_seconds", "standalone_synthesize_seconds", "distill_seconds", "drop_seconds")
+
+
+def fit_to_budget(budget: Budget, plan: dict, earlier: dict | None = None) -> dict | None:
+    """{"budget": the fitted budget's fields, "factor", "note", "from": the budget as asked} or None when the
+    plan fits (or nothing in it is elastic). `earlier`: the manifest's plan of this run folder; a fit it made
+    for the same budget and the same measured costs is reused."""
+    if earlier and (earlier.get("fitted") or {}).get("from") == budget.to_dict():
+        # the same costs, or nothing left to run: the finished stages' configs keep the seconds they ran with
+        if not plan["stages"] or earlier.get("probe") == plan.get("probe"):
+            return earlier["fitted"]
+    total = budget.total_seconds
+    probe_s = (plan.get("unit_costs") or {}).get("probe_s") or 0.0
+    planned = plan["planned_s"] + probe_s
+    if planned <= total:
+        return None
+    elastic = sum(stage.get("elastic_s") or 0.0 for stage in plan["stages"])
+    if elastic <= 0:
+        return None
+    fixed = planned - elastic
+    factor = max(MIN_SHARE, min(1.0, (total - fixed) / elastic))
+    fitted = replace(budget, **{name: round(getattr(budget, name) * factor, 1) for name in SCALED_FIELDS})
+    unplanned = f" (and {', '.join(plan['unplanned'])}, not estimated)" if plan.get("unplanned") else ""
+    short = " (still over: the fixed costs alone exceed it)" if fixed + MIN_SHARE * elastic > total else ""
+    note = (
+        f"the stages would take ~{duration(planned)} here, over budget {budget.name}'s {duration(total)}: "
+        f"the time-bounded ones (synthesize, distill, drop's probes and fine-tune) get {factor:.0%} of their "
+        f"seconds; the fixed costs (latency tables and timings, exports, bench, the probe) are "
+        f"~{duration(fixed)}{unplanned}{short}"
+    )
+    return {"budget": fitted.to_dict(), "factor": round(factor, 3), "note": note, "from": budget.to_dict()}
