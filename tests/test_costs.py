@@ -110,8 +110,8 @@ def test_block_dropping_is_planned_from_its_table_selection_and_fine_tune():
     to_drop = 6  # 30 % of 16 blocks, as if each saved an equal share of 18 parts
     probes = (16 + 15 + 14 + 13 + 12 + 11) * (60 * 0.2 + 256 * 0.001)  # adapter steps and a held-back pass each
     # one later step's 9 models x 20 rounds fits the selection's 120 s timing share (then the table stands in);
-    # the check: 50 rounds of two models
-    selection = probes + 9 * 20 * short + 2 * 50 * short
+    # the check, planned twice: two models, 20 rounds and more while its 30 s share lasts (26)
+    selection = probes + 9 * 20 * short + 2 * 2 * 26 * short
     final = 33 * 2 * full  # 20 rounds at least, then more while its 60 s share lasts
     expected = table + selection + 2000 * 0.2 + final
     assert stage["planned_s"] == pytest.approx(expected, abs=0.1) and stage["steps"] == 2000

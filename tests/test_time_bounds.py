@@ -58,9 +58,9 @@ def test_a_time_bounded_probe_gives_every_candidate_the_same_steps_and_none_when
     assert tight(["layer2.1"]) == pytest.approx(tight(["layer2.1"])) and tight(["layer2.1"]) > 0
 
 
-def test_the_probes_expected_follow_the_largest_savings_the_budget_needs():
+def test_the_probes_expected_follow_the_blocks_of_mean_saving_the_budget_needs():
     table = {"full_ms": 10.0, "blocks": [{"block": n, "saving_ms": s} for n, s in zip("abcd", (2.0, 1.5, 1.0, 0.5))]}
-    assert expected_probes(table, LatencyBudget(reduction=0.3)) == 4 + 3  # two blocks: 3.5 ms >= 3 ms
+    assert expected_probes(table, LatencyBudget(reduction=0.3)) == 4 + 3 + 2  # 3 ms at 1.25 ms a block: three
     assert expected_probes(table, LatencyBudget(reduction=0.1)) == 4
     assert expected_probes(table, LatencyBudget(reduction=0.9)) == 4 + 3 + 2 + 1  # more than every block
 

@@ -45,6 +45,7 @@ TABLE_FORMAT = "edge-pipeline/block-latency-table-v2"  # v2: pooled block classe
 TIGHT = 0.25  # a class's 95 % interval half-width within this share of its saving answers the question
 NEGLIGIBLE = 0.01  # ... or the whole interval within this share of the full model: the block saves nothing
 TABLE_SECONDS = 120.0  # the time share of a table's rounds after the minimum (the minimum is always made)
+CHECK_SECONDS = 30.0  # the time share of the acceptance check's rounds after its minimum
 ROUND_WARMUP = 3  # per model per round: its session stays open between rounds, so a few calls refill caches
 
 
@@ -110,7 +111,7 @@ def time_candidate_sets(
     models.update({name: without_blocks(model, dropped + [name]) for name in timed_names})
     policy, short_rounds, remote = _rounds_policy(settings, seconds)
     if not candidates:  # the check that accepts a plan: the project's floor of rounds for a timing claim at least
-        policy = RoundsPolicy.fixed(max(settings.rounds, MIN_ROUNDS))
+        policy = check_rounds(settings)
     timed = time_models(
         models,
         preprocess,
@@ -121,6 +122,13 @@ def time_candidate_sets(
     )
     medians = {name: entry["median_ms"] for name, entry in timed.items()}
     return {**medians, **{name: medians[classes[name]] for name in candidates}}
+
+
+def check_rounds(settings: LatencySettings) -> RoundsPolicy:
+    """The check that accepts a drop plan: the project's floor of rounds, more up to the settings' rounds while
+    its time share lasts (a 224-px pair of models takes a second a round); a remote device runs them all."""
+    most = max(settings.rounds, MIN_ROUNDS)
+    return RoundsPolicy.fixed(most) if settings.source == "remote" else RoundsPolicy(MIN_ROUNDS, most, CHECK_SECONDS)
 
 
 def _rounds_policy(settings: LatencySettings, seconds: float | None) -> tuple[RoundsPolicy, LatencySettings, bool]:

@@ -8,6 +8,7 @@ scratch check on the embedded ResNet-20, three blocks together saved clearly les
 table entries), so the first step uses the block latency table and every later step measures. The chosen set is
 timed once more against the full model before it is accepted."""
 
+import math
 from dataclasses import dataclass
 from typing import Callable
 
@@ -75,14 +76,12 @@ class TimingShare:
 
 def expected_probes(table: dict, budget: LatencyBudget) -> int:
     """About how many recoverability probes the greedy selection will make: one per remaining block at each
-    step, for as many steps as the table's largest savings need to meet the budget (savings need not add up,
-    so this sizes the probes; it decides nothing)."""
-    savings = sorted((max(0.0, row["saving_ms"]) for row in table["blocks"]), reverse=True)
+    step, for as many steps as blocks of the table's mean saving need to meet the budget (the selection picks
+    by recoverability per saving, not the largest savings first; this sizes the probes, it decides nothing)."""
+    savings = [max(0.0, row["saving_ms"]) for row in table["blocks"]]
     needed = table["full_ms"] - budget.limit_ms(table["full_ms"])
-    count, saved = 0, 0.0
-    while count < len(savings) and saved < needed:
-        saved += savings[count]
-        count += 1
+    mean = sum(savings) / len(savings) if savings else 0.0
+    count = min(len(savings), math.ceil(needed / mean)) if mean > 0 else len(savings)
     return sum(len(savings) - step for step in range(max(1, count)))
 
 

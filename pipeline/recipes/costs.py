@@ -5,7 +5,7 @@ synthesizer, at a small batch, scaled to the configured one), one student KD ste
 forward and backward, optimizer step), the teacher's ONNX export and its onnxruntime latency at batch 1.
 From them and each stage's config the plan says how many steps a stage will make and how long it will take;
 a time-bounded stage whose first step alone costs more than its budget is planned at that step (it always
-makes one). Stages whose cost is not modelled yet (search, quantize, engine) are planned as `None`, and
+makes one). Stages whose cost is not modelled yet (search, INT8 and binary quantize, engine) are planned as `None`, and
 the total says so: an estimate is never presented as covering what it does not.
 """
 
@@ -19,7 +19,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipeline.drop.latency_table import ROUND_WARMUP, export_for_timing
+from pipeline.drop.latency_table import CHECK_SECONDS, ROUND_WARMUP, export_for_timing
+from pipeline.drop.recoverability import MIN_EVAL_IMAGES
 from pipeline.drop.stage import FINAL_TIMING_SECONDS, SELECTION_TIMING_SECONDS
 from pipeline.kd.losses import kd_loss
 from pipeline.measure import MIN_ROUNDS, LatencySettings, example_input, latency_samples_ms, make_runner
@@ -218,7 +219,17 @@ def _plan_stage(name: str, config: dict, costs: UnitCosts, eval_images: int | No
         timing_s = 2 * rounds * per_round * costs.latency_ms / 1000
         accuracy_s = 2 * (eval_images or 0) * costs.forward_ms_per_image / 1000 if config.get("eval") else 0.0
         return {"name": name, "steps": rounds, "unit": "rounds", "planned_s": round(timing_s + accuracy_s, 1)}
-    return {"name": name, "steps": None, "unit": None, "planned_s": None}  # search, quantize, engine: no model yet
+    if name == "quantize" and config.get("precision") == "fp16" and not config.get("eval"):
+        # a conversion, then the fp32 and fp16 models' logits on the held-back calibration images (at most as
+        # many as calibrate), each at about the teacher's batch-1 latency: an upper bound
+        planned = costs.export_s + 2 * config["calib_images"] * costs.latency_ms / 1000
+        return {"name": name, "steps": None, "unit": "models", "planned_s": round(planned, 1)}
+    return {
+        "name": name,
+        "steps": None,
+        "unit": None,
+        "planned_s": None,
+    }  # search, int8 and binary, engine: no model yet
 
 
 def _round_s(latency: dict, latency_ms: float, warmup: int) -> float:
@@ -259,10 +270,16 @@ def _plan_drop(config: dict, costs: UnitCosts, droppable: dict | None) -> dict:
             probing["steps"] * costs.drop_step_s + probing["eval_images"] * costs.forward_ms_per_image / 1000
         )
         if probing.get("seconds") is not None:
-            probe_s = min(probe_s, probing["seconds"])
-            elastic_s += probe_s
+            # within its seconds, but never below a pass over the fewest held-back images a probe keeps
+            floor = probes * MIN_EVAL_IMAGES * costs.forward_ms_per_image / 1000
+            probe_s = max(min(probe_s, probing["seconds"]), floor)
+            elastic_s += min(probe_s, probing["seconds"])
             probe_s += 2 * costs.drop_step_s  # sizing the probes to their seconds: two adapter steps timed
-        check = 2 * max(latency["rounds"], MIN_ROUNDS) * short  # the plan against the full model
+        # the plan against the full model: the floor of rounds, more while the check's share lasts
+        most = max(latency["rounds"], MIN_ROUNDS)
+        check_rounds = most if remote else max(MIN_ROUNDS, min(most, int(CHECK_SECONDS / (2 * short))))
+        # twice: a first check often misses by the table's additivity gap and the selection drops one more
+        check = 2 * 2 * check_rounds * short
         # the later steps' candidate classes, each step timed while its cost fits the selection's timing share
         step_timing = (classes + 2) * rounds * short
         fits = math.floor(SELECTION_TIMING_SECONDS / step_timing) if step_timing > 0 else to_drop
