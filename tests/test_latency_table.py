@@ -59,7 +59,7 @@ def test_the_table_measures_one_block_per_class_and_pools_the_rest():
     settings = LatencySettings(threads=1, warmup=2, runs=5, rounds=4, max_seconds=0.2)
     key = cache_key("resnet20", "cpu", settings, (1, 28, 28))
     table = block_latency_table(model, default_preprocess(1, 28, 28), blocks, settings, key, seconds=5)
-    assert table["classes"] == 5 and table["rounds"] == 4 and table["format"].endswith("-v2")
+    assert table["classes"] == 5 and table["rounds"] == 4 and table["format"].endswith("-v3")
     rows = {row["block"]: row for row in table["blocks"]}
     assert [row["block"] for row in table["blocks"]] == [b.name for b in blocks]
     for row in rows.values():

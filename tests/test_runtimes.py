@@ -105,6 +105,17 @@ def test_unavailable_provider_falls_back_to_cpu(lenet):
         assert runner.infer(images[:2].numpy()).shape == (2, 10)
 
 
+def test_every_onnxruntime_session_stops_its_threads_spinning_between_runs(lenet):
+    """An idle session's spinning workers would take a core from the next session in an interleaved round."""
+    from pipeline.portable.onnxruntime_loader import onnxruntime_session
+
+    _, path, images = lenet
+    for threads in (1, 2):
+        session = onnxruntime_session(str(path), threads)
+        assert session.get_session_options().get_session_config_entry("session.force_spinning_stop") == "1"
+        assert session.run(None, {session.get_inputs()[0].name: images[:1].numpy()})[0].shape == (1, 10)
+
+
 def test_latency_stats_are_sane():
     runner = SleepRunner(0.001, slow_first=5)  # the warm-up calls are the slow ones (50 ms)
     stats = measure_latency(runner, np.zeros((2, 1, 8, 8), np.float32), warmup=5, runs=30)

@@ -41,7 +41,7 @@ from pipeline.measure import (
 from pipeline.preprocess import Preprocess
 from pipeline.progress import log
 
-TABLE_FORMAT = "edge-pipeline/block-latency-table-v2"  # v2: pooled block classes, trimmed mean and interval
+TABLE_FORMAT = "edge-pipeline/block-latency-table-v3"  # v2: pooled classes, trimmed mean; v3: no idle spinning
 TIGHT = 0.25  # a class's 95 % interval half-width within this share of its saving answers the question
 NEGLIGIBLE = 0.01  # ... or the whole interval within this share of the full model: the block saves nothing
 TABLE_SECONDS = 120.0  # the time share of a table's rounds after the minimum (the minimum is always made)
