@@ -80,6 +80,7 @@ def run_case(name: str, commit: str) -> dict:
             "planned_s": stage["planned_s"],
             "wall_s": walls[stage["name"]]["wall_s"],
             "steps": walls[stage["name"]]["steps"],
+            "peak_rss_mb": walls[stage["name"]].get("peak_rss_mb"),  # the build's peak when the stage ended
         }
         for stage in plan["stages"]
     ]
@@ -130,9 +131,12 @@ def main() -> None:
             f"| {r['case']} | {r['recipe']} | {r['planned_s']} | {r['wall_s']} | {r['peak_rss_mb']} | {accuracy} | "
             f"{top} | {r['commit']} | {r['cpu']} |"
         )
-    lines += ["", "Per stage (planned s / wall s / steps):", ""]
+    lines += ["", "Per stage (planned s / wall s / steps / the build's peak RSS MB when it ended):", ""]
     for r in ordered:
-        parts = ", ".join(f"{s['name']} {s['planned_s']} / {s['wall_s']} / {s['steps']}" for s in r["stages"])
+        parts = ", ".join(
+            f"{s['name']} {s['planned_s']} / {s['wall_s']} / {s['steps']} / {s.get('peak_rss_mb', '-')}"
+            for s in r["stages"]
+        )
         lines.append(f"- {r['case']}: {parts}")
     atomic_write_text(RESULTS / "scale.md", "\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -30,6 +30,7 @@ from pipeline.fileio import (
     sha256_json,
 )
 from pipeline.formats import format_fields, read_format
+from pipeline.process_memory import peak_rss_mb
 from pipeline.progress import log
 
 MANIFEST_KIND, MANIFEST_VERSION = "run", 1
@@ -269,6 +270,7 @@ class RunFolder:
             "artifacts": artifacts,
             "metrics": output.metrics,
             "wall_s": wall_s,
+            "peak_rss_mb": peak_rss_mb(),  # the process's peak so far: the stage that raised it needed it
             "started_at": started,
             "finished_at": _now(),
             "versions": library_versions(),

@@ -79,13 +79,18 @@ def test_a_step_dearer_than_its_budget_is_planned_and_said_and_steps_bound_a_rep
 
 def test_the_actual_follows_the_plan_stage_by_stage():
     plan = plan_stages([("synthesize", {"seconds": 5.0}), ("export", {})], _costs(), None)
-    manifest = {"stages": {"synthesize": {"wall_s": 5.2, "metrics": {"steps": 11}}, "export": {"wall_s": 1.5}}}
+    manifest = {
+        "stages": {
+            "synthesize": {"wall_s": 5.2, "metrics": {"steps": 11}, "peak_rss_mb": 900.0},
+            "export": {"wall_s": 1.5, "peak_rss_mb": 1200.5},
+        }
+    }
     actual = actual_stages(manifest, plan)
     assert actual["stages"] == [
-        {"name": "synthesize", "steps": 11, "wall_s": 5.2},
-        {"name": "export", "steps": None, "wall_s": 1.5},
+        {"name": "synthesize", "steps": 11, "wall_s": 5.2, "peak_rss_mb": 900.0},
+        {"name": "export", "steps": None, "wall_s": 1.5, "peak_rss_mb": 1200.5},
     ]
-    assert actual["wall_s"] == 6.7 and actual["cpu"] == "test CPU"
+    assert actual["wall_s"] == 6.7 and actual["cpu"] == "test CPU" and actual["peak_rss_mb"] == 1200.5
 
 
 def test_plan_shows_the_measured_costs_and_runs_nothing(tmp_path):

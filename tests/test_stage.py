@@ -6,6 +6,7 @@ import pytest
 
 from pipeline.errors import PipelineError
 from pipeline.fileio import atomic_write_bytes
+from pipeline.process_memory import peak_rss_mb
 from pipeline.stage import RunFolder, Stage, StageOutput
 
 
@@ -50,6 +51,7 @@ def test_runs_once_then_skips(tmp_path, source):
     assert (tmp_path / "run/copy/out.txt").read_text() == "hello!"
     assert entry["metrics"] == {"length": 5} and entry["status"] == "done"
     assert set(entry["versions"]) >= {"torch", "python", "edge-pipeline"}
+    assert 10 < entry["peak_rss_mb"] <= peak_rss_mb()  # the process's peak (monotonic) when the stage ended
     RunFolder(tmp_path / "run").run(CopyStage(source))
     assert CopyStage.runs == 1
     manifest = json.loads((tmp_path / "run/manifest.json").read_text())

@@ -113,3 +113,16 @@ class NormalisedImages:
 
     def __getitem__(self, index) -> torch.Tensor:
         return self.to_input(self.pixels[index]).to(self.device)
+
+    def subset(self, index) -> "NormalisedImages":
+        """Some of the images, still uint8 until they are looked up."""
+        return NormalisedImages(self.pixels[index], self.to_input, self.device)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.pixels.shape)
+
+
+def take(images, index):
+    """`images[index]` that stays lazy for NormalisedImages (a probe's 1,024 images at 224 px are 0.6 GB as floats)."""
+    return images.subset(index) if isinstance(images, NormalisedImages) else images[index]

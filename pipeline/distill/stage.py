@@ -14,6 +14,7 @@ from pipeline.data.transfer_set import TransferSet
 from pipeline.evaluate import accuracy_torch
 from pipeline.models import create_model
 from pipeline.models.checkpoint import save_checkpoint
+from pipeline.process_memory import inference_batch
 from pipeline.progress import log
 from pipeline.stage import Stage, StageOutput, optional_field
 from pipeline.synthesize import (
@@ -195,7 +196,8 @@ def synthetic_agreement(view, student, pool: TransferSet, samples: int = 1024) -
     if len(pool) == 0:
         return None
     pixels, logits = pool.pixels[-samples:], pool.logits[-samples:].float()
+    chunk = inference_batch(pixels.shape[1:])
     predictions = torch.cat(
-        [student(view.from_uint8(pixels[i : i + 256])).argmax(1).cpu() for i in range(0, len(pixels), 256)]
+        [student(view.from_uint8(pixels[i : i + chunk])).argmax(1).cpu() for i in range(0, len(pixels), chunk)]
     )
     return round(float((predictions == logits.argmax(1)).float().mean()), 4)

@@ -16,9 +16,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from pipeline.data.transfer_set import take
 from pipeline.drop.adapters import adapter_parameters, insert_adapters
 from pipeline.drop.blocks import without_blocks
 from pipeline.kd import FeatureTap
+from pipeline.process_memory import inference_batch
 from pipeline.progress import log
 from pipeline.stage import optional_field
 
@@ -53,10 +55,11 @@ class RecoverabilityProbe:
     ):
         self.teacher, self.input_shape, self.settings = teacher, tuple(input_shape), settings
         self.rng = torch.Generator().manual_seed(seed)
+        self.chunk = inference_batch(self.input_shape)  # images per no-grad forward (256 at 28 px, 55 at 224)
         order = torch.randperm(len(images), generator=self.rng)
         held = min(settings.eval_images, max(1, len(images) // 5))
-        self.eval_images = images[order[:held]]
-        self.train_images = images[order[held : held + settings.train_images]]
+        self.eval_images = take(images, order[:held])
+        self.train_images = take(images, order[held : held + settings.train_images])
         if len(self.train_images) == 0:
             self.train_images = self.eval_images
         self.train_features = self._teacher_features(self.train_images)
@@ -80,7 +83,8 @@ class RecoverabilityProbe:
         if pass_s > per_probe and eval_count > MIN_EVAL_IMAGES:  # the passes alone would overrun: fewer images
             eval_count = max(MIN_EVAL_IMAGES, int(eval_count * per_probe / pass_s))
             pass_s *= eval_count / len(self.eval_images)
-            self.eval_images, self.eval_features = self.eval_images[:eval_count], self.eval_features[:eval_count]
+            self.eval_images = take(self.eval_images, slice(0, eval_count))
+            self.eval_features = self.eval_features[:eval_count]
         self.steps = max(0, min(self.settings.steps, math.floor((per_probe - pass_s) / step_s)))
         self.sizing = {
             "seconds": seconds,
@@ -127,7 +131,7 @@ class RecoverabilityProbe:
         tap = FeatureTap(self.teacher)
         try:
             self.teacher.eval()
-            return torch.cat([tap(images[i : i + 256])[0] for i in range(0, len(images), 256)])
+            return torch.cat([tap(images[i : i + self.chunk])[0] for i in range(0, len(images), self.chunk)])
         finally:
             tap.close()
 
@@ -147,7 +151,8 @@ class RecoverabilityProbe:
     def _remaining(self, pruned: nn.Module) -> float:
         tap = FeatureTap(pruned)
         try:
-            remaining = torch.cat([tap(self.eval_images[i : i + 256])[0] for i in range(0, len(self.eval_images), 256)])
+            images, chunk = self.eval_images, self.chunk
+            remaining = torch.cat([tap(images[i : i + chunk])[0] for i in range(0, len(images), chunk)])
         finally:
             tap.close()
         return float(F.mse_loss(remaining, self.eval_features))

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.process_memory import inference_batch
 from pipeline.runtimes import OnnxRuntimeRunner
 
 QDQ_AS_WRITTEN = "Q/DQ as written (onnxruntime, no graph optimisation: quantise-dequantise in float, fp32 convolutions)"
@@ -20,9 +21,11 @@ ONNXRUNTIME_KERNELS = "onnxruntime CPU integer kernels (graph optimised) on this
 
 
 def logits(
-    path: Path, images: np.ndarray, threads: int | None = None, batch_size: int = 256, as_written: bool = False
+    path: Path, images: np.ndarray, threads: int | None = None, batch_size: int | None = None, as_written: bool = False
 ) -> np.ndarray:
-    """The model's outputs on `images`; `as_written`: no graph optimisation (see the module docstring)."""
+    """The model's outputs on `images`, `batch_size` at a time (None: process_memory.inference_batch);
+    `as_written`: no graph optimisation (see the module docstring)."""
+    batch_size = inference_batch(images.shape[1:]) if batch_size is None else batch_size
     with OnnxRuntimeRunner(path, threads=threads, optimize_graph=not as_written) as runner:
         return np.concatenate([runner.infer(images[i : i + batch_size]) for i in range(0, len(images), batch_size)])
 

@@ -20,6 +20,7 @@ from pipeline.recipes.costs import (
 from pipeline.recipes.deliver import compress_instead, may_compress_instead
 from pipeline.recipes.drop_specs import drop_budget
 from pipeline.recipes.fit import fit_to_budget
+from pipeline.recipes.memory import DROP_BATCH, drop_batch_for
 from pipeline.recipes.options import STAGE_ORDER, BuildOptions, describe_input
 from pipeline.recipes.plan import QUANTISED, applies, handed_on_precision, recipe_steps
 from pipeline.recipes.resolve import build_settings
@@ -76,6 +77,7 @@ def run_build(options: BuildOptions, *, until: str = "bench") -> dict:
                 ctx.run.set_run_info(
                     recipe=ctx.recipe.name,
                     recipe_note=ctx.recipe_note,
+                    memory_note=ctx.memory_note,
                     budget=ctx.budget.to_dict(),
                     budget_note=ctx.budget_note,
                     student_note=ctx.student_note,
@@ -119,7 +121,18 @@ def settle_plan(ctx, until: str):
         if plan["stages"]:
             plan = build_plan(ctx, until, measured=measured)
         plan = {**plan, "fitted": fitted, "probe": plan.get("probe") or (earlier or {}).get("probe")}
-    return ctx, plan
+    return with_drop_memory_note(ctx), plan
+
+
+def with_drop_memory_note(ctx):
+    """The context with a note, logged once the recipe is settled, when drop's batch was lowered to fit."""
+    if "drop" not in ctx.recipe.stages:
+        return ctx
+    note = drop_batch_for(ctx)[1]
+    if note is None:
+        return ctx
+    log(f"note: {note}")
+    return replace(ctx, memory_note="; ".join(n for n in (ctx.memory_note, note) if n))
 
 
 def build_plan(ctx, until: str, measured: "tuple[dict, UnitCosts] | None" = None) -> dict:
@@ -154,6 +167,7 @@ def build_plan(ctx, until: str, measured: "tuple[dict, UnitCosts] | None" = None
         "kd_batch": student_training(ctx.options, ctx.budget).batch_size,
         "device": str(device),
         "drop": droppable is not None,
+        "drop_batch": drop_batch_for(ctx, compressible)[0] if droppable is not None else None,
         "input_shape": list(ctx.teacher.input_shape),
         "cpu": cpu_model(),
     }
@@ -171,6 +185,7 @@ def build_plan(ctx, until: str, measured: "tuple[dict, UnitCosts] | None" = None
             probe["kd_batch"],
             device,
             drop_model,
+            probe["drop_batch"] or DROP_BATCH,
         )
     eval_images = (ctx.budget.eval_limit or FASHION_MNIST_TEST_IMAGES) if ctx.eval else 0
     return {**plan_stages(stages, costs, eval_images, droppable), "probe": probe}

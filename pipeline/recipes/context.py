@@ -14,7 +14,7 @@ from pipeline.recipes import checkpoint_readers  # noqa: F401  (registers the re
 from pipeline.recipes.drop_specs import drop_budget
 from pipeline.recipes.memory import memory_safe_batch
 from pipeline.recipes.options import BuildContext, BuildOptions
-from pipeline.recipes.plan import Recipe, choose_recipe, precision, recipe_steps
+from pipeline.recipes.plan import Recipe, choose_recipe, model_to_drop, precision, recipe_steps
 from pipeline.recipes.stage_specs import quantize_config
 from pipeline.stage import RunFolder
 from pipeline.targets import load_target
@@ -96,17 +96,6 @@ def check_droppable(
         require_block_names(model, options.drop_blocks, label)
     elif from_teacher:
         require_blocks(model, label)
-
-
-def model_to_drop(recipe: Recipe, teacher: LoadedModel, student: str | None):
-    """The model that will lose blocks: the teacher itself, or (when the recipe trains one) the student's
-    architecture at the teacher's input, with random weights until distill has trained it."""
-    if not recipe.trains_a_student:
-        return teacher.model
-    from pipeline.models import create_model
-
-    channels, height, _ = teacher.input_shape
-    return create_model(student, in_channels=channels, num_classes=teacher.num_classes, image_size=height)
 
 
 def auto_synthesizer(teacher: LoadedModel) -> str:

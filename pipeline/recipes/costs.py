@@ -358,11 +358,24 @@ def describe_plan(plan: dict) -> list[str]:
 
 
 def actual_stages(manifest: dict, plan: dict) -> dict:
-    """The plan's stages as they ran: wall time and steps from each stage's manifest entry."""
+    """The plan's stages as they ran: wall time, steps and the peak memory so far from each stage's entry."""
     stages = []
     for planned in plan["stages"]:
         entry = manifest["stages"].get(planned["name"]) or {}
         metrics = entry.get("metrics") or {}
         steps = metrics.get("steps") if isinstance(metrics.get("steps"), int) else None
-        stages.append({"name": planned["name"], "steps": steps, "wall_s": entry.get("wall_s")})
-    return {"stages": stages, "wall_s": round(sum(s["wall_s"] or 0 for s in stages), 1), "cpu": plan["cpu"]}
+        stages.append(
+            {
+                "name": planned["name"],
+                "steps": steps,
+                "wall_s": entry.get("wall_s"),
+                "peak_rss_mb": entry.get("peak_rss_mb"),
+            }
+        )
+    peaks = [s["peak_rss_mb"] for s in stages if s["peak_rss_mb"] is not None]
+    return {
+        "stages": stages,
+        "wall_s": round(sum(s["wall_s"] or 0 for s in stages), 1),
+        "peak_rss_mb": max(peaks, default=None),
+        "cpu": plan["cpu"],
+    }

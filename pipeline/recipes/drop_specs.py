@@ -10,6 +10,7 @@ from pipeline.drop.stage import DropConfig, DropStage
 from pipeline.errors import PipelineError
 from pipeline.kd import FeatureKDSettings
 from pipeline.measure import LatencySettings, latency_source, target_latency_settings
+from pipeline.recipes.memory import drop_batch_for
 from pipeline.recipes.options import BuildContext, BuildOptions
 from pipeline.recipes.resolve import build_settings, latency_budget_setting
 from pipeline.search.stage import SEARCHABLE_PRECISIONS, SearchConfig, SearchStage
@@ -37,7 +38,8 @@ def drop_stage(ctx: BuildContext) -> DropStage:
         latency_budget = drop_budget(options, target, ctx.recipe.default_reduction)
         reduction, latency_ms = latency_budget.reduction, latency_budget.ms
     latency = target_latency(target, budget, budget.drop_latency_rounds)
-    recovery = drop_recovery(options, budget, target)
+    batch = drop_batch_for(ctx)[0]
+    recovery = drop_recovery(options, budget, target, batch)
     from_teacher = not ctx.recipe.trains_a_student
     model = ctx.teacher_path if from_teacher else ctx.artifact("distill", "student")
     transfer_set = None
@@ -51,7 +53,7 @@ def drop_stage(ctx: BuildContext) -> DropStage:
             latency=latency,
             reduction=reduction,
             latency_ms=latency_ms,
-            recoverability=drop_probe_settings(options, budget),
+            recoverability=drop_probe_settings(options, budget, batch),
             recovery=recovery,
             images=options.images,
             per_class=options.per_class,
@@ -67,20 +69,23 @@ def drop_stage(ctx: BuildContext) -> DropStage:
 PROBE_SHARE = 0.25  # of the drop stage's seconds: the recoverability probes; the recovery fine-tune has the rest
 
 
-def _recovery(options: BuildOptions, budget, target: Target) -> FeatureKDSettings:
+def _recovery(options: BuildOptions, budget, target: Target, batch: int) -> FeatureKDSettings:
     settings = build_settings(options, budget, target)
-    return FeatureKDSettings(iterations=settings["drop_iterations"].value, lr=settings["drop_lr"].value)
+    return FeatureKDSettings(
+        iterations=settings["drop_iterations"].value, lr=settings["drop_lr"].value, batch_size=batch
+    )
 
 
-def drop_probe_settings(options: BuildOptions, budget: Budget) -> RecoverabilitySettings:
+def drop_probe_settings(options: BuildOptions, budget: Budget, batch: int) -> RecoverabilitySettings:
     seconds = None if options.steps is not None else PROBE_SHARE * budget.drop_seconds
-    return RecoverabilitySettings(steps=budget.drop_adapter_steps, seconds=seconds)
+    return RecoverabilitySettings(steps=budget.drop_adapter_steps, seconds=seconds, batch_size=batch)
 
 
-def drop_recovery(options: BuildOptions, budget: Budget, target: Target) -> FeatureKDSettings:
-    """The drop stage's fine-tune: its iterations, and its share of the budget's seconds unless `--steps`."""
+def drop_recovery(options: BuildOptions, budget: Budget, target: Target, batch: int) -> FeatureKDSettings:
+    """The drop stage's fine-tune: its iterations, its batch (recipes/memory.py: what fits the memory limit),
+    and its share of the budget's seconds unless `--steps`."""
     seconds = None if options.steps is not None else (1 - PROBE_SHARE) * budget.drop_seconds
-    return replace(_recovery(options, budget, target), seconds=seconds)
+    return replace(_recovery(options, budget, target, batch), seconds=seconds)
 
 
 def drop_budget(options: BuildOptions, target: Target, default_reduction: float | None = None) -> LatencyBudget:
@@ -115,7 +120,8 @@ def search_stage(ctx: BuildContext) -> SearchStage:
             f"{', '.join(allowed)}"
         )
     student = ctx.artifact("distill", "student") if ctx.recipe.trains_a_student else None
-    recovery = _recovery(options, budget, target)
+    batch = drop_batch_for(ctx, teacher=True)[0]  # the teacher's: the larger of the models it drops blocks from
+    recovery = _recovery(options, budget, target, batch)
     return SearchStage(
         ctx.teacher_path,
         student,
@@ -126,7 +132,7 @@ def search_stage(ctx: BuildContext) -> SearchStage:
             reduction=latency_budget.reduction,
             latency_ms=latency_budget.ms,
             precisions=precisions,
-            recoverability=RecoverabilitySettings(steps=budget.drop_adapter_steps),
+            recoverability=RecoverabilitySettings(steps=budget.drop_adapter_steps, batch_size=batch),
             recovery=recovery,
             calib_images=options.calib_images,
             speedup_rounds=budget.quantize_latency_rounds,

@@ -138,3 +138,14 @@ def stages_to_run(recipe: Recipe, options: BuildOptions, until: str, target: Tar
     """The recipe's stages up to `until` whose conditions hold for these settings, this target and, after a
     budget search in `run`, the precision it chose."""
     return [step.stage for step in recipe_steps(recipe, until) if applies(step, recipe, options, target, run)]
+
+
+def model_to_drop(recipe: Recipe, teacher, student: str | None):
+    """The model that will lose blocks: the teacher itself (a LoadedModel's module), or (when the recipe trains
+    one) the student's architecture at the teacher's input, with random weights until distill has trained it."""
+    if not recipe.trains_a_student:
+        return teacher.model
+    from pipeline.models import create_model
+
+    channels, height, _ = teacher.input_shape
+    return create_model(student, in_channels=channels, num_classes=teacher.num_classes, image_size=height)

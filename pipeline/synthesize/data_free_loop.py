@@ -17,6 +17,7 @@ from pipeline import distributed
 from pipeline.data.transfer_set import TransferSet
 from pipeline.kd import FeatureProjection, augment_batch, kd_loss
 from pipeline.models.teacher_view import TeacherView
+from pipeline.process_memory import peak_rss_mb
 from pipeline.progress import progress_bar
 from pipeline.synthesize.base import Synthesizer
 from pipeline.training import GeneratorState, ResumableLoop, cosine_scale
@@ -199,14 +200,10 @@ class DataFreeLoop:
 
 def cost_report(steps: int, seconds: float, device: torch.device) -> dict:
     """Per-iteration wall time and peak memory: what a user needs to size a run on a bigger teacher."""
-    import resource
-    import sys
-
-    peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
     report = {
         "iterations": steps,
         "seconds_per_iteration": round(seconds / steps, 4) if steps else None,
-        "peak_host_memory_mb": round(peak_rss / 2**20, 1),
+        "peak_host_memory_mb": peak_rss_mb(),
     }
     if device.type == "cuda":
         report["peak_gpu_memory_mb"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
