@@ -185,3 +185,20 @@ def test_the_validation_split_is_the_last_ten_thousand_training_images():
     validation = load_eval_dataset("fmnist-val", default_preprocess(1, 28, 28), limit=500)
     assert validation.name == "fashion-mnist-validation" and len(validation.labels) == 500
     assert torch.equal(validation.labels, torch.from_numpy(labels[-10_000:][:500].copy()))
+
+
+def test_binary_weight_kd_ends_at_the_budgets_seconds_unless_steps_bound_the_run():
+    from pipeline.recipes.options import BuildOptions
+    from pipeline.recipes.plan import choose_recipe
+    from pipeline.recipes.stage_specs import quantize_config
+    from pipeline.targets import load_target
+    from pipeline.teacher_spec import TeacherSpec
+
+    options, target, quick = BuildOptions(precision="binary", eval="none"), load_target("cpu"), get_budget("quick")
+    recipe = choose_recipe(options, target)
+    config = quantize_config(recipe, options, target, quick, None, TeacherSpec())
+    assert config.binary_training.seconds == quick.binary_seconds == 600
+    assert config.binary_training.iterations == quick.binary_iterations
+    stepped = quantize_config(recipe, replace(options, steps=5), target, quick, None, TeacherSpec())
+    assert stepped.binary_training.seconds is None  # reproducible: by iterations alone
+    assert get_budget("28m").binary_seconds == 2 * quick.binary_seconds  # twice quick's data-free training

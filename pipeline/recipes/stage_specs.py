@@ -184,7 +184,8 @@ def quantize_config(
         calib_images=options.calib_images,
         max_accuracy_drop=options.max_accuracy_drop,
         binary_training=FeatureKDSettings(
-            iterations=build_settings(options, budget, target)["binary_iterations"].value
+            iterations=build_settings(options, budget, target)["binary_iterations"].value,
+            seconds=None if options.steps is not None else budget.binary_seconds,  # --steps: by iterations only
         ),
         binary_coverage=options.binary_coverage,
         eval=eval_spec,
