@@ -202,3 +202,24 @@ def test_binary_weight_kd_ends_at_the_budgets_seconds_unless_steps_bound_the_run
     stepped = quantize_config(recipe, replace(options, steps=5), target, quick, None, TeacherSpec())
     assert stepped.binary_training.seconds is None  # reproducible: by iterations alone
     assert get_budget("28m").binary_seconds == 2 * quick.binary_seconds  # twice quick's data-free training
+
+
+def test_the_search_bounds_its_probes_and_each_fine_tune_by_drop_seconds_unless_steps(tmp_path):
+    """The search fine-tuned every short-listed candidate for drop_iterations (2,000 at quick: hours at 224 px)
+    and probed the whole PRACTISE order without a time allowance; now drop's seconds bound both."""
+    from pipeline.recipes.context import prepare
+    from pipeline.recipes.drop_specs import PROBE_SHARE, search_stage
+    from pipeline.recipes.options import BuildOptions
+    from pipeline.search.candidate_models import FINE_TUNES_PER_BASE
+
+    options = BuildOptions(recipe="search", latency_reduction=0.3, budget="smoke", eval="none", out=tmp_path / "r")
+    stage = search_stage(replace(prepare(options), planning=True))
+    smoke = get_budget("smoke")
+    assert stage.config.recoverability.seconds == PROBE_SHARE * smoke.drop_seconds
+    assert stage.config.fine_tune_seconds == (1 - PROBE_SHARE) * smoke.drop_seconds
+    each = stage._recovery()
+    assert each.seconds == round(stage.config.fine_tune_seconds / FINE_TUNES_PER_BASE, 1) > 0
+    assert each.iterations == stage.config.recovery.iterations  # whichever ends first
+    stepped = search_stage(replace(prepare(replace(options, steps=4)), planning=True))
+    assert stepped.config.recoverability.seconds is None and stepped.config.fine_tune_seconds is None
+    assert stepped._recovery() == stepped.config.recovery

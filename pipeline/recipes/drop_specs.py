@@ -132,8 +132,10 @@ def search_stage(ctx: BuildContext) -> SearchStage:
             reduction=latency_budget.reduction,
             latency_ms=latency_budget.ms,
             precisions=precisions,
-            recoverability=RecoverabilitySettings(steps=budget.drop_adapter_steps, batch_size=batch),
+            # drop's seconds, split as drop splits them, for each base model's probes and its fine-tunes
+            recoverability=drop_probe_settings(options, budget, batch),
             recovery=recovery,
+            fine_tune_seconds=drop_recovery(options, budget, target, batch).seconds,
             calib_images=options.calib_images,
             speedup_rounds=budget.quantize_latency_rounds,
             eval=ctx.eval,

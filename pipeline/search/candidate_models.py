@@ -6,6 +6,7 @@ settings these read."""
 import copy
 import shutil
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -13,14 +14,27 @@ import torch
 from pipeline.drop import recover
 from pipeline.export import export_onnx
 from pipeline.fileio import atomic_write_json, sha256_file, sha256_json
+from pipeline.kd import FeatureKDSettings
 from pipeline.measure import LatencySettings
 from pipeline.models.checkpoint import save_checkpoint
 from pipeline.search.space import Candidate
 from pipeline.training import freeze
 
+# a base's short list: the fewest blocks predicted to meet the budget, one more, and one fewer when near the line
+FINE_TUNES_PER_BASE = 3
+
 
 class CandidateModels:
     # --- building one candidate (each piece cached by content) ----------------------------------------
+    def _recovery(self) -> FeatureKDSettings:
+        """One candidate's fine-tune: with `fine_tune_seconds`, an equal share of them for each of the
+        FINE_TUNES_PER_BASE a base's short list usually holds (the same share whatever the latency budget, so a
+        second search with another budget finds the fine-tunes it shares in the cache)."""
+        seconds = self.config.fine_tune_seconds
+        if seconds is None:
+            return self.config.recovery
+        return replace(self.config.recovery, seconds=round(seconds / FINE_TUNES_PER_BASE, 1))
+
     def _key(self, base: str, dropped: tuple[str, ...], *extra) -> str:
         config = self.config
         return sha256_json(
@@ -28,7 +42,7 @@ class CandidateModels:
                 "model": sha256_file(self.bases[base][0]),
                 "dropped": list(dropped),
                 "pool": self.pool_hash,
-                "recovery": config.recovery.to_dict() if dropped else None,
+                "recovery": self._recovery().to_dict() if dropped else None,
                 "recoverability": config.recoverability.to_dict() if dropped else None,
                 "held_out": config.held_out,
                 "seed": config.seed,
@@ -52,7 +66,7 @@ class CandidateModels:
                 feature_teacher,
                 dropped,
                 self._train_images(),
-                config.recovery,
+                self._recovery(),
                 Path(scratch),
                 input_shape=loaded.input_shape,
                 check_images=torch.from_numpy(self.held_images[:64]),
@@ -131,6 +145,4 @@ class CandidateModels:
 
 def replace_rounds(latency: LatencySettings) -> LatencySettings:
     """INT8 format timing inside the search: a few short rounds are enough to rank formats."""
-    from dataclasses import replace
-
     return replace(latency, rounds=min(latency.rounds, 10))

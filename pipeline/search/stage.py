@@ -41,7 +41,7 @@ from pipeline.runtimes import judged_as_written
 from pipeline.search.candidate_models import CandidateModels
 from pipeline.search.report import explain, write_front
 from pipeline.search.space import Candidate, practise_order, predicted_ms, shortlist
-from pipeline.stage import Stage, StageOutput
+from pipeline.stage import Stage, StageOutput, optional_field
 from pipeline.teacher_spec import TeacherSpec
 from pipeline.training import freeze, seed_everything
 
@@ -57,6 +57,9 @@ class SearchConfig:
     precisions: tuple[str, ...] = ("fp32",)
     recoverability: RecoverabilitySettings = field(default_factory=RecoverabilitySettings)
     recovery: FeatureKDSettings = field(default_factory=FeatureKDSettings)
+    # the fine-tunes of one base's short list together (an equal share each, candidate_models.py); None: by
+    # iterations alone. recoverability.seconds bounds one base's PRACTISE-order probes the same way
+    fine_tune_seconds: float | None = optional_field()
     held_out: int = 2048  # synthetic images kept away from every fine-tune, for the accuracy estimate
     margin: float = 0.03  # a candidate must beat the budget by this fraction: the next session may measure it slower
     calib_images: int = 512
@@ -206,6 +209,7 @@ class SearchStage(CandidateModels, Stage):
             probe = RecoverabilityProbe(
                 view.model, self._train_images(), loaded.input_shape, config.recoverability, config.seed
             )
+            probe.fit_to(len(blocks) * (len(blocks) + 1) // 2, [blocks[0].name])  # the whole order's probes
             log(f"search: {base}: PRACTISE drop order ({len(blocks)} blocks, adapter-only probes)")
             order = practise_order(table, probe)
         fp32 = self._fp32_onnx(base, ())
