@@ -1,6 +1,7 @@
 """The process's memory, importable without torch: its peak (the run folder records it per stage) and how many
 images one inference chunk may take."""
 
+import math
 import resource
 import sys
 
@@ -22,7 +23,5 @@ CHUNK_VALUES = 2**23
 
 def inference_batch(sample_shape, largest: int = 256) -> int:
     """How many images one no-grad forward takes at a time: `largest` for small inputs, fewer for large."""
-    values = 1
-    for size in sample_shape:
-        values *= int(size)
+    values = math.prod(int(size) for size in sample_shape)
     return max(1, min(largest, CHUNK_VALUES // max(1, values)))

@@ -118,10 +118,6 @@ class NormalisedImages:
         """Some of the images, still uint8 until they are looked up."""
         return NormalisedImages(self.pixels[index], self.to_input, self.device)
 
-    @property
-    def shape(self) -> tuple[int, ...]:
-        return tuple(self.pixels.shape)
-
 
 def take(images, index):
     """`images[index]` that stays lazy for NormalisedImages (a probe's 1,024 images at 224 px are 0.6 GB as floats)."""

@@ -121,12 +121,12 @@ def settle_plan(ctx, until: str):
         if plan["stages"]:
             plan = build_plan(ctx, until, measured=measured)
         plan = {**plan, "fitted": fitted, "probe": plan.get("probe") or (earlier or {}).get("probe")}
-    return with_drop_memory_note(ctx), plan
+    return with_drop_memory_note(ctx, until), plan
 
 
-def with_drop_memory_note(ctx):
-    """The context with a note, logged once the recipe is settled, when drop's batch was lowered to fit."""
-    if "drop" not in ctx.recipe.stages:
+def with_drop_memory_note(ctx, until: str):
+    """The context with a note, logged once the recipe is settled, when drop runs and its batch was lowered."""
+    if "drop" not in (step.stage for step in recipe_steps(ctx.recipe, until)):
         return ctx
     note = drop_batch_for(ctx)[1]
     if note is None:

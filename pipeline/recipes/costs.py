@@ -22,6 +22,7 @@ import torch
 from pipeline.drop.latency_table import CHECK_SECONDS, ROUND_WARMUP, export_for_timing
 from pipeline.drop.recoverability import MIN_EVAL_IMAGES
 from pipeline.drop.stage import FINAL_TIMING_SECONDS, SELECTION_TIMING_SECONDS
+from pipeline.kd import FeatureKDSettings
 from pipeline.kd.losses import kd_loss
 from pipeline.measure import MIN_ROUNDS, LatencySettings, example_input, latency_samples_ms, make_runner
 from pipeline.measure.settings import cpu_model
@@ -83,7 +84,7 @@ def measure_unit_costs(
     kd_batch: int,
     device: torch.device,
     drop_model: "torch.nn.Module | None" = None,
-    drop_batch: int = 64,
+    drop_batch: int = FeatureKDSettings.batch_size,
 ) -> UnitCosts:
     """`synthesizer` None: the recipe synthesises nothing; `student` None: it trains no student; `drop_model`:
     the model block dropping works on (its fine-tune step: itself as teacher, a copy as student)."""

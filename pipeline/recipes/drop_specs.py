@@ -84,8 +84,11 @@ def drop_probe_settings(options: BuildOptions, budget: Budget, batch: int) -> Re
 def drop_recovery(options: BuildOptions, budget: Budget, target: Target, batch: int) -> FeatureKDSettings:
     """The drop stage's fine-tune: its iterations, its batch (recipes/memory.py: what fits the memory limit),
     and its share of the budget's seconds unless `--steps`."""
-    seconds = None if options.steps is not None else (1 - PROBE_SHARE) * budget.drop_seconds
-    return replace(_recovery(options, budget, target, batch), seconds=seconds)
+    return replace(_recovery(options, budget, target, batch), seconds=_fine_tune_seconds(options, budget))
+
+
+def _fine_tune_seconds(options: BuildOptions, budget: Budget) -> float | None:
+    return None if options.steps is not None else (1 - PROBE_SHARE) * budget.drop_seconds
 
 
 def drop_budget(options: BuildOptions, target: Target, default_reduction: float | None = None) -> LatencyBudget:
@@ -135,7 +138,7 @@ def search_stage(ctx: BuildContext) -> SearchStage:
             # drop's seconds, split as drop splits them, for each base model's probes and its fine-tunes
             recoverability=drop_probe_settings(options, budget, batch),
             recovery=recovery,
-            fine_tune_seconds=drop_recovery(options, budget, target, batch).seconds,
+            fine_tune_seconds=_fine_tune_seconds(options, budget),
             calib_images=options.calib_images,
             speedup_rounds=budget.quantize_latency_rounds,
             eval=ctx.eval,

@@ -4,6 +4,7 @@ recovery to about 9 GB. A batch is halved until what one step adds per image (mo
 batch, fits beside what a build process holds, the transfer set and the models' weights, gradients and
 optimizer state."""
 
+from pipeline.kd import FeatureKDSettings
 from pipeline.models import create_model
 from pipeline.models.loaded import LoadedModel
 from pipeline.models.memory import saved_bytes_per_image
@@ -15,7 +16,7 @@ MIN_BATCH = 8  # below this a data-free step learns too little; a limit it canno
 # for a ResNet-34 at 224 on the Xeon. A constant, not this process's figure, so a --steps build stays reproducible
 PROCESS_BYTES = 1 * GIB
 POOL_BYTES = 256 * 2**20  # the transfer set's default capacity (synthesize/stage.py: ~256 MB of uint8 pixels)
-DROP_BATCH = 64  # PRACTISE's fine-tune batch (kd/feature_kd.py), also the adapter probes' (drop/recoverability.py)
+DROP_BATCH = FeatureKDSettings.batch_size  # PRACTISE's fine-tune batch of 64, also the adapter probes'
 # the drop stage holds the teacher, its device copy, the model losing blocks, its gradients and SGD's momentum
 DROP_WEIGHT_COPIES = 5
 
