@@ -15,9 +15,8 @@ def peak_rss_mb() -> float:
 
 
 # values per inference chunk: 2**23 floats (32 MiB of input) is 10,700 Fashion-MNIST images but 55 RGB images at
-# 224 px, whose first ResNet activation alone is 3.2 MB each. With 256-image passes and its images held as
-# floats, a ResNet-34's drop probe took the process from 1.1 to 3.6 GB peak RSS before its first candidate
-# (2-core AMD EPYC); in chunks, with uint8 images, to 1.9 GB.
+# 224 px, whose first ResNet activation alone is 3.2 MB each: 256 of those at once (drop's probes did that) are
+# gigabytes of activations.
 CHUNK_VALUES = 2**23
 
 
