@@ -27,7 +27,19 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 RUNS = RESULTS / "datafree"
-PAIRS = {"lenet": ("lenet5-fmnist", "lenet5-half"), "resnet": ("resnet20-fmnist", "resnet14")}
+PAIRS = {
+    "lenet": ("lenet5-fmnist", "lenet5-half"),
+    "resnet": ("resnet20-fmnist", "resnet14"),
+    # issue 22 item 9: the torchvision resnet18 that benchmarks/scale.py trains with `pipeline teacher train`
+    "tvresnet18": ("runs/bench-scale/teachers/resnet18-fmnist.pt", "resnet14"),
+}
+
+
+def teacher_reference(name: str) -> str:
+    """An embedded teacher's name, or a checkpoint file under the repository."""
+    return str(ROOT / name) if name.endswith(".pt") else f"embedded:{name}"
+
+
 # Published Fashion-MNIST / MNIST anchors (../shared/docs/METHODS.md section 1).
 ANCHORS = [
     {
@@ -97,6 +109,10 @@ def write(name: str, record: dict) -> None:
         **record,
         "recorded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "machine": machine(),
+        "cpu": machine()["cpu"],
+        "commit": subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT
+        ).stdout.strip(),
         "command": " ".join(["python", "benchmarks/datafree.py", *sys.argv[1:]]),
     }
     atomic_write_json(RUNS / f"{name}.json", record)
@@ -110,7 +126,7 @@ def teacher_accuracy(pair: str) -> None:
     from pipeline.evaluate import accuracy_torch
     from pipeline.models.load import load_model
 
-    loaded = load_model(resolve_teacher(f"embedded:{PAIRS[pair][0]}"))
+    loaded = load_model(resolve_teacher(teacher_reference(PAIRS[pair][0])))
     test = fashion_mnist_split("test", loaded.preprocess)
     write(
         f"{pair}-teacher",
@@ -140,7 +156,7 @@ def kd_real_ceiling(pair: str, seed: int, epochs: int, batch_size: int, lr: floa
 
     torch.manual_seed(seed)
     teacher_name, student_name = PAIRS[pair]
-    loaded = load_model(resolve_teacher(f"embedded:{teacher_name}"))
+    loaded = load_model(resolve_teacher(teacher_reference(teacher_name)))
     train, test = fashion_mnist_split("train", loaded.preprocess), fashion_mnist_split("test", loaded.preprocess)
     start = time.monotonic()
     teacher = loaded.model.eval()
@@ -195,7 +211,7 @@ def method_run(pair: str, row: str, seed: int, budget: str, extra: list[str]) ->
         "pipeline.cli",
         "build",
         "--teacher",
-        f"embedded:{teacher_name}",
+        teacher_reference(teacher_name),
         "--student",
         student_name,
         "--synthesizer",

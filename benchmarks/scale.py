@@ -4,7 +4,13 @@ stages then took, the build's peak RSS (ru_maxrss of the build process and its c
 of the model it hands on with its KD-on-real-data ceiling where the teacher has real weights (the 224-px
 teachers are torchvision models with random weights: time, memory and plan only).
 
-    python benchmarks/scale.py [CASE ...]     # -> benchmarks/results/scale.{json,md}; rows of other cases kept
+    python benchmarks/scale.py [--table NAME] [CASE ...]   # -> benchmarks/results/NAME.{json,md} (default scale);
+                                                          # rows of other cases kept
+    python benchmarks/scale.py [--table NAME] --ceilings  # re-read the KD-real ceilings (measured after a row)
+
+All rows of one table must come from one commit: a case measured at a later commit than the others goes to its
+own --table until the whole table is re-run. The torchvision resnet18 teacher (item 9) is trained by the project's
+own command, `pipeline teacher train --arch resnet18 --epochs 5 --seed 0` (about 7 min on 2 cores), once.
 """
 
 import json
@@ -26,6 +32,7 @@ TEACHERS = WORK / "teachers"
 CASES = {
     "resnet20-fmnist-cpu": ("embedded:resnet20-fmnist", 28, "cpu", ("resnet20-fmnist", "resnet14")),
     "resnet20-fmnist-jetson": ("embedded:resnet20-fmnist", 28, "jetson", ("resnet20-fmnist", "resnet14")),
+    "resnet18-fmnist-cpu": ("resnet18-fmnist.pt", 28, "cpu", ("resnet18-fmnist.pt", "resnet14")),
     "resnet34-224-jetson": ("resnet34.pt", 224, "jetson", None),
     "resnet50-100-224-cpu": ("resnet50-100.pt", 224, "cpu", None),
 }
@@ -35,10 +42,21 @@ PEAK = "import resource,subprocess,sys; r=subprocess.run(sys.argv[1:]); " + (
 )
 
 
+TORCHVISION_TEACHER_EPOCHS = 5
+
+
 def teacher_file(name: str) -> str:
-    """The 224-px teachers as a user saves them: torch.save(model.state_dict())."""
+    """The 224-px teachers as a user saves them: torch.save(model.state_dict()); the 28-px torchvision resnet18
+    trained on Fashion-MNIST by `pipeline teacher train`."""
     if name.startswith("embedded:"):
         return name
+    if name == "resnet18-fmnist.pt":
+        path = TEACHERS / name
+        if not path.is_file():
+            command = [str(ROOT / ".venv" / "bin" / "pipeline"), "teacher", "train", "--arch", "resnet18"]
+            command += ["--epochs", str(TORCHVISION_TEACHER_EPOCHS), "--seed", "0", "--out", str(path)]
+            subprocess.run(command, check=True, cwd=ROOT)
+        return str(path)
     import torch
     import torchvision
 
@@ -55,10 +73,15 @@ def ceiling(pair) -> float | None:
     if pair is None:
         return None
     rows = json.loads((RESULTS / "datafree.json").read_text())["rows"]
-    return next(r["accuracy"] for r in rows if (r["teacher"], r["student"]) == pair and r["method"] == "kd-real")
+    # a pair not in the report yet: its run file from `python benchmarks/datafree.py ceiling --pair P`
+    rows += [json.loads(path.read_text()) for path in (RESULTS / "datafree").glob("*-kd-real-*.json")]
+    found = [
+        r["accuracy"] for r in rows if (Path(r["teacher"]).name, r["student"]) == pair and r["method"] == "kd-real"
+    ]
+    return found[0] if found else None
 
 
-def run_case(name: str, commit: str) -> dict:
+def run_case(name: str, commit: str, evidence: Path) -> dict:
     teacher, size, target, pair = CASES[name]
     out = WORK / name
     subprocess.run(["rm", "-rf", str(out)], check=True)
@@ -72,6 +95,9 @@ def run_case(name: str, commit: str) -> dict:
         raise SystemExit(f"{name}: exit {done.returncode}; see {WORK / f'{name}.log'}")
     peak_kb = int(done.stderr.strip().splitlines()[-1])
     manifest = json.loads((out / "manifest.json").read_text())
+    evidence.mkdir(parents=True, exist_ok=True)  # the build's own record beside the row, for a reader to check
+    atomic_write_text(evidence / f"{name}.manifest.json", (out / "manifest.json").read_text())
+    atomic_write_text(evidence / f"{name}.log", done.stderr)
     plan, actual = manifest["plan"], manifest["actual"]
     walls = {stage["name"]: stage for stage in actual["stages"]}
     stages = [
@@ -86,6 +112,7 @@ def run_case(name: str, commit: str) -> dict:
     ]
     summary = json.loads(done.stdout)
     student = next((row for row in summary["rows"] if row["model"] == "student"), {})
+    teacher_row = next((row for row in summary["rows"] if row["model"] == "teacher"), {})
     return {
         "case": name,
         "teacher": teacher,
@@ -99,6 +126,7 @@ def run_case(name: str, commit: str) -> dict:
         "plan": "; ".join(f"{s['name']} {s['steps'] or '-'} {s.get('unit') or ''}".strip() for s in plan["stages"]),
         "stages": stages,
         "accuracy": student.get("accuracy"),
+        "teacher_accuracy": teacher_row.get("accuracy"),
         "ceiling_accuracy": ceiling(pair),
         "notes": summary.get("notes", []),
         "commit": commit,
@@ -108,13 +136,28 @@ def run_case(name: str, commit: str) -> dict:
 
 def main() -> None:
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT)
-    wanted = sys.argv[1:] or list(CASES)
-    path = RESULTS / "scale.json"
+    arguments = sys.argv[1:]
+    table = "scale"
+    if arguments[:1] == ["--table"]:
+        table, arguments = arguments[1], arguments[2:]
+    path = RESULTS / f"{table}.json"
     rows = {row["case"]: row for row in json.loads(path.read_text())["rows"]} if path.is_file() else {}
-    for name in wanted:
-        rows[name] = run_case(name, commit.stdout.strip())
+    if arguments == ["--ceilings"]:  # the ceiling is a separate run (datafree.py ceiling); the build is not re-run
+        for row in rows.values():
+            row["ceiling_accuracy"] = ceiling(CASES[row["case"]][3])
         atomic_write_json(path, {"rows": [rows[n] for n in CASES if n in rows]})
-    ordered = [rows[n] for n in CASES if n in rows]
+        render(table, [rows[n] for n in CASES if n in rows])
+        return
+    unknown = [name for name in arguments if name not in CASES]
+    if unknown:
+        raise SystemExit(f"unknown case {', '.join(unknown)}; cases: {', '.join(CASES)}")
+    for name in arguments or list(CASES):
+        rows[name] = run_case(name, commit.stdout.strip(), RESULTS / table)
+        atomic_write_json(path, {"rows": [rows[n] for n in CASES if n in rows]})
+    render(table, [rows[n] for n in CASES if n in rows])
+
+
+def render(table: str, ordered: list[dict]) -> None:
     lines = [
         "# The headline command at real scale (issue 22)",
         "",
@@ -127,6 +170,8 @@ def main() -> None:
     for r in ordered:
         accuracy = "-" if r["accuracy"] is None else f"{r['accuracy']:.4f}"
         top = "-" if r["ceiling_accuracy"] is None else f"{r['ceiling_accuracy']:.4f}"
+        if r["ceiling_accuracy"] and r["accuracy"] is not None:
+            top += f" ({r['accuracy'] / r['ceiling_accuracy']:.1%} of it)"
         lines.append(
             f"| {r['case']} | {r['recipe']} | {r['planned_s']} | {r['wall_s']} | {r['peak_rss_mb']} | {accuracy} | "
             f"{top} | {r['commit']} | {r['cpu']} |"
@@ -138,7 +183,7 @@ def main() -> None:
             for s in r["stages"]
         )
         lines.append(f"- {r['case']}: {parts}")
-    atomic_write_text(RESULTS / "scale.md", "\n".join(lines) + "\n")
+    atomic_write_text(RESULTS / f"{table}.md", "\n".join(lines) + "\n")
     print("\n".join(lines))
 
 
