@@ -94,6 +94,12 @@ def machine() -> dict:
     }
 
 
+def commit() -> str:
+    """The checkout's short commit, recorded on every results row."""
+    done = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT)
+    return done.stdout.strip()
+
+
 def machine_tag() -> str:
     """Part of a run's file name, so that the same row measured on another CPU or thread count is kept beside
     the earlier one instead of replacing it (machines differ between sessions)."""
@@ -105,14 +111,13 @@ def machine_tag() -> str:
 def write(name: str, record: dict) -> None:
     from pipeline.fileio import atomic_write_json
 
+    here = machine()
     record = {
         **record,
         "recorded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "machine": machine(),
-        "cpu": machine()["cpu"],
-        "commit": subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT
-        ).stdout.strip(),
+        "machine": here,
+        "cpu": here["cpu"],
+        "commit": commit(),
         "command": " ".join(["python", "benchmarks/datafree.py", *sys.argv[1:]]),
     }
     atomic_write_json(RUNS / f"{name}.json", record)

@@ -10,7 +10,7 @@ teachers are torchvision models with random weights: time, memory and plan only)
 
 All rows of one table must come from one commit: a case measured at a later commit than the others goes to its
 own --table until the whole table is re-run. The torchvision resnet18 teacher (item 9) is trained by the project's
-own command, `pipeline teacher train --arch resnet18 --epochs 5 --seed 0` (about 7 min on 2 cores), once.
+own command, `pipeline teacher train --arch resnet18` (about 7 min on 2 cores), once.
 """
 
 import json
@@ -21,7 +21,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from datafree import machine  # noqa: E402
+from datafree import PAIRS, commit, machine  # noqa: E402
 
 from pipeline.fileio import atomic_write_json, atomic_write_text  # noqa: E402
 
@@ -51,7 +51,8 @@ def teacher_file(name: str) -> str:
     if name.startswith("embedded:"):
         return name
     if name == "resnet18-fmnist.pt":
-        path = TEACHERS / name
+        path = ROOT / PAIRS["tvresnet18"][0]  # where datafree.py's ceiling reads it too
+        path.parent.mkdir(parents=True, exist_ok=True)
         if not path.is_file():
             command = [str(ROOT / ".venv" / "bin" / "pipeline"), "teacher", "train", "--arch", "resnet18"]
             command += ["--epochs", str(TORCHVISION_TEACHER_EPOCHS), "--seed", "0", "--out", str(path)]
@@ -94,9 +95,10 @@ def run_case(name: str, commit: str, evidence: Path) -> dict:
     if done.returncode != 0:
         raise SystemExit(f"{name}: exit {done.returncode}; see {WORK / f'{name}.log'}")
     peak_kb = int(done.stderr.strip().splitlines()[-1])
-    manifest = json.loads((out / "manifest.json").read_text())
+    manifest_text = (out / "manifest.json").read_text()
+    manifest = json.loads(manifest_text)
     evidence.mkdir(parents=True, exist_ok=True)  # the build's own record beside the row, for a reader to check
-    atomic_write_text(evidence / f"{name}.manifest.json", (out / "manifest.json").read_text())
+    atomic_write_text(evidence / f"{name}.manifest.json", manifest_text)
     atomic_write_text(evidence / f"{name}.log", done.stderr)
     plan, actual = manifest["plan"], manifest["actual"]
     walls = {stage["name"]: stage for stage in actual["stages"]}
@@ -135,25 +137,28 @@ def run_case(name: str, commit: str, evidence: Path) -> dict:
 
 
 def main() -> None:
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT)
     arguments = sys.argv[1:]
     table = "scale"
     if arguments[:1] == ["--table"]:
         table, arguments = arguments[1], arguments[2:]
     path = RESULTS / f"{table}.json"
     rows = {row["case"]: row for row in json.loads(path.read_text())["rows"]} if path.is_file() else {}
+
+    def save() -> None:
+        atomic_write_json(path, {"rows": [rows[n] for n in CASES if n in rows]})
+
     if arguments == ["--ceilings"]:  # the ceiling is a separate run (datafree.py ceiling); the build is not re-run
         for row in rows.values():
             row["ceiling_accuracy"] = ceiling(CASES[row["case"]][3])
-        atomic_write_json(path, {"rows": [rows[n] for n in CASES if n in rows]})
-        render(table, [rows[n] for n in CASES if n in rows])
-        return
-    unknown = [name for name in arguments if name not in CASES]
-    if unknown:
-        raise SystemExit(f"unknown case {', '.join(unknown)}; cases: {', '.join(CASES)}")
-    for name in arguments or list(CASES):
-        rows[name] = run_case(name, commit.stdout.strip(), RESULTS / table)
-        atomic_write_json(path, {"rows": [rows[n] for n in CASES if n in rows]})
+        save()
+    else:
+        unknown = [name for name in arguments if name not in CASES]
+        if unknown:
+            raise SystemExit(f"unknown case {', '.join(unknown)}; cases: {', '.join(CASES)}")
+        head = commit()
+        for name in arguments or list(CASES):
+            rows[name] = run_case(name, head, RESULTS / table)
+            save()
     render(table, [rows[n] for n in CASES if n in rows])
 
 
