@@ -342,8 +342,9 @@ EVAL = typer.Option(
     "--eval",
     rich_help_panel=TARGET_PANEL,
     help=(
-        "Labelled set for accuracy: fmnist (the Fashion-MNIST test split), an image folder (`DIR/CLASS/IMAGE`), or "
-        "none. Default: fmnist for the embedded teachers."
+        "Labelled set for accuracy: fmnist (the Fashion-MNIST test split, for reporting), fmnist-val (the last "
+        "10,000 training images, for choosing settings), an image folder (`DIR/CLASS/IMAGE`), or none. Default: "
+        "fmnist for the embedded teachers."
     ),
 )
 
