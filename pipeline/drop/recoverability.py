@@ -55,7 +55,7 @@ class RecoverabilityProbe:
     ):
         self.teacher, self.input_shape, self.settings = teacher, tuple(input_shape), settings
         self.rng = torch.Generator().manual_seed(seed)
-        self.chunk = inference_batch(self.input_shape)  # images per no-grad forward (256 at 28 px, 55 at 224)
+        self.chunk = inference_batch(self.input_shape)  # images per no-grad forward (256 at 28 px, 8 at 224)
         order = torch.randperm(len(images), generator=self.rng)
         held = min(settings.eval_images, max(1, len(images) // 5))
         self.eval_images = take(images, order[:held])

@@ -29,6 +29,7 @@ from pipeline.measure.settings import cpu_model
 from pipeline.models import create_model
 from pipeline.models.loaded import LoadedModel
 from pipeline.models.teacher_view import TeacherView
+from pipeline.process_memory import inference_batch
 from pipeline.synthesize.base import create_synthesizer
 from pipeline.training import freeze
 
@@ -124,7 +125,10 @@ def measure_unit_costs(
             min(PROBE_BATCH, drop_batch),
             drop_batch,
         )
-    images = torch.randn(probe, *teacher.input_shape, device=device)
+    # timed at the chunk the no-grad passes (accuracy, calibration, drop's probes) use, where that is the smaller:
+    # per image, a forward of large images costs more at a larger batch (process_memory.CHUNK_VALUES)
+    forward_batch = min(probe, inference_batch(teacher.input_shape))
+    images = torch.randn(forward_batch, *teacher.input_shape, device=device)
     with torch.no_grad():
         forward_s = _timed(lambda: model(images))
     export_s, latency_ms = _export_and_latency(teacher)
@@ -133,7 +137,7 @@ def measure_unit_costs(
         kd_step_s=kd_s,
         export_s=export_s,
         latency_ms=latency_ms,
-        forward_ms_per_image=1000 * forward_s / probe,
+        forward_ms_per_image=1000 * forward_s / forward_batch,
         synthesis_batch=synthesis_batch,
         kd_batch=kd_batch,
         synthesis_timed_batch=synthesis_timed,
