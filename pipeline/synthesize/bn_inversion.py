@@ -7,8 +7,7 @@ Two ways to produce them:
   and only a few steps are taken per batch, starting from fresh learnable latents — synthesis gets cheap
   because the generator remembers what worked;
 - `mode=direct`: each batch of inputs is optimised from noise for `inner_steps` steps (DeepInversion).
-The optional balance term (DAFL's information entropy, `w_balance`) spreads each batch over the teacher's
-classes, for teachers whose BN statistics alone pull the generator towards one class. The optional adversarial term looks for images on which the student still disagrees with the teacher.
+The optional adversarial term looks for images on which the student still disagrees with the teacher.
 The teacher judges jittered views (shifted by up to `jitter` px, randomly mirrored), as in DeepInversion,
 Fast-Datafree and CMI: images must keep their meaning under small changes (LeNet, 5-min runs: +1.4 and +1.9 points over none).
 """
@@ -24,7 +23,6 @@ from pipeline.synthesize.generator import Generator
 from pipeline.synthesize.losses import (
     BatchNormStatistics,
     disagreement_loss,
-    information_entropy_loss,
     student_as_critic,
     total_variation,
 )
@@ -49,7 +47,6 @@ class BnInversionSynthesizer(Synthesizer):
         "w_ce": 0.4,
         "w_adv": 1.1,
         "w_tv": 0.0,
-        "w_balance": 0.0,
         "jitter": 2,
     }
     presets = {
@@ -127,9 +124,6 @@ class BnInversionSynthesizer(Synthesizer):
         if o["w_tv"] > 0:
             terms["tv"] = total_variation(images)
             loss = loss + o["w_tv"] * terms["tv"]
-        if o["w_balance"] > 0:  # DAFL's information-entropy term: the batch spread over the teacher's classes
-            terms["balance"] = information_entropy_loss(logits)
-            loss = loss + o["w_balance"] * terms["balance"]
         if o["w_adv"] > 0 and student is not None:
             with student_as_critic(student):
                 terms["adversarial"] = disagreement_loss(student(seen), logits)
