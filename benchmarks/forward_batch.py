@@ -24,6 +24,13 @@ BATCHES = (4, 8, 16, 32)
 ROUNDS = 20
 
 
+def cpu_described() -> str:
+    """The CPU's name with its family and model: "AMD EPYC" alone names CPUs of very different speeds."""
+    fields = dict(line.split(":", 1) for line in Path("/proc/cpuinfo").read_text().splitlines()[:30] if ":" in line)
+    fields = {key.strip(): value.strip() for key, value in fields.items()}
+    return f"{machine()['cpu']} (family {fields.get('cpu family', '?')} model {fields.get('model', '?')})"
+
+
 def main() -> None:
     torch.manual_seed(0)
     models = {
@@ -42,7 +49,7 @@ def main() -> None:
                     start = time.perf_counter()
                     model(inputs[batch])
                     samples[(name, batch)].append(1000 * (time.perf_counter() - start) / batch)
-    here, sha = machine(), commit()
+    cpu, sha = cpu_described(), commit()
     rows = [
         {
             "model": name,
@@ -54,7 +61,7 @@ def main() -> None:
             "runtime": f"torch {torch.__version__} (CPU, no grad)",
             "threads": torch.get_num_threads(),
             "commit": sha,
-            "cpu": here["cpu"],
+            "cpu": cpu,
         }
         for (name, batch), values in samples.items()
     ]
@@ -64,7 +71,7 @@ def main() -> None:
         "# No-grad forward cost per image against the batch, 224 px (process_memory.CHUNK_VALUES)",
         "",
         f"`python benchmarks/forward_batch.py`: {ROUNDS} interleaved rounds, one forward per model and batch a round; "
-        f"torch {torch.__version__} on the CPU, {torch.get_num_threads()} threads; commit {sha}, {here['cpu']}.",
+        f"torch {torch.__version__} on the CPU, {torch.get_num_threads()} threads; commit {sha}, {cpu}.",
         "",
         "| model | batch | median ms / image | min ms / image |",
         "|---|---:|---:|---:|",
