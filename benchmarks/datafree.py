@@ -100,6 +100,10 @@ def commit() -> str:
     return done.stdout.strip()
 
 
+# read once, when the script starts: a long run's row names the code it started with, not a commit made meanwhile
+COMMIT_AT_START = commit()
+
+
 def machine_tag() -> str:
     """Part of a run's file name, so that the same row measured on another CPU or thread count is kept beside
     the earlier one instead of replacing it (machines differ between sessions)."""
@@ -117,7 +121,7 @@ def write(name: str, record: dict) -> None:
         "recorded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "machine": here,
         "cpu": here["cpu"],
-        "commit": commit(),
+        "commit": COMMIT_AT_START,
         "command": " ".join(["python", "benchmarks/datafree.py", *sys.argv[1:]]),
     }
     atomic_write_json(RUNS / f"{name}.json", record)
