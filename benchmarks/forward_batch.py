@@ -32,6 +32,7 @@ def cpu_described() -> str:
 
 
 def main() -> None:
+    cpu, sha = cpu_described(), commit()  # before the timing: the code it ran, even if a commit lands meanwhile
     torch.manual_seed(0)
     models = {
         "resnet50-100": torchvision.models.resnet50(num_classes=100).eval(),
@@ -49,7 +50,6 @@ def main() -> None:
                     start = time.perf_counter()
                     model(inputs[batch])
                     samples[(name, batch)].append(1000 * (time.perf_counter() - start) / batch)
-    cpu, sha = cpu_described(), commit()
     rows = [
         {
             "model": name,

@@ -15,10 +15,10 @@ def peak_rss_mb() -> float:
 
 
 # values per inference chunk: 8 RGB images at 224 px. Memory first: a 224-px image's first ResNet activation alone is
-# 3.2 MB, and 256 of them at once (drop's probes once did that) are gigabytes. Speed too: on a CPU a no-grad
-# torchvision resnet50 at 224 px costs 41 / 52 / 72 / 94 ms per image at batch 4 / 8 / 16 / 32 (2-core AMD EPYC Zen 5,
-# torch 2.14; activations outgrow the caches), so larger chunks are slower per image, and 8 is also the batch the
-# build's cost probe times a forward at (recipes/costs.py). Fashion-MNIST images still go 256 (or `largest`) at once.
+# 3.2 MB, and 256 of them at once (drop's probes once did that) are gigabytes. Speed too: on a CPU, per image, a
+# no-grad torchvision resnet50 at 224 px costs 39 / 41 / 61 / 79 ms at batch 4 / 8 / 16 / 32 (a resnet34 29 / 29 /
+# 30 / 35; benchmarks/results/forward_batch.md: activations outgrow the caches), so larger chunks are slower, and 8
+# is the batch the build's cost probe times a forward at (recipes/costs.py). Fashion-MNIST images go 256 at once.
 CHUNK_VALUES = 8 * 3 * 224 * 224
 
 
