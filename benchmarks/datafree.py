@@ -15,6 +15,7 @@ best checkpoint; wall_s is the synthesize + distill wall time (the data-free tra
 """
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -94,14 +95,28 @@ def machine() -> dict:
     }
 
 
+@functools.cache
 def commit() -> str:
-    """The checkout's short commit, recorded on every results row."""
+    """The checkout's short commit, recorded on every results row. Read once per process, and scripts call it as
+    they start: a long run's row names the code it started with, not a commit made meanwhile."""
     done = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT)
     return done.stdout.strip()
 
 
-# read once, when the script starts: a long run's row names the code it started with, not a commit made meanwhile
-COMMIT_AT_START = commit()
+def cpu_description() -> str:
+    """The CPU name with its family, model and INT8 features (several CPUs share a name across sessions)."""
+    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
+    fields = dict(line.split(":", 1) for line in info.splitlines() if ":" in line)
+    fields = {key.strip(): value.strip() for key, value in fields.items()}
+    flags = set(fields.get("flags", "").split())
+    features = (
+        ", ".join(name for flag, name in (("avx512_vnni", "AVX-512 VNNI"), ("amx_int8", "AMX")) if flag in flags)
+        or "no VNNI, no AMX"
+    )
+    return (
+        f"{cpu_name()} (family {fields.get('cpu family', '?')} model {fields.get('model', '?')}: {features}), "
+        f"{os.cpu_count()} cores"
+    )
 
 
 def machine_tag() -> str:
@@ -121,7 +136,7 @@ def write(name: str, record: dict) -> None:
         "recorded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "machine": here,
         "cpu": here["cpu"],
-        "commit": COMMIT_AT_START,
+        "commit": commit(),
         "command": " ".join(["python", "benchmarks/datafree.py", *sys.argv[1:]]),
     }
     atomic_write_json(RUNS / f"{name}.json", record)
@@ -277,6 +292,7 @@ def method_run(pair: str, row: str, seed: int, budget: str, extra: list[str]) ->
 
 
 def main() -> None:
+    commit()  # read as the run starts (rows are written when it ends)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     p = commands.add_parser("teacher")

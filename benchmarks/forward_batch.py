@@ -16,7 +16,7 @@ import torchvision
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from datafree import commit, machine  # noqa: E402
+from datafree import commit, cpu_description  # noqa: E402
 
 from pipeline.fileio import atomic_write_json, atomic_write_text  # noqa: E402
 
@@ -24,15 +24,8 @@ BATCHES = (4, 8, 16, 32)
 ROUNDS = 20
 
 
-def cpu_described() -> str:
-    """The CPU's name with its family and model: "AMD EPYC" alone names CPUs of very different speeds."""
-    fields = dict(line.split(":", 1) for line in Path("/proc/cpuinfo").read_text().splitlines()[:30] if ":" in line)
-    fields = {key.strip(): value.strip() for key, value in fields.items()}
-    return f"{machine()['cpu']} (family {fields.get('cpu family', '?')} model {fields.get('model', '?')})"
-
-
 def main() -> None:
-    cpu, sha = cpu_described(), commit()  # before the timing: the code it ran, even if a commit lands meanwhile
+    cpu, sha = cpu_description(), commit()  # before the timing: the code it ran, even if a commit lands meanwhile
     torch.manual_seed(0)
     models = {
         "resnet50-100": torchvision.models.resnet50(num_classes=100).eval(),

@@ -13,7 +13,6 @@ stays where it was.
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 from datetime import datetime, timezone
@@ -248,27 +247,11 @@ def _cell(value) -> str:
     return "—" if value is None else str(value)
 
 
-def cpu_description() -> str:
-    """The CPU name with its family, model and INT8 features (several CPUs share a name across sessions)."""
-    from datafree import cpu_name
-
-    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
-    fields = dict(line.split(":", 1) for line in info.splitlines() if ":" in line)
-    fields = {key.strip(): value.strip() for key, value in fields.items()}
-    flags = set(fields.get("flags", "").split())
-    features = (
-        ", ".join(name for flag, name in (("avx512_vnni", "AVX-512 VNNI"), ("amx_int8", "AMX")) if flag in flags)
-        or "no VNNI, no AMX"
-    )
-    return (
-        f"{cpu_name()} (family {fields.get('cpu family', '?')} model {fields.get('model', '?')}: {features}), "
-        f"{os.cpu_count()} cores"
-    )
-
-
 def collect(checkout: Path, commit: str) -> None:
     """Copy each re-run row from the checkout that ran the commands, stamped with its commit and this CPU."""
     RERUNS.mkdir(parents=True, exist_ok=True)
+    from datafree import cpu_description
+
     cpu = cpu_description()
     for _, committed, rerun, _, _ in ROWS:
         record = json.loads((checkout / "benchmarks" / "results" / committed).read_text())
