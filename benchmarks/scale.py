@@ -109,6 +109,12 @@ def run_case(name: str, commit: str, evidence: Path) -> dict:
             "wall_s": walls[stage["name"]]["wall_s"],
             "steps": walls[stage["name"]]["steps"],
             "peak_rss_mb": walls[stage["name"]].get("peak_rss_mb"),  # the build's peak when the stage ended
+            # drop's parts (table, selection, fine-tune, final timing), planned and taken
+            **(
+                {"phases_s": {"planned": stage["phases_s"], "wall": walls[stage["name"]].get("phases_s")}}
+                if stage.get("phases_s")
+                else {}
+            ),
         }
         for stage in plan["stages"]
     ]
@@ -188,6 +194,13 @@ def render(table: str, ordered: list[dict]) -> None:
             for s in r["stages"]
         )
         lines.append(f"- {r['case']}: {parts}")
+        for s in r["stages"]:
+            if s.get("phases_s") and s["phases_s"]["wall"]:
+                planned, wall = s["phases_s"]["planned"], s["phases_s"]["wall"]
+                lines.append(
+                    f"  - {s['name']} (planned s / wall s): "
+                    + ", ".join(f"{part} {planned[part]} / {wall.get(part, '-')}" for part in planned)
+                )
     atomic_write_text(RESULTS / f"{table}.md", "\n".join(lines) + "\n")
     print("\n".join(lines))
 

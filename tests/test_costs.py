@@ -121,6 +121,10 @@ def test_block_dropping_is_planned_from_its_table_selection_and_fine_tune():
     expected = table + selection + 2000 * 0.2 + final
     assert stage["planned_s"] == pytest.approx(expected, abs=0.1) and stage["steps"] == 2000
     assert f"~{to_drop} blocks" in stage["unit"] and stage["elastic_s"] == 0  # nothing bounded by seconds
+    phases = stage["phases_s"]  # the parts, each as planned: the stage's measured phase_s sits beside them
+    assert phases["table"] == pytest.approx(table, abs=0.1) and phases["selection"] == pytest.approx(selection, abs=0.1)
+    assert phases["fine_tune"] == pytest.approx(400.0) and phases["final_timing"] == pytest.approx(final, abs=0.1)
+    assert sum(phases.values()) == pytest.approx(stage["planned_s"], abs=0.2)
     named = plan_stages([("drop", {**config, "blocks": ["layer1.0"]})], costs, None, {"blocks": 16, "classes": 7})
     assert named["stages"][0]["planned_s"] == pytest.approx(2000 * 0.2 + final, abs=0.1)  # no table
     assert plan_stages([("drop", config)], costs, None, None)["stages"][0]["planned_s"] is None  # nothing known

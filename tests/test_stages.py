@@ -3,6 +3,7 @@ training, and assertions on what the stage hands on. No CLI and no recipe: the s
 are the interface under test (the CLI end-to-end runs live in test_build, test_drop, test_quantize, ...)."""
 
 import json
+import time
 
 import numpy as np
 import onnx
@@ -15,7 +16,7 @@ from pipeline.bench.stage import BenchConfig, BenchStage
 from pipeline.data.transfer_set import TransferSet
 from pipeline.distill.stage import DistillConfig, DistillStage
 from pipeline.drop.recoverability import RecoverabilitySettings
-from pipeline.drop.stage import DropConfig, DropStage
+from pipeline.drop.stage import FINE_TUNE_FLOOR, DropConfig, DropStage, fine_tune_seconds
 from pipeline.engine.stage import EngineConfig, EngineStage
 from pipeline.export.stage import ExportConfig, ExportStage
 from pipeline.kd import FeatureKDSettings
@@ -202,6 +203,30 @@ def test_drop_named_blocks_hands_on_a_smaller_model_that_loads_back(tmp_path):
     assert dropped.model.dropped_blocks == ["layer2.1", "layer3.1"]
     assert sum(p.numel() for p in dropped.model.parameters()) == metrics["parameters_dropped"]
     assert metrics["parameters_dropped"] < metrics["parameters_full"]
+
+
+def test_a_drop_stage_behind_its_plan_cuts_its_fine_tune_to_what_is_left_but_never_below_the_floor(tmp_path):
+    """The deadline (a build's plan, recipes/build.py) has passed before the fine-tune starts: it runs its floor."""
+    run = RunFolder(tmp_path / "run")
+    _synthesize(run, RESNET)
+    config = DropConfig(
+        target="cpu",
+        latency=QUICK_LATENCY,
+        blocks=("layer2.1",),
+        recoverability=RecoverabilitySettings(steps=2),
+        recovery=FeatureKDSettings(iterations=100_000, batch_size=16, seconds=4.0),
+    )
+    transfer_set = run.artifact("synthesize", "transfer_set")
+    late = DropStage(RESNET, transfer_set, config, cache_dir=run.root / "cache", fine_tune_deadline=time.monotonic())
+    metrics = run.run(late)["metrics"]
+    given = metrics["finetune_seconds"]
+    assert given["configured"] == 4.0 and given["given"] == FINE_TUNE_FLOOR * 4.0 and "behind the plan" in given["note"]
+    assert metrics["finetune"]["stopped_by"] == "seconds" and 0 < metrics["finetune"]["iterations"] < 100_000
+    assert metrics["phase_s"]["fine_tune"] < 4.0  # the floor's second, and the fold and its check
+    assert set(metrics["phase_s"]) == {"table", "selection", "fine_tune", "final_timing"}
+    # no deadline (or one far off): the fine-tune keeps its own seconds, never more
+    assert fine_tune_seconds(4.0, None, 0.0) == (4.0, None) and fine_tune_seconds(4.0, 100.0, 0.0) == (4.0, None)
+    assert fine_tune_seconds(4.0, 3.0, 0.0)[0] == 3.0 and fine_tune_seconds(None, 0.0, 5.0) == (None, None)
 
 
 def test_engine_stage_without_tensorrt_leaves_the_onnx_and_the_command_for_the_device(lenet_run):

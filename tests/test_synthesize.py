@@ -99,6 +99,18 @@ def test_transfer_set_round_trip_and_reservoir(tmp_path):
     assert default_capacity((3, 224, 224)) < default_capacity((1, 28, 28)) == 100_000
 
 
+def test_class_balanced_kd_batches_draw_a_rare_class_as_often_as_a_common_one():
+    pool = TransferSet((1, 4, 4), 2, capacity=100)
+    logits = torch.tensor([[5.0, 0.0]] * 90 + [[0.0, 5.0]] * 10)  # 90 % of the pool is class 0
+    pool.add(torch.arange(100, dtype=torch.uint8).view(100, 1, 1, 1).expand(100, 1, 4, 4), logits)
+    rare = {}
+    for balance in (0.0, 0.5, 1.0):
+        _, drawn = pool.batch(4000, torch.Generator().manual_seed(0), class_balance=balance)
+        rare[balance] = float((drawn.argmax(1) == 1).float().mean())
+    assert rare[0.0] == pytest.approx(0.1, abs=0.02) and rare[1.0] == pytest.approx(0.5, abs=0.03)
+    assert rare[0.5] == pytest.approx(0.25, abs=0.03)  # weights count**-0.5: sqrt(10) against sqrt(90)
+
+
 def test_teacher_logits_in_the_pool_are_the_teachers_on_the_stored_pixels(lenet_view):
     synthesizer = create_synthesizer(
         "bn-inversion", lenet_view, resolve_options("bn-inversion", None, SMALL["bn-inversion"]), 0

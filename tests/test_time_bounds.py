@@ -168,10 +168,33 @@ def test_a_build_that_compresses_its_teacher_runs_end_to_end_and_says_why(tmp_pa
     assert manifest["recipe"] == COMPRESS_TEACHER and "compresses the teacher instead" in manifest["recipe_note"]
     assert "distill" not in manifest["stages"] and manifest["stages"]["drop"]["status"] == "done"
     assert manifest["stages"]["drop"]["config"]["reduction"] == 0.3
+    # the drop stage's parts, planned and as they ran; its fine-tune never longer than its seconds
+    drop = manifest["stages"]["drop"]["metrics"]
+    assert drop["finetune_seconds"]["given"] <= drop["finetune_seconds"]["configured"]
+    planned, actual = ({s["name"]: s for s in manifest[key]["stages"]}["drop"] for key in ("plan", "actual"))
+    parts = {"table", "selection", "fine_tune", "final_timing"}
+    assert set(planned["phases_s"]) == set(actual["phases_s"]) == set(drop["phase_s"]) == parts
     assert any("compresses the teacher instead" in note for note in summary["notes"])
     again = run_build(replace(options))  # resumed: the same decision, every stage up to date
     assert again["run_folder"] == summary["run_folder"]
     assert json.loads((tmp_path / "run" / "manifest.json").read_text())["plan"]["stages"] == []
+
+
+def test_drops_fine_tune_deadline_is_the_plans_time_of_the_stages_before_it_and_its_own_first_parts():
+    from pipeline.recipes.build import fine_tune_deadline
+
+    phases = {"table": 100.0, "selection": 200.0, "fine_tune": 50.0, "final_timing": 30.0}
+    plan = {
+        "stages": [
+            {"name": "synthesize", "planned_s": 40.0},
+            {"name": "drop", "planned_s": 380.0, "phases_s": phases},
+            {"name": "export", "planned_s": 10.0},
+        ]
+    }
+    assert fine_tune_deadline(plan, "drop", 1000.0) == 1000.0 + 40.0 + 350.0
+    assert fine_tune_deadline(plan, "export", 1000.0) is None and fine_tune_deadline(None, "drop", 0.0) is None
+    unknown = {"stages": [{"name": "synthesize", "planned_s": None}, plan["stages"][1]]}
+    assert fine_tune_deadline(unknown, "drop", 0.0) is None  # an unestimated stage before it: nothing to keep
 
 
 def test_the_validation_split_is_the_last_ten_thousand_training_images():

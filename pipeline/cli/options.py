@@ -206,6 +206,15 @@ AUGMENT = typer.Option(
 KD_STEPS = typer.Option(
     None, "--kd-steps", rich_help_panel=TRAINING_PANEL, help=("Student steps per synthesizer step (default 8).")
 )
+CLASS_BALANCE = typer.Option(
+    None,
+    "--class-balance",
+    rich_help_panel=TRAINING_PANEL,
+    help=(
+        "Draw KD batches against the transfer set's class skew: each image weighted by 1 / (images of its "
+        "teacher class) ** X; 1 = every class equally often (default), 0 = uniform."
+    ),
+)
 
 # --- compression ---
 LATENCY_REDUCTION = typer.Option(

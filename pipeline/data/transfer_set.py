@@ -45,8 +45,18 @@ class TransferSet:
             slots = torch.randperm(len(self), generator=rng)[: len(pixels)]
             self.pixels[slots], self.logits[slots], self.sources[slots] = pixels, logits, sources
 
-    def batch(self, size: int, rng: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        index = torch.randint(len(self), (size,), generator=rng)
+    def batch(
+        self, size: int, rng: torch.Generator | None = None, class_balance: float = 0.0
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """`size` images drawn with replacement, uniformly or (`class_balance` X > 0) each weighted by
+        1 / (images of its teacher class) ** X, so a pool skewed to a few classes still trains on the others."""
+        if class_balance > 0:
+            classes = self.logits.argmax(1)
+            counts = torch.bincount(classes, minlength=self.num_classes).clamp_min(1).double()
+            weights = counts.pow(-class_balance)[classes]
+            index = torch.multinomial(weights, size, replacement=True, generator=rng)
+        else:
+            index = torch.randint(len(self), (size,), generator=rng)
         return self.pixels[index], self.logits[index].float()
 
     def state_dict(self) -> dict:

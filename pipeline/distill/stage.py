@@ -89,7 +89,7 @@ def parameter_checksum(model) -> str:
 
 class DistillStage(Stage):
     name = "distill"
-    version = 2
+    version = 3  # 3: class-balanced KD batches by default
 
     def __init__(self, teacher_path: Path, transfer_set_path: Path, synthesizer_path: Path, config: DistillConfig):
         super().__init__(config)

@@ -7,7 +7,8 @@ the block latency table, the selection trace."""
 import copy
 import json
 import tempfile
-from dataclasses import dataclass, field
+import time
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -58,6 +59,24 @@ class DropConfig:
 # model's take a second or two; a 224-px model's would take minutes each, and then the table's savings stand in
 SELECTION_TIMING_SECONDS = 120.0
 FINAL_TIMING_SECONDS = 60.0  # the reported full-vs-dropped timing, after its minimum rounds
+# a fine-tune cut short by a late stage keeps at least this share of its seconds: a recovery of a few steps
+# is worth more than the seconds it costs
+FINE_TUNE_FLOOR = 0.25
+
+
+def fine_tune_seconds(configured: float | None, deadline: float | None, now: float) -> tuple[float | None, str | None]:
+    """The recovery fine-tune's seconds when the stage has a deadline for it (the plan's, earlier stages' overrun
+    included): what is left until the deadline, never more than its own seconds, never below the floor; and the
+    line that says it was cut. The table, probes and timings before it run late when a noisy machine needs more
+    rounds than planned, and the fine-tune is the one part that can give time back."""
+    if configured is None or deadline is None or deadline - now >= configured:
+        return configured, None
+    seconds = round(max(FINE_TUNE_FLOOR * configured, deadline - now), 1)
+    behind = configured - (deadline - now)
+    return seconds, (
+        f"drop: {behind:.0f} s behind the plan, so the recovery fine-tune gets {seconds:.0f} s of its "
+        f"{configured:.0f} s (at least {FINE_TUNE_FLOOR:.0%})"
+    )
 
 
 def final_rounds(settings: LatencySettings) -> RoundsPolicy:
@@ -73,9 +92,17 @@ class DropStage(Stage):
     version = 2  # 2: probes and fine-tune bounded by seconds, the selection's and the final timing's time shares
 
     def __init__(
-        self, model_path: Path, transfer_set_path: Path | None, config: DropConfig, cache_dir: Path | None = None
+        self,
+        model_path: Path,
+        transfer_set_path: Path | None,
+        config: DropConfig,
+        cache_dir: Path | None = None,
+        fine_tune_deadline: float | None = None,
     ):
         super().__init__(config)
+        # `time.monotonic()` by which the recovery fine-tune should end (a build's plan, recipes/build.py): not
+        # part of the config, and so of the cache key, for it only moves the end of a loop bounded by seconds
+        self.fine_tune_deadline = fine_tune_deadline
         self.model_path = Path(model_path)
         self.transfer_set_path = Path(transfer_set_path) if transfer_set_path is not None else None
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
@@ -94,6 +121,8 @@ class DropStage(Stage):
         from pipeline import distributed
 
         config = self.config
+        started = time.monotonic()
+        phase_s = {}  # where the stage's time went, for the plan's comparison with the actual
         seed_everything(config.seed)
         loaded = config.model.load(self.model_path)
         arch = loaded.arch or "unknown"
@@ -123,6 +152,7 @@ class DropStage(Stage):
         else:  # the user chose the blocks: the table would decide nothing (the full-vs-dropped timing still runs)
             table, cached = {"blocks": [], "cv": None, "not_measured": "--drop-blocks named the blocks"}, False
         atomic_write_json(workdir / "latency_table.json", {**table, "from_cache": cached})
+        phase_s["table"] = round(time.monotonic() - started, 1)
 
         probe = RecoverabilityProbe(view.model, images, loaded.input_shape, config.recoverability, config.seed)
         with tempfile.TemporaryDirectory(prefix="edge-pipeline-drop-") as folder:
@@ -134,17 +164,24 @@ class DropStage(Stage):
                 check = selection["verifications"][-1]
                 table["additivity"] = additivity(table, dropped, check["full_ms"], check["dropped_ms"])
                 atomic_write_json(workdir / "latency_table.json", {**table, "from_cache": cached})
+            phase_s["selection"] = round(time.monotonic() - started - phase_s["table"], 1)
+            seconds, note = fine_tune_seconds(config.recovery.seconds, self.fine_tune_deadline, time.monotonic())
+            if note:
+                log(note)
+            fine_tune_started = time.monotonic()
             recovered = recover(
                 view.model,
                 dropped,
                 images,
-                config.recovery,
+                replace(config.recovery, seconds=seconds),
                 workdir,
                 input_shape=loaded.input_shape,
                 check_images=probe.eval_images[:128],
                 seed=config.seed,
             )
             fused, fused_diff = recovered.model, recovered.fused_max_abs_diff
+            phase_s["fine_tune"] = round(time.monotonic() - fine_tune_started, 1)
+            final_started = time.monotonic()
             timed = time_models(
                 {"full": full_onnx, "dropped": fused},
                 loaded.preprocess,
@@ -152,6 +189,7 @@ class DropStage(Stage):
                 rounds=final_rounds(config.latency),
                 label="latency: full vs dropped",
             )
+        phase_s["final_timing"] = round(time.monotonic() - final_started, 1)
         full_ms, dropped_ms = timed["full"]["median_ms"], timed["dropped"]["median_ms"]
         save_checkpoint(
             workdir / "dropped.pt",
@@ -188,6 +226,8 @@ class DropStage(Stage):
             "verifications": selection["verifications"],
             "probe_sizing": selection.get("probe_sizing"),
             "finetune": recovered.finetune,
+            "finetune_seconds": {"configured": config.recovery.seconds, "given": seconds, "note": note},
+            "phase_s": phase_s,
             "parameters_full": sum(p.numel() for p in teacher_cpu.parameters()),
             "parameters_dropped": sum(p.numel() for p in fused.parameters()),
         }

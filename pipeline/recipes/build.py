@@ -1,6 +1,7 @@
 """`pipeline build` and the commands built on it: the stages in order in one run folder."""
 
 import json
+import time
 from contextlib import nullcontext
 from dataclasses import replace
 
@@ -85,6 +86,7 @@ def run_build(options: BuildOptions, *, until: str = "bench") -> dict:
                 for line in describe_plan(plan):
                     log(line)
                 ctx.run.set_run_info(plan=plan)
+        stages_started = time.monotonic()
         for step in recipe_steps(ctx.recipe, until):
             # a condition is decided when its step is reached: the search chooses the precision quantize runs on
             if not applies(step, ctx.recipe, ctx.options, ctx.target, ctx.run):
@@ -95,11 +97,32 @@ def run_build(options: BuildOptions, *, until: str = "bench") -> dict:
                 distributed.finish()
                 if not main:
                     break
-            ctx.run.run(STAGE_FACTORIES[name](ctx), force=options.force)
+            deadline = fine_tune_deadline(plan, name, stages_started) if options.steps is None else None
+            ctx.run.run(STAGE_FACTORIES[name](replace(ctx, fine_tune_deadline=deadline)), force=options.force)
         distributed.finish()
         if plan is not None:
             ctx.run.set_run_info(actual=actual_stages(ctx.run.manifest, plan))
         return summarize(ctx.run)
+
+
+def fine_tune_deadline(plan: dict | None, stage: str, stages_started: float) -> float | None:
+    """When drop's recovery fine-tune should end (`time.monotonic()`), by the plan: the planned seconds of the
+    stages before it and of its own table, selection and fine-tune, from the moment the first stage started. A
+    stage before it that ran late, or a table that needed more rounds, so shortens the fine-tune instead of the
+    build overrunning its budget; a stage that ran early gives the fine-tune nothing more than its seconds."""
+    if plan is None or stage != "drop":
+        return None
+    before = 0.0
+    for planned in plan["stages"]:
+        if planned["name"] == stage:
+            phases = planned.get("phases_s")
+            if not phases:
+                return None
+            return stages_started + before + phases["table"] + phases["selection"] + phases["fine_tune"]
+        if planned.get("planned_s") is None:  # a stage the plan could not estimate: no deadline to keep
+            return None
+        before += planned["planned_s"]
+    return None
 
 
 def settle_plan(ctx, until: str):

@@ -311,6 +311,14 @@ def _plan_drop(config: dict, costs: UnitCosts, droppable: dict | None) -> dict:
         "unit_s": round(costs.drop_step_s, 4),
         "planned_s": round(table_s + selection_s + recovery_s + final_s, 1),
         "elastic_s": round(elastic_s, 1),
+        # the parts as planned, beside the stage's measured `phase_s`; the fine-tune should end by the sum of the
+        # first three (recipes/build.py gives the stage that deadline)
+        "phases_s": {
+            "table": round(table_s, 1),
+            "selection": round(selection_s, 1),
+            "fine_tune": round(recovery_s, 1),
+            "final_timing": round(final_s, 1),
+        },
     }
 
 
@@ -369,14 +377,12 @@ def actual_stages(manifest: dict, plan: dict) -> dict:
         entry = manifest["stages"].get(planned["name"]) or {}
         metrics = entry.get("metrics") or {}
         steps = metrics.get("steps") if isinstance(metrics.get("steps"), int) else None
-        stages.append(
-            {
-                "name": planned["name"],
-                "steps": steps,
-                "wall_s": entry.get("wall_s"),
-                "peak_rss_mb": entry.get("peak_rss_mb"),
-            }
-        )
+        if steps is None and isinstance(metrics.get("finetune"), dict):  # drop: its plan counts fine-tune iterations
+            steps = metrics["finetune"].get("iterations")
+        actual = {"name": planned["name"], "steps": steps, "wall_s": entry.get("wall_s")}
+        if metrics.get("phase_s"):
+            actual["phases_s"] = metrics["phase_s"]
+        stages.append({**actual, "peak_rss_mb": entry.get("peak_rss_mb")})
     peaks = [s["peak_rss_mb"] for s in stages if s["peak_rss_mb"] is not None]
     return {
         "stages": stages,

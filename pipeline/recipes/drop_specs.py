@@ -63,6 +63,7 @@ def drop_stage(ctx: BuildContext) -> DropStage:
             model=ctx.spec if from_teacher else TeacherSpec(),
         ),
         cache_dir=ctx.run.root / "cache",
+        fine_tune_deadline=ctx.fine_tune_deadline,
     )
 
 

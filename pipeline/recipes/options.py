@@ -41,6 +41,7 @@ class BuildOptions:
     feature_weight: float | None = None
     kd_steps: int | None = None
     augment: bool | None = None
+    class_balance: float | None = None
     device: str = "auto"
     mix_images: str | None = None  # a folder (or fmnist-train) of real images mixed into the transfer set
     mix_per_class: int = 10
@@ -87,6 +88,7 @@ class BuildContext:
     memory_note: str | None = None  # the training batch lowered to fit max_memory_gib, when it was
     recipe_note: str | None = None  # why the planner followed another recipe than the command's (deliver.py)
     budget_note: str | None = None  # how the planner fitted the stages' seconds into the budget (fit.py)
+    fine_tune_deadline: float | None = None  # when drop's fine-tune should end, by the plan (build.py)
 
     def artifact(self, stage: str, name: str) -> Path:
         """An earlier stage's artifact; while planning, a placeholder that names it (`@distill/student`)."""

@@ -71,6 +71,7 @@ def student_training(options: BuildOptions, budget: Budget) -> StudentTraining:
             ("feature_weight", options.feature_weight),
             ("kd_steps", options.kd_steps),
             ("augment", options.augment),
+            ("class_balance", options.class_balance),
         )
         if value is not None
     }
