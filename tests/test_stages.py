@@ -185,16 +185,21 @@ def test_bench_times_every_model_in_interleaved_rounds(lenet_run):
     assert json.loads((lenet_run.root / "bench" / "bench.json").read_text()) == results
 
 
+def _named_blocks_drop(blocks: tuple[str, ...], recovery: FeatureKDSettings) -> DropConfig:
+    """A drop of the blocks named (no table decides), quick timings and a 2-step recoverability probe."""
+    return DropConfig(
+        target="cpu",
+        latency=QUICK_LATENCY,
+        blocks=blocks,
+        recoverability=RecoverabilitySettings(steps=2),
+        recovery=recovery,
+    )
+
+
 def test_drop_named_blocks_hands_on_a_smaller_model_that_loads_back(tmp_path):
     run = RunFolder(tmp_path / "run")
     _synthesize(run, RESNET)
-    config = DropConfig(
-        target="cpu",
-        latency=QUICK_LATENCY,
-        blocks=("layer2.1", "layer3.1"),
-        recoverability=RecoverabilitySettings(steps=2),
-        recovery=FeatureKDSettings(iterations=3, batch_size=16),
-    )
+    config = _named_blocks_drop(("layer2.1", "layer3.1"), FeatureKDSettings(iterations=3, batch_size=16))
     stage = DropStage(RESNET, run.artifact("synthesize", "transfer_set"), config, cache_dir=run.root / "cache")
     metrics = run.run(stage)["metrics"]
     assert metrics["dropped_blocks"] == ["layer2.1", "layer3.1"] and metrics["fused_max_abs_diff"] <= 1e-5
@@ -209,13 +214,7 @@ def test_a_drop_stage_behind_its_plan_cuts_its_fine_tune_to_what_is_left_but_nev
     """The deadline (a build's plan, recipes/build.py) has passed before the fine-tune starts: it runs its floor."""
     run = RunFolder(tmp_path / "run")
     _synthesize(run, RESNET)
-    config = DropConfig(
-        target="cpu",
-        latency=QUICK_LATENCY,
-        blocks=("layer2.1",),
-        recoverability=RecoverabilitySettings(steps=2),
-        recovery=FeatureKDSettings(iterations=100_000, batch_size=16, seconds=4.0),
-    )
+    config = _named_blocks_drop(("layer2.1",), FeatureKDSettings(iterations=100_000, batch_size=16, seconds=4.0))
     transfer_set = run.artifact("synthesize", "transfer_set")
     late = DropStage(RESNET, transfer_set, config, cache_dir=run.root / "cache", fine_tune_deadline=time.monotonic())
     metrics = run.run(late)["metrics"]

@@ -109,6 +109,8 @@ def test_class_balanced_kd_batches_draw_a_rare_class_as_often_as_a_common_one():
         rare[balance] = float((drawn.argmax(1) == 1).float().mean())
     assert rare[0.0] == pytest.approx(0.1, abs=0.02) and rare[1.0] == pytest.approx(0.5, abs=0.03)
     assert rare[0.5] == pytest.approx(0.25, abs=0.03)  # weights count**-0.5: sqrt(10) against sqrt(90)
+    pool.add(torch.zeros(50, 1, 4, 4, dtype=torch.uint8), torch.tensor([[0.0, 5.0]] * 50))  # replaces old slots
+    assert torch.equal(pool.teacher_classes(), pool.logits.argmax(1))  # the kept classes follow the pool
 
 
 def test_teacher_logits_in_the_pool_are_the_teachers_on_the_stored_pixels(lenet_view):

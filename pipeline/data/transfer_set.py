@@ -23,6 +23,7 @@ class TransferSet:
         self.logits = torch.empty((0, num_classes), dtype=torch.float16)
         self.sources = torch.empty((0,), dtype=torch.uint8)  # 0 synthetic, 1 real
         self.added = 0  # images ever added (the pool may hold fewer)
+        self._classes = None  # teacher_classes(), until the pool changes
 
     def __len__(self) -> int:
         return len(self.pixels)
@@ -34,6 +35,7 @@ class TransferSet:
         pixels, logits = pixels.cpu(), logits.detach().cpu().to(torch.float16)
         sources = torch.full((len(pixels),), int(real), dtype=torch.uint8)
         self.added += len(pixels)
+        self._classes = None
         room = self.capacity - len(self)
         if room > 0:
             take = min(room, len(pixels))
@@ -51,13 +53,20 @@ class TransferSet:
         """`size` images drawn with replacement, uniformly or (`class_balance` X > 0) each weighted by
         1 / (images of its teacher class) ** X, so a pool skewed to a few classes still trains on the others."""
         if class_balance > 0:
-            classes = self.logits.argmax(1)
+            classes = self.teacher_classes()
             counts = torch.bincount(classes, minlength=self.num_classes).clamp_min(1).double()
             weights = counts.pow(-class_balance)[classes]
             index = torch.multinomial(weights, size, replacement=True, generator=rng)
         else:
             index = torch.randint(len(self), (size,), generator=rng)
         return self.pixels[index], self.logits[index].float()
+
+    def teacher_classes(self) -> torch.Tensor:
+        """Each image's teacher class (the argmax of its logits), kept until the pool changes: a class-balanced
+        batch needs it at every student step, and over a full pool the argmax costs ten times the draw."""
+        if self._classes is None:
+            self._classes = self.logits.argmax(1)
+        return self._classes
 
     def state_dict(self) -> dict:
         return {
@@ -73,6 +82,7 @@ class TransferSet:
 
     def load_state_dict(self, state: dict) -> None:
         self.pixels, self.logits, self.sources = state["pixels"], state["logits"], state["sources"]
+        self._classes = None
         self.added = state["added"]
 
     def save(self, path: Path, **metadata) -> None:
@@ -95,7 +105,7 @@ class TransferSet:
         return pool
 
     def summary(self) -> dict:
-        counts = torch.bincount(self.logits.float().argmax(1), minlength=self.num_classes) if len(self) else None
+        counts = torch.bincount(self.teacher_classes(), minlength=self.num_classes) if len(self) else None
         return {
             "images": len(self),
             "images_added": self.added,

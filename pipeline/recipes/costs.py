@@ -379,10 +379,15 @@ def actual_stages(manifest: dict, plan: dict) -> dict:
         steps = metrics.get("steps") if isinstance(metrics.get("steps"), int) else None
         if steps is None and isinstance(metrics.get("finetune"), dict):  # drop: its plan counts fine-tune iterations
             steps = metrics["finetune"].get("iterations")
-        actual = {"name": planned["name"], "steps": steps, "wall_s": entry.get("wall_s")}
+        actual = {
+            "name": planned["name"],
+            "steps": steps,
+            "wall_s": entry.get("wall_s"),
+            "peak_rss_mb": entry.get("peak_rss_mb"),
+        }
         if metrics.get("phase_s"):
             actual["phases_s"] = metrics["phase_s"]
-        stages.append({**actual, "peak_rss_mb": entry.get("peak_rss_mb")})
+        stages.append(actual)
     peaks = [s["peak_rss_mb"] for s in stages if s["peak_rss_mb"] is not None]
     return {
         "stages": stages,
