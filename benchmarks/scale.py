@@ -21,7 +21,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from datafree import PAIRS, commit, machine  # noqa: E402
+from datafree import PAIRS, commit, cpu_description  # noqa: E402
 
 from pipeline.fileio import atomic_write_json, atomic_write_text  # noqa: E402
 
@@ -138,7 +138,7 @@ def run_case(name: str, commit: str, evidence: Path) -> dict:
         "ceiling_accuracy": ceiling(pair),
         "notes": summary.get("notes", []),
         "commit": commit,
-        "cpu": machine()["cpu"],
+        "cpu": cpu_description(),  # family and model: "AMD EPYC" alone names several CPUs
     }
 
 
