@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from pipeline.assets import resolve_teacher
-from pipeline.budgets import get_budget
+from pipeline.budgets import Budget, get_budget
 from pipeline.drop.recoverability import MIN_EVAL_IMAGES, RecoverabilityProbe, RecoverabilitySettings
 from pipeline.drop.select import LatencyBudget, TimingShare, expected_probes, greedy_drop
 from pipeline.kd import FeatureKDSettings, feature_kd
@@ -150,6 +150,31 @@ def test_a_plan_over_its_budget_scales_the_time_bounded_stages_and_a_resumed_run
     assert fit_to_budget(budget, over, earlier)["factor"] == 0.42  # the same costs on resume: the same seconds
     assert fit_to_budget(budget, {**over, "probe": {"teacher": "y"}}, earlier)["factor"] != 0.42
     assert fit_to_budget(budget, nothing_to_plan(), earlier)["factor"] == 0.42  # all finished: as they ran
+
+
+def test_a_plan_that_is_not_linear_in_its_seconds_is_refitted_until_it_fits():
+    """A probe keeps a pass over its fewest held-back images whatever its seconds: the first factor leaves the
+    scaled plan over; re-planning the scaled budget from the same costs refines it (the r50@224 build planned
+    915 s of 900 s with a single factor)."""
+    budget = get_budget("quick")
+    floor_s = 150.0  # fixed only once the seconds are short
+
+    def plan_for(fitted) -> dict:
+        share = fitted.drop_seconds / budget.drop_seconds
+        elastic = 600.0 * share
+        fixed = 300.0 + (floor_s if share < 0.95 else 0.0)
+        return {
+            "stages": [{"name": "drop", "planned_s": fixed + elastic, "elastic_s": elastic}],
+            "planned_s": fixed + elastic,
+            "unit_costs": {"probe_s": 10.0},
+        }
+
+    once = fit_to_budget(budget, plan_for(budget))
+    assert plan_for(Budget(**once["budget"]))["planned_s"] + 10.0 > 0.95 * 900 + 50  # one factor: still over
+    refitted = fit_to_budget(budget, plan_for(budget), replan=plan_for)
+    planned = plan_for(Budget(**refitted["budget"]))["planned_s"] + 10.0
+    assert 0.95 * 900 * 0.98 <= planned <= 0.95 * 900 * 1.005 and refitted["factor"] < once["factor"]
+    assert refitted["from"] == budget.to_dict()  # a resumed run recognises the budget it was asked
 
 
 def test_a_build_that_compresses_its_teacher_runs_end_to_end_and_says_why(tmp_path, monkeypatch):

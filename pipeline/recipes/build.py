@@ -138,7 +138,11 @@ def settle_plan(ctx, until: str):
         drop_budget(ctx.options, ctx.target, recipe.default_reduction)
         ctx = replace(ctx, recipe=recipe, recipe_note=reason, student=None, student_note=None)
         plan = build_plan(ctx, until, measured=measured)
-    fitted = fit_to_budget(ctx.budget, plan, earlier)
+
+    def replan(budget: Budget) -> dict:  # the same measured costs, a scaled budget
+        return build_plan(replace(ctx, budget=budget), until, measured=measured)
+
+    fitted = fit_to_budget(ctx.budget, plan, earlier, replan if plan["stages"] else None)
     if fitted is not None:  # the time-bounded stages' seconds scaled to fit the whole build in its budget
         ctx = replace(ctx, budget=Budget(**fitted["budget"]), budget_note=fitted["note"])
         if plan["stages"]:

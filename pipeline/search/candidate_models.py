@@ -84,14 +84,19 @@ class CandidateModels:
         return path
 
     def _fp32_onnx(self, base: str, dropped: tuple[str, ...]) -> Path:
-        path = self.cache / "search" / f"{base}-drop{len(dropped)}-{self._key(base, dropped)}-fp32.onnx"
+        # exported for timing (export/onnx_export.py): every candidate and the teacher alike, each in a fraction of
+        # torch.export's seconds; the export stage exports the chosen model with the default exporter
+        key = self._key(base, dropped, "timing-export")
+        path = self.cache / "search" / f"{base}-drop{len(dropped)}-{key}-fp32.onnx"
         if not path.is_file():
             from pipeline.models.load import load_model
 
             checkpoint = self._checkpoint(Candidate(base, dropped, "fp32")) if dropped else self.bases[base][0]
             loaded = load_model(checkpoint) if dropped else self.bases[base][1]
             with tempfile.TemporaryDirectory(prefix="edge-pipeline-search-") as scratch:
-                export_onnx(freeze(loaded.model).cpu(), loaded.preprocess, Path(scratch) / "model.onnx")
+                export_onnx(
+                    freeze(loaded.model).cpu(), loaded.preprocess, Path(scratch) / "model.onnx", exporter="timing"
+                )
                 shutil.move(Path(scratch) / "model.onnx", path)  # into place only once complete
         return path
 

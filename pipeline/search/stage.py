@@ -76,7 +76,7 @@ MEASURE_ATTEMPTS = 3  # sessions measured before a too-busy one is kept
 
 class SearchStage(CandidateModels, Stage):
     name = "search"
-    version = 2  # 2: paired ratios by the measurement layer (trimmed mean); TensorRT INT8 judged as written
+    version = 3  # 2: paired ratios by the measurement layer (trimmed mean); TensorRT INT8 judged as written; 3: timing exports
 
     def __init__(
         self,
