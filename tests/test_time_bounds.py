@@ -12,9 +12,11 @@ import torch
 
 from pipeline.assets import resolve_teacher
 from pipeline.budgets import Budget, get_budget
+from pipeline.drop.latency_table import session_estimate_s
 from pipeline.drop.recoverability import MIN_EVAL_IMAGES, RecoverabilityProbe, RecoverabilitySettings
 from pipeline.drop.select import LatencyBudget, TimingShare, expected_probes, greedy_drop
 from pipeline.kd import FeatureKDSettings, feature_kd
+from pipeline.measure import LatencySettings
 from pipeline.models.load import load_model
 from pipeline.recipes import deliver
 from pipeline.recipes.costs import nothing_to_plan
@@ -82,6 +84,18 @@ def test_the_selection_measures_while_its_timing_share_lasts_then_the_table_stan
     assert [step["saving_source"] for step in result["steps"]] == ["table", "measured", "table"]
     assert calls[-1] == [] and sum(1 for c in calls if c) == 1  # the check is always measured
     assert share.spent >= 0.05
+
+    calls.clear()  # a first step estimated over the share is not measured either: the table throughout
+    share = TimingShare(table, timer, seconds=1.0, first_s=session_estimate_s(LatencySettings(), 400.0, 6))
+    result = greedy_drop(table, LatencyBudget(reduction=0.55), lambda dropped: 1.0, share)
+    assert [step["saving_source"] for step in result["steps"]] == ["table"] * 3 and calls == [[]]
+
+
+def test_a_session_estimate_counts_warm_up_runs_and_the_floor_of_rounds():
+    settings = LatencySettings(warmup=10, runs=100, rounds=50, max_seconds=0.5)
+    # 50 ms a call: 10 runs fill the half second; 3 warm-up calls (ROUND_WARMUP); the floor of 20 rounds
+    assert session_estimate_s(settings, 50.0, 4) == pytest.approx(4 * 20 * (3 + 10) * 0.05)
+    assert session_estimate_s(replace(settings, source="remote"), 50.0, 1) == pytest.approx(50 * 13 * 0.05)
 
 
 def _plan(student_steps: int) -> dict:

@@ -124,6 +124,19 @@ def time_candidate_sets(
     return {**medians, **{name: medians[classes[name]] for name in candidates}}
 
 
+def session_estimate_s(settings: LatencySettings, latency_ms: float, models: int) -> float:
+    """About how long an interleaved session of `models` models near `latency_ms` takes at its floor of rounds
+    (a local one; a remote device runs all its rounds): warm-up calls, then timed runs until `max_seconds` is
+    spent (at least 10) or `runs` are made (portable/timing.py). What a selection step costs before it is
+    measured, and what the build's plan counts (recipes/costs.py)."""
+    per_call = latency_ms / 1000
+    runs = settings.runs
+    if settings.max_seconds:
+        runs = min(runs, max(10, math.ceil(settings.max_seconds / per_call)))
+    rounds = settings.rounds if settings.source == "remote" else min(settings.rounds, MIN_ROUNDS)
+    return models * rounds * (min(settings.warmup, ROUND_WARMUP) + runs) * per_call
+
+
 def check_rounds(settings: LatencySettings) -> RoundsPolicy:
     """The check that accepts a drop plan: the project's floor of rounds, more up to the settings' rounds while
     its time share lasts (a 224-px pair of models takes a second a round); a remote device runs them all."""

@@ -55,11 +55,13 @@ class TimingShare:
     """A SetTimer with a time share for the later steps' candidate timings: at 224 px one step's session times
     a dozen 20-60 ms models for tens of seconds. A step is measured while its cost, judged by the last one,
     fits in what is left of `seconds`; after that the table's savings stand in (the result says so under
-    "source"). The check that accepts a plan (no candidates) is always measured."""
+    "source"). `first_s`: the first timed step's cost before any is measured (an estimate from the table's full-model
+    latency): a first step that would not fit is not measured either. The check that accepts a plan (no
+    candidates) is always measured."""
 
-    def __init__(self, table: dict, timer: SetTimer, seconds: float | None):
+    def __init__(self, table: dict, timer: SetTimer, seconds: float | None, first_s: float = 0.0):
         self.table, self.timer, self.seconds = table, timer, seconds
-        self.spent, self.last = 0.0, 0.0
+        self.spent, self.last = 0.0, first_s
 
     def __call__(self, dropped: list[str], candidates: list[str]) -> dict:
         import time

@@ -21,6 +21,7 @@ from pipeline.drop.latency_table import (
     export_for_timing,
     format_table,
     load_or_measure,
+    session_estimate_s,
     time_candidate_sets,
     time_models,
 )
@@ -280,7 +281,11 @@ class DropStage(Stage):
         def timer(dropped: list[str], candidates: list[str]) -> dict[str, float]:
             return time_candidate_sets(full_onnx, teacher_cpu, dropped, candidates, preprocess, settings)
 
-        measure = TimingShare(table, timer, SELECTION_TIMING_SECONDS)
+        # a timed step times the full model, the current one and one per block class left: at 224 px on a CPU one
+        # step alone can outlast the share (10 models of 50 ms: ~3 min), so the first is judged before it runs
+        classes = len({row.get("class", row["block"]) for row in table["blocks"]})
+        first_s = session_estimate_s(settings, table["full_ms"], classes + 2) if table["blocks"] else 0.0
+        measure = TimingShare(table, timer, SELECTION_TIMING_SECONDS, first_s)
         budget = LatencyBudget(self.config.reduction, self.config.latency_ms)
         if table["blocks"]:  # a time allowance is spread over the probes this table says are coming
             probe.fit_to(expected_probes(table, budget), [table["blocks"][0]["block"]])

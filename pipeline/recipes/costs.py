@@ -285,10 +285,11 @@ def _plan_drop(config: dict, costs: UnitCosts, droppable: dict | None) -> dict:
         check_rounds = most if remote else max(MIN_ROUNDS, min(most, int(CHECK_SECONDS / (2 * short))))
         # twice: a first check often misses by the table's additivity gap and the selection drops one more
         check = 2 * 2 * check_rounds * short
-        # the later steps' candidate classes, each step timed while its cost fits the selection's timing share
+        # the steps' candidate classes, each step timed while its cost fits the selection's timing share (the
+        # first judged by an estimate: drop/select.py TimingShare), the table's savings after that
         step_timing = (classes + 2) * rounds * short
         fits = math.floor(SELECTION_TIMING_SECONDS / step_timing) if step_timing > 0 else to_drop
-        measured = min(to_drop - 1, max(1, fits))
+        measured = max(0, min(to_drop - 1, fits))
         timings = measured * step_timing + check
         selection_s = probe_s + timings
     recovery = config["recovery"]
