@@ -138,6 +138,22 @@ def test_block_dropping_is_planned_from_its_table_selection_and_fine_tune():
     assert timed["steps"] == 1350 and timed["elastic_s"] == pytest.approx(90.0 + 270.0)
     sizing = 2 * 0.2  # two adapter steps timed to spread the probes' seconds
     assert timed["planned_s"] == pytest.approx(expected - probes + 90.0 + sizing - 2000 * 0.2 + 270.0, abs=0.1)
+    # a pool this plan's synthesize makes (3 steps of 64 images): the probes hold back a fifth of it, 38 images
+    synthesize = ("synthesize", {"seconds": 1.5, "steps": None})
+    pooled = plan_stages([synthesize, ("drop", config)], costs, None, {"blocks": 16, "classes": 7})["stages"][1]
+    pooled_probes = (16 + 15 + 14 + 13 + 12 + 11) * (60 * 0.2 + 38 * 0.001)
+    assert pooled["phases_s"]["selection"] == pytest.approx(selection - probes + pooled_probes, abs=0.1)
+    # a starved probe keeps a pass over its fewest held-back images, never more than the pool holds back (12)
+    starved = {**config, "recoverability": {**probing, "seconds": 0.01}}
+    one_step = ("synthesize", {"seconds": 0.5, "steps": None})
+    alone, after = (
+        plan_stages(stages, costs, None, {"blocks": 16, "classes": 7})["stages"][-1]["phases_s"]["selection"]
+        for stages in ([("drop", starved)], [one_step, ("drop", starved)])
+    )
+    assert alone - after == pytest.approx(81 * (32 - 12) * 0.001, abs=0.1)
+    fp16 = {"precision": "fp16", "calib_images": 512, "eval": None}
+    quantize = plan_stages([synthesize, ("quantize", fp16)], costs, None)["stages"][1]  # half the pool held back
+    assert quantize["planned_s"] == pytest.approx(3.0 + 2 * 96 * 0.02, abs=0.1)
 
 
 def test_a_resumed_run_reuses_the_costs_it_measured_and_a_finished_one_probes_nothing(tmp_path):

@@ -498,6 +498,7 @@ def test_binary_quantize_stage_on_the_default_teacher(tmp_path):
         runtime="onnxruntime",
         latency=LatencySettings(warmup=2, runs=5, rounds=3, max_seconds=0.2),
         binary_training=FeatureKDSettings(iterations=5),
+        binary_bn_values=500_000,  # the floor of 10 batches (the default's 200 take ~12 s here)
     )
     stage = QuantizeStage(
         run.artifact("export", "teacher"), teacher, run.artifact("synthesize", "transfer_set"), config

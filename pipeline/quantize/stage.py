@@ -62,6 +62,8 @@ class QuantizeConfig:
     seed: int = 0
     model: TeacherSpec = field(default_factory=TeacherSpec)
     int8_format: str | None = optional_field()  # the format the budget search measured fastest (else: time them)
+    # input values the binary model's BatchNorm re-estimation averages over (binary.reestimate_batchnorm's default)
+    binary_bn_values: int | None = optional_field()
 
     def __post_init__(self):
         if self.precision not in QUANTIZED_PRECISIONS:
@@ -178,7 +180,8 @@ class QuantizeStage(Stage):
             f"kept{', and ' + ', '.join(kept) + ' (most damage per weight)' if kept else ''}), KD on {len(data)} {images.source} images"
         )
         student = binary.binarise(copy.deepcopy(teacher), layers)
-        binary.reestimate_batchnorm(student, data, seed=config.seed)
+        bn_values = {"input_values": config.binary_bn_values} if config.binary_bn_values else {}
+        binary.reestimate_batchnorm(student, data, seed=config.seed, **bn_values)
         training = feature_kd(
             student,
             teacher,

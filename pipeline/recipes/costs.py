@@ -189,10 +189,18 @@ def plan_stages(
 ) -> dict:
     """`stages`: (name, config_dict) in run order, finished ones excluded; `droppable`: the drop model's
     {"blocks", "classes"} (block_classes). Returns the manifest's `plan`."""
-    planned = [
-        _plan_drop(config, costs, droppable) if name == "drop" else _plan_stage(name, config, costs, eval_images)
-        for name, config in stages
-    ]
+    planned = []
+    pool = None  # the transfer set's images, when this plan's synthesize makes it: the later stages draw from it
+    for name, config in stages:
+        if name == "drop":
+            planned.append(_plan_drop(config, costs, droppable, pool))
+        else:
+            planned.append(_plan_stage(name, config, costs, eval_images, pool))
+        steps = planned[-1].get("steps")
+        # synthesize keeps a batch a step; distill may grow the pool further (not estimated: no cap after it)
+        pool = (
+            steps * costs.synthesis_batch if name == "synthesize" and steps else (None if name == "distill" else pool)
+        )
     known = [stage["planned_s"] for stage in planned if stage["planned_s"] is not None]
     return {
         "stages": planned,
@@ -203,7 +211,7 @@ def plan_stages(
     }
 
 
-def _plan_stage(name: str, config: dict, costs: UnitCosts, eval_images: int | None) -> dict:
+def _plan_stage(name: str, config: dict, costs: UnitCosts, eval_images: int | None, pool: int | None = None) -> dict:
     if name == "synthesize":
         return _bounded(name, config, costs.synthesis_step_s, "synthesis steps")
     if name == "distill":
@@ -227,7 +235,9 @@ def _plan_stage(name: str, config: dict, costs: UnitCosts, eval_images: int | No
     if name == "quantize" and config.get("precision") == "fp16" and not config.get("eval"):
         # a conversion, then the fp32 and fp16 models' logits on the held-back calibration images (at most as
         # many as calibrate), each at about the teacher's batch-1 latency: an upper bound
-        planned = costs.export_s + 2 * config["calib_images"] * costs.latency_ms / 1000
+        # (a small pool is split in halves: quantize/calibration.py)
+        held = min(config["calib_images"], pool // 2) if pool else config["calib_images"]
+        planned = costs.export_s + 2 * held * costs.latency_ms / 1000
         return {"name": name, "steps": None, "unit": "models", "planned_s": round(planned, 1)}
     return {
         "name": name,
@@ -247,7 +257,7 @@ def _round_s(latency: dict, latency_ms: float, warmup: int) -> float:
     return (warmup + runs) * per_call
 
 
-def _plan_drop(config: dict, costs: UnitCosts, droppable: dict | None) -> dict:
+def _plan_drop(config: dict, costs: UnitCosts, droppable: dict | None, pool: int | None = None) -> dict:
     """The latency table (one variant per block class), the greedy selection (an adapter probe per remaining
     block and a timing of the candidate classes per step, for an estimated number of blocks), the recovery
     fine-tune and the final timing; each from the costs measured here. An estimate: the number of blocks the
@@ -269,14 +279,14 @@ def _plan_drop(config: dict, costs: UnitCosts, droppable: dict | None) -> dict:
         table_s = (classes + 1) * (rounds * short + costs.export_s)
         probing = config["recoverability"]
         probes = sum(blocks - i for i in range(to_drop))
+        # the probes hold back a fifth of a small pool (drop/recoverability.py)
+        held = min(probing["eval_images"], max(1, pool // 5)) if pool else probing["eval_images"]
         # each probe: its adapter steps (an adapter step backpropagates through most of the model: as a
         # fine-tune step) and a pass over the held-back images; a time allowance bounds both
-        probe_s = probes * (
-            probing["steps"] * costs.drop_step_s + probing["eval_images"] * costs.forward_ms_per_image / 1000
-        )
+        probe_s = probes * (probing["steps"] * costs.drop_step_s + held * costs.forward_ms_per_image / 1000)
         if probing.get("seconds") is not None:
             # within its seconds, but never below a pass over the fewest held-back images a probe keeps
-            floor = probes * MIN_EVAL_IMAGES * costs.forward_ms_per_image / 1000
+            floor = probes * min(MIN_EVAL_IMAGES, held) * costs.forward_ms_per_image / 1000
             probe_s = max(min(probe_s, probing["seconds"]), floor)
             elastic_s += min(probe_s, probing["seconds"])
             probe_s += 2 * costs.drop_step_s  # sizing the probes to their seconds: two adapter steps timed
