@@ -124,17 +124,24 @@ def time_candidate_sets(
     return {**medians, **{name: medians[classes[name]] for name in candidates}}
 
 
-def session_estimate_s(settings: LatencySettings, latency_ms: float, models: int) -> float:
-    """About how long an interleaved session of `models` models near `latency_ms` takes at its floor of rounds
-    (a local one; a remote device runs all its rounds): warm-up calls, then timed runs until `max_seconds` is
-    spent (at least 10) or `runs` are made (portable/timing.py). What a selection step costs before it is
-    measured, and what the build's plan counts (recipes/costs.py)."""
+def round_s(settings: LatencySettings, latency_ms: float, warmup: int | None = None) -> float:
+    """One model's share of one interleaved round near `latency_ms`: warm-up calls (a short round's few unless
+    `warmup` is given), then timed runs until `max_seconds` is spent (at least 10) or `runs` are made
+    (portable/timing.py)."""
     per_call = latency_ms / 1000
     runs = settings.runs
     if settings.max_seconds:
         runs = min(runs, max(10, math.ceil(settings.max_seconds / per_call)))
+    warmup = min(settings.warmup, ROUND_WARMUP) if warmup is None else warmup
+    return (warmup + runs) * per_call
+
+
+def session_estimate_s(settings: LatencySettings, latency_ms: float, models: int) -> float:
+    """About how long an interleaved session of `models` models near `latency_ms` takes at its floor of short
+    rounds (a local one; a remote device runs all its rounds). What a selection step costs before it is
+    measured, and what the build's plan counts for the table and the steps (recipes/costs.py)."""
     rounds = settings.rounds if settings.source == "remote" else min(settings.rounds, MIN_ROUNDS)
-    return models * rounds * (min(settings.warmup, ROUND_WARMUP) + runs) * per_call
+    return models * rounds * round_s(settings, latency_ms)
 
 
 def check_rounds(settings: LatencySettings) -> RoundsPolicy:

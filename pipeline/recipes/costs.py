@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipeline.drop.latency_table import CHECK_SECONDS, ROUND_WARMUP, export_for_timing
+from pipeline.drop.latency_table import CHECK_SECONDS, export_for_timing, round_s, session_estimate_s
 from pipeline.drop.recoverability import MIN_EVAL_IMAGES
 from pipeline.drop.stage import FINAL_TIMING_SECONDS, SELECTION_TIMING_SECONDS
 from pipeline.kd import FeatureKDSettings
@@ -197,10 +197,10 @@ def plan_stages(
         else:
             planned.append(_plan_stage(name, config, costs, eval_images, pool))
         steps = planned[-1].get("steps")
-        # synthesize keeps a batch a step; distill may grow the pool further (not estimated: no cap after it)
-        pool = (
-            steps * costs.synthesis_batch if name == "synthesize" and steps else (None if name == "distill" else pool)
-        )
+        if name == "synthesize":  # a batch a step is kept
+            pool = steps * costs.synthesis_batch if steps else None
+        elif name == "distill":  # it may grow the pool further (not estimated: no cap after it)
+            pool = None
     known = [stage["planned_s"] for stage in planned if stage["planned_s"] is not None]
     return {
         "stages": planned,
@@ -247,16 +247,6 @@ def _plan_stage(name: str, config: dict, costs: UnitCosts, eval_images: int | No
     }  # search, int8 and binary, engine: no model yet
 
 
-def _round_s(latency: dict, latency_ms: float, warmup: int) -> float:
-    """One model's share of one interleaved round: warm-up calls, then timed runs until `max_seconds` is spent
-    (at least 10) or `runs` are made (portable/timing.py)."""
-    per_call = latency_ms / 1000
-    runs = latency["runs"]
-    if latency.get("max_seconds"):
-        runs = min(runs, max(10, math.ceil(latency["max_seconds"] / per_call)))
-    return (warmup + runs) * per_call
-
-
 def _plan_drop(config: dict, costs: UnitCosts, droppable: dict | None, pool: int | None = None) -> dict:
     """The latency table (one variant per block class), the greedy selection (an adapter probe per remaining
     block and a timing of the candidate classes per step, for an estimated number of blocks), the recovery
@@ -264,11 +254,10 @@ def _plan_drop(config: dict, costs: UnitCosts, droppable: dict | None, pool: int
     budget needs is not known before the table (here: as if every block saved an equal share)."""
     if droppable is None or costs.drop_step_s <= 0:
         return {"name": "drop", "steps": None, "unit": None, "planned_s": None}
-    latency = config["latency"]
+    latency = LatencySettings(**config["latency"])
     blocks, classes = droppable["blocks"], droppable["classes"]
-    remote = latency.get("source") == "remote"
-    rounds = latency["rounds"] if remote else min(latency["rounds"], MIN_ROUNDS)
-    short = _round_s(latency, costs.latency_ms, min(latency["warmup"], ROUND_WARMUP))
+    remote = latency.source == "remote"
+    short = round_s(latency, costs.latency_ms)  # one model's short round
     chosen = config.get("blocks")
     elastic_s = 0.0  # the parts bounded by seconds: the probes and the fine-tune (recipes/fit.py)
     if chosen is not None:
@@ -276,7 +265,7 @@ def _plan_drop(config: dict, costs: UnitCosts, droppable: dict | None, pool: int
     else:
         share = config.get("reduction") or 0.3  # a millisecond budget: as a 30 % cut (it is not known yet)
         to_drop = min(blocks, max(1, math.ceil(share * (blocks + 2))))
-        table_s = (classes + 1) * (rounds * short + costs.export_s)
+        table_s = (classes + 1) * (session_estimate_s(latency, costs.latency_ms, 1) + costs.export_s)
         probing = config["recoverability"]
         probes = sum(blocks - i for i in range(to_drop))
         # the probes hold back a fifth of a small pool (drop/recoverability.py)
@@ -291,13 +280,13 @@ def _plan_drop(config: dict, costs: UnitCosts, droppable: dict | None, pool: int
             elastic_s += min(probe_s, probing["seconds"])
             probe_s += 2 * costs.drop_step_s  # sizing the probes to their seconds: two adapter steps timed
         # the plan against the full model: the floor of rounds, more while the check's share lasts
-        most = max(latency["rounds"], MIN_ROUNDS)
+        most = max(latency.rounds, MIN_ROUNDS)
         check_rounds = most if remote else max(MIN_ROUNDS, min(most, int(CHECK_SECONDS / (2 * short))))
         # twice: a first check often misses by the table's additivity gap and the selection drops one more
         check = 2 * 2 * check_rounds * short
         # the steps' candidate classes, each step timed while its cost fits the selection's timing share (the
         # first judged by an estimate: drop/select.py TimingShare), the table's savings after that
-        step_timing = (classes + 2) * rounds * short
+        step_timing = session_estimate_s(latency, costs.latency_ms, classes + 2)
         fits = math.floor(SELECTION_TIMING_SECONDS / step_timing) if step_timing > 0 else to_drop
         measured = max(0, min(to_drop - 1, fits))
         timings = measured * step_timing + check
@@ -309,8 +298,8 @@ def _plan_drop(config: dict, costs: UnitCosts, droppable: dict | None, pool: int
     recovery_s = iterations * costs.drop_step_s
     if recovery.get("seconds") is not None:
         elastic_s += recovery_s
-    final_round_s = 2 * _round_s(latency, costs.latency_ms, latency["warmup"])  # the full and the dropped model
-    final_rounds = latency["rounds"]
+    final_round_s = 2 * round_s(latency, costs.latency_ms, latency.warmup)  # the full and the dropped model
+    final_rounds = latency.rounds
     if not remote:  # the floor of rounds, then more while the final timing's share lasts (drop/stage.py)
         final_rounds = max(min(final_rounds, MIN_ROUNDS), min(final_rounds, int(FINAL_TIMING_SECONDS / final_round_s)))
     final_s = final_rounds * final_round_s
