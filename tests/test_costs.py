@@ -62,11 +62,12 @@ def test_each_stage_is_planned_from_its_config_and_the_unit_costs():
     assert planned["distill"]["unit_s"] == pytest.approx(0.9)  # one synthesis step and 4 KD steps
     assert planned["distill"]["steps"] == 67 and planned["distill"]["planned_s"] == pytest.approx(60.3)
     assert planned["search"]["planned_s"] is None and plan["unplanned"] == ["search"]
-    assert planned["export"]["planned_s"] == 40.0  # 2 models x torch.export at 10x the probe's TorchScript export
+    # 2 models x torch.export: its fixed seconds and 5.5x the probe's TorchScript export
+    assert planned["export"]["planned_s"] == 2 * (3.5 + 5.5 * 2.0)
     assert planned["bench"]["planned_s"] == pytest.approx(2 * 20 * 10 * 0.004 + 2 * 1000 * 0.001)
-    assert plan["planned_s"] == pytest.approx(10.0 + 60.3 + 40.0 + 3.6, abs=0.2) and plan["cpu"] == "test CPU"
+    assert plan["planned_s"] == pytest.approx(10.0 + 60.3 + 29.0 + 3.6, abs=0.2) and plan["cpu"] == "test CPU"
     lines = describe_plan(plan)
-    assert lines[-1].startswith("plan: ETA 1 min 54 s + search (not estimated yet)") and "test CPU" in lines[-1]
+    assert lines[-1].startswith("plan: ETA 1 min 43 s + search (not estimated yet)") and "test CPU" in lines[-1]
 
 
 def test_a_step_dearer_than_its_budget_is_planned_and_said_and_steps_bound_a_reproducible_run():
