@@ -1,6 +1,9 @@
+import atexit
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import cli_runs
@@ -10,6 +13,11 @@ import torch
 from pipeline.data import fashion_mnist
 
 ROOT = Path(__file__).resolve().parents[1]
+
+# The builds of one session share their exports of a checkpoint, as a user's builds do (export/onnx_cache.py), in
+# a folder of the session's own, never the user's ~/.cache; tests/test_export.py tests the cache itself.
+os.environ["PIPELINE_EXPORT_CACHE"] = tempfile.mkdtemp(prefix="edge-pipeline-export-cache-")
+atexit.register(shutil.rmtree, os.environ["PIPELINE_EXPORT_CACHE"], ignore_errors=True)
 
 # Two cores: keep torch from oversubscribing when tests run beside subprocesses.
 torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", min(2, os.cpu_count() or 1))))

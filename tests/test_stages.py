@@ -4,6 +4,7 @@ are the interface under test (the CLI end-to-end runs live in test_build, test_d
 
 import json
 import time
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -19,8 +20,11 @@ from pipeline.drop.recoverability import RecoverabilitySettings
 from pipeline.drop.stage import FINE_TUNE_FLOOR, DropConfig, DropStage, fine_tune_seconds
 from pipeline.engine.stage import EngineConfig, EngineStage
 from pipeline.export.stage import ExportConfig, ExportStage
+from pipeline.fileio import sha256_file
 from pipeline.kd import FeatureKDSettings
 from pipeline.measure import LATENCY_RECORD_KEYS, LatencySettings, onnx_flops, spread_over_rounds
+from pipeline.models import create_model
+from pipeline.models.checkpoint import save_checkpoint
 from pipeline.models.load import load_model
 from pipeline.quantize.stage import QuantizeConfig, QuantizeStage
 from pipeline.recipes import checkpoint_readers  # noqa: F401  (dropped checkpoints load back)
@@ -128,10 +132,49 @@ def test_export_writes_onnx_that_matches_pytorch(lenet_run):
         assert np.abs(session.run(None, {"input": images.numpy()})[0] - expected).max() <= 1e-4
 
 
+def test_a_checkpoint_exported_before_is_copied_from_the_export_cache_and_still_checked(tmp_path, monkeypatch):
+    """export/onnx_cache.py: the same checkpoint and loading copy the earlier export (same bytes, its parity checked
+    again); another checkpoint, a damaged entry or PIPELINE_EXPORT_CACHE=off export afresh."""
+    monkeypatch.setenv("PIPELINE_EXPORT_CACHE", str(tmp_path / "cache"))
+    preprocess = load_model(LENET).preprocess
+    checkpoint, other = tmp_path / "lenet.pt", tmp_path / "other.pt"
+    for path in (checkpoint, other):  # two LeNet-5s of their own random weights
+        model = create_model("lenet5", in_channels=1, num_classes=10)
+        save_checkpoint(path, model, arch="lenet5", preprocess=preprocess, num_classes=10)
+
+    def export(folder: str, path: Path = checkpoint) -> tuple[dict, Path]:
+        run = RunFolder(tmp_path / folder)
+        stage = ExportStage({"model": path}, ExportConfig())
+        planned_cached = stage.cached_models()
+        entry = run.run(stage)
+        return {**entry["metrics"]["model"], "planned_cached": planned_cached}, run.artifact("export", "model")
+
+    first, first_onnx = export("a")
+    assert not first["from_cache"] and first["planned_cached"] == 0
+    again, again_onnx = export("b")
+    assert again["from_cache"] and again["planned_cached"] == 1 and again["parity_top1_agreement"] == 1.0
+    assert sha256_file(again_onnx) == sha256_file(first_onnx)
+
+    assert not export("c", other)[0]["from_cache"]
+
+    # the first checkpoint's entry, its weights changed in place: the same size, wrong logits
+    entry = next(path for path in (tmp_path / "cache").glob("*.onnx") if sha256_file(path) == sha256_file(first_onnx))
+    proto, size = onnx.load(entry), entry.stat().st_size
+    weights = max(proto.graph.initializer, key=lambda tensor: len(tensor.raw_data))
+    weights.raw_data = (onnx.numpy_helper.to_array(weights) * 3 + 1).astype(np.float32).tobytes()
+    onnx.save(proto, entry)
+    assert entry.stat().st_size == size  # so the copy is made, and its parity check is what refuses it
+    damaged, damaged_onnx = export("d")
+    assert not damaged["from_cache"] and damaged["parity_top1_agreement"] == 1.0
+    assert sha256_file(damaged_onnx) == sha256_file(first_onnx)
+
+    monkeypatch.setenv("PIPELINE_EXPORT_CACHE", "off")
+    assert not export("e")[0]["from_cache"]
+
+
 def test_an_unregistered_teacher_is_named_by_its_class_in_the_summary(tmp_path):
     """Issue 22 item 7: a TorchScript CNN no registry knows is "CifarResNet, unregistered" in the summary table,
     not None."""
-    from pipeline.models import create_model
     from pipeline.run_view import summarize
     from pipeline.teacher_spec import TeacherSpec
 

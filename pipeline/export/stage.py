@@ -1,12 +1,13 @@
 """`export` stage: each model to ONNX (dynamic batch, or a fixed-batch program's own batch), checked by onnx's checker and shape inference,
 and compared with PyTorch on synthetic and (when given) real images; the stage fails past tolerance."""
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 
 from pipeline.data import load_eval_dataset
+from pipeline.export import onnx_cache
 from pipeline.export.onnx_export import export_onnx
 from pipeline.export.parity import check_parity, raise_on_failure
 from pipeline.fileio import atomic_write_json
@@ -42,8 +43,16 @@ class ExportStage(Stage):
         for name, path in self.models.items():
             loaded = self.config.specs.get(name, TeacherSpec()).load(path)
             onnx_path = workdir / f"{name}.onnx"
-            result = export_onnx(loaded.model, loaded.preprocess, onnx_path, opset=self.config.opset)
-            parity = check_parity(loaded.model, onnx_path, self._parity_inputs(loaded), tolerance=self.config.tolerance)
+            key = self.cache_key(name)
+            result = onnx_cache.fetch(key, onnx_path) if key else None
+            try:
+                parity = self._parity(loaded, onnx_path) if result else None
+            except Exception:  # a damaged entry onnxruntime cannot even open (a fresh export is checked below)
+                parity = None
+            cached = parity is not None and parity.passed
+            if not cached:  # no entry, or a damaged one: export as without a cache
+                result = export_onnx(loaded.model, loaded.preprocess, onnx_path, opset=self.config.opset)
+                parity = self._parity(loaded, onnx_path)
             reports[name] = {
                 "export": result.to_dict(),
                 "parity": parity.to_dict(),
@@ -52,8 +61,11 @@ class ExportStage(Stage):
                 "num_classes": loaded.num_classes,
             }
             raise_on_failure(parity, name)
+            if key and not cached:
+                onnx_cache.store(key, result)  # only an export that passed its parity check
+            source = ", from this machine's export cache" if cached else ""
             log(
-                f"export: {name} -> {onnx_path.name} ({result.size_bytes / 1e6:.2f} MB, {result.exporter}); "
+                f"export: {name} -> {onnx_path.name} ({result.size_bytes / 1e6:.2f} MB, {result.exporter}{source}); "
                 f"parity max |diff| {parity.max_abs_diff:.2e}, top-1 agreement {parity.top1_agreement:.4f}"
             )
             if result.fixed_batch is not None:
@@ -67,6 +79,7 @@ class ExportStage(Stage):
                 "size_bytes": result.size_bytes,
                 "node_count": result.node_count,
                 "exporter": result.exporter,
+                "from_cache": cached,  # the same checkpoint, loading and exporter exported before
                 "opset": result.opset,
                 "fixed_batch": result.fixed_batch,  # None: dynamic batch
                 "parity_max_abs_diff": parity.max_abs_diff,
@@ -79,6 +92,21 @@ class ExportStage(Stage):
         atomic_write_json(workdir / "parity.json", reports)
         artifacts["parity_report"] = "parity.json"
         return StageOutput(artifacts=artifacts, metrics=metrics)
+
+    def cache_key(self, name: str) -> str | None:
+        """The export cache's key for model `name` (export/onnx_cache.py), None without a cache or its file."""
+        path = self.models[name]
+        if onnx_cache.cache_folder() is None or not path.is_file():
+            return None
+        spec = asdict(self.config.specs.get(name, TeacherSpec()))
+        return onnx_cache.export_key(path, {"spec": spec, "stage_version": self.version}, self.config.opset)
+
+    def cached_models(self) -> int:
+        """How many of the models this machine's export cache already holds (the plan counts no export for them)."""
+        return sum(1 for name in self.models if (key := self.cache_key(name)) and onnx_cache.holds(key))
+
+    def _parity(self, loaded, onnx_path: Path):
+        return check_parity(loaded.model, onnx_path, self._parity_inputs(loaded), tolerance=self.config.tolerance)
 
     def _parity_inputs(self, loaded) -> dict[str, torch.Tensor]:
         generator = torch.Generator().manual_seed(self.config.seed)

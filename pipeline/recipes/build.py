@@ -173,7 +173,11 @@ def build_plan(ctx, until: str, measured: "tuple[dict, UnitCosts] | None" = None
         finished = (ctx.run.entry(step.stage) or {}).get("status") == "done" and not ctx.options.force
         if finished or not applies(step, ctx.recipe, ctx.options, ctx.target, ctx.run):
             continue
-        stages.append((step.stage, STAGE_FACTORIES[step.stage](planning).config_dict()))
+        stage = STAGE_FACTORIES[step.stage](planning)
+        config = stage.config_dict()
+        if step.stage == "export":  # a model exported before on this machine is copied, not exported
+            config["cached_models"] = stage.cached_models()
+        stages.append((step.stage, config))
     if not stages:
         return nothing_to_plan()
     names = {name for name, _ in stages}

@@ -224,8 +224,9 @@ def _plan_stage(name: str, config: dict, costs: UnitCosts, eval_images: int | No
         entry = _bounded(name, config, synthesis + kd_steps * costs.kd_step_s, f"steps of {kd_steps} KD steps")
         entry["student_steps"] = entry["steps"] * kd_steps if entry["steps"] else None  # what the student gets
         return entry
-    if name == "export":  # two models, each at about the teacher's cost with torch.export
-        planned = 2 * (TORCH_EXPORT_FIXED_S + TORCH_EXPORT_OVER_TIMING * costs.export_s)
+    if name == "export":  # two models, each at about the teacher's cost with torch.export, less those cached
+        exports = max(0, 2 - config.get("cached_models", 0))
+        planned = exports * (TORCH_EXPORT_FIXED_S + TORCH_EXPORT_OVER_TIMING * costs.export_s)
         return {"name": name, "steps": None, "unit": "models", "planned_s": round(planned, 1)}
     if name == "bench":
         latency = config["latency"]
