@@ -72,13 +72,12 @@ def fetch(key: str, destination: Path) -> ExportResult | None:
     folder = cache_folder()
     try:
         fields = json.loads((folder / f"{key}.json").read_text())
+        result = ExportResult(**{**fields, "path": destination})
         shutil.copyfile(folder / f"{key}.onnx", destination)
         os.utime(folder / f"{key}.onnx")  # recently used: the last to be evicted
-    except (OSError, ValueError):
+    except (OSError, ValueError, TypeError):  # unreadable, or a record of other fields: export afresh
         return None
-    if destination.stat().st_size != fields.get("size_bytes"):
-        return None
-    return ExportResult(**{**fields, "path": destination})
+    return result if destination.stat().st_size == result.size_bytes else None
 
 
 def store(key: str, result: ExportResult) -> None:
