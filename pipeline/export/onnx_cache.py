@@ -20,7 +20,8 @@ from pathlib import Path
 
 from pipeline.export import onnx_export
 from pipeline.export.onnx_export import ExportResult
-from pipeline.portable.files import sha256_file
+from pipeline.fileio import atomic_write_json
+from pipeline.portable.files import atomic_write_bytes, sha256_file
 
 MAX_BYTES = 2 * 1024**3  # a few 224-px teachers and their students
 FORMAT_VERSION = 1
@@ -85,17 +86,13 @@ def store(key: str, result: ExportResult) -> None:
     folder = cache_folder()
     if folder is None:
         return
-    partial = folder / f".{key}.{os.getpid()}.tmp"
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(result.path, partial)
-        (folder / f"{key}.json").write_text(json.dumps({**asdict(result), "path": None}))
-        os.replace(partial, folder / f"{key}.onnx")  # the file last: an entry is complete once it is there
+        atomic_write_json(folder / f"{key}.json", {**asdict(result), "path": None})
+        # the file last, whole or not at all: an entry is complete once it is there
+        atomic_write_bytes(folder / f"{key}.onnx", Path(result.path).read_bytes())
         _evict(folder)
     except OSError:
         return
-    finally:
-        partial.unlink(missing_ok=True)  # what a failed copy left
 
 
 def _evict(folder: Path) -> None:
