@@ -2,7 +2,7 @@
 
 Why: every build exports its teacher, and the same checkpoint again whenever a user builds it for another target,
 in a new run folder, or re-runs a stage whose inputs did not change: a torch.export of a 224-px ResNet-50 takes
-20-30 s on 2 cores, the 28-px ResNet-20's 4-9 s (the test suite exports the embedded teacher in most of its
+18-28 s on 2 cores (the scale rows), the 28-px ResNet-20's a few (the test suite exports the embedded teacher in most of its
 end-to-end builds). The key is the checkpoint file's SHA-256, how it is loaded (the stage's TeacherSpec), the
 opset, the versions of torch, onnx and onnxscript, and the SHA-256 of this package's exporter source, so an edit
 of the exporter or an upgrade exports afresh. A cached file is not trusted blindly either: the export stage checks
