@@ -37,7 +37,7 @@ class Budget:
     binary_seconds: float = 600
     quantize_latency_rounds: int = 20
     # the whole build, probes and measurement included: when the plan says the stages would take longer, the
-    # time-bounded ones (synthesize, distill, drop's probes and fine-tune) get a smaller share (recipes/fit.py)
+    # time-bounded ones (synthesize, distill, the probes and fine-tunes of drop or search) get a smaller share (recipes/fit.py)
     total_seconds: float = 900
     # the planner may follow another recipe when this one cannot deliver (recipes/deliver.py); smoke exercises
     # the command's own recipe, whose accuracy means nothing there anyway

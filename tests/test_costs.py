@@ -170,3 +170,66 @@ def test_a_resumed_run_reuses_the_costs_it_measured_and_a_finished_one_probes_no
     assert again["unit_costs"] == {**first["unit_costs"], "probe_s": 0.0} and again["probe"] == first["probe"]
     run_build(options, until="synthesize")  # up to date: nothing left to plan
     assert json.loads((tmp_path / "run" / "manifest.json").read_text())["plan"]["stages"] == []
+
+
+def _search_config(**given) -> dict:
+    latency = {"rounds": 50, "warmup": 20, "runs": 100, "max_seconds": 0.5, "source": "local", "runtime": "onnxruntime"}
+    config = {
+        "latency": latency,
+        "precisions": ["fp32", "fp16", "int8"],
+        "recoverability": {"steps": 60, "eval_images": 256, "seconds": 90.0},
+        "recovery": {"iterations": 2000},
+        "fine_tune_seconds": 270.0,
+        "held_out": 2048,
+        "calib_images": 512,
+        "speedup_rounds": 20,
+        "eval": None,
+    }
+    return {**config, **given}
+
+
+def test_the_search_is_planned_per_base_with_its_probes_and_fine_tunes_as_the_elastic_part():
+    """The resnet20 jetson build ran a search the plan left out (866 s against a 14 min ETA): now it is planned,
+    its probes and fine-tunes bounded by their seconds per base, so a tight budget can scale them."""
+    from pipeline.recipes.search_cost import PLANNED_FINE_TUNES
+
+    costs = _costs(drop_step_s=0.1, latency_ms=0.5, export_s=0.2, forward_ms_per_image=0.05)
+    bases = {"teacher": {"blocks": 9, "classes": 5}, "student": {"blocks": 6, "classes": 5}}
+    stage = plan_stages([("search", _search_config())], costs, None, searchable=bases)["stages"][0]
+    # 2000 iterations at 0.1 s a step, 4 block sets a base, are 800 s: each base keeps to its 270 s; 45 and 21
+    # probes of 60 adapter steps (6 s each) keep to their 90 s
+    assert stage["elastic_s"] == pytest.approx(2 * (90 + 270))
+    assert stage["steps"] == 2 * 2 * 3 and stage["planned_s"] > stage["elastic_s"]
+    assert stage["phases_s"]["candidates"] >= 2 * 270 and stage["phases_s"]["bases"] >= 2 * 90
+    one = plan_stages([("search", _search_config())], costs, None, searchable={"teacher": bases["teacher"]})
+    assert one["stages"][0]["elastic_s"] == pytest.approx(90 + 270) and one["unplanned"] == []
+    # by steps (--steps lifts the seconds): every fine-tune's iterations, every probe's adapter steps
+    stepped = _search_config(fine_tune_seconds=None, recoverability={"steps": 60, "eval_images": 256})
+    by_steps = plan_stages([("search", stepped)], costs, None, searchable={"teacher": bases["teacher"]})["stages"][0]
+    probes = 45 * (60 * 0.1 + 256 * 0.05 / 1000)
+    assert by_steps["elastic_s"] == pytest.approx(probes + PLANNED_FINE_TUNES * 2000 * 0.1, abs=0.1)
+    # with a labelled set, each candidate's accuracy is measured too (for calibration)
+    labelled = plan_stages([("search", _search_config(eval="fmnist"))], costs, 10000, searchable=bases)["stages"][0]
+    assert labelled["phases_s"]["calibration"] == pytest.approx(12 * 10000 * 0.05 / 1000)
+
+
+def test_a_build_with_a_search_plans_it_and_fits_its_seconds_into_the_budget(tmp_path):
+    planned = invoke_cli(
+        "build",
+        "--budget",
+        "smoke",
+        "--target",
+        "jetson",
+        "--latency-reduction",
+        "0.3",
+        "--out",
+        str(tmp_path / "run"),
+        "--eval",
+        "none",
+        "--plan",
+        "--json",
+    )
+    assert planned.returncode == 0, planned.stderr
+    cost_plan = json.loads(planned.stdout)["cost_plan"]
+    search = next(stage for stage in cost_plan["stages"] if stage["name"] == "search")
+    assert search["planned_s"] > 0 and search["elastic_s"] > 0 and "search" not in cost_plan["unplanned"]

@@ -185,9 +185,10 @@ def build_plan(ctx, until: str, measured: "tuple[dict, UnitCosts] | None" = None
         probe, costs = measured
         eval_images = (ctx.budget.eval_limit or FASHION_MNIST_TEST_IMAGES) if ctx.eval else 0
         droppable = _drop_model(ctx)[1] if "drop" in names else None
-        return {**plan_stages(stages, costs, eval_images, droppable), "probe": probe}
-    # the teacher's fine-tune step too when the planner may compress it instead of distilling (deliver.py)
-    compressible = "distill" in names and may_compress_instead(ctx)
+        return {**plan_stages(stages, costs, eval_images, droppable, _searchable(ctx, names)), "probe": probe}
+    # the teacher's fine-tune step too when the planner may compress it instead of distilling (deliver.py), or
+    # when the search fine-tunes it (and a student, at most as dear)
+    compressible = ("distill" in names and may_compress_instead(ctx)) or "search" in names
     drop_model, droppable = _drop_model(ctx, compressible) if "drop" in names or compressible else (None, None)
     device = distributed.local_device(ctx.options.device)
     probe = {
@@ -219,7 +220,18 @@ def build_plan(ctx, until: str, measured: "tuple[dict, UnitCosts] | None" = None
             probe["drop_batch"] or DROP_BATCH,
         )
     eval_images = (ctx.budget.eval_limit or FASHION_MNIST_TEST_IMAGES) if ctx.eval else 0
-    return {**plan_stages(stages, costs, eval_images, droppable), "probe": probe}
+    return {**plan_stages(stages, costs, eval_images, droppable, _searchable(ctx, names)), "probe": probe}
+
+
+def _searchable(ctx, names: set) -> dict | None:
+    """The search's base models, each with its count of droppable blocks and block classes: the teacher, and the
+    student when the recipe trains one (its architecture at the teacher's input, as drop plans it)."""
+    if "search" not in names:
+        return None
+    bases = {"teacher": _drop_model(ctx, teacher=True)[1]}
+    if ctx.recipe.trains_a_student:
+        bases["student"] = _drop_model(ctx)[1]
+    return bases
 
 
 def _drop_model(ctx, teacher: bool = False):

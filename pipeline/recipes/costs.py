@@ -5,8 +5,8 @@ synthesizer, at a small batch, scaled to the configured one), one student KD ste
 forward and backward, optimizer step), the teacher's ONNX export and its onnxruntime latency at batch 1.
 From them and each stage's config the plan says how many steps a stage will make and how long it will take;
 a time-bounded stage whose first step alone costs more than its budget is planned at that step (it always
-makes one). Stages whose cost is not modelled yet (search, INT8 and binary quantize, engine) are planned as `None`, and
-the total says so: an estimate is never presented as covering what it does not.
+makes one); the search is planned in search_cost.py. Stages whose cost is not modelled yet (INT8 and binary
+quantize, engine) are planned as `None`, and the total says so: an estimate never claims what it does not cover.
 """
 
 import copy
@@ -30,6 +30,7 @@ from pipeline.models import create_model
 from pipeline.models.loaded import LoadedModel
 from pipeline.models.teacher_view import TeacherView
 from pipeline.process_memory import inference_batch
+from pipeline.recipes.search_cost import plan_search
 from pipeline.synthesize.base import create_synthesizer
 from pipeline.training import freeze
 
@@ -187,15 +188,18 @@ def _export_and_latency(teacher: LoadedModel) -> tuple[float, float]:
 
 
 def plan_stages(
-    stages: list[tuple[str, dict]], costs: UnitCosts, eval_images: int | None, droppable: dict | None = None
+    stages: list[tuple[str, dict]], costs: UnitCosts, eval_images: int | None, droppable=None, searchable=None
 ) -> dict:
-    """`stages`: (name, config_dict) in run order, finished ones excluded; `droppable`: the drop model's
-    {"blocks", "classes"} (block_classes). Returns the manifest's `plan`."""
+    """`stages`: (name, config_dict) in run order, finished ones excluded; `droppable` (a dict or None): the drop
+    model's {"blocks", "classes"} (block_classes); `searchable`: {base: the same} for each of the search's base
+    models. Returns the manifest's `plan`."""
     planned = []
     pool = None  # the transfer set's images, when this plan's synthesize makes it: the later stages draw from it
     for name, config in stages:
         if name == "drop":
             planned.append(_plan_drop(config, costs, droppable, pool))
+        elif name == "search":
+            planned.append(plan_search(config, costs, searchable, eval_images, pool))
         else:
             planned.append(_plan_stage(name, config, costs, eval_images, pool))
         steps = planned[-1].get("steps")
@@ -242,12 +246,7 @@ def _plan_stage(name: str, config: dict, costs: UnitCosts, eval_images: int | No
         held = min(config["calib_images"], pool // 2) if pool else config["calib_images"]
         planned = costs.export_s + 2 * held * costs.latency_ms / 1000
         return {"name": name, "steps": None, "unit": "models", "planned_s": round(planned, 1)}
-    return {
-        "name": name,
-        "steps": None,
-        "unit": None,
-        "planned_s": None,
-    }  # search, int8 and binary, engine: no model yet
+    return {"name": name, "steps": None, "unit": None, "planned_s": None}  # int8 and binary, engine: no model yet
 
 
 def _plan_drop(config: dict, costs: UnitCosts, droppable: dict | None, pool: int | None = None) -> dict:

@@ -3,7 +3,7 @@
 
 Some costs are fixed by what the build must measure or make: the latency tables and the selection's timings,
 the exports, bench, the cost probe itself. The rest is elastic: synthesize's and distill's seconds, drop's
-recoverability probes and recovery fine-tune. At 28 px the fixed part is a few seconds and nothing changes; at
+(or the search's) recoverability probes and recovery fine-tunes. At 28 px the fixed part is a few seconds and nothing changes; at
 224 px on a CPU the table alone takes minutes, so the elastic stages are scaled by one factor until the plan
 fits. `--steps` bounds the training by steps, not seconds: nothing is scaled then (the plan may overrun, and
 says so). The fitted budget is kept in the manifest's plan, so a resumed run gives its stages the same
@@ -62,7 +62,7 @@ def fit_to_budget(
     note = (
         f"the stages would take ~{duration(planned)} here, over budget {budget.name}'s "
         f"{duration(budget.total_seconds)} (planned to {PLAN_TO:.0%} of it): "
-        f"the time-bounded ones (synthesize, distill, drop's probes and fine-tune) get {factor:.0%} of their "
+        f"the time-bounded ones (synthesize, distill, the probes and fine-tunes of drop or search) get {factor:.0%} of their "
         f"seconds; the fixed costs (latency tables and timings, exports, bench, the probe) are "
         f"~{duration(fixed)}{unplanned}{short}"
     )

@@ -26,14 +26,16 @@ FINE_TUNES_PER_BASE = 3
 
 class CandidateModels:
     # --- building one candidate (each piece cached by content) ----------------------------------------
-    def _recovery(self) -> FeatureKDSettings:
+    def _recovery(self, base: str) -> FeatureKDSettings:
         """One candidate's fine-tune: with `fine_tune_seconds`, an equal share of them for each of the
         FINE_TUNES_PER_BASE a base's short list usually holds (the same share whatever the latency budget, so a
-        second search with another budget finds the fine-tunes it shares in the cache)."""
+        second search with another budget finds the fine-tunes it shares in the cache), or of as many as it
+        holds when that is more (`fine_tunes[base]`): the base's fine-tunes together keep to their seconds."""
         seconds = self.config.fine_tune_seconds
         if seconds is None:
             return self.config.recovery
-        return replace(self.config.recovery, seconds=round(seconds / FINE_TUNES_PER_BASE, 1))
+        share = max(FINE_TUNES_PER_BASE, self.fine_tunes.get(base, 0))
+        return replace(self.config.recovery, seconds=round(seconds / share, 1))
 
     def _key(self, base: str, dropped: tuple[str, ...], *extra) -> str:
         config = self.config
@@ -42,7 +44,7 @@ class CandidateModels:
                 "model": sha256_file(self.bases[base][0]),
                 "dropped": list(dropped),
                 "pool": self.pool_hash,
-                "recovery": self._recovery().to_dict() if dropped else None,
+                "recovery": self._recovery(base).to_dict() if dropped else None,
                 "recoverability": config.recoverability.to_dict() if dropped else None,
                 "held_out": config.held_out,
                 "seed": config.seed,
@@ -66,7 +68,7 @@ class CandidateModels:
                 feature_teacher,
                 dropped,
                 self._train_images(),
-                self._recovery(),
+                self._recovery(base),
                 Path(scratch),
                 input_shape=loaded.input_shape,
                 check_images=torch.from_numpy(self.held_images[:64]),

@@ -6,6 +6,7 @@ import io
 from pathlib import Path
 
 from pipeline.fileio import atomic_write_bytes, atomic_write_text
+from pipeline.search.space import Candidate, predicted_ms
 
 COLUMNS = (
     "candidate",
@@ -118,3 +119,33 @@ def explain(chosen: dict, records: dict, limit_ms: float, budget: str, latency, 
     if chosen.get("accuracy") is not None:
         text += f". On the labelled set it scores {100 * chosen['accuracy']:.2f} % (measured after the choice, not used by it)"
     return text + "."
+
+
+def predicted_rows(facts: dict, precisions, limit_ms: float, records: dict) -> list[dict]:
+    """Every candidate of the space with its predicted latency, and what was measured for the short list."""
+    rows = []
+    for base, info in facts.items():
+        blocks = [row["block"] for row in info["order"]]
+        for precision in precisions:
+            for count in range(len(blocks) + 1):
+                candidate = Candidate(base, tuple(blocks[:count]), precision)
+                record = records.get(candidate.name, {})
+                rows.append(
+                    {
+                        "candidate": candidate.name,
+                        "base": base,
+                        "dropped": " ".join(candidate.dropped),
+                        "blocks_dropped": count,
+                        "precision": precision,
+                        "predicted_ms": predicted_ms(
+                            info["full_ms"], info["order"], count, info["speedups"][precision]
+                        ),
+                        "shortlisted": bool(record),
+                        "measured_ms": record.get("latency_ms"),
+                        "estimated_accuracy_vs_teacher": (1 - record["expected_loss_vs_teacher"]) if record else None,
+                        "agreement": record.get("agreement"),
+                        "accuracy": record.get("accuracy"),
+                        "meets_budget": record.get("meets_budget"),
+                    }
+                )
+    return rows

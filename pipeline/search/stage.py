@@ -15,6 +15,7 @@ Measurements land in <run>/cache/search/, so a second search with another budget
 import copy
 import json
 import shutil
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,8 +40,8 @@ from pipeline.progress import log
 from pipeline.quantize import expected_accuracy_drop, logits, normalised
 from pipeline.runtimes import judged_as_written
 from pipeline.search.candidate_models import CandidateModels
-from pipeline.search.report import explain, write_front
-from pipeline.search.space import Candidate, practise_order, predicted_ms, shortlist
+from pipeline.search.report import explain, predicted_rows, write_front
+from pipeline.search.space import Candidate, practise_order, shortlist
 from pipeline.stage import Stage, StageOutput, optional_field
 from pipeline.teacher_spec import TeacherSpec
 from pipeline.training import freeze, seed_everything
@@ -90,6 +91,7 @@ class SearchStage(CandidateModels, Stage):
         self.teacher_path, self.transfer_set_path = Path(teacher_path), Path(transfer_set_path)
         self.student_path = Path(student_path) if student_path is not None else None
         self.cache = Path(cache_dir)
+        self.fine_tunes: dict[str, int] = {}  # per base: the distinct block sets its short list fine-tunes
         LatencyBudget(config.reduction, config.latency_ms)  # validate early
 
     def inputs(self) -> dict[str, Path]:
@@ -103,6 +105,7 @@ class SearchStage(CandidateModels, Stage):
         from pipeline import distributed
 
         config = self.config
+        started = time.monotonic()
         seed_everything(config.seed)
         self.device = distributed.local_device(config.device)
         (self.cache / "search").mkdir(parents=True, exist_ok=True)
@@ -125,6 +128,7 @@ class SearchStage(CandidateModels, Stage):
         self.teacher_logits = logits(self.teacher_onnx, self.held_images)
 
         facts = {name: self._base_facts(name, loaded) for name, (_, loaded) in self.bases.items()}
+        phase_s = {"bases": round(time.monotonic() - started, 1)}  # where the time went, beside the plan's phases
         teacher_ms = facts["teacher"]["full_ms"]
         budget = LatencyBudget(config.reduction, config.latency_ms)
         limit_ms = budget.limit_ms(teacher_ms)
@@ -134,9 +138,15 @@ class SearchStage(CandidateModels, Stage):
         )
         candidates = shortlist(facts, list(config.precisions), limit_ms)
         log(f"search: {len(candidates)} candidates on the short list: " + ", ".join(c.name for c in candidates))
+        self.fine_tunes = {
+            base: len({c.dropped for c in candidates if c.base == base and c.dropped}) for base in self.bases
+        }
         records = {candidate.name: self._evaluate(candidate, facts) for candidate in candidates}
+        phase_s["candidates"] = round(time.monotonic() - started - sum(phase_s.values()), 1)
         self._measure(records, limit_ms, budget)
+        phase_s["timing"] = round(time.monotonic() - started - sum(phase_s.values()), 1)
         self._calibrate(records)
+        phase_s["calibration"] = round(time.monotonic() - started - sum(phase_s.values()), 1)
         chosen = self._choose(records, limit_ms, budget)
 
         chosen_checkpoint = self._checkpoint(chosen["candidate"])
@@ -169,7 +179,7 @@ class SearchStage(CandidateModels, Stage):
                 "choice": "choice.md",
             },
             metrics={k: v for k, v in result.items() if k not in ("candidates", "bases")}
-            | {"shortlist": list(records)},
+            | {"shortlist": list(records), "fine_tunes": self.fine_tunes, "phase_s": phase_s},
         )
 
     def _base_facts(self, base: str, loaded) -> dict:
@@ -365,33 +375,3 @@ class SearchStage(CandidateModels, Stage):
             )
         # most accurate by the label-free estimate; among equals, the faster
         return min(meeting, key=lambda r: (round(r["expected_loss_vs_teacher"], 4), r["latency_ms"]))
-
-
-def predicted_rows(facts: dict, precisions, limit_ms: float, records: dict) -> list[dict]:
-    """Every candidate of the space with its predicted latency, and what was measured for the short list."""
-    rows = []
-    for base, info in facts.items():
-        blocks = [row["block"] for row in info["order"]]
-        for precision in precisions:
-            for count in range(len(blocks) + 1):
-                candidate = Candidate(base, tuple(blocks[:count]), precision)
-                record = records.get(candidate.name, {})
-                rows.append(
-                    {
-                        "candidate": candidate.name,
-                        "base": base,
-                        "dropped": " ".join(candidate.dropped),
-                        "blocks_dropped": count,
-                        "precision": precision,
-                        "predicted_ms": predicted_ms(
-                            info["full_ms"], info["order"], count, info["speedups"][precision]
-                        ),
-                        "shortlisted": bool(record),
-                        "measured_ms": record.get("latency_ms"),
-                        "estimated_accuracy_vs_teacher": (1 - record["expected_loss_vs_teacher"]) if record else None,
-                        "agreement": record.get("agreement"),
-                        "accuracy": record.get("accuracy"),
-                        "meets_budget": record.get("meets_budget"),
-                    }
-                )
-    return rows
