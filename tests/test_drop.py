@@ -350,6 +350,10 @@ def test_build_with_a_latency_budget_searches_the_teacher_and_the_distilled_stud
     assert set(search["bases"]) == {"teacher", "student"} and search["bases"]["student"]["arch"] == "resnet8"
     assert {r["base"] for r in search["candidates"].values()} == {"teacher", "student"}
     assert manifest["stages"]["search"]["inputs"]["student"]["path"].endswith("distill/student.pt")
+    # the plan counts the search (it once left it out, and a jetson build ran 29 min on a 14 min ETA)
+    planned = {stage["name"]: stage for stage in manifest["plan"]["stages"]}
+    assert planned["search"]["planned_s"] > 0 and "search" not in manifest["plan"]["unplanned"]
+    assert set(manifest["stages"]["search"]["metrics"]["phase_s"]) == set(planned["search"]["phases_s"])
     rows = {row["model"]: row for row in json.loads(result.stdout)["rows"]}
     assert rows["student"]["dropped_blocks"] == search["chosen"]["dropped"]
     assert any("budget search: Chosen:" in note for note in json.loads(result.stdout)["notes"])

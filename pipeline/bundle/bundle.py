@@ -217,6 +217,7 @@ def make_bundle(run_root: Path, out: Path | None = None) -> dict:
                 "file": None,
                 "reason": engine_stage["metrics"].get("reason"),
                 "command": engine_stage["metrics"].get("command"),
+                "commands": engine_stage["metrics"].get("commands"),  # per TensorRT major, and the timing
             }
         )
     (staging / "example").mkdir()

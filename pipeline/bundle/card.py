@@ -53,8 +53,7 @@ def model_card(record: dict) -> str:
             )
         else:
             lines.append(
-                f"- {engine['target']}: no engine in this bundle ({engine.get('reason')})"
-                + (f"; build it on the device with `{engine['command']}`" if engine.get("command") else "")
+                f"- {engine['target']}: no engine in this bundle ({engine.get('reason')}){_device_build(engine)}"
             )
     lines += [
         "",
@@ -79,3 +78,18 @@ def model_card(record: dict) -> str:
         f"Libraries at bundle time: {', '.join(f'{k} {v}' for k, v in record['libraries'].items())}.",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _device_build(engine: dict) -> str:
+    """How to build the missing engine on the device: the build line of each TensorRT major the target allows
+    (the script picks the device's), then the timing line."""
+    commands = engine.get("commands") or {}
+    builds = [
+        f"TensorRT {name.rsplit('_', 1)[-1]}: " + (line if line.startswith("refused: ") else f"`{line}`")
+        for name, line in commands.items()
+        if name.startswith("build_tensorrt_")
+    ]
+    if not builds:
+        return f"; build it on the device with `{engine['command']}`" if engine.get("command") else ""
+    timing = f", then time it with `{commands['time']}`" if commands.get("time") else ""
+    return f"; build it on the device with `{engine['command']}`, which runs trtexec ({'; '.join(builds)}){timing}"

@@ -18,9 +18,12 @@ from rich.markup import escape
 
 from pipeline.errors import PipelineError
 from pipeline.fileio import atomic_write_json, atomic_write_text
-from pipeline.portable.trtexec_loader import trtexec_command
+from pipeline.portable.engine_precision import engine_precision
+from pipeline.portable.errors import BenchError
+from pipeline.portable.tensorrt_loader import onnx_precision
+from pipeline.portable.trtexec_loader import trtexec_build_command, trtexec_time_command
 from pipeline.progress import log
-from pipeline.runtimes import onnx_fixed_batch
+from pipeline.runtimes import trtexec_input_name
 from pipeline.runtimes.tensorrt_preflight import preflight
 from pipeline.runtimes.tensorrt_runner import tensorrt_available
 from pipeline.stage import Stage, StageOutput
@@ -134,11 +137,11 @@ class EngineStage(Stage):
             "fallback": ["trtexec"],
             "batch": c.batch,
             "input_shape": list(c.input_shape),
-            "input_name": onnx_input_name(self.onnx),
+            "input_names": {"model": trtexec_input_name(self.onnx)},  # trtexec's shapes (None: a fixed batch)
             "warmup": 10,
             "runs": 50,
             "rounds": 1,
-            "build": self._builder_options(),
+            "build": {**self._builder_options(), "deliverable": True},  # never an engine in another precision
         }
         log(f"engine: building on {c.host}")
         fetched = workdir / "fetched"
@@ -162,8 +165,7 @@ class EngineStage(Stage):
         stamp = result["engines"]["model"]
         if Path(f"{fetched}/engines/model.engine.json").is_file():
             shutil.move(f"{fetched}/engines/model.engine.json", workdir / "model.engine.json")
-        else:  # trtexec build: stamp from the device facts
-            stamp = {**stamp, "tensorrt_version": result["device"].get("tensorrt_version"), "built_by": "trtexec"}
+        else:  # a trtexec build: the device script's stamp (its version read from trtexec's own banner)
             atomic_write_json(workdir / "model.engine.json", stamp)
         shutil.rmtree(fetched, ignore_errors=True)
         return {
@@ -175,36 +177,15 @@ class EngineStage(Stage):
         }
 
     def _instructions(self, workdir: Path, reason: str) -> dict:
-        """No TensorRT reachable: the one command to run on the device, written where the user will look."""
+        """No TensorRT reachable: the script to run on the device, written where the user will look. Which build
+        command it runs is decided there, by the device's own trtexec version (TensorRT 11 has no precision
+        flags), among those the target's version range allows."""
         c = self.config
         shutil.copyfile(self.onnx, workdir / "model.onnx")  # the folder is all the device needs
-        command = trtexec_command(
-            "model.onnx",
-            precision=c.precision,
-            # trtexec refuses --shapes for a model without dynamic dimensions (NVIDIA/TensorRT#2043): a
-            # fixed-batch teacher's engine is built at the batch written in its file
-            input_name=None if onnx_fixed_batch(self.onnx) is not None else onnx_input_name(self.onnx),
-            input_shape=c.input_shape,
-            batch=c.batch,
-            runs=200,
-            warmup_ms=500,
-            engine_path="model.engine",
-            times_path="times.json",
-            profile_path="profile.json",
-            timing_cache="timing.cache",
-            workspace_mb=c.workspace_mb,
-            dla_core=c.dla_core,
-            gpu_fallback=c.gpu_fallback,
-            tensorrt_major=_major(c.tensorrt_min),
-        )
-        command[0] = "trtexec"
-        line = " ".join(shlex.quote(part) for part in command)
-        atomic_write_text(
-            workdir / "build_on_device.sh",
-            "#!/bin/sh\n# Build and time the engine on the device: copy this folder there and run it\n"
-            f'set -e\ncd "$(dirname "$0")"\n{line}\n',
-        )
+        commands = device_commands(self.onnx, c)
+        atomic_write_text(workdir / "build_on_device.sh", device_script(commands, c))
         (workdir / "build_on_device.sh").chmod(0o755)
+        listed = "\n".join(f"    # {name}\n    {line}" for name, line in commands.items())
         atomic_write_text(
             workdir / "BUILD_ON_DEVICE.md",
             f"""# Engine not built here
@@ -212,9 +193,10 @@ class EngineStage(Stage):
 Why: {reason}.
 
 Copy this folder to the device (TensorRT {c.tensorrt_min or "any"} to {c.tensorrt_max or "any"}) and run
-`./build_on_device.sh`, which is:
+`./build_on_device.sh`. It reads the TensorRT version from the device's trtexec banner and runs the build for
+that major (TensorRT 11 takes the precision from the ONNX itself), then times the engine:
 
-    {line}
+{listed}
 
 It builds `model.engine` from `model.onnx` (a copy of `{self.onnx.parent.name}/{self.onnx.name}`) and times it
 (`times.json`, per-layer `profile.json`).
@@ -225,15 +207,96 @@ or let the pipeline do it over SSH: `pipeline engine --target {c.target} --host 
         log(
             f"[yellow]engine: not built ({escape(reason)}); the command for the device is in engine/BUILD_ON_DEVICE.md[/yellow]"
         )
-        return {"built": False, "reason": reason, "command": line}
+        return {"built": False, "reason": reason, "command": "./build_on_device.sh", "commands": commands}
 
 
-def onnx_input_name(path: Path) -> str:
-    import onnx
+KNOWN_MAJORS = (8, 10, 11)  # the TensorRT majors with a trtexec for engines (9.x was an LLM-only release)
+TRTEXEC_VARIABLE = '"$TRTEXEC"'  # the script finds trtexec on PATH or where JetPack installs it
 
-    model = onnx.load(str(path), load_external_data=False)
-    initializers = {t.name for t in model.graph.initializer}
-    return next(i.name for i in model.graph.input if i.name not in initializers)
+
+def device_commands(onnx: Path, config: EngineConfig) -> dict[str, str]:
+    """{"build_tensorrt_<major>": the trtexec build line, or "refused: <why>", ..., "time": the timing line} for
+    each TensorRT major the target allows; the lines name `model.onnx` and `model.engine` in the folder."""
+    low = _major(config.tensorrt_min) or min(KNOWN_MAJORS)
+    high = _major(config.tensorrt_max) or max(KNOWN_MAJORS)
+    input_name = trtexec_input_name(onnx)
+    commands = {}
+    for major in (m for m in KNOWN_MAJORS if low <= m <= high):
+        try:
+            decided = engine_precision(major, config.precision, onnx_precision(str(onnx)))
+        except BenchError as error:
+            commands[f"build_tensorrt_{major}"] = f"refused: {error}"
+            continue
+        command = trtexec_build_command(
+            "model.onnx",
+            "model.engine",
+            tensorrt_major=major,
+            precision=decided,
+            input_name=input_name,
+            input_shape=config.input_shape,
+            batch=config.batch,
+            max_batch=config.max_batch,
+            timing_cache="timing.cache",
+            workspace_mb=config.workspace_mb,
+            dla_core=config.dla_core,
+            gpu_fallback=config.gpu_fallback,
+        )
+        commands[f"build_tensorrt_{major}"] = _line(command)
+    timing = trtexec_time_command(
+        "model.engine",
+        input_name=input_name,
+        input_shape=config.input_shape,
+        batch=config.batch,
+        runs=200,
+        warmup_ms=500,
+        times_path="times.json",
+        profile_path="profile.json",
+        dla_core=config.dla_core,
+    )
+    commands["time"] = _line(timing)
+    return commands
+
+
+def _line(command: list[str]) -> str:
+    return " ".join([TRTEXEC_VARIABLE, *(shlex.quote(part) for part in command[1:])])
+
+
+def device_script(commands: dict[str, str], config: EngineConfig) -> str:
+    """A POSIX sh script: the banner's `[TensorRT vN]` (N = major*10000 + minor*100 + patch from 10 on,
+    major*1000 + ... before) picks the build line of the device's major, refusals and versions outside the
+    target's range stop with one line, then the engine is timed."""
+    wanted = f"TensorRT {config.tensorrt_min or 'any'} to {config.tensorrt_max or 'any'}"
+    branches = []
+    for major, floor in ((11, 110000), (10, 100000), (8, 8000)):
+        line = commands.get(f"build_tensorrt_{major}")
+        if line is None:
+            body = f'echo "build_on_device.sh: this device has TensorRT v$version; {config.target} wants {wanted}" >&2; exit 1'
+        elif line.startswith("refused: "):
+            body = f"echo {shlex.quote('build_on_device.sh: ' + line[len('refused: ') :])} >&2; exit 1"
+        else:
+            body = line
+        branches.append((floor, body))
+    lines = [
+        "#!/bin/sh",
+        "# Build and time the engine on the device: copy this folder there and run it. The device's own trtexec",
+        "# decides the build command: TensorRT 11 has no precision flags (the ONNX holds the precision).",
+        "set -e",
+        'cd "$(dirname "$0")"',
+        'TRTEXEC="${TRTEXEC:-$(command -v trtexec || echo /usr/src/tensorrt/bin/trtexec)}"',
+        "version=$(\"$TRTEXEC\" --help 2>&1 | sed -n 's/.*\\[TensorRT v\\([0-9]*\\)\\].*/\\1/p' | head -n 1)",
+        'if [ -z "$version" ]; then echo "build_on_device.sh: no TensorRT version in $TRTEXEC\'s banner" >&2; exit 1; fi',
+    ]
+    for index, (floor, body) in enumerate(branches):
+        keyword = "if" if index == 0 else "elif"
+        lines += [f'{keyword} [ "$version" -ge {floor} ]; then', f"  {body}"]
+    lines += [
+        "else",
+        f'  echo "build_on_device.sh: TensorRT v$version is older than 8; {config.target} wants {wanted}" >&2; exit 1',
+        "fi",
+        commands["time"],
+        "",
+    ]
+    return "\n".join(lines)
 
 
 def _major(version: str | None) -> int | None:

@@ -19,7 +19,7 @@ from pipeline.measure.settings import LatencySettings
 from pipeline.portable.errors import BenchError
 from pipeline.portable.timing import interleaved_rounds, summarize_ms, time_calls
 from pipeline.progress import log, progress_bar
-from pipeline.runtimes import OnnxRuntimeRunner
+from pipeline.runtimes import OnnxRuntimeRunner, trtexec_input_name
 from pipeline.runtimes.base import Runner
 
 
@@ -104,6 +104,7 @@ def runner_for(settings: LatencySettings, path: Path, folder: Path) -> Runner:
             batch=settings.batch,
             **(settings.tensorrt or {}),
             timing_cache=folder / "timing.cache",
+            measuring=True,  # one function decides each variant's precision (portable/engine_precision.py)
         )
         return make_runner("tensorrt", engine, settings.threads)
     return make_runner(settings.runtime, Path(path), settings.threads)
@@ -195,6 +196,8 @@ def time_remotely(
         "fallback": ["trtexec", "onnxruntime"] if settings.runtime == "tensorrt" else [],
         "batch": settings.batch,
         "input_shape": list(example.shape[1:]),
+        # trtexec's --shapes need each input's name (None: a fixed batch, which takes none)
+        "input_names": {name: trtexec_input_name(Path(path)) for name, path in paths.items()},
         "threads": settings.threads,
         "warmup": settings.warmup,
         "runs": settings.runs,

@@ -10,9 +10,11 @@ sessions and build engines with the same modules, so a number measured on the de
 come from identical code.
 
 spec.json: {"models": {name: onnx path}, "runtime": "tensorrt"|"onnxruntime"|"trtexec", "fallback": [...],
-            "batch", "input_shape": [C, H, W], "threads", "warmup", "runs", "max_seconds",
+            "batch", "input_shape": [C, H, W], "input_names": {name: input or None for a fixed batch},
+            "threads", "warmup", "runs", "max_seconds",
             "rounds" (the most), "min_rounds", "rounds_max_seconds", "enough" (a `paired.SlowdownQuestion`),
-            "build": {"precision", "max_batch", "workspace_mb", "dla_core", "gpu_fallback", "timing_cache"}}
+            "build": {"precision", "max_batch", "workspace_mb", "dla_core", "gpu_fallback", "timing_cache",
+                      "deliverable" (true: refuse an engine that is not in the asked precision)}}
 The result holds, per model, the median of each interleaved round, the runtime actually used, the engine
 stamps, and the device facts (nvpmodel mode, jetson_clocks, JetPack/L4T, TensorRT version, temperatures).
 """
@@ -32,6 +34,7 @@ import sys
 import numpy as np
 
 from .cuda_buffers import cuda_backend
+from .engine_precision import engine_precision
 from .errors import BenchError
 from .files import atomic_write_bytes, sha256_file
 from .formats import format_fields
@@ -47,7 +50,14 @@ from .tensorrt_loader import (
     trt_major,
 )
 from .timing import interleaved_rounds, time_calls
-from .trtexec_loader import run_trtexec, trtexec_command, trtexec_path
+from .trtexec_loader import (
+    require_trtexec_version,
+    run_trtexec,
+    trtexec_build_command,
+    trtexec_path,
+    trtexec_time_command,
+    trtexec_version,
+)
 
 RESULT_FORMAT = "edge-pipeline/device-bench-v1"
 
@@ -106,6 +116,8 @@ def device_facts() -> dict:
         except ImportError:
             facts[f"{module}_version"] = None
     facts["trtexec"] = trtexec_path()
+    version = trtexec_version() if facts["trtexec"] else None
+    facts["trtexec_version"] = ".".join(str(part) for part in version) if version else None
     return facts
 
 
@@ -137,6 +149,39 @@ def choose_runtime(wanted: str, fallback: list[str]) -> str:
     )
 
 
+def trtexec_build(
+    onnx: str, engine: str, version, build: dict, input_name, shape, batch: int, workdir: str, measuring: bool
+) -> dict:
+    """Build `engine` once with the device's trtexec (each timed round then loads it) and return its stamp."""
+    decided = engine_precision(version[0], build.get("precision", "fp32"), onnx_precision(onnx), measuring)
+    command = trtexec_build_command(
+        onnx,
+        engine,
+        tensorrt_major=version[0],
+        precision=decided,
+        input_name=input_name,
+        input_shape=shape,
+        batch=batch,
+        max_batch=build.get("max_batch"),
+        timing_cache=os.path.join(workdir, "timing.cache"),
+        workspace_mb=build.get("workspace_mb"),
+        dla_core=build.get("dla_core"),
+        gpu_fallback=build.get("gpu_fallback", True),
+    )
+    run_trtexec(command)
+    return {
+        **format_fields(STAMP_KIND, STAMP_VERSION),
+        "built_by": "trtexec",
+        "tensorrt_version": ".".join(str(part) for part in version),
+        "precision": decided.precision,
+        "precision_requested": build.get("precision", "fp32"),
+        "precision_note": decided.note,
+        "strongly_typed": decided.strongly_typed,
+        "build_command": " ".join(command),
+        "engine_sha256": None,  # filled in once the engine is written
+    }
+
+
 def run_spec(spec: dict, workdir: str) -> dict:
     runtime = choose_runtime(spec.get("runtime", "onnxruntime"), spec.get("fallback", []))
     batch, shape = int(spec.get("batch", 1)), tuple(spec["input_shape"])
@@ -158,24 +203,18 @@ def run_spec(spec: dict, workdir: str) -> dict:
             f"{spec.get('runtime')} is not available on {platform.node()}; measured with {runtime}"
         )
     closers, timers = [], {}
+    # a deliverable engine (the engine stage) must be what was asked; a timed one may be built as its ONNX is
+    measuring = not build.get("deliverable", False)
     if runtime == "tensorrt":
         cuda = cuda_backend()
         closers.append(cuda.close)
-        major = trt_major(import_tensorrt())
         for name, path in models.items():
             engine = os.path.join(workdir, "engines", f"{name}.engine")
             os.makedirs(os.path.dirname(engine), exist_ok=True)
-            precision, stored = build.get("precision", "fp32"), onnx_precision(path)
-            if major >= 11 and stored is not None and stored != precision:
-                # strongly typed: an fp32 block-table variant cannot become fp16 by a flag; time it as it is
-                result["warnings"].append(
-                    f"{name}: TensorRT {major} is strongly typed; timed as {stored}, not {precision}"
-                )
-                precision = stored
             result["engines"][name] = build_engine(
                 path,
                 engine,
-                precision=precision,
+                precision=build.get("precision", "fp32"),
                 batch=batch,
                 max_batch=build.get("max_batch"),
                 workspace_mb=build.get("workspace_mb"),
@@ -183,44 +222,37 @@ def run_spec(spec: dict, workdir: str) -> dict:
                 gpu_fallback=build.get("gpu_fallback", True),
                 timing_cache=os.path.join(workdir, build.get("timing_cache", "timing.cache")),
                 cuda=cuda,
+                measuring=measuring,
             )
+            if result["engines"][name].get("precision_note"):
+                result["warnings"].append(f"{name}: {result['engines'][name]['precision_note']}")
             session = TrtSession(engine, cuda=cuda)
             closers.insert(0, session.close)
             timers[name] = lambda s=session: [
                 t / 1e6 for t in time_calls(lambda: s.infer(example), warmup=warmup, runs=runs, max_seconds=max_seconds)
             ]
     elif runtime == "trtexec":
-        major = None
-        try:
-            major = trt_major(import_tensorrt())
-        except BenchError:
-            pass
+        version = require_trtexec_version()  # the device's own trtexec decides its flags
+        input_names = spec.get("input_names") or {}
         for name, path in models.items():
             engine = os.path.join(workdir, "engines", f"{name}.engine")
             os.makedirs(os.path.dirname(engine), exist_ok=True)
+            stamp = trtexec_build(path, engine, version, build, input_names.get(name), shape, batch, workdir, measuring)
+            result["engines"][name] = stamp
+            if stamp.get("precision_note"):
+                result["warnings"].append(f"{name}: {stamp['precision_note']}")
             times = os.path.join(workdir, f"{name}.times.json")
-            command = trtexec_command(
-                path,
-                precision=build.get("precision", "fp32"),
-                input_name=spec.get("input_name"),
+            command = trtexec_time_command(
+                engine,
+                input_name=input_names.get(name),
                 input_shape=shape,
                 batch=batch,
                 runs=runs,
                 warmup_ms=max(200, warmup),
-                engine_path=engine,
                 times_path=times,
-                profile_path=None,
-                timing_cache=os.path.join(workdir, "timing.cache"),
-                workspace_mb=build.get("workspace_mb"),
                 dla_core=build.get("dla_core"),
-                gpu_fallback=build.get("gpu_fallback", True),
-                tensorrt_major=major,
             )
-            result["engines"][name] = {
-                **format_fields(STAMP_KIND, STAMP_VERSION),
-                "command": " ".join(command),
-                "engine_sha256": None,
-            }
+            stamp["command"] = " ".join(command)
             timers[name] = lambda c=command, t=times: run_trtexec(c, t)
     else:
         providers = spec.get("providers")

@@ -11,6 +11,7 @@ import time
 import numpy as np
 
 from .cuda_buffers import cuda_backend
+from .engine_precision import EnginePrecision, engine_precision
 from .errors import BenchError
 from .files import atomic_write_bytes, sha256_file
 from .formats import FormatError, format_fields, read_format
@@ -51,32 +52,10 @@ def onnx_precision(path: str) -> str | None:
     return "fp16" if any(t.data_type == onnx.TensorProto.FLOAT16 for t in model.graph.initializer) else "fp32"
 
 
-def build_flags(trt, precision: str, model_precision: str | None) -> tuple[bool, list]:
-    """(strongly_typed, builder flags) for the asked precision on this TensorRT.
-
-    TensorRT 10: weakly typed; FP16/INT8 flags let it pick lower-precision kernels (INT8 with explicit Q/DQ
-    also keeps FP16 for the rest). TensorRT 11: strongly typed only; the flags are gone, so the ONNX must
-    already be in the asked precision, and asking for another one is an error rather than a silent fp32 engine.
-    """
-    if trt_major(trt) >= 11:
-        if (
-            model_precision is not None
-            and precision != model_precision
-            and not (precision == "binary" and model_precision == "int8")
-        ):
-            raise BenchError(
-                f"TensorRT {trt.__version__} builds strongly typed networks only: it has no {precision.upper()} "
-                f"builder flag, and this ONNX is {model_precision}. Give a {precision} ONNX "
-                f"(`pipeline quantize --precision {precision}`)"
-            )
-        return True, []
-    flags = {"fp32": [], "fp16": ["FP16"], "int8": ["INT8", "FP16"], "binary": ["INT8", "FP16"]}[precision]
-    if precision in ("int8", "binary") and model_precision not in ("int8", None):
-        raise BenchError(
-            "INT8 needs an ONNX with Q/DQ nodes (explicit quantisation; implicit calibration is not "
-            "used): run `pipeline quantize --precision int8` for a TensorRT target first"
-        )
-    return False, [getattr(trt.BuilderFlag, flag) for flag in flags]
+def build_flags(trt, precision: str, model_precision: str | None, measuring: bool = False) -> EnginePrecision:
+    """The engine's precision and TensorRT 10's builder flags on this TensorRT (engine_precision.py decides, as
+    it does for trtexec); `measuring`: a timing may take a strongly typed ONNX as it is, with a note."""
+    return engine_precision(trt_major(trt), precision, model_precision, measuring)
 
 
 def build_engine(
@@ -91,8 +70,10 @@ def build_engine(
     gpu_fallback: bool = True,
     timing_cache: str | None = None,
     cuda=None,
+    measuring: bool = False,
 ) -> dict:
-    """Parse the ONNX, build a serialized engine, write it and its stamp (`<engine>.json`); return the stamp."""
+    """Parse the ONNX, build a serialized engine, write it and its stamp (`<engine>.json`); return the stamp.
+    `measuring`: an engine only timed (a table variant), built as its ONNX is where TensorRT 11 cannot do `precision`."""
     trt = import_tensorrt()
     if trt_major(trt) < 10:
         raise BenchError(
@@ -102,7 +83,9 @@ def build_engine(
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
     model_precision = onnx_precision(onnx_path)
-    strongly_typed, flags = build_flags(trt, precision, model_precision)
+    decided = build_flags(trt, precision, model_precision, measuring)
+    strongly_typed = decided.strongly_typed
+    flags = [getattr(trt.BuilderFlag, flag) for flag in decided.builder_flags]
     creation = 0
     if strongly_typed and hasattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED"):
         creation |= 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)  # accepted (and implied) in 11
@@ -117,7 +100,7 @@ def build_engine(
     config = builder.create_builder_config()
     for flag in flags:
         config.set_flag(flag)
-    if precision == "fp32" and hasattr(trt.BuilderFlag, "TF32"):
+    if decided.precision == "fp32" and hasattr(trt.BuilderFlag, "TF32"):
         config.clear_flag(trt.BuilderFlag.TF32)  # fp32 means fp32: TF32 tensor cores round inputs to 10 bits
     if workspace_mb:
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_mb) << 20)
@@ -162,7 +145,9 @@ def build_engine(
         **format_fields(STAMP_KIND, STAMP_VERSION),
         "tensorrt_version": str(trt.__version__),
         **gpu,
-        "precision": precision,
+        "precision": decided.precision,  # what the engine computes in, which TensorRT 11 takes from the ONNX
+        "precision_requested": precision,
+        "precision_note": decided.note,
         "onnx_precision": model_precision,
         "strongly_typed": strongly_typed,
         "builder_flags": [str(f).split(".")[-1] for f in flags],

@@ -4,9 +4,11 @@ from __future__ import annotations  # Python 3.8 on JetPack 5
 
 import json
 import os
+import re
 import shutil
 import subprocess
 
+from .engine_precision import EnginePrecision
 from .errors import BenchError
 
 TRTEXEC_TIMING_FLAGS = ["--useCudaGraph", "--noDataTransfers", "--useSpinWait", "--separateProfileRun"]
@@ -16,30 +18,104 @@ def trtexec_path() -> str | None:
     return shutil.which("trtexec") or next((p for p in ("/usr/src/tensorrt/bin/trtexec",) if os.path.isfile(p)), None)
 
 
-def trtexec_command(
+def parse_trtexec_banner(text: str) -> tuple[int, int, int] | None:
+    """(major, minor, patch) from the banner trtexec prints first, `&&&& RUNNING TensorRT.trtexec [TensorRT vN]`.
+    N is NV_TENSORRT_VERSION: major * 10000 + minor * 100 + patch from TensorRT 10 on (NV_TENSORRT_VERSION_INT, NvInferRuntimeBase.h), and
+    major * 1000 + minor * 100 + patch before it (8.5.1 prints v8501)."""
+    match = re.search(r"\[TensorRT v(\d+)\]", text)
+    if match is None:
+        return None
+    number = int(match.group(1))
+    if number >= 100000:
+        return number // 10000, number // 100 % 100, number % 100
+    return number // 1000, number // 100 % 10, number % 100
+
+
+_versions: dict = {}  # trtexec path -> its version, read once per process
+
+
+def trtexec_version(path: str | None = None) -> tuple[int, int, int] | None:
+    """The version of the trtexec at `path` (default: the one found here), from its own banner: the device's
+    trtexec decides its flags, not the target file's range nor a Python `tensorrt` that may differ or be absent."""
+    path = path or trtexec_path()
+    if path is None:
+        return None
+    if path not in _versions:
+        try:
+            done = subprocess.run([path, "--help"], capture_output=True, text=True, timeout=60)
+            _versions[path] = parse_trtexec_banner(done.stdout + done.stderr)
+        except (OSError, subprocess.TimeoutExpired):
+            _versions[path] = None
+    return _versions[path]
+
+
+def require_trtexec_version(path: str | None = None) -> tuple[int, int, int]:
+    version = trtexec_version(path)
+    if version is None:
+        raise BenchError(f"cannot read the TensorRT version of {path or trtexec_path() or 'trtexec'} from its banner")
+    return version
+
+
+def _shape(name: str, batch: int, input_shape) -> str:
+    return f"{name}:{'x'.join(str(d) for d in (batch, *input_shape))}"
+
+
+def trtexec_build_command(
     onnx_path: str,
+    engine_path: str,
     *,
-    precision: str = "fp32",
+    tensorrt_major: int,
+    precision: EnginePrecision,
+    input_name: str | None,
+    input_shape,
+    batch: int,
+    max_batch: int | None = None,
+    timing_cache: str | None = None,
+    workspace_mb: int | None = None,
+    dla_core: int | None = None,
+    gpu_fallback: bool = True,
+) -> list[str]:
+    """Build once (`--saveEngine`, no timing run); the engine is then timed by trtexec_time_command, so every
+    round times the same engine (each build may choose other tactics) and none pays a build. `input_name` None:
+    an ONNX with a fixed batch (trtexec refuses shapes for one without dynamic dimensions)."""
+    command = [trtexec_path() or "trtexec", f"--onnx={onnx_path}", f"--saveEngine={engine_path}"]
+    if tensorrt_major >= 10:  # documented for 10 (samples/trtexec/README.md); 8.x may know only --buildOnly
+        command.append("--skipInference")
+    if input_name and input_shape:  # one profile from batch 1 to the target's largest, tuned for its batch
+        top = max(batch, max_batch or batch)
+        command += [
+            f"--minShapes={_shape(input_name, 1, input_shape)}",
+            f"--optShapes={_shape(input_name, batch, input_shape)}",
+            f"--maxShapes={_shape(input_name, top, input_shape)}",
+        ]
+    command += precision.trtexec_flags()  # TensorRT 10's; none on 11 (strongly typed: the ONNX decides)
+    if timing_cache:
+        command.append(f"--timingCacheFile={timing_cache}")
+    if workspace_mb:
+        command.append(f"--memPoolSize=workspace:{workspace_mb}M")
+    if dla_core is not None:
+        command.append(f"--useDLACore={dla_core}")
+        if gpu_fallback:
+            command.append("--allowGPUFallback")
+    return command
+
+
+def trtexec_time_command(
+    engine_path: str,
+    *,
     input_name: str | None,
     input_shape,
     batch: int,
     runs: int,
     warmup_ms: int,
-    engine_path: str | None,
     times_path: str,
-    profile_path: str | None,
-    timing_cache: str | None = None,
-    workspace_mb: int | None = None,
+    profile_path: str | None = None,
     dla_core: int | None = None,
-    gpu_fallback: bool = True,
-    tensorrt_major: int | None = None,
 ) -> list[str]:
-    """The trtexec command line for one ONNX (built, then timed) or engine file (timed); also what run folders
-    record as the command to run on the device."""
-    prebuilt = onnx_path.endswith((".engine", ".plan"))  # time an existing engine instead of building one
+    """Time a built engine at the target's batch (`--shapes`, so a dynamic engine is not timed at batch 1)."""
     command = [
         trtexec_path() or "trtexec",
-        f"--loadEngine={onnx_path}" if prebuilt else f"--onnx={onnx_path}",
+        f"--loadEngine={engine_path}",
         f"--iterations={runs}",
         "--duration=0",
         f"--warmUp={warmup_ms}",
@@ -49,25 +125,9 @@ def trtexec_command(
     if profile_path:
         command.append(f"--exportProfile={profile_path}")
     if input_name and input_shape:
-        command.append(f"--shapes={input_name}:{'x'.join(str(d) for d in (batch, *input_shape))}")
-    if prebuilt:
-        return command  # precision, DLA and workspace were fixed when the engine was built
-    if tensorrt_major is not None and tensorrt_major >= 11:
-        command.append("--stronglyTyped")  # default (and the only mode) in 11; precision comes from the ONNX
-    elif precision == "fp16":
-        command.append("--fp16")
-    elif precision in ("int8", "binary"):
-        command += ["--int8", "--fp16"]
-    if engine_path:
-        command.append(f"--saveEngine={engine_path}")
-    if timing_cache:
-        command.append(f"--timingCacheFile={timing_cache}")
-    if workspace_mb:
-        command.append(f"--memPoolSize=workspace:{workspace_mb}M")
-    if dla_core is not None:
+        command.append(f"--shapes={_shape(input_name, batch, input_shape)}")
+    if dla_core is not None:  # a DLA engine runs on the core it was built for
         command.append(f"--useDLACore={dla_core}")
-        if gpu_fallback:
-            command.append("--allowGPUFallback")
     return command
 
 
@@ -101,7 +161,8 @@ def parse_trtexec_profile(path: str) -> list[dict]:
     ]
 
 
-def run_trtexec(command: list[str], times_path: str) -> list[float]:
+def run_trtexec(command: list[str], times_path: str | None = None) -> list[float]:
+    """Run one trtexec command; the per-iteration times it exported (none for a build)."""
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=3600)
     except FileNotFoundError:
@@ -111,4 +172,4 @@ def run_trtexec(command: list[str], times_path: str) -> list[float]:
             line for line in done.stdout.splitlines() + done.stderr.splitlines() if "[E]" in line or "Error" in line
         ]
         raise BenchError(f"trtexec failed ({done.returncode}): {(tail or ['no error line'])[-1].strip()}")
-    return parse_trtexec_times(times_path)
+    return parse_trtexec_times(times_path) if times_path else []

@@ -13,6 +13,8 @@ __all__ = [
     "tensorrt_available",
     "holds_qdq",
     "onnx_fixed_batch",
+    "onnx_input_name",
+    "trtexec_input_name",
     "judged_as_written",
 ]
 __getattr__, __dir__ = lazy_exports(
@@ -22,6 +24,8 @@ __getattr__, __dir__ = lazy_exports(
         "OnnxRuntimeRunner": "pipeline.runtimes.onnxruntime_runner:OnnxRuntimeRunner",
         "holds_qdq": "pipeline.runtimes.onnxruntime_runner:holds_qdq",
         "onnx_fixed_batch": "pipeline.runtimes.onnxruntime_runner:onnx_fixed_batch",
+        "onnx_input_name": "pipeline.runtimes.onnxruntime_runner:onnx_input_name",
+        "trtexec_input_name": "pipeline.runtimes.onnxruntime_runner:trtexec_input_name",
         "judged_as_written": "pipeline.runtimes.onnxruntime_runner:judged_as_written",
         "TRT_INSTALL": "pipeline.runtimes.tensorrt_runner:TRT_INSTALL",
         "TensorRtRunner": "pipeline.runtimes.tensorrt_runner:TensorRtRunner",

@@ -30,6 +30,21 @@ def onnx_fixed_batch(path: Path) -> int | None:
     return first.dim_value if first.HasField("dim_value") else None
 
 
+def onnx_input_name(path: Path) -> str:
+    """The name of an ONNX model's one graph input (initializers listed as inputs are not inputs)."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    initializers = {tensor.name for tensor in model.graph.initializer}
+    return next(i.name for i in model.graph.input if i.name not in initializers)
+
+
+def trtexec_input_name(path: Path) -> str | None:
+    """The input name trtexec's shape options need, or None for a fixed batch: trtexec refuses shapes for a model
+    without dynamic dimensions (NVIDIA/TensorRT#2043), and its engine runs at the batch written in its file."""
+    return None if onnx_fixed_batch(path) is not None else onnx_input_name(path)
+
+
 def holds_qdq(path: Path) -> bool:
     """Whether an ONNX model carries QuantizeLinear/DequantizeLinear nodes (an INT8 or binary-weight model)."""
     import onnx

@@ -30,8 +30,11 @@ def build_engine_file(
     timing_cache: Path | None = None,
     tensorrt_min: str | None = None,
     tensorrt_max: str | None = None,
+    measuring: bool = False,
 ) -> dict:
-    """Build `engine` from `onnx`; returns the stamp. Refuses a TensorRT outside the target's version range."""
+    """Build `engine` from `onnx`; returns the stamp. Refuses a TensorRT outside the target's version range.
+    `measuring`: an engine that is only timed (a table variant, bench) is built as its ONNX is where TensorRT 11
+    cannot build `precision` from it, and its stamp says so; the engine stage's deliverable never is."""
     trt = import_tensorrt()
     from pipeline.targets import version_in_range
 
@@ -52,6 +55,7 @@ def build_engine_file(
             dla_core=dla_core,
             gpu_fallback=gpu_fallback,
             timing_cache=str(timing_cache) if timing_cache else None,
+            measuring=measuring,
         )
     except BenchError as error:
         raise PipelineError(str(error)) from None
