@@ -122,11 +122,17 @@ def run_notes(run: RunFolder) -> list[str]:
             "on this CPU (block savings and speed-ups are indicative only; milliseconds are not the device's)"
         )
     if "remote" in sources:
-        measured = first.get("measured_on") or {}
+        measured = first.get("measured_on") or drop.get("measured_on") or {}
         notes.append(
             f"latency measured on {measured.get('host')} with {measured.get('runtime')} "
             f"(power mode {measured.get('nvpmodel_mode') or 'unknown'})"
         )
+        requested, used = measured.get("runtime_requested"), measured.get("runtime_used")
+        if requested and used and requested != used:
+            notes.append(
+                f"fallback: {requested} was asked for, but {measured.get('host')} does not have it, so latency there "
+                f"was measured with {used}; these are not {requested} figures"
+            )
     for key in ("recipe_note", "budget_note", "student_note", "memory_note"):
         if run.manifest.get(key):
             notes.append(run.manifest[key])

@@ -34,6 +34,9 @@ class TensorRtSettings:
     workspace_mb: int | None = None  # builder workspace limit (memory-pool WORKSPACE)
     dla_core: int | None = None  # build for this DLA core (GPU fallback below); None: GPU only
     gpu_fallback: bool = True
+    # the (jetpack, tensorrt, dla) combinations the board runs, each checked against NVIDIA's documentation
+    # (jetson_releases.py); empty: no such facts (an x86 GPU)
+    releases: tuple = ()
 
 
 @dataclass(frozen=True)
@@ -110,7 +113,11 @@ class Target:
             )
 
     def accepts_tensorrt(self, version: str) -> bool:
-        return version_in_range(version, self.tensorrt.min_version, self.tensorrt.max_version)
+        """In the target's range and, where the file lists the board's releases, one of them (10.3 admits 10.3.x)."""
+        trt = self.tensorrt
+        if not version_in_range(version, trt.min_version, trt.max_version):
+            return False
+        return not trt.releases or any(version_in_range(version, r["tensorrt"], r["tensorrt"]) for r in trt.releases)
 
 
 def _version_tuple(text: str) -> tuple[int, ...]:
@@ -175,6 +182,15 @@ def _version(v):
     return isinstance(v, str) and re.fullmatch(r"\d+(\.\d+)*", v) is not None
 
 
+def _release(v):
+    return (
+        isinstance(v, dict)
+        and set(v) == {"jetpack", "tensorrt", "dla"}
+        and _version(v["jetpack"])
+        and (_version(v["tensorrt"]) and isinstance(v["dla"], bool))
+    )
+
+
 def _positive_number(v):
     return isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0
 
@@ -211,6 +227,10 @@ TABLES = {  # TOML table -> (its typed settings, key -> (check, message))
             "workspace_mb": (_positive_int, "a positive integer (MiB)"),
             "dla_core": (_non_negative_int, "a DLA core index (0 or 1)"),
             "gpu_fallback": (lambda v: isinstance(v, bool), "true or false"),
+            "releases": (
+                lambda v: isinstance(v, list) and all(_release(r) for r in v),
+                'a list of {jetpack = "6.1", tensorrt = "10.3", dla = true} tables',
+            ),
         },
     ),
     "bench": (
@@ -304,3 +324,11 @@ def _check_consistency(target: Target, source: str) -> None:
         and _version_tuple(trt.min_version)[: len(_version_tuple(trt.max_version))] > _version_tuple(trt.max_version)
     ):
         raise PipelineError(f"{source}: tensorrt min_version {trt.min_version} is above max_version {trt.max_version}")
+    from pipeline.jetson_releases import release_problem
+
+    for release in trt.releases:
+        if not version_in_range(release["tensorrt"], trt.min_version, trt.max_version):
+            raise PipelineError(f"{source}: release TensorRT {release['tensorrt']} is outside min/max_version")
+        problem = release_problem(target.name, release["jetpack"], release["tensorrt"], release["dla"])
+        if problem:
+            raise PipelineError(f"{source}: {problem}")

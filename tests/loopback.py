@@ -55,7 +55,13 @@ def _to_toml(data: dict) -> str:
     import json
 
     def value(v):
-        return json.dumps(v) if not isinstance(v, bool) else ("true" if v else "false")
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, dict):  # an inline table (the releases list holds them)
+            return "{ " + ", ".join(f"{k} = {value(x)}" for k, x in v.items()) + " }"
+        if isinstance(v, list):
+            return "[" + ", ".join(value(x) for x in v) + "]"
+        return json.dumps(v)
 
     lines = [f"{k} = {value(v)}" for k, v in data.items() if not isinstance(v, dict)]
     for table, entries in data.items():

@@ -2,6 +2,8 @@
 rounds stop once every class's interval is tight (or the time share is spent, and it is flagged), and the
 savings of a plan are checked for additivity against the plan measured as a whole."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -97,3 +99,21 @@ def test_candidate_sets_of_one_class_are_timed_once():
     assert set(timed) == {"full", "current", *names[1:]} and all(ms > 0 for ms in timed.values())
     assert timed["layer1.1"] == timed["layer1.2"] and timed["layer3.1"] == timed["layer3.2"]
     assert timed["layer2.0"] != timed["layer2.1"]  # a projection block and an identity one: timed apart
+
+
+def test_a_table_a_fallback_measured_is_not_served_for_the_runtime_asked_for(tmp_path, monkeypatch):
+    """Issue 23 item 7: a device without TensorRT times the table with onnxruntime; the cached table must not be
+    reused as a TensorRT table once the device has it (the key's runtime is what was asked, runtime_used what ran)."""
+    from pipeline.drop import latency_table
+
+    settings = LatencySettings(runtime="tensorrt", source="remote", host="me@device")
+    key = cache_key("resnet8", "jetson", settings, (1, 28, 28))
+    cache = tmp_path / "table.json"
+    stored = {**key, "runtime_used": "onnxruntime", "settings": settings.to_dict(), "blocks": []}
+    cache.write_text(json.dumps(stored))
+    measured = []
+    monkeypatch.setattr(latency_table, "block_latency_table", lambda *args: measured.append(1) or {**key, "blocks": []})
+    table, cached = latency_table.load_or_measure(cache, None, None, [], settings, key)
+    assert not cached and measured == [1]  # measured again, not the fallback's figures
+    cache.write_text(json.dumps({**stored, "runtime_used": "tensorrt"}))
+    assert latency_table.load_or_measure(cache, None, None, [], settings, key)[1] is True

@@ -193,6 +193,7 @@ def test_drop_for_a_jetson_measures_the_block_table_on_the_device(loopback_devic
     table = json.loads((out / "drop" / "latency_table.json").read_text())
     assert table["latency_source"] == "remote" and table["measured_on"]["host"] == loopback_device.host
     assert table["measured_on"]["runtime"] == "onnxruntime"  # what the "device" had; TensorRT was asked for
+    assert table["runtime"] == "tensorrt" and table["runtime_used"] == "onnxruntime"  # a cache serves only that
     drop = manifest["drop"]["metrics"]
     assert drop["latency_source"] == "remote" and drop["dropped_blocks"]
     # few-shot: 5 real images per class recover the model, no transfer set is synthesised, and they calibrate too
@@ -204,3 +205,6 @@ def test_drop_for_a_jetson_measures_the_block_table_on_the_device(loopback_devic
     assert (out / "engine" / "build_on_device.sh").is_file()
     assert all(entry["latency_source"] == "remote" for entry in manifest["bench"]["metrics"].values())
     assert summary["latency_source"] == "remote" and any("latency measured on" in n for n in summary["notes"])
+    assert any(n.startswith("fallback: tensorrt was asked for") for n in summary["notes"])  # said in words
+    bench = next(iter(manifest["bench"]["metrics"].values()))
+    assert bench["runtime"]["runtime"] == "onnxruntime" and bench["runtime"]["runtime_requested"] == "tensorrt"

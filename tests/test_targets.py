@@ -112,3 +112,36 @@ def test_version_ranges():
     assert version_in_range("10.14.1", "10.3", "10") and not version_in_range("10.2", "10.3", "10")
     assert version_in_range("11.4.1", "10.0", "11.4") and not version_in_range("11.5.0", "10.0", "11.4")
     assert version_in_range("8.5.2", None, None)
+
+
+def test_jetpack_tensorrt_and_dla_facts_follow_nvidias_documentation():
+    """Issue 23 item 6: DLA is absent in TensorRT 11.0-11.3 and after 10.7, back on AGX Orin with 11.4.1 on JetPack
+    7.2.2+; JetPack 6 stays on 10.x; no other 11.x supports JetPack (pipeline/jetson_releases.py names the pages)."""
+    from pipeline.jetson_releases import release_problem
+
+    assert release_problem("jetson-agx-orin", "6.1", "10.3", dla=True) is None
+    assert release_problem("jetson-agx-orin", "7.2.2", "11.4.1", dla=True) is None
+    assert "stays on TensorRT 10.x" in release_problem("jetson-agx-orin", "6.1", "11.4.1", dla=True)
+    assert "supports no JetPack" in release_problem("jetson-agx-orin", "7.2.2", "11.2.0", dla=False)
+    assert "needs JetPack 7.2.2" in release_problem("jetson-agx-orin", "7.0", "11.4.1", dla=False)
+    assert "10.7 was the last" in release_problem("jetson-agx-orin", "6.2", "10.8", dla=True)
+    assert "only on jetson-agx-orin" in release_problem("jetson-orin-nano", "7.2.2", "11.4.1", dla=True)
+    agx = load_target("jetson-agx-orin")  # the file lists what the board runs; 11.2 is in its range, not a release
+    assert agx.accepts_tensorrt("11.4.1") and agx.accepts_tensorrt("10.3.0") and not agx.accepts_tensorrt("11.2.0")
+    impossible = {**BASE, "tensorrt": {"releases": [{"jetpack": "6.1", "tensorrt": "11.4.1", "dla": True}]}}
+    with pytest.raises(PipelineError, match="JetPack 6.1 stays on TensorRT 10.x"):
+        target_from_dict(impossible)
+    with pytest.raises(PipelineError, match="releases must be a list"):
+        target_from_dict({**BASE, "tensorrt": {"releases": [{"jetpack": "6.1"}]}})
+
+
+def test_the_engine_stage_refuses_a_dla_build_no_release_runs_before_any_build(tmp_path):
+    from pipeline.engine.stage import EngineConfig, EngineStage
+    from pipeline.stage import RunFolder
+
+    releases = ({"jetpack": "6.2", "tensorrt": "10.8", "dla": False},)
+    config = EngineConfig("board", "fp16", 1, (1, 28, 28), dla_core=0, tensorrt_min="10.8", releases=releases)
+    onnx = tmp_path / "m.onnx"
+    onnx.write_bytes(b"never read: the refusal comes first")
+    with pytest.raises(PipelineError, match="asks for DLA core 0, but none of its releases in range runs DLA"):
+        RunFolder(tmp_path / "run").run(EngineStage(onnx, config))

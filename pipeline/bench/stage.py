@@ -98,8 +98,12 @@ class BenchStage(Stage):
             "warmup_per_round": settings.warmup,
         }
         with runner:
+            # a remote figure came from the device's runtime; the local runner here only scores accuracy
+            ran = (timed.get("measured_on") or {}) if settings.source == "remote" else {}
             entry = {
-                "runtime": runner.describe(),
+                "runtime": {k: ran.get(k) for k in ("runtime", "version", "runtime_requested", "host")}
+                if ran
+                else runner.describe(),
                 "size_bytes": path.stat().st_size,
                 "latency_source": settings.source,
                 "proxy_for": settings.proxy_for,

@@ -5,10 +5,23 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from pipeline.cli.app import app, input_shape_option, run_action, stdout, teacher_app
-from pipeline.cli.options import ARCH, DEBUG, INFO_COMMANDS, INPUT_SHAPE, JSON, NUM_CLASSES, QUIET, TEACHER, TRUST
+from pipeline.cli.options import (
+    ARCH,
+    DEBUG,
+    HOST,
+    INFO_COMMANDS,
+    INPUT_SHAPE,
+    JSON,
+    NUM_CLASSES,
+    QUIET,
+    TARGET,
+    TEACHER,
+    TRUST,
+)
 
 
 @app.command(rich_help_panel=INFO_COMMANDS)
@@ -58,6 +71,62 @@ def targets(json_output: bool = JSON, debug: bool = DEBUG):
             row["name"], row["runtime"], row["device"], row["precision"], str(row["batch"]), row["description"]
         )
     stdout.print(table)
+
+
+@app.command(rich_help_panel=INFO_COMMANDS)
+def doctor(
+    target: Optional[str] = TARGET,
+    host: Optional[str] = HOST,
+    json_output: bool = JSON,
+    debug: bool = DEBUG,
+):
+    """What is installed here and on the target's device, what each stage will use, and what is missing.
+
+    Here: Python, PyTorch and CUDA (GPU, compute capability), onnxruntime and its providers, TensorRT's Python API
+    and trtexec with their versions, the CUDA buffer backends. With --host (or a target file with a host) the
+    same probe runs on the device over SSH (TensorRT, trtexec, onnxruntime, JetPack/L4T, nvpmodel mode,
+    jetson_clocks, temperatures). Then, for the target: where latency will be measured and with what, where the
+    engine will be built, and each missing piece in one line (a TensorRT outside the target's releases, a DLA
+    core no release runs).
+
+    Example: `pipeline doctor --target jetson-agx-orin --host me@orin.local`
+    """
+
+    def action():
+        from pipeline.doctor import doctor as diagnose
+        from pipeline.targets import load_target
+
+        chosen = load_target(target or "cpu")
+        return diagnose(chosen.with_host(host) if host else chosen)
+
+    report = run_action(debug, False, action)
+    if json_output:
+        stdout.print_json(json.dumps(report, default=str))
+        return
+    here, device = report["here"], report["device"]
+    table = Table(title=f"doctor: {report['target']} ({report['runtime']})")
+    for column in ("", "here", "device" if device is not None else "device (no --host)"):
+        table.add_column(column)
+    rows = [
+        ("machine", "hostname", "hostname"),
+        ("CPU", "cpu", "cpu"),
+        ("python", "python", None),
+        ("torch", "torch_version", None),
+        ("GPU", "gpu_name", "gpu"),
+        ("onnxruntime", "onnxruntime_version", "onnxruntime_version"),
+        ("TensorRT (Python)", "tensorrt_version", "tensorrt_version"),
+        ("trtexec", "trtexec_version", "trtexec_version"),
+        ("JetPack / L4T", "jetpack", "jetpack"),
+        ("power mode", "nvpmodel_mode", "nvpmodel_mode"),
+    ]
+    for label, mine, theirs in rows:
+        there = str((device or {}).get(theirs) or "-") if theirs else ""
+        table.add_row(label, escape(str(here.get(mine) or "-")), escape(there))
+    stdout.print(table)
+    for stage, what in report["uses"].items():
+        stdout.print(f"{stage}: {escape(what)}")
+    for line in report["missing"] or ["nothing missing for this target"]:
+        stdout.print(escape(f"missing: {line}" if report["missing"] else line))
 
 
 app.add_typer(teacher_app, name="teacher", rich_help_panel=INFO_COMMANDS)

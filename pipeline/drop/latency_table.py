@@ -296,8 +296,12 @@ def _measure_table(
     loose = sorted({row["class"] for row in rows if not row["interval_tight"]})
     if loose:
         log(f"drop: the saving of {len(loose)} block class(es) is still uncertain, flagged: {', '.join(loose)}")
+    ran = full.get("measured_on") or {}
     return {
         **key,
+        # what ran (a device without TensorRT falls back to onnxruntime): a cached table serves only that runtime
+        "runtime_used": ran.get("runtime_used") or settings.runtime,
+        "runtime_used_version": ran.get("version") or key["runtime_version"],
         "settings": settings.to_dict(),
         "measured_on": full.get("measured_on"),
         "full_ms": full["median_ms"],
@@ -340,6 +344,7 @@ def load_or_measure(
             cached = json.loads(cache_file.read_text())
             if (
                 {k: cached.get(k) for k in key} == key
+                and cached.get("runtime_used", key["runtime"]) == key["runtime"]  # not a fallback's figures
                 and cached.get("settings") == settings.to_dict()
                 and [row["block"] for row in cached["blocks"]] == [b.name for b in blocks]
             ):

@@ -18,6 +18,7 @@ from rich.markup import escape
 
 from pipeline.errors import PipelineError
 from pipeline.fileio import atomic_write_json, atomic_write_text
+from pipeline.jetson_releases import dla_refusal
 from pipeline.portable.engine_precision import engine_precision
 from pipeline.portable.errors import BenchError
 from pipeline.portable.tensorrt_loader import onnx_precision
@@ -27,6 +28,7 @@ from pipeline.runtimes import trtexec_input_name
 from pipeline.runtimes.tensorrt_preflight import preflight
 from pipeline.runtimes.tensorrt_runner import tensorrt_available
 from pipeline.stage import Stage, StageOutput
+from pipeline.targets import version_in_range
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,7 @@ class EngineConfig:
     tensorrt_max: str | None = None
     host: str | None = None
     remote: dict | None = None  # port, python, identity, ssh_options, workdir
+    releases: tuple = ()  # the board's (jetpack, tensorrt, dla) combinations, from the target file
 
 
 class EngineStage(Stage):
@@ -59,6 +62,14 @@ class EngineStage(Stage):
 
     def run(self, workdir: Path) -> StageOutput:
         config = self.config
+        refusal = dla_refusal(
+            config.target,
+            config.releases,
+            config.dla_core,
+            lambda version: version_in_range(version, config.tensorrt_min, config.tensorrt_max),
+        )
+        if refusal:  # before any build: no device is asked to try what NVIDIA says cannot exist
+            raise PipelineError(f"engine: {refusal}")
         report = preflight(self.onnx, config.precision)
         atomic_write_json(workdir / "preflight.json", report.to_dict())
         log(report.format(limit=10))

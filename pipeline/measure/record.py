@@ -54,7 +54,7 @@ def latency_record(
         "p99_ms": pooled.get("p99_ms"),
         "cv": timed["cv"],
         "round_medians_ms": timed["round_medians_ms"],
-        "includes_transfers": _INCLUDES_TRANSFERS.get(used),
+        "includes_transfers": measured_on.get("includes_transfers", _INCLUDES_TRANSFERS.get(used)),
         "flops": flops,
         "achieved_gflops": (flops * settings.batch / (median / 1e3) / 1e9) if flops and median > 0 else None,
         "peak_gflops": peak_gflops,

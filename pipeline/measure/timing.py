@@ -139,7 +139,9 @@ def time_runners(
         measured_on = {
             "source": settings.source,
             "proxy_for": settings.proxy_for,
-            **{k: v for k, v in described.items() if k in ("runtime", "version", "device")},
+            **{k: v for k, v in described.items() if k in ("runtime", "version", "device", "includes_transfers")},
+            "runtime_requested": settings.runtime,
+            "runtime_used": described.get("runtime"),
         }
     return {
         name: {**entry, "rounds": len(entry["round_medians_ms"]), "measured_on": measured_on}
@@ -221,6 +223,9 @@ def time_remotely(
         "host": settings.host,
         "runtime": result.get("runtime_used"),
         "version": device.get(f"{result.get('runtime_used')}_version"),
+        "runtime_requested": settings.runtime,
+        "runtime_used": result.get("runtime_used"),
+        "includes_transfers": result.get("includes_transfers"),
         **{
             k: device.get(k)
             for k in (

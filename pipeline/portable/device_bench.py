@@ -295,6 +295,9 @@ def run_spec(spec: dict, workdir: str) -> dict:
         "enough": spec.get("enough"),
         "max_seconds": max_seconds,
     }
+    # one definition of latency per runtime: trtexec's --noDataTransfers times GPU compute only; the TensorRT
+    # session and onnxruntime time the call with its copies in and out
+    result["includes_transfers"] = runtime != "trtexec"
     result["device"]["temperatures_after_c"] = device_facts()["temperatures_c"]
     return result
 

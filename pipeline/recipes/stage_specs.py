@@ -246,6 +246,7 @@ def engine_config(target: Target, precision_name: str, input_shape) -> EngineCon
         tensorrt_max=target.tensorrt.max_version,
         host=options["host"],
         remote=options["remote"],
+        releases=target.tensorrt.releases,
     )
 
 

@@ -28,6 +28,7 @@ def remote_run(
     workdir: str | None = None,
     fetch_engines: Path | None = None,
     timeout: float = 3600,
+    facts_only: bool = False,
 ) -> dict:
     """Run `portable.device_bench` on `host` over `models` with `spec` (models are filled in); return its result."""
     for name, path in models.items():
@@ -54,6 +55,7 @@ def remote_run(
             host.put([local / "portable", local / "spec.json", *staged.values()], folder, recursive=True)
             command = (
                 f"cd {shlex.quote(folder)} && {python} -m portable.device_bench --spec spec.json --out result.json"
+                + (" --facts" if facts_only else "")  # only the device's facts (pipeline doctor)
             )
             done = host.run(command, timeout=timeout, check=False)
             host.get(f"{folder}/result.json", local / "result.json")

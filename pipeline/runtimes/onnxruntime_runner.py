@@ -114,6 +114,7 @@ class OnnxRuntimeRunner(Runner):
         return {
             "runtime": "onnxruntime",
             "version": ort.__version__,
+            "includes_transfers": True,  # host arrays in and out: what an application's call costs
             "threads": self.threads,
             "inter_op_threads": 1,
             "providers": providers,

@@ -83,4 +83,5 @@ class TensorRtRunner(Runner):
             if self.session is not None
             else {"runtime": "tensorrt", "version": str(self.trt.__version__)}
         )
-        return {**facts, "threads": None, "model": str(self.engine_path)}
+        # TrtSession.infer copies the input to the device and the logits back inside every timed call
+        return {**facts, "threads": None, "model": str(self.engine_path), "includes_transfers": True}

@@ -64,5 +64,6 @@ class TorchRunner(Runner):
             "version": torch.__version__,
             "threads": self.threads or torch.get_num_threads(),
             "device": str(self._device()),
+            "includes_transfers": True,  # host tensors in, logits back on the host
             "model": type(self.model).__name__,
         }

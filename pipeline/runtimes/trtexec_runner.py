@@ -119,6 +119,7 @@ class TrtexecRunner(Runner):
             "version": ".".join(str(part) for part in self.version) if self.version else None,
             "threads": None,
             "flags": trtexec_loader.TRTEXEC_TIMING_FLAGS,
+            "includes_transfers": False,  # --noDataTransfers: GPU compute only, never compared with the others
             "model": str(self.model_path),
             "build_command": " ".join(self.build_command) if self.build_command else None,
             "precision_note": self.precision_note,
