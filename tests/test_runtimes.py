@@ -251,3 +251,36 @@ def test_flops_counted_from_the_onnx_graph_match_torchs_counter_in_float_and_int
     for fmt in (TENSORRT_QDQ, Int8Format("u8s8-qoperator", "u8", "qoperator", False)):
         quantized = quantize_int8(prepared, tmp_path / f"{fmt.name}.onnx", fmt, Int8Settings(), calibration, tmp_path)
         assert onnx_flops(quantized) == counter.get_total_flops(), fmt.name
+
+
+def test_the_cuda_python_backend_frees_every_buffer_it_allocated(monkeypatch):
+    """Issue 23 item 8: device buffers were never freed. The backend's bookkeeping, on a stand-in `cudart` that
+    records calls (the CUDA runtime itself is exercised by scripts/gpu-check.sh where a GPU exists)."""
+    import sys
+    import types
+
+    from pipeline.portable import cuda_buffers
+
+    calls, handles = [], iter(range(100, 200))
+
+    def call(name):
+        def record(*args):
+            calls.append((name, args))
+            return (0, next(handles)) if name in ("cudaMalloc", "cudaStreamCreate") else (0,)
+
+        return record
+
+    runtime = types.SimpleNamespace(
+        **{n: call(n) for n in ("cudaStreamCreate", "cudaMalloc", "cudaFree", "cudaStreamDestroy")}
+    )
+    bindings = types.ModuleType("cuda.bindings")
+    bindings.runtime = runtime
+    monkeypatch.setitem(sys.modules, "cuda", types.ModuleType("cuda"))
+    monkeypatch.setitem(sys.modules, "cuda.bindings", bindings)
+    monkeypatch.setitem(sys.modules, "cuda.bindings.runtime", runtime)
+    backend = cuda_buffers._CudaPython()
+    first, second = backend.malloc(16), backend.malloc(32)
+    backend.free(first)
+    backend.close()
+    freed = [args[0] for name, args in calls if name == "cudaFree"]
+    assert freed == [first, second] and backend.live == [] and calls[-1][0] == "cudaStreamDestroy"

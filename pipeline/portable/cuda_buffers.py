@@ -18,9 +18,17 @@ class _PyCuda:
         self.context = self.device.retain_primary_context()
         self.context.push()
         self.stream = cuda.Stream()
+        self.live = []  # every buffer not freed yet: close() frees what a session left
 
     def malloc(self, nbytes):
-        return self.cuda.mem_alloc(max(1, nbytes))
+        buffer = self.cuda.mem_alloc(max(1, nbytes))
+        self.live.append(buffer)
+        return buffer
+
+    def free(self, buffer):
+        if buffer in self.live:
+            self.live.remove(buffer)
+            buffer.free()
 
     def pointer(self, buffer):
         return int(buffer)
@@ -42,6 +50,8 @@ class _PyCuda:
         return {"gpu_name": self.device.name(), "compute_capability": f"{major}.{minor}"}
 
     def close(self):
+        for buffer in list(self.live):
+            self.free(buffer)
         self.context.pop()
 
 
@@ -55,6 +65,7 @@ class _CudaPython:
             from cuda import cudart
         self.cudart = cudart
         self.stream = self._check(cudart.cudaStreamCreate())
+        self.live = []  # every buffer not freed yet: close() frees what a session left
 
     def _check(self, result):
         error, *values = result if isinstance(result, tuple) else (result,)
@@ -63,7 +74,14 @@ class _CudaPython:
         return values[0] if len(values) == 1 else values
 
     def malloc(self, nbytes):
-        return self._check(self.cudart.cudaMalloc(max(1, nbytes)))
+        buffer = self._check(self.cudart.cudaMalloc(max(1, nbytes)))
+        self.live.append(buffer)
+        return buffer
+
+    def free(self, buffer):
+        if buffer in self.live:
+            self.live.remove(buffer)
+            self._check(self.cudart.cudaFree(buffer))
 
     def pointer(self, buffer):
         return int(buffer)
@@ -88,6 +106,8 @@ class _CudaPython:
         return {"gpu_name": name, "compute_capability": f"{props.major}.{props.minor}"}
 
     def close(self):
+        for buffer in list(self.live):
+            self.free(buffer)
         self.cudart.cudaStreamDestroy(self.stream)
 
 

@@ -231,6 +231,7 @@ class TrtSession:
         out_shape = tuple(self.context.get_tensor_shape(self.output_name))
         self.host_in = np.empty(shape, dtype=trt.nptype(self.engine.get_tensor_dtype(self.input_name)))
         self.host_out = np.empty(out_shape, dtype=trt.nptype(self.engine.get_tensor_dtype(self.output_name)))
+        self._free_buffers()  # a new shape: the last shape's buffers go back first
         self.device_in = self.cuda.malloc(self.host_in.nbytes)
         self.device_out = self.cuda.malloc(self.host_out.nbytes)
         self.context.set_tensor_address(self.input_name, self.cuda.pointer(self.device_in))
@@ -257,5 +258,12 @@ class TrtSession:
             "engine": os.path.basename(self.engine_path),
         }
 
+    def _free_buffers(self) -> None:
+        for name in ("device_in", "device_out"):
+            if getattr(self, name, None) is not None:
+                self.cuda.free(getattr(self, name))
+                setattr(self, name, None)
+
     def close(self) -> None:
+        self._free_buffers()
         self.context = self.engine = None  # context before engine, engine before runtime
