@@ -34,6 +34,10 @@ class TensorRtSettings:
     workspace_mb: int | None = None  # builder workspace limit (memory-pool WORKSPACE)
     dla_core: int | None = None  # build for this DLA core (GPU fallback below); None: GPU only
     gpu_fallback: bool = True
+    # engines later TensorRT versions load (BuilderFlag.VERSION_COMPATIBLE), or Ampere-and-newer GPUs
+    # (HardwareCompatibilityLevel.AMPERE_PLUS): portable, possibly slower (portable/engine_facts.py)
+    version_compatible: bool = False
+    hardware_compatible: bool = False
     # the (jetpack, tensorrt, dla) combinations the board runs, each checked against NVIDIA's documentation
     # (jetson_releases.py); empty: no such facts (an x86 GPU)
     releases: tuple = ()
@@ -227,6 +231,8 @@ TABLES = {  # TOML table -> (its typed settings, key -> (check, message))
             "workspace_mb": (_positive_int, "a positive integer (MiB)"),
             "dla_core": (_non_negative_int, "a DLA core index (0 or 1)"),
             "gpu_fallback": (lambda v: isinstance(v, bool), "true or false"),
+            "version_compatible": (lambda v: isinstance(v, bool), "true or false"),
+            "hardware_compatible": (lambda v: isinstance(v, bool), "true or false"),
             "releases": (
                 lambda v: isinstance(v, list) and all(_release(r) for r in v),
                 'a list of {jetpack = "6.1", tensorrt = "10.3", dla = true} tables',
@@ -316,6 +322,8 @@ def _check_consistency(target: Target, source: str) -> None:
     trt = target.tensorrt
     if target.runtime == "onnxruntime" and (trt.dla_core is not None or trt.workspace_mb is not None):
         raise PipelineError(f'{source}: [tensorrt] settings need runtime = "tensorrt"')
+    if trt.hardware_compatible and (target.device == "jetson" or trt.dla_core is not None):
+        raise PipelineError(f"{source}: hardware_compatible is for discrete Ampere-or-newer GPUs, not a Jetson or DLA")
     if trt.dla_core is not None and target.device != "jetson":
         raise PipelineError(f'{source}: dla_core is only for Jetson devices (device = "jetson")')
     if (

@@ -46,6 +46,8 @@ class EngineConfig:
     host: str | None = None
     remote: dict | None = None  # port, python, identity, ssh_options, workdir
     releases: tuple = ()  # the board's (jetpack, tensorrt, dla) combinations, from the target file
+    version_compatible: bool = False  # portable engines (portable/engine_facts.py)
+    hardware_compatible: bool = False
 
 
 class EngineStage(Stage):
@@ -115,6 +117,8 @@ class EngineStage(Stage):
             "workspace_mb": c.workspace_mb,
             "dla_core": c.dla_core,
             "gpu_fallback": c.gpu_fallback,
+            "version_compatible": c.version_compatible,
+            "hardware_compatible": c.hardware_compatible,
         }
 
     def _build_here(self, workdir: Path, cache: Path) -> dict:

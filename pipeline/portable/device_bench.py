@@ -223,6 +223,8 @@ def run_spec(spec: dict, workdir: str) -> dict:
                 timing_cache=os.path.join(workdir, build.get("timing_cache", "timing.cache")),
                 cuda=cuda,
                 measuring=measuring,
+                version_compatible=build.get("version_compatible", False),
+                hardware_compatible=build.get("hardware_compatible", False),
             )
             if result["engines"][name].get("precision_note"):
                 result["warnings"].append(f"{name}: {result['engines'][name]['precision_note']}")

@@ -11,6 +11,7 @@ import time
 import numpy as np
 
 from .cuda_buffers import cuda_backend
+from .engine_facts import apply_portability, inspect_serialized, portability_mismatch
 from .engine_precision import EnginePrecision, engine_precision
 from .errors import BenchError
 from .files import atomic_write_bytes, sha256_file
@@ -71,6 +72,8 @@ def build_engine(
     timing_cache: str | None = None,
     cuda=None,
     measuring: bool = False,
+    version_compatible: bool = False,
+    hardware_compatible: bool = False,
 ) -> dict:
     """Parse the ONNX, build a serialized engine, write it and its stamp (`<engine>.json`); return the stamp.
     `measuring`: an engine only timed (a table variant), built as its ONNX is where TensorRT 11 cannot do `precision`."""
@@ -100,6 +103,15 @@ def build_engine(
     config = builder.create_builder_config()
     for flag in flags:
         config.set_flag(flag)
+    config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED  # the inspector then names each layer's types
+    own_cuda = cuda is None
+    cuda = cuda or cuda_backend()
+    try:
+        gpu = cuda.gpu()
+    finally:
+        if own_cuda:
+            cuda.close()
+    portability = apply_portability(trt, config, version_compatible, hardware_compatible, gpu, dla_core)
     if decided.precision == "fp32" and hasattr(trt.BuilderFlag, "TF32"):
         config.clear_flag(trt.BuilderFlag.TF32)  # fp32 means fp32: TF32 tensor cores round inputs to 10 bits
     if workspace_mb:
@@ -134,13 +146,8 @@ def build_engine(
     atomic_write_bytes(engine_path, bytes(serialized))
     if timing_cache:
         atomic_write_bytes(timing_cache, bytes(config.get_timing_cache().serialize()))
-    own_cuda = cuda is None
-    cuda = cuda or cuda_backend()
-    try:
-        gpu = cuda.gpu()
-    finally:
-        if own_cuda:
-            cuda.close()
+    build_seconds = time.monotonic() - started
+    inspected = inspect_serialized(trt, logger, serialized)  # what the network holds, not what was asked
     stamp = {
         **format_fields(STAMP_KIND, STAMP_VERSION),
         "tensorrt_version": str(trt.__version__),
@@ -149,6 +156,8 @@ def build_engine(
         "precision_requested": precision,
         "precision_note": decided.note,
         "onnx_precision": model_precision,
+        **inspected,  # network_precision, layer_precisions, io_tensors, inspected
+        **portability,  # version_compatible, hardware_compatible
         "strongly_typed": strongly_typed,
         "builder_flags": [str(f).split(".")[-1] for f in flags],
         "dla_core": dla_core,
@@ -159,7 +168,7 @@ def build_engine(
         "profile": [list(s) for s in profile_shapes] if profile_shapes else None,
         "onnx_sha256": sha256_file(onnx_path),
         "engine_sha256": sha256_file(engine_path),
-        "build_seconds": round(time.monotonic() - started, 2),
+        "build_seconds": round(build_seconds, 2),
         "host": platform.node(),
         "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
@@ -169,22 +178,13 @@ def build_engine(
 
 def stamp_mismatch(stamp: dict, tensorrt_version: str, gpu: dict) -> str | None:
     """Why an engine with this stamp cannot be loaded here (None when it can). Engines are tied to the exact
-    TensorRT version and to the GPU's compute capability."""
+    TensorRT version and to the GPU's compute capability, unless built version- or hardware-compatible
+    (engine_facts.py), and the refusal names the option that would have made them portable."""
     try:
         read_format(stamp, STAMP_KIND, STAMP_VERSION, what="the engine's stamp", fix="rebuild it (`pipeline engine`)")
     except FormatError as error:
         return str(error)
-    if stamp.get("tensorrt_version") != tensorrt_version:
-        return (
-            f"engine built with TensorRT {stamp.get('tensorrt_version')}, this is TensorRT {tensorrt_version}: "
-            "rebuild it here (`pipeline engine`)"
-        )
-    if stamp.get("compute_capability") != gpu.get("compute_capability"):
-        return (
-            f"engine built for {stamp.get('gpu_name')} (compute {stamp.get('compute_capability')}), this GPU is "
-            f"{gpu.get('gpu_name')} (compute {gpu.get('compute_capability')}): rebuild it on the target"
-        )
-    return None
+    return portability_mismatch(stamp, tensorrt_version, gpu)
 
 
 class TrtSession:
@@ -205,6 +205,8 @@ class TrtSession:
                 raise BenchError(f"{os.path.basename(engine_path)}: {problem}")
         self.logger = trt.Logger(trt.Logger.ERROR)
         self.runtime = trt.Runtime(self.logger)  # must outlive the engine
+        if self.stamp and self.stamp.get("version_compatible"):  # built by us with its lean runtime inside
+            self.runtime.engine_host_code_allowed = True
         with open(engine_path, "rb") as handle:
             self.engine = self.runtime.deserialize_cuda_engine(handle.read())
         if self.engine is None:

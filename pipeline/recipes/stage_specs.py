@@ -247,6 +247,8 @@ def engine_config(target: Target, precision_name: str, input_shape) -> EngineCon
         host=options["host"],
         remote=options["remote"],
         releases=target.tensorrt.releases,
+        version_compatible=target.tensorrt.version_compatible,
+        hardware_compatible=target.tensorrt.hardware_compatible,
     )
 
 

@@ -31,6 +31,8 @@ def build_engine_file(
     tensorrt_min: str | None = None,
     tensorrt_max: str | None = None,
     measuring: bool = False,
+    version_compatible: bool = False,
+    hardware_compatible: bool = False,
 ) -> dict:
     """Build `engine` from `onnx`; returns the stamp. Refuses a TensorRT outside the target's version range.
     `measuring`: an engine that is only timed (a table variant, bench) is built as its ONNX is where TensorRT 11
@@ -56,6 +58,8 @@ def build_engine_file(
             gpu_fallback=gpu_fallback,
             timing_cache=str(timing_cache) if timing_cache else None,
             measuring=measuring,
+            version_compatible=version_compatible,
+            hardware_compatible=hardware_compatible,
         )
     except BenchError as error:
         raise PipelineError(str(error)) from None
