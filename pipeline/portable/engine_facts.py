@@ -81,9 +81,9 @@ def summarize_inspector(information: str) -> dict:
     for layer in data.get("Layers", []):
         if not isinstance(layer, dict):
             continue  # layer names only: built without detailed profiling verbosity
-        for tensor in layer.get("Outputs", []):
+        for output in layer.get("Outputs", []):
             kind = tensor_precision(
-                tensor.get("Format/DataType") or tensor.get("Format/Datatype") or tensor.get("DataType")
+                output.get("Format/DataType") or output.get("Format/Datatype") or output.get("DataType")
             )
             if kind is not None:
                 counts[kind] = counts.get(kind, 0) + 1
