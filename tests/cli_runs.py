@@ -9,7 +9,19 @@ This module is imported by the forked CLI's server and children too: it imports 
 
 import os
 
-STAGE_COMMANDS = {"build", "synthesize", "distill", "drop", "quantize", "search", "export", "bench", "engine", "gate"}
+STAGE_COMMANDS = {
+    "build",
+    "synthesize",
+    "distill",
+    "drop",
+    "quantize",
+    "search",
+    "export",
+    "bench",
+    "engine",
+    "gate",
+    "accept",
+}
 HOSTILE_SUITE = "tests/test_hostile.py"
 
 runs: list[tuple[str, str]] = []  # (test id, command line) of every counted run in this session

@@ -8,6 +8,7 @@ import typer
 
 from pipeline.cli.app import app, run_action, stdout
 from pipeline.cli.options import CI_COMMANDS, DEBUG, HOST, JSON, OUTPUT_PANEL, QUIET, TARGET
+from pipeline.errors import PipelineError
 from pipeline.gate.settings import GateSettings
 
 GATE_PANEL = "Gate"
@@ -171,7 +172,7 @@ def bundle(
 
 @app.command(rich_help_panel=CI_COMMANDS)
 def verify(
-    bundle: Path = typer.Argument(..., help="A bundle folder or its .tar.gz."),
+    bundle: Path = typer.Argument(..., help="A bundle folder or its .tar.gz, or an on-device report (.json)."),
     json_output: bool = JSON,
     debug: bool = DEBUG,
 ):
@@ -179,15 +180,35 @@ def verify(
 
     Every file's sha256 against the manifest (and the manifest against `manifest.sha256`), no unlisted files,
     every model loads and reproduces its reference output. Exit 0 when intact, else one line naming the first
-    problem and a non-zero exit.
+    problem and a non-zero exit. Given the JSON `pipeline accept` wrote, checks that its figures are the
+    target's: measured on the device with TensorRT (not a fallback), an engine built there with a TensorRT the
+    target lists, nothing missing (docs/ON_DEVICE.md).
     """
 
     def action():
+        if bundle.suffix == ".json":
+            from pipeline.recipes.acceptance import report_problems
+
+            try:
+                report = json.loads(bundle.read_text())
+            except (OSError, ValueError) as error:
+                raise PipelineError(f"cannot read {bundle}: {error}") from None
+            problems = report_problems(report)
+            if problems:
+                more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+                raise PipelineError(f"{bundle}: {problems[0]}{more}")
+            return {"report": str(bundle), "accepted": True, "target": report["target"], "host": report["host"]}
         from pipeline.bundle.verify import verify_bundle
 
         return verify_bundle(bundle)
 
     result = run_action(debug, False, action)
+    if "accepted" in result:
+        if json_output:
+            stdout.print_json(json.dumps(result))
+        else:
+            stdout.print(f"{result['report']}: accepted, figures measured on {result['host']} for {result['target']}")
+        return
     if json_output:
         stdout.print_json(json.dumps(result))
     else:
@@ -228,3 +249,37 @@ def report(
     else:
         print(result["markdown"])
         print(f"\nwritten to {result['folder']}/")
+
+
+@app.command(rich_help_panel=CI_COMMANDS)
+def accept(
+    target: str = typer.Option(..., "--target", help="The TensorRT target the device is (a name or a TOML file)."),
+    host: Optional[str] = HOST,
+    out: Path = typer.Option(Path("runs/on-device"), "--out", "-o", help="Folder for the runs and the report."),
+    debug: bool = DEBUG,
+    quiet: bool = QUIET,
+):
+    """The on-device acceptance report: doctor, bench and engine on the device over SSH, in one JSON to send back.
+
+    Runs the doctor's probe on the device, `pipeline bench` of the embedded teacher there (engine built and timed
+    on it), and `pipeline engine` for its fp32 ONNX; writes OUT/on_device_report.json and prints its verdict
+    (`pipeline verify OUT/on_device_report.json` checks it again anywhere). docs/ON_DEVICE.md is the recipe.
+
+    Example: `pipeline accept --target jetson-orin-nano --host me@jetson.local`
+    """
+
+    def action():
+        from pipeline.fileio import atomic_write_json
+        from pipeline.recipes.acceptance import acceptance_report, report_problems
+
+        report = acceptance_report(target, host, out)
+        path = out / "on_device_report.json"
+        atomic_write_json(path, report)
+        return {"report": str(path), "problems": report_problems(report)}
+
+    result = run_action(debug, quiet, action)
+    stdout.print(f"report: {result['report']}")
+    for line in result["problems"] or ["accepted: every figure was measured on the device with TensorRT"]:
+        stdout.print(f"problem: {line}" if result["problems"] else line, markup=False)
+    if result["problems"]:
+        raise typer.Exit(1)
