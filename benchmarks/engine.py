@@ -24,7 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(ROOT / "tests"))
-from datafree import machine  # noqa: E402
+from datafree import commit, machine  # noqa: E402
 
 from pipeline.fileio import atomic_write_json, atomic_write_text  # noqa: E402
 
@@ -169,6 +169,7 @@ def loopback(budget: str) -> None:
             "wall_s": round(wall, 1),
             "recorded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "machine": machine(),
+            "commit": commit(),
             "command": command(),
         }
         atomic_write_json(RESULTS / "engine_loopback.json", record)
