@@ -8,8 +8,8 @@ compat -> benchmarks/results/engine_compat.{json,md}: each architecture (random 
 checked) exported as the pipeline exports it, converted to fp16 by the quantize stage's converter and to INT8 by
 its TensorRT format (symmetric S8S8 Q/DQ, 16 noise images to calibrate: ranges, not accuracy), then checked by
 `pipeline.runtimes.tensorrt_preflight`. The cpu target's U8S8 QOperator INT8 of one model is checked too, as the
-negative control: it must fail. loopback -> benchmarks/results/engine_loopback.json: the block latency table, the engine
-stage's record and the bench entries, all measured through the SSH harness.
+negative control: it must fail. loopback -> benchmarks/results/engine_loopback.json: the teacher's block latency table, the search's (or drop's)
+record, the engine stage's record and the bench entries, all measured through the SSH harness.
 """
 
 import argparse
@@ -157,13 +157,19 @@ def loopback(budget: str) -> None:
             sys.exit(f"build failed: {done.stderr[-2000:]}")
         summary = json.loads(done.stdout)
         stages = json.loads((out / "manifest.json").read_text())["stages"]
-        table = json.loads((out / "drop" / "latency_table.json").read_text())
+        # `build` on a target with a latency budget searches (teacher and student, blocks x precision); a drop
+        # recipe leaves its table in drop/, the search the teacher's in cache/
+        chosen = "drop" if "drop" in stages else "search"
+        table_file = (
+            out / "drop" / "latency_table.json" if chosen == "drop" else next(out.glob("cache/latency-resnet20-*"))
+        )
+        table = json.loads(table_file.read_text())
         record = {
             "build_command": " ".join(["pipeline", *args[3:]]),
             "target_file": target.read_text(),
             "summary": summary,
             "latency_table": table,
-            "drop": stages["drop"]["metrics"],
+            chosen: stages[chosen]["metrics"],
             "engine": stages["engine"]["metrics"],
             "bench": stages["bench"]["metrics"],
             "wall_s": round(wall, 1),
@@ -178,7 +184,8 @@ def loopback(budget: str) -> None:
                 {
                     "latency_source": table["latency_source"],
                     "measured_on": table["measured_on"],
-                    "dropped": stages["drop"]["metrics"]["dropped_blocks"],
+                    "chosen": stages[chosen]["metrics"].get("dropped_blocks")
+                    or stages[chosen]["metrics"].get("chosen"),
                     "engine_built": record["engine"]["built"],
                     "wall_s": record["wall_s"],
                 },
