@@ -180,6 +180,7 @@ def test_the_device_script_reads_its_trtexec_version(standin, dynamic_onnx, tmp_
     result = device_bench.run_spec(spec, str(workdir))
     stamp = result["engines"]["m"]
     assert stamp["built_by"] == "trtexec" and stamp["tensorrt_version"] == "11.4.1" and stamp["precision"] == "fp32"
+    assert stamp["inspected"] and stamp["network_precision"] == "fp32"  # read back from --exportLayerInfo
     assert (
         stamp["engine_sha256"]
         and "--loadEngine=" in stamp["command"]

@@ -255,6 +255,7 @@ def device_commands(onnx: Path, config: EngineConfig) -> dict[str, str]:
             workspace_mb=config.workspace_mb,
             dla_core=config.dla_core,
             gpu_fallback=config.gpu_fallback,
+            layer_info="model.engine.layers.json",
         )
         commands[f"build_tensorrt_{major}"] = _line(command)
     timing = trtexec_time_command(

@@ -34,6 +34,7 @@ import sys
 import numpy as np
 
 from .cuda_buffers import cuda_backend
+from .engine_facts import summarize_inspector
 from .engine_precision import engine_precision
 from .errors import BenchError
 from .files import atomic_write_bytes, sha256_file
@@ -167,8 +168,12 @@ def trtexec_build(
         workspace_mb=build.get("workspace_mb"),
         dla_core=build.get("dla_core"),
         gpu_fallback=build.get("gpu_fallback", True),
+        layer_info=engine + ".layers.json",
     )
     run_trtexec(command)
+    inspected = {"network_precision": None, "layer_precisions": {}, "io_tensors": [], "inspected": False}
+    if os.path.isfile(engine + ".layers.json"):  # what the network holds, not what was asked
+        inspected = {**summarize_inspector(open(engine + ".layers.json").read()), "inspected": True}
     return {
         **format_fields(STAMP_KIND, STAMP_VERSION),
         "built_by": "trtexec",
@@ -177,6 +182,7 @@ def trtexec_build(
         "precision_requested": build.get("precision", "fp32"),
         "precision_note": decided.note,
         "strongly_typed": decided.strongly_typed,
+        **inspected,
         "build_command": " ".join(command),
         "engine_sha256": None,  # filled in once the engine is written
     }

@@ -74,6 +74,7 @@ def trtexec_build_command(
     workspace_mb: int | None = None,
     dla_core: int | None = None,
     gpu_fallback: bool = True,
+    layer_info: str | None = None,
 ) -> list[str]:
     """Build once (`--saveEngine`, no timing run); the engine is then timed by trtexec_time_command, so every
     round times the same engine (each build may choose other tactics) and none pays a build. `input_name` None:
@@ -97,6 +98,8 @@ def trtexec_build_command(
         command.append(f"--useDLACore={dla_core}")
         if gpu_fallback:
             command.append("--allowGPUFallback")
+    if layer_info:  # the engine inspector's JSON: what each layer computes in (portable/engine_facts.py)
+        command += ["--profilingVerbosity=detailed", f"--exportLayerInfo={layer_info}"]
     return command
 
 
