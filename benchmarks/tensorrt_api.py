@@ -123,7 +123,10 @@ def main() -> None:
         f"`python benchmarks/tensorrt_api.py` at {commit()}: tensorrt-cu12-bindings {versions['10']} and "
         f"{versions['11']} from PyPI, names looked up in their `tensorrt.so` and `__init__.py` (the import needs "
         "the multi-GB libs wheel and a GPU; see the script's docstring). "
-        f"{sum(r['ok'] for r in rows)} of {len(rows)} as expected.",
+        f"{sum(r['ok'] for r in rows)} of {len(rows)} as expected; "
+        f"{sum('tail' in r['tensorrt_10'] or 'tail' in r['tensorrt_11'] for r in rows)} of them matched only as the "
+        "tail of a longer string (weaker evidence), and a dotted name is matched by its member's string, not by "
+        "its membership of that class.",
         "",
         "| name | TensorRT 10 | TensorRT 11 | expected | ok |",
         "|---|---|---|---|---|",

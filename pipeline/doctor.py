@@ -2,7 +2,6 @@
 screen (issue 23). The device side is the same probe the remote harness runs (`portable.device_bench --facts`),
 so the report says what a build would find there, not what the target file hopes for."""
 
-import importlib.util
 import platform
 import shutil
 import subprocess
@@ -36,7 +35,6 @@ def local_facts() -> dict:
     from pipeline.runtimes.tensorrt_runner import tensorrt_available
 
     facts["tensorrt_usable"] = tensorrt_available()  # None: usable; else why not, in one line
-    facts["cuda_buffers"] = [name for name in ("cuda", "pycuda") if importlib.util.find_spec(name) is not None]
     facts["nvidia_smi"] = nvidia_smi_here()
     return facts
 
@@ -61,8 +59,8 @@ def _nvidia_smi_over(host) -> str | None:
 def device_runtime(facts: dict) -> str | None:
     """What the device script would time with, in its order: TensorRT 10+ from Python, trtexec, onnxruntime."""
     version = facts.get("tensorrt_version")
-    if version and int(str(version).split(".")[0]) >= 10:
-        return "tensorrt"
+    if version and int(str(version).split(".")[0]) >= 10 and facts.get("cuda_buffers", ["unknown"]):
+        return "tensorrt"  # the Python API, with pycuda or cuda-python for its buffers
     if facts.get("trtexec"):
         return "trtexec"
     return "onnxruntime" if facts.get("onnxruntime_version") else None

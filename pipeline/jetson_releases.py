@@ -6,15 +6,16 @@
 - "Migrating TensorRT from 10.x to 11.x on Jetson/JetPack" (11.3.0, 11.4.1, 11.5.0 docs): JetPack is not
   supported in 11.3.0, 11.4.0 or 11.5.0; 11.4.1 is the release that supports JetPack (7.2.2 or later, on AGX
   Orin and Thor). JetPack 7 is required before any 11.x on a Jetson.
-A target file lists the (JetPack, TensorRT, DLA) combinations its board runs (`[[tensorrt.releases]]`); each is
+A target file lists the (JetPack, TensorRT, DLA) combinations its board runs (`[tensorrt] releases`); each is
 checked against these facts when the file is read, and the engine stage refuses a DLA build no release allows.
+Which board has DLA at all (AGX Orin and Xavier do; Orin Nano and Thor do not) is the file's own `dla` claim: a
+copied or renamed target file is the same board, so nothing here is keyed on its name.
 """
 
 import re
 
 DLA_LAST_10 = (10, 7)  # the last 10.x release with DLA
 JETPACK_11 = {(11, 4, 1): (7, 2, 2)}  # the 11.x releases that support JetPack, and the JetPack each needs
-DLA_BOARDS_11 = {"jetson-agx-orin"}  # where 11.4.1 runs DLA (Orin Nano has no DLA; Thor has none)
 SOURCE = "NVIDIA's TensorRT docs (Working with DLA; Migrating 10.x to 11.x on Jetson/JetPack)"
 
 
@@ -34,8 +35,6 @@ def release_problem(board: str, jetpack: str, tensorrt: str, dla: bool) -> str |
             return f"TensorRT {tensorrt} supports no JetPack; on a Jetson TensorRT 11 means {supported} ({SOURCE})"
         if _padded(jp) < needed:
             return f"TensorRT {tensorrt} needs JetPack {'.'.join(map(str, needed))} or later, not {jetpack} ({SOURCE})"
-        if dla and board not in DLA_BOARDS_11:
-            return f"TensorRT {tensorrt} runs DLA only on {', '.join(sorted(DLA_BOARDS_11))} ({SOURCE})"
     elif trt[:1] == (10,) and dla and trt[:2] > DLA_LAST_10:
         return f"TensorRT {tensorrt} has no DLA: 10.7 was the last 10.x release with it ({SOURCE})"
     return None

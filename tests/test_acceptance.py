@@ -9,7 +9,8 @@ from conftest import invoke_cli
 
 def test_accept_on_a_device_without_tensorrt_reports_why_and_verify_agrees(loopback_device, tmp_path):
     target = tmp_path / "loopback.toml"
-    target.write_text(loopback_device.target_toml(bench={"warmup": 2, "runs": 10}))
+    # the AGX Orin profile: it deploys fp16 and int8 only, and the acceptance engine is fp32 whatever the target
+    target.write_text(loopback_device.target_toml(base="jetson-agx-orin", bench={"warmup": 2, "runs": 10}))
     out = tmp_path / "accept"
     accepted = invoke_cli("accept", "--target", str(target), "--out", str(out), "--quiet")
     assert accepted.returncode == 1, accepted.stderr  # the figures are onnxruntime's: not accepted

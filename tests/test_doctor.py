@@ -48,6 +48,8 @@ def test_the_diagnosis_follows_the_facts():
     assert device_runtime({"tensorrt_version": "10.3.0", "trtexec": "/usr/bin/trtexec"}) == "tensorrt"
     assert device_runtime({"tensorrt_version": "8.5.2", "trtexec": "/usr/src/tensorrt/bin/trtexec"}) == "trtexec"
     assert device_runtime({"onnxruntime_version": "1.20"}) == "onnxruntime" and device_runtime({}) is None
+    no_buffers = {"tensorrt_version": "10.3.0", "cuda_buffers": [], "trtexec": "/usr/src/tensorrt/bin/trtexec"}
+    assert device_runtime(no_buffers) == "trtexec"  # JetPack's TensorRT without pycuda or cuda-python
     agx = load_target("jetson-agx-orin").with_host("me@orin")
     here = {"onnxruntime_version": "1.32.0", "cpu_count": 2}
     old = diagnose(agx, here, {"tensorrt_version": "11.2.0", "trtexec": "/usr/bin/trtexec"})

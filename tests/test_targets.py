@@ -125,7 +125,6 @@ def test_jetpack_tensorrt_and_dla_facts_follow_nvidias_documentation():
     assert "supports no JetPack" in release_problem("jetson-agx-orin", "7.2.2", "11.2.0", dla=False)
     assert "needs JetPack 7.2.2" in release_problem("jetson-agx-orin", "7.0", "11.4.1", dla=False)
     assert "10.7 was the last" in release_problem("jetson-agx-orin", "6.2", "10.8", dla=True)
-    assert "only on jetson-agx-orin" in release_problem("jetson-orin-nano", "7.2.2", "11.4.1", dla=True)
     agx = load_target("jetson-agx-orin")  # the file lists what the board runs; 11.2 is in its range, not a release
     assert agx.accepts_tensorrt("11.4.1") and agx.accepts_tensorrt("10.3.0") and not agx.accepts_tensorrt("11.2.0")
     impossible = {**BASE, "tensorrt": {"releases": [{"jetpack": "6.1", "tensorrt": "11.4.1", "dla": True}]}}

@@ -48,8 +48,8 @@ def standin(tmp_path, monkeypatch):
     monkeypatch.setenv("TRTEXEC_STANDIN_LOG", str(log))
     monkeypatch.setattr(trtexec_loader, "_versions", {})
 
-    def at(major: int) -> Path:
-        monkeypatch.setenv("TRTEXEC_STANDIN_VERSION", str(VERSIONS[major]))
+    def at(major: int, number: int | None = None) -> Path:  # `number`: the banner's, when not the major's usual
+        monkeypatch.setenv("TRTEXEC_STANDIN_VERSION", str(number or VERSIONS[major]))
         trtexec_loader._versions.clear()
         return log
 
@@ -97,8 +97,10 @@ def test_impossible_precisions_are_refused_and_a_measurement_says_what_it_timed(
         engine_precision(11, "fp16", "fp32")
     timed = engine_precision(11, "fp16", "fp32", measuring=True)  # a table variant on x86-gpu's TensorRT 11
     assert timed.precision == "fp32" and "timed as fp32, not fp16" in timed.note and timed.builder_flags == []
-    unknown = engine_precision(11, "fp16", None)  # no onnx package on the device: never stamped fp16 by assumption
+    unknown = engine_precision(11, "fp16", None, measuring=True)  # no onnx package: never stamped fp16 by assumption
     assert unknown.precision is None and "could not be read" in unknown.note
+    with pytest.raises(BenchError, match="pip install onnx"):  # a deliverable engine is refused instead
+        engine_precision(11, "fp16", None)
     with pytest.raises(BenchError, match="unknown engine precision"):
         engine_precision(10, "bf16", "fp32")
 
@@ -227,6 +229,9 @@ def test_the_on_device_script_picks_the_build_by_the_devices_version(standin, dy
     (folder / "model.engine").unlink()
     done = subprocess.run(["sh", str(script)], capture_output=True, text=True, env={**os.environ, "TRTEXEC": trtexec})
     assert done.returncode == 1 and "strongly typed" in done.stderr and not (folder / "model.engine").exists()
+    standin(10, 100100)  # a 10.1 device: the right major, below this target's 10.3
+    done = subprocess.run(["sh", str(script)], capture_output=True, text=True, env={**os.environ, "TRTEXEC": trtexec})
+    assert done.returncode == 1 and "this device has TensorRT v100100" in done.stderr
     standin(8)  # Xavier's TensorRT 8.5 is outside this target's range
     done = subprocess.run(["sh", str(script)], capture_output=True, text=True, env={**os.environ, "TRTEXEC": trtexec})
     assert done.returncode == 1 and "wants TensorRT 10.3 to 11" in done.stderr

@@ -302,6 +302,17 @@ def device_script(commands: dict[str, str], config: EngineConfig) -> str:
         "version=$(\"$TRTEXEC\" --help 2>&1 | sed -n 's/.*\\[TensorRT v\\([0-9]*\\)\\].*/\\1/p' | head -n 1)",
         'if [ -z "$version" ]; then echo "build_on_device.sh: no TensorRT version in $TRTEXEC\'s banner" >&2; exit 1; fi',
     ]
+    low, high = _banner_number(config.tensorrt_min, 0), _banner_number(config.tensorrt_max, 99)
+    if low is not None or high is not None:  # the target's whole range, not only its majors
+        outside = " || ".join(
+            part
+            for part in (f'[ "$version" -lt {low} ]' if low else "", f'[ "$version" -gt {high} ]' if high else "")
+            if part
+        )
+        lines.append(
+            f'if {outside}; then echo "build_on_device.sh: this device has TensorRT v$version; '
+            f'{config.target} wants {wanted}" >&2; exit 1; fi'
+        )
     for index, (floor, body) in enumerate(branches):
         keyword = "if" if index == 0 else "elif"
         lines += [f'{keyword} [ "$version" -ge {floor} ]; then', f"  {body}"]
@@ -313,6 +324,17 @@ def device_script(commands: dict[str, str], config: EngineConfig) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _banner_number(version: str | None, fill: int) -> int | None:
+    """A version as trtexec's banner writes it (major*10000 + minor*100 + patch from 10 on, major*1000 + ... before),
+    its missing parts `fill`ed: "10.3" is 100300 as a minimum; "11" is 119999 as a maximum."""
+    if not version:
+        return None
+    parts = [int(p) for p in version.split(".")[:3]]
+    parts += [fill] * (3 - len(parts))
+    major, minor, patch = parts
+    return major * 10000 + minor * 100 + patch if major >= 10 else major * 1000 + minor * 100 + patch
 
 
 def _major(version: str | None) -> int | None:

@@ -107,6 +107,10 @@ def runner_for(settings: LatencySettings, path: Path, folder: Path) -> Runner:
             measuring=True,  # one function decides each variant's precision (portable/engine_precision.py)
         )
         return make_runner("tensorrt", engine, settings.threads)
+    if settings.runtime == "trtexec" and Path(path).suffix == ".onnx":  # built once at the target's batch and precision
+        from pipeline.runtimes import TrtexecRunner
+
+        return TrtexecRunner(Path(path), precision=settings.precision, input_name=trtexec_input_name(Path(path)))
     return make_runner(settings.runtime, Path(path), settings.threads)
 
 

@@ -5,9 +5,9 @@
     python3 -m portable.device_bench --spec spec.json --out result.json
 
 It needs only the standard library and numpy, plus whichever runtime the device has: `tensorrt` (10 or 11) with
-`pycuda` or `cuda-python` for device buffers, the `trtexec` binary, or `onnxruntime`. The package's runners load
-sessions and build engines with the same modules, so a number measured on the device and one measured locally
-come from identical code.
+`pycuda` or `cuda-python` for device buffers (without them the `trtexec` binary is used), or `onnxruntime`. The
+package's runners load sessions and build engines with the same modules, so a number measured on the device and
+one measured locally come from identical code.
 
 spec.json: {"models": {name: onnx path}, "runtime": "tensorrt"|"onnxruntime"|"trtexec", "fallback": [...],
             "batch", "input_shape": [C, H, W], "input_names": {name: input or None for a fixed batch},
@@ -116,6 +116,7 @@ def device_facts() -> dict:
             facts[f"{module}_version"] = __import__(module).__version__
         except ImportError:
             facts[f"{module}_version"] = None
+    facts["cuda_buffers"] = cuda_buffer_packages()
     facts["trtexec"] = trtexec_path()
     version = trtexec_version() if facts["trtexec"] else None
     facts["trtexec_version"] = ".".join(str(part) for part in version) if version else None
@@ -125,10 +126,16 @@ def device_facts() -> dict:
 # ---------------------------------------------------------------------------------------------------------------
 # One benchmark run from a spec (what the SSH harness executes on the device)
 # ---------------------------------------------------------------------------------------------------------------
+def cuda_buffer_packages() -> list[str]:
+    """The CUDA buffer packages importable here (cuda_buffers.py uses the first)."""
+    return [name for name in ("pycuda", "cuda") if importlib.util.find_spec(name) is not None]
+
+
 def available_runtimes() -> list[str]:
     found = []
     try:
-        if trt_major(import_tensorrt()) >= 10:
+        # the Python API needs device buffers from pycuda or cuda-python; without them trtexec times the engine
+        if trt_major(import_tensorrt()) >= 10 and cuda_buffer_packages():
             found.append("tensorrt")
     except BenchError:
         pass
@@ -173,7 +180,10 @@ def trtexec_build(
     run_trtexec(command)
     inspected = {"network_precision": None, "layer_precisions": {}, "io_tensors": [], "inspected": False}
     if os.path.isfile(engine + ".layers.json"):  # what the network holds, not what was asked
-        inspected = {**summarize_inspector(open(engine + ".layers.json").read()), "inspected": True}
+        try:
+            inspected = {**summarize_inspector(open(engine + ".layers.json").read()), "inspected": True}
+        except BenchError as error:
+            inspected["inspection_error"] = str(error)
     return {
         **format_fields(STAMP_KIND, STAMP_VERSION),
         "built_by": "trtexec",

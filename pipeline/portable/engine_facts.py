@@ -46,7 +46,8 @@ def portability_mismatch(stamp: dict, tensorrt_version: str, gpu: dict) -> str |
     """Why this engine cannot load on this TensorRT and GPU (None when it can), naming the option that would
     have made it portable when it was built without it."""
     built = str(stamp.get("tensorrt_version"))
-    if built != tensorrt_version:
+    # a trtexec build's version comes from its banner (major.minor.patch); Python's has a fourth, build part
+    if _version(built)[:3] != _version(tensorrt_version)[:3]:
         if not stamp.get("version_compatible"):
             return (
                 f"engine built with TensorRT {built}, this is TensorRT {tensorrt_version}: rebuild it here "
@@ -55,7 +56,8 @@ def portability_mismatch(stamp: dict, tensorrt_version: str, gpu: dict) -> str |
             )
         if _version(tensorrt_version) < _version(built):
             return f"a version-compatible engine from TensorRT {built} loads on that version or later, not {tensorrt_version}"
-    if stamp.get("compute_capability") != gpu.get("compute_capability"):
+    # a trtexec build's stamp names no GPU: TensorRT's own deserialisation then says whether it loads
+    if stamp.get("compute_capability") is not None and stamp.get("compute_capability") != gpu.get("compute_capability"):
         if not stamp.get("hardware_compatible"):
             return (
                 f"engine built for {stamp.get('gpu_name')} (compute {stamp.get('compute_capability')}), this GPU is "
@@ -76,7 +78,10 @@ def tensor_precision(text: str | None) -> str | None:
 def summarize_inspector(information: str) -> dict:
     """network_precision, layer_precisions (outputs per precision) and io_tensors from the inspector's JSON,
     whichever major wrote it."""
-    data = json.loads(information)
+    try:
+        data = json.loads(information)
+    except ValueError:
+        raise BenchError("the engine inspector's layer information is not valid JSON") from None
     counts: dict = {}
     for layer in data.get("Layers", []):
         if not isinstance(layer, dict):
@@ -94,7 +99,9 @@ def summarize_inspector(information: str) -> dict:
         ]
     else:  # 10.x: names only
         io = [{"name": name, "mode": None, "precision": None} for name in data.get("Bindings", [])]
-    network = None if not counts else (next(iter(counts)) if len(counts) == 1 else "mixed")
+    # the precision most layer outputs are in: an fp16 or int8 engine keeps a few fp32 layers (reformats, the
+    # classifier), so "mixed" would say little; the counts say the rest
+    network = max(counts, key=counts.get) if counts else None
     return {"network_precision": network, "layer_precisions": counts, "io_tensors": io}
 
 

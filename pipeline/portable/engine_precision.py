@@ -39,6 +39,11 @@ def engine_precision(
         raise BenchError(f"unknown engine precision {requested!r}; choose one of {', '.join(WEAK_TYPING_FLAGS)}")
     wanted = "int8" if requested == "binary" else requested  # binary weights run on the INT8 Q/DQ kernels
     if major >= 11:
+        if onnx_precision is None and not measuring:
+            raise BenchError(
+                f"TensorRT {major} builds in the ONNX's own precision, and fp16 cannot be told from fp32 here "
+                "(no onnx package): pip install onnx on this machine, so the engine is known to be " + requested
+            )
         if onnx_precision is None:
             return EnginePrecision(
                 None,

@@ -3,20 +3,25 @@
 The search (search/stage.py) measures each base model once (a latency table, the PRACTISE order's adapter
 probes, the full model at each precision), then builds and fine-tunes a short list of candidates near the
 budget line, estimates each one's accuracy on held-back synthetic images and times them all in one session.
-Which candidates make the list is known only after the tables, so this is an estimate: per base, two drop
-counts per precision, PLANNED_FINE_TUNES distinct block sets fine-tuned. The probes and the fine-tunes are
+Which candidates make the list is known only after the tables, so this is an estimate: per base, about two and a
+half drop counts per precision, PLANNED_FINE_TUNES distinct block sets fine-tuned. The probes and the fine-tunes are
 bounded by their seconds (drop's, split as drop splits them) and are the elastic part a tight budget scales
 (recipes/fit.py); the rest is fixed by what must be measured. Model costs are the teacher's, an upper bound
 for a student base (the student's fine-tune step is not probed).
 """
 
+import math
+
 from pipeline.drop.latency_table import round_s, session_estimate_s
 from pipeline.measure import LatencySettings
 
 # distinct block sets one base's short list fine-tunes: the drop counts next to the line for fp32 and fp16
-# (they share theirs) and int8's own (the resnet20 jetson build of benchmarks/results/scale-10e3d0b: 4 per base)
+# (they share theirs) and int8's own (the resnet20 jetson builds: 4 per base at 10e3d0b, 5 and 4 at 72a31a3);
+# their seconds are bounded all together, so this count only matters when fine-tunes end by their iterations
 PLANNED_FINE_TUNES = 4
-CANDIDATES_PER_PRECISION = 2  # the fewest drops predicted to meet the budget and one more (search/space.py)
+# the fewest drops predicted to meet the budget, one more, and sometimes one fewer (search/space.py shortlist):
+# 15 candidates for 2 bases x 3 precisions at 72a31a3
+CANDIDATES_PER_PRECISION = 2.5
 CPU_INT8_FORMATS = 2  # formats an onnxruntime target times on the full model (quantize/int8.py cpu_candidates)
 
 
@@ -39,9 +44,11 @@ def plan_search(config: dict, costs, searchable: dict | None, eval_images: int |
     bases_s = costs.export_s + images_s(held)  # the teacher's export and its logits on the held-back images
     candidates_s = probes_s = tunes_s = 0.0
     candidates = 0
-    for facts in searchable.values():
+    for base, facts in searchable.items():
         blocks = facts["blocks"] if facts else 0
-        bases_s += costs.export_s + _precisions_s(precisions, costs.export_s, int8_s)
+        if base != "teacher":  # the teacher's fp32 export is counted above (the stage exports it first)
+            bases_s += costs.export_s
+        bases_s += _precisions_s(precisions, costs.export_s, int8_s)
         if "int8" in precisions and formats > 1:
             bases_s += session_estimate_s(latency, costs.latency_ms, formats)  # choosing the format, once
         bases_s += len(precisions) * config["speedup_rounds"] * timing_round
@@ -58,12 +65,13 @@ def plan_search(config: dict, costs, searchable: dict | None, eval_images: int |
             ):  # the base's fine-tunes together (search/candidate_models.py)
                 tune_s = min(tune_s, config["fine_tune_seconds"])
             tunes_s += tune_s
-        count = CANDIDATES_PER_PRECISION * len(precisions)
+        # a base without droppable blocks short-lists itself once per precision
+        count = math.ceil(CANDIDATES_PER_PRECISION * len(precisions)) if blocks else len(precisions)
         candidates += count
         # each: its export (the fp32 ones of a block set are shared; counted each, an upper bound), its precision
         # and its label-free estimate on the held-back images
         candidates_s += count * (costs.export_s + images_s(held))
-        candidates_s += CANDIDATES_PER_PRECISION * _precisions_s(precisions, costs.export_s, int8_s)
+        candidates_s += count / len(precisions) * _precisions_s(precisions, costs.export_s, int8_s)
     # one interleaved session of the short list and the teacher (a too-busy one is measured again: not planned)
     timing_s = (candidates + 1) * latency.rounds * timing_round
     calibration_s = candidates * images_s(eval_images or 0) if config.get("eval") else 0.0

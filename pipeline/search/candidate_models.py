@@ -28,9 +28,10 @@ class CandidateModels:
     # --- building one candidate (each piece cached by content) ----------------------------------------
     def _recovery(self, base: str) -> FeatureKDSettings:
         """One candidate's fine-tune: with `fine_tune_seconds`, an equal share of them for each of the
-        FINE_TUNES_PER_BASE a base's short list usually holds (the same share whatever the latency budget, so a
-        second search with another budget finds the fine-tunes it shares in the cache), or of as many as it
-        holds when that is more (`fine_tunes[base]`): the base's fine-tunes together keep to their seconds."""
+        FINE_TUNES_PER_BASE a base's short list usually holds, or of as many as it holds when that is more
+        (`fine_tunes[base]`): the base's fine-tunes together keep to their seconds. The share is part of the cache
+        key, so a second search with another budget reuses a fine-tune only where both lists held at most
+        FINE_TUNES_PER_BASE block sets for that base (the wall-time bound comes first)."""
         seconds = self.config.fine_tune_seconds
         if seconds is None:
             return self.config.recovery
