@@ -113,7 +113,7 @@ def _print_plan(plan: dict) -> None:
         ) or (f"runs when {stage['when']}" if stage.get("when") else "")
         table.add_row(stage["stage"], inputs, settings, "finished" if stage["finished"] else "to run")
     stdout.print(table)
-    from pipeline.recipes.costs import describe_plan
+    from pipeline.recipes.plan_report import describe_plan
 
     notes = [f"plan: {plan[key]}" for key in ("recipe_note", "budget_note") if plan.get(key)]
     for line in notes + describe_plan(plan["cost_plan"]):

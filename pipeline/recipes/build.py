@@ -10,20 +10,14 @@ from pipeline.errors import PipelineError
 from pipeline.measure.settings import cpu_model
 from pipeline.progress import log
 from pipeline.recipes.context import check_droppable, model_to_drop, prepare
-from pipeline.recipes.costs import (
-    UnitCosts,
-    actual_stages,
-    describe_plan,
-    measure_unit_costs,
-    nothing_to_plan,
-    plan_stages,
-)
+from pipeline.recipes.costs import UnitCosts, measure_unit_costs, nothing_to_plan, plan_stages
 from pipeline.recipes.deliver import compress_instead, may_compress_instead
 from pipeline.recipes.drop_specs import drop_budget
 from pipeline.recipes.fit import fit_to_budget
 from pipeline.recipes.memory import DROP_BATCH, drop_batch_for
 from pipeline.recipes.options import STAGE_ORDER, BuildOptions, describe_input
 from pipeline.recipes.plan import QUANTISED, applies, handed_on_precision, recipe_steps
+from pipeline.recipes.plan_report import actual_stages, describe_plan
 from pipeline.recipes.resolve import build_settings
 from pipeline.recipes.stage_specs import STAGE_FACTORIES, student_training, synthesizer_options
 from pipeline.run_view import summarize

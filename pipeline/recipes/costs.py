@@ -59,6 +59,7 @@ class UnitCosts:
     drop_timed_batch: int | None
     probe_s: float  # what measuring all this took
     cpu: str
+    ort_ms_per_image: float | None = None  # the teacher's ONNX on onnxruntime in batches: label-free estimates, eval
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -134,7 +135,7 @@ def measure_unit_costs(
     images = torch.randn(forward_batch, *teacher.input_shape, device=device)
     with torch.no_grad():
         forward_s = _timed(lambda: model(images))
-    export_s, latency_ms = _export_and_latency(teacher)
+    export_s, latency_ms, ort_ms_per_image = _export_and_latency(teacher, forward_batch)
     return UnitCosts(
         synthesis_step_s=synthesis_s,
         kd_step_s=kd_s,
@@ -149,6 +150,7 @@ def measure_unit_costs(
         drop_timed_batch=drop_timed,
         probe_s=round(time.perf_counter() - started, 2),
         cpu=cpu_model(),
+        ort_ms_per_image=ort_ms_per_image,
     )
 
 
@@ -176,15 +178,21 @@ def _kd_step_s(teacher, student, images: torch.Tensor) -> float:
     return _timed(step)
 
 
-def _export_and_latency(teacher: LoadedModel) -> tuple[float, float]:
+def _export_and_latency(teacher: LoadedModel, batch: int) -> tuple[float, float, float]:
+    """The timing export's seconds, onnxruntime's batch-1 ms, and its ms per image at `batch` (the accuracy passes)."""
     with tempfile.TemporaryDirectory(prefix="edge-pipeline-costs-") as folder:
         start = time.perf_counter()
         path = export_for_timing(teacher.model, teacher.preprocess, Path(folder), "teacher")  # as tables export
         export_s = time.perf_counter() - start
         example = example_input(LatencySettings(threads=PROBE_THREADS), teacher.preprocess)
         runner = make_runner("onnxruntime", path, PROBE_THREADS)
-        samples = latency_samples_ms(runner, example, warmup=2, runs=5, max_seconds=1.0)
-    return export_s, float(np.median(samples))
+        latency_ms = float(np.median(latency_samples_ms(runner, example, warmup=2, runs=5, max_seconds=1.0)))
+        images = np.repeat(example, batch, axis=0)
+        try:
+            per_image = float(np.median(latency_samples_ms(runner, images, warmup=1, runs=3))) / batch
+        except Exception:  # an export fixed to batch 1 takes no batch: its batch-1 figure stands in
+            per_image = latency_ms
+    return export_s, latency_ms, per_image
 
 
 def plan_stages(
@@ -343,57 +351,3 @@ def _bounded(name: str, config: dict, unit_s: float, unit: str) -> dict:
 def nothing_to_plan() -> dict:
     """Every stage is finished (a re-run that only checks them): nothing is probed."""
     return {"stages": [], "planned_s": 0.0, "unplanned": [], "cpu": cpu_model(), "unit_costs": None}
-
-
-def describe_plan(plan: dict) -> list[str]:
-    """The plan as log lines: one per stage, then the total (and what it leaves out)."""
-    from pipeline.progress import duration
-
-    if not plan["stages"]:
-        return ["plan: every stage has finished; nothing to estimate"]
-    lines = []
-    for stage in plan["stages"]:
-        if stage["planned_s"] is None:
-            lines.append(f"plan: {stage['name']}: not estimated yet")
-            continue
-        steps = f"~{stage['steps']} {stage['unit']}, " if stage.get("steps") else ""
-        note = f" ({stage['note']})" if stage.get("note") else ""
-        lines.append(f"plan: {stage['name']}: {steps}~{duration(stage['planned_s'])}{note}")
-    unplanned = f" + {', '.join(plan['unplanned'])} (not estimated yet)" if plan["unplanned"] else ""
-    costs = plan["unit_costs"]
-    lines.append(
-        f"plan: ETA {duration(plan['planned_s'])}{unplanned}, from costs measured here "
-        f"{'in ' + format(costs['probe_s'], '.1f') + ' s' if costs['probe_s'] else 'when this run began'} "
-        f"({plan['cpu']}): synthesis step {costs['synthesis_step_s']:.3g} s, KD step {costs['kd_step_s']:.3g} s "
-        f"(batch {costs['synthesis_batch']} / {costs['kd_batch']}, timed at {costs['synthesis_timed_batch']} / "
-        f"{costs['kd_timed_batch']}), teacher "
-        f"{costs['latency_ms']:.3g} ms on onnxruntime"
-    )
-    return lines
-
-
-def actual_stages(manifest: dict, plan: dict) -> dict:
-    """The plan's stages as they ran: wall time, steps and the peak memory so far from each stage's entry."""
-    stages = []
-    for planned in plan["stages"]:
-        entry = manifest["stages"].get(planned["name"]) or {}
-        metrics = entry.get("metrics") or {}
-        steps = metrics.get("steps") if isinstance(metrics.get("steps"), int) else None
-        if steps is None and isinstance(metrics.get("finetune"), dict):  # drop: its plan counts fine-tune iterations
-            steps = metrics["finetune"].get("iterations")
-        actual = {
-            "name": planned["name"],
-            "steps": steps,
-            "wall_s": entry.get("wall_s"),
-            "peak_rss_mb": entry.get("peak_rss_mb"),
-        }
-        if metrics.get("phase_s"):
-            actual["phases_s"] = metrics["phase_s"]
-        stages.append(actual)
-    peaks = [s["peak_rss_mb"] for s in stages if s["peak_rss_mb"] is not None]
-    return {
-        "stages": stages,
-        "wall_s": round(sum(s["wall_s"] or 0 for s in stages), 1),
-        "peak_rss_mb": max(peaks, default=None),
-        "cpu": plan["cpu"],
-    }

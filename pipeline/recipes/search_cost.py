@@ -35,13 +35,16 @@ def plan_search(config: dict, costs, searchable: dict | None, eval_images: int |
     probing, recovery = config["recoverability"], config["recovery"]
     held = min(config["held_out"], max(1, pool // 5)) if pool else config["held_out"]
 
-    def images_s(count: int) -> float:  # a no-grad pass over `count` images at the teacher's cost
+    def images_s(count: int) -> float:  # a no-grad PyTorch pass over `count` images at the teacher's cost
         return count * costs.forward_ms_per_image / 1000
+
+    def onnx_images_s(count: int) -> float:  # the same in onnxruntime: estimates and labelled accuracy run there
+        return count * (costs.ort_ms_per_image or costs.forward_ms_per_image) / 1000
 
     int8_s = images_s(config["calib_images"]) if "int8" in precisions else 0.0  # one calibration pass
     formats = CPU_INT8_FORMATS if latency.runtime == "onnxruntime" and latency.proxy_for != "tensorrt" else 1
     timing_round = round_s(latency, costs.latency_ms)
-    bases_s = costs.export_s + images_s(held)  # the teacher's export and its logits on the held-back images
+    bases_s = costs.export_s + onnx_images_s(held)  # the teacher's export and its logits on the held-back images
     candidates_s = probes_s = tunes_s = 0.0
     candidates = 0
     for base, facts in searchable.items():
@@ -70,11 +73,11 @@ def plan_search(config: dict, costs, searchable: dict | None, eval_images: int |
         candidates += count
         # each: its export (the fp32 ones of a block set are shared; counted each, an upper bound), its precision
         # and its label-free estimate on the held-back images
-        candidates_s += count * (costs.export_s + images_s(held))
+        candidates_s += count * (costs.export_s + onnx_images_s(held))
         candidates_s += count / len(precisions) * _precisions_s(precisions, costs.export_s, int8_s)
     # one interleaved session of the short list and the teacher (a too-busy one is measured again: not planned)
     timing_s = (candidates + 1) * latency.rounds * timing_round
-    calibration_s = candidates * images_s(eval_images or 0) if config.get("eval") else 0.0
+    calibration_s = candidates * onnx_images_s(eval_images or 0) if config.get("eval") else 0.0
     phases = {
         "bases": bases_s + probes_s,
         "candidates": candidates_s + tunes_s,
