@@ -9,7 +9,7 @@ import subprocess
 from pipeline.errors import PipelineError
 from pipeline.jetson_releases import dla_refusal
 from pipeline.portable.device_bench import device_facts
-from pipeline.targets import Target, version_in_range
+from pipeline.targets import Target
 
 
 def local_facts() -> dict:
@@ -41,18 +41,22 @@ def local_facts() -> dict:
 
 def remote_facts(target: Target) -> dict:
     """The device's facts, from the portable probe run over SSH (no model is copied)."""
+    from pipeline.measure.settings import measurement_options
     from pipeline.remote.harness import remote_run
     from pipeline.remote.ssh import SshHost
 
-    remote = target.remote
-    settings = {"port": remote.port, "identity": remote.identity, "ssh_options": list(remote.ssh_options)}
-    host = SshHost.from_settings(target.host, settings)
-    result = remote_run(host, {}, {}, python=remote.python, workdir=remote.workdir, facts_only=True)
-    return {**result["device"], "gpu": _nvidia_smi_over(host)}
+    remote = measurement_options(target)["remote"]  # the SSH settings every remote measurement uses
+    host = SshHost.from_settings(target.host, remote)
+    result = remote_run(host, {}, {}, python=remote["python"], workdir=remote["workdir"], facts_only=True)
+    done = host.run(" ".join(NVIDIA_SMI), timeout=30, check=False)
+    return {**result["device"], "gpu": _gpu_named(done)}
 
 
-def _nvidia_smi_over(host) -> str | None:
-    done = host.run("nvidia-smi --query-gpu=name,compute_cap --format=csv,noheader", timeout=30, check=False)
+NVIDIA_SMI = ["nvidia-smi", "--query-gpu=name,compute_cap", "--format=csv,noheader"]
+
+
+def _gpu_named(done) -> str | None:
+    """What nvidia-smi answered (None without a GPU or without nvidia-smi, as on a Jetson)."""
     return (done.stdout.strip() or None) if done.returncode == 0 else None
 
 
@@ -98,9 +102,7 @@ def diagnose(target: Target, here: dict, device: dict | None) -> dict:
             missing.append(f"TensorRT here: {reason}; or give --host user@device")
     uses["accuracy"] = f"onnxruntime {here.get('onnxruntime_version')} here"
     uses["training"] = "cuda" if here.get("cuda_available") else f"CPU ({here.get('cpu_count')} cores)"
-    refusal = dla_refusal(
-        target.name, trt.releases, trt.dla_core, lambda v: version_in_range(v, trt.min_version, trt.max_version)
-    )
+    refusal = dla_refusal(target.name, trt.releases, trt.dla_core, trt.min_version, trt.max_version)
     if refusal:
         missing.append(refusal)
     return {"uses": uses, "missing": missing}
@@ -128,7 +130,4 @@ def nvidia_smi_here() -> str | None:
     """The GPU nvidia-smi names here (None without one): a second witness beside torch's view."""
     if shutil.which("nvidia-smi") is None:
         return None
-    done = subprocess.run(
-        ["nvidia-smi", "--query-gpu=name,compute_cap", "--format=csv,noheader"], capture_output=True, text=True
-    )
-    return (done.stdout.strip() or None) if done.returncode == 0 else None
+    return _gpu_named(subprocess.run(NVIDIA_SMI, capture_output=True, text=True))

@@ -12,20 +12,16 @@ Which board has DLA at all (AGX Orin and Xavier do; Orin Nano and Thor do not) i
 copied or renamed target file is the same board, so nothing here is keyed on its name.
 """
 
-import re
+from pipeline.versions import version_in_range, version_tuple
 
 DLA_LAST_10 = (10, 7)  # the last 10.x release with DLA
 JETPACK_11 = {(11, 4, 1): (7, 2, 2)}  # the 11.x releases that support JetPack, and the JetPack each needs
 SOURCE = "NVIDIA's TensorRT docs (Working with DLA; Migrating 10.x to 11.x on Jetson/JetPack)"
 
 
-def version(text: str) -> tuple[int, ...]:
-    return tuple(int(part) for part in re.findall(r"\d+", str(text)))
-
-
 def release_problem(board: str, jetpack: str, tensorrt: str, dla: bool) -> str | None:
     """Why (JetPack, TensorRT, DLA) cannot exist on `board`, by NVIDIA's documentation; None when it can."""
-    trt, jp = version(tensorrt), version(jetpack)
+    trt, jp = version_tuple(tensorrt), version_tuple(jetpack)
     if trt[:1] == (11,):
         if jp[:1] and jp[0] < 7:
             return f"JetPack {jetpack} stays on TensorRT 10.x; TensorRT 11 needs JetPack 7 ({SOURCE})"
@@ -40,12 +36,12 @@ def release_problem(board: str, jetpack: str, tensorrt: str, dla: bool) -> str |
     return None
 
 
-def dla_refusal(board: str, releases: tuple, dla_core: int | None, in_range) -> str | None:
-    """One line when the target asks for a DLA core that none of its releases (within its TensorRT range,
-    `in_range(version)`) can run, and the GPU-only build that would work instead; None when one can."""
+def dla_refusal(board: str, releases: tuple, dla_core: int | None, low: str | None, high: str | None) -> str | None:
+    """One line when the target asks for a DLA core that none of its releases within its TensorRT range [low, high]
+    can run, and the GPU-only build that would work instead; None when one can."""
     if dla_core is None or not releases:
         return None
-    usable = [r for r in releases if r.get("dla") and in_range(r["tensorrt"])]
+    usable = [r for r in releases if r.get("dla") and version_in_range(r["tensorrt"], low, high)]
     if usable:
         return None
     listed = "; ".join(f"JetPack {r['jetpack']} -> TensorRT {r['tensorrt']}" for r in releases)

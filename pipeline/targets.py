@@ -16,6 +16,7 @@ except ModuleNotFoundError:  # Python 3.10 (JetPack 6's Ubuntu 22.04): the same 
     import tomli as tomllib
 
 from pipeline.errors import PipelineError
+from pipeline.versions import tensorrt_accepted, version_in_range, version_tuple
 
 TARGETS_DIR = Path(os.environ.get("PIPELINE_TARGETS_DIR", Path(__file__).resolve().parents[1] / "targets"))
 RUNTIMES = {"onnxruntime", "tensorrt"}
@@ -119,24 +120,7 @@ class Target:
     def accepts_tensorrt(self, version: str) -> bool:
         """In the target's range and, where the file lists the board's releases, one of them (10.3 admits 10.3.x)."""
         trt = self.tensorrt
-        if not version_in_range(version, trt.min_version, trt.max_version):
-            return False
-        return not trt.releases or any(version_in_range(version, r["tensorrt"], r["tensorrt"]) for r in trt.releases)
-
-
-def _version_tuple(text: str) -> tuple[int, ...]:
-    return tuple(int(part) for part in re.findall(r"\d+", str(text)))
-
-
-def version_in_range(version: str, low: str | None, high: str | None) -> bool:
-    """Inclusive range; `high` compares only as many parts as it names ("10" admits 10.14.1, "11.4" 11.4.1)."""
-    have = _version_tuple(version)
-    if low is not None and have < _version_tuple(low):
-        return False
-    if high is not None:
-        limit = _version_tuple(high)
-        return have[: len(limit)] <= limit
-    return True
+        return tensorrt_accepted(version, trt.min_version, trt.max_version, trt.releases)
 
 
 def available_targets() -> list[str]:
@@ -329,7 +313,7 @@ def _check_consistency(target: Target, source: str) -> None:
     if (
         trt.min_version
         and trt.max_version
-        and _version_tuple(trt.min_version)[: len(_version_tuple(trt.max_version))] > _version_tuple(trt.max_version)
+        and version_tuple(trt.min_version)[: len(version_tuple(trt.max_version))] > version_tuple(trt.max_version)
     ):
         raise PipelineError(f"{source}: tensorrt min_version {trt.min_version} is above max_version {trt.max_version}")
     from pipeline.jetson_releases import release_problem

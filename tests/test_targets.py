@@ -1,7 +1,8 @@
 import pytest
 
 from pipeline.errors import PipelineError
-from pipeline.targets import available_targets, load_target, target_from_dict, version_in_range
+from pipeline.targets import available_targets, load_target, target_from_dict
+from pipeline.versions import version_in_range
 
 BASE = {"name": "x", "description": "x", "runtime": "tensorrt", "device": "jetson"}
 REQUIRED_TARGETS = {"cpu", "x86-gpu", "jetson-orin-nano", "jetson-agx-orin", "jetson-xavier-nx", "jetson"}

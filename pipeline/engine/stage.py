@@ -22,13 +22,12 @@ from pipeline.jetson_releases import dla_refusal
 from pipeline.portable.engine_precision import engine_precision
 from pipeline.portable.errors import BenchError
 from pipeline.portable.tensorrt_loader import onnx_precision
-from pipeline.portable.trtexec_loader import trtexec_build_command, trtexec_time_command
+from pipeline.portable.trtexec_loader import banner_number, trtexec_build_command, trtexec_time_command
 from pipeline.progress import log
 from pipeline.runtimes import trtexec_input_name
 from pipeline.runtimes.tensorrt_preflight import preflight
 from pipeline.runtimes.tensorrt_runner import tensorrt_available
 from pipeline.stage import Stage, StageOutput
-from pipeline.targets import version_in_range
 
 
 @dataclass(frozen=True)
@@ -64,12 +63,7 @@ class EngineStage(Stage):
 
     def run(self, workdir: Path) -> StageOutput:
         config = self.config
-        refusal = dla_refusal(
-            config.target,
-            config.releases,
-            config.dla_core,
-            lambda version: version_in_range(version, config.tensorrt_min, config.tensorrt_max),
-        )
+        refusal = dla_refusal(config.target, config.releases, config.dla_core, config.tensorrt_min, config.tensorrt_max)
         if refusal:  # before any build: no device is asked to try what NVIDIA says cannot exist
             raise PipelineError(f"engine: {refusal}")
         report = preflight(self.onnx, config.precision)
@@ -234,11 +228,11 @@ def device_commands(onnx: Path, config: EngineConfig) -> dict[str, str]:
     each TensorRT major the target allows; the lines name `model.onnx` and `model.engine` in the folder."""
     low = _major(config.tensorrt_min) or min(KNOWN_MAJORS)
     high = _major(config.tensorrt_max) or max(KNOWN_MAJORS)
-    input_name = trtexec_input_name(onnx)
+    input_name, stored = trtexec_input_name(onnx), onnx_precision(str(onnx))
     commands = {}
     for major in (m for m in KNOWN_MAJORS if low <= m <= high):
         try:
-            decided = engine_precision(major, config.precision, onnx_precision(str(onnx)))
+            decided = engine_precision(major, config.precision, stored)
         except BenchError as error:
             commands[f"build_tensorrt_{major}"] = f"refused: {error}"
             continue
@@ -283,7 +277,8 @@ def device_script(commands: dict[str, str], config: EngineConfig) -> str:
     target's range stop with one line, then the engine is timed."""
     wanted = f"TensorRT {config.tensorrt_min or 'any'} to {config.tensorrt_max or 'any'}"
     branches = []
-    for major, floor in ((11, 110000), (10, 100000), (8, 8000)):
+    for major in sorted(KNOWN_MAJORS, reverse=True):
+        floor = banner_number(major, 0, 0)
         line = commands.get(f"build_tensorrt_{major}")
         if line is None:
             body = f'echo "build_on_device.sh: this device has TensorRT v$version; {config.target} wants {wanted}" >&2; exit 1'
@@ -327,14 +322,12 @@ def device_script(commands: dict[str, str], config: EngineConfig) -> str:
 
 
 def _banner_number(version: str | None, fill: int) -> int | None:
-    """A version as trtexec's banner writes it (major*10000 + minor*100 + patch from 10 on, major*1000 + ... before),
-    its missing parts `fill`ed: "10.3" is 100300 as a minimum; "11" is 119999 as a maximum."""
+    """A version as trtexec's banner writes it, its missing parts `fill`ed: "10.3" is 100300 as a minimum; "11" is
+    119999 as a maximum."""
     if not version:
         return None
     parts = [int(p) for p in version.split(".")[:3]]
-    parts += [fill] * (3 - len(parts))
-    major, minor, patch = parts
-    return major * 10000 + minor * 100 + patch if major >= 10 else major * 1000 + minor * 100 + patch
+    return banner_number(*parts, *[fill] * (3 - len(parts)))
 
 
 def _major(version: str | None) -> int | None:

@@ -34,8 +34,7 @@ import sys
 import numpy as np
 
 from .cuda_buffers import cuda_backend
-from .engine_facts import summarize_inspector
-from .engine_precision import engine_precision
+from .engine_facts import read_layer_info
 from .errors import BenchError
 from .files import atomic_write_bytes, sha256_file
 from .formats import format_fields
@@ -47,14 +46,13 @@ from .tensorrt_loader import (
     TrtSession,
     build_engine,
     import_tensorrt,
-    onnx_precision,
     trt_major,
 )
 from .timing import interleaved_rounds, time_calls
 from .trtexec_loader import (
+    build_with_trtexec,
     require_trtexec_version,
     run_trtexec,
-    trtexec_build_command,
     trtexec_path,
     trtexec_time_command,
     trtexec_version,
@@ -161,12 +159,12 @@ def trtexec_build(
     onnx: str, engine: str, version, build: dict, input_name, shape, batch: int, workdir: str, measuring: bool
 ) -> dict:
     """Build `engine` once with the device's trtexec (each timed round then loads it) and return its stamp."""
-    decided = engine_precision(version[0], build.get("precision", "fp32"), onnx_precision(onnx), measuring)
-    command = trtexec_build_command(
+    decided, command = build_with_trtexec(
         onnx,
         engine,
-        tensorrt_major=version[0],
-        precision=decided,
+        version,
+        build.get("precision", "fp32"),
+        measuring=measuring,
         input_name=input_name,
         input_shape=shape,
         batch=batch,
@@ -177,13 +175,6 @@ def trtexec_build(
         gpu_fallback=build.get("gpu_fallback", True),
         layer_info=engine + ".layers.json",
     )
-    run_trtexec(command)
-    inspected = {"network_precision": None, "layer_precisions": {}, "io_tensors": [], "inspected": False}
-    if os.path.isfile(engine + ".layers.json"):  # what the network holds, not what was asked
-        try:
-            inspected = {**summarize_inspector(open(engine + ".layers.json").read()), "inspected": True}
-        except BenchError as error:
-            inspected["inspection_error"] = str(error)
     return {
         **format_fields(STAMP_KIND, STAMP_VERSION),
         "built_by": "trtexec",
@@ -192,7 +183,7 @@ def trtexec_build(
         "precision_requested": build.get("precision", "fp32"),
         "precision_note": decided.note,
         "strongly_typed": decided.strongly_typed,
-        **inspected,
+        **read_layer_info(engine + ".layers.json"),  # what the network holds, not what was asked
         "build_command": " ".join(command),
         "engine_sha256": None,  # filled in once the engine is written
     }

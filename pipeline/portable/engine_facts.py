@@ -16,6 +16,7 @@ Ampere and newer GPUs and is supported only for engines built on Ampere or later
 from __future__ import annotations  # Python 3.8 on JetPack 5
 
 import json
+import os
 import re
 
 from .errors import BenchError
@@ -105,13 +106,27 @@ def summarize_inspector(information: str) -> dict:
     return {"network_precision": network, "layer_precisions": counts, "io_tensors": io}
 
 
+NOT_INSPECTED = {"network_precision": None, "layer_precisions": {}, "io_tensors": [], "inspected": False}
+
+
+def read_layer_info(path: str) -> dict:
+    """The summary of a layer-information file trtexec exported (`--exportLayerInfo`), or why there is none."""
+    if not os.path.isfile(path):
+        return dict(NOT_INSPECTED)
+    try:
+        with open(path) as handle:
+            return {**summarize_inspector(handle.read()), "inspected": True}
+    except BenchError as error:
+        return {**NOT_INSPECTED, "inspection_error": str(error)}
+
+
 def inspect_serialized(trt, logger, serialized) -> dict:
     """The inspector's summary of a just-built engine (its runtime is local to this call)."""
     runtime = trt.Runtime(logger)
     runtime.engine_host_code_allowed = True  # our own build: a version-compatible plan embeds its lean runtime
     engine = runtime.deserialize_cuda_engine(serialized)
     if engine is None:
-        return {"network_precision": None, "layer_precisions": {}, "io_tensors": [], "inspected": False}
+        return dict(NOT_INSPECTED)
     inspector = engine.create_engine_inspector()
     summary = summarize_inspector(inspector.get_engine_information(trt.LayerInformationFormat.JSON))
     del inspector, engine, runtime  # inspector before engine, engine before runtime

@@ -8,8 +8,9 @@ import re
 import shutil
 import subprocess
 
-from .engine_precision import EnginePrecision
+from .engine_precision import EnginePrecision, engine_precision
 from .errors import BenchError
+from .tensorrt_loader import onnx_precision
 
 TRTEXEC_TIMING_FLAGS = ["--useCudaGraph", "--noDataTransfers", "--useSpinWait", "--separateProfileRun"]
 
@@ -29,6 +30,11 @@ def parse_trtexec_banner(text: str) -> tuple[int, int, int] | None:
     if number >= 100000:
         return number // 10000, number // 100 % 100, number % 100
     return number // 1000, number // 100 % 10, number % 100
+
+
+def banner_number(major: int, minor: int, patch: int) -> int:
+    """The banner's N for a version: the inverse of parse_trtexec_banner."""
+    return major * 10000 + minor * 100 + patch if major >= 10 else major * 1000 + minor * 100 + patch
 
 
 _versions: dict = {}  # trtexec path -> its version, read once per process
@@ -101,6 +107,17 @@ def trtexec_build_command(
     if layer_info:  # the engine inspector's JSON: what each layer computes in (portable/engine_facts.py)
         command += ["--profilingVerbosity=detailed", f"--exportLayerInfo={layer_info}"]
     return command
+
+
+def build_with_trtexec(
+    onnx_path: str, engine_path: str, version: tuple, precision: str, *, measuring: bool, **options
+) -> tuple[EnginePrecision, list[str]]:
+    """Decide the engine's precision for this trtexec's major (engine_precision.py), build it once, and return
+    the decision and the command that built it; `options`: trtexec_build_command's shapes, cache and DLA ones."""
+    decided = engine_precision(version[0], precision, onnx_precision(onnx_path), measuring)
+    command = trtexec_build_command(onnx_path, engine_path, tensorrt_major=version[0], precision=decided, **options)
+    run_trtexec(command)
+    return decided, command
 
 
 def trtexec_time_command(

@@ -16,8 +16,9 @@ from pipeline.doctor import doctor
 from pipeline.errors import PipelineError
 from pipeline.formats import format_fields, read_format
 from pipeline.recipes.single_model import run_bench_only
-from pipeline.targets import load_target, version_in_range
+from pipeline.targets import load_target
 from pipeline.teacher_spec import TeacherSpec
+from pipeline.versions import tensorrt_accepted
 
 REPORT_KIND, REPORT_VERSION = "on-device-report", 1
 DEVICE_RUNTIMES = ("tensorrt", "trtexec")  # what a TensorRT target's figures must come from
@@ -87,11 +88,7 @@ def report_problems(report: dict) -> list[str]:
     else:
         stamp, wanted = engine.get("stamp") or {}, report["tensorrt_wanted"]
         version = str(stamp.get("tensorrt_version"))
-        in_range = version_in_range(version, wanted["min"], wanted["max"])
-        releases = wanted["releases"]
-        if not in_range or (
-            releases and not any(version_in_range(version, r["tensorrt"], r["tensorrt"]) for r in releases)
-        ):
+        if not tensorrt_accepted(version, wanted["min"], wanted["max"], wanted["releases"]):
             problems.append(f"engine: built with TensorRT {version}, outside what {report['target']} lists")
         if stamp.get("precision") not in (None, "fp32") or stamp.get("precision_note"):
             problems.append(f"engine: {stamp.get('precision_note') or 'built in ' + str(stamp.get('precision'))}")

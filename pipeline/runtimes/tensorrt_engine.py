@@ -38,7 +38,7 @@ def build_engine_file(
     `measuring`: an engine that is only timed (a table variant, bench) is built as its ONNX is where TensorRT 11
     cannot build `precision` from it, and its stamp says so; the engine stage's deliverable never is."""
     trt = import_tensorrt()
-    from pipeline.targets import version_in_range
+    from pipeline.versions import version_in_range
 
     if not version_in_range(str(trt.__version__), tensorrt_min, tensorrt_max):
         raise PipelineError(

@@ -15,9 +15,7 @@ import numpy as np
 
 from pipeline.errors import MissingDependency, PipelineError
 from pipeline.portable import trtexec_loader
-from pipeline.portable.engine_precision import engine_precision
 from pipeline.portable.errors import BenchError
-from pipeline.portable.tensorrt_loader import onnx_precision
 from pipeline.runtimes.base import Runner
 
 
@@ -64,16 +62,13 @@ class TrtexecRunner(Runner):
 
     def _build(self, example: np.ndarray) -> Path:
         """The engine, built once from the ONNX at this example's batch: every timing then loads the same one."""
-        decided = engine_precision(
-            self.version[0], self.precision, onnx_precision(str(self.model_path)), measuring=True
-        )
-        self.precision_note = decided.note
         engine = self.scratch / "model.engine"
-        self.build_command = trtexec_loader.trtexec_build_command(
+        decided, self.build_command = trtexec_loader.build_with_trtexec(
             str(self.model_path),
             str(engine),
-            tensorrt_major=self.version[0],
-            precision=decided,
+            self.version,
+            self.precision,
+            measuring=True,
             input_name=self.input_name,
             input_shape=tuple(example.shape[1:]),
             batch=int(example.shape[0]),
@@ -81,7 +76,7 @@ class TrtexecRunner(Runner):
             workspace_mb=self.workspace_mb,
             dla_core=self.dla_core,
         )
-        trtexec_loader.run_trtexec(self.build_command)
+        self.precision_note = decided.note
         return engine
 
     def timed_runs(self, example: np.ndarray, warmup: int, runs: int) -> list[float]:

@@ -128,7 +128,12 @@ class SearchStage(CandidateModels, Stage):
         self.teacher_logits = logits(self.teacher_onnx, self.held_images)
 
         facts = {name: self._base_facts(name, loaded) for name, (_, loaded) in self.bases.items()}
-        phase_s = {"bases": round(time.monotonic() - started, 1)}  # where the time went, beside the plan's phases
+        phase_s: dict[str, float] = {}  # where the time went, beside the plan's phases
+
+        def phase_ends(name: str) -> None:  # the seconds since the last phase ended
+            phase_s[name] = round(time.monotonic() - started - sum(phase_s.values()), 1)
+
+        phase_ends("bases")
         teacher_ms = facts["teacher"]["full_ms"]
         budget = LatencyBudget(config.reduction, config.latency_ms)
         limit_ms = budget.limit_ms(teacher_ms)
@@ -142,11 +147,11 @@ class SearchStage(CandidateModels, Stage):
             base: len({c.dropped for c in candidates if c.base == base and c.dropped}) for base in self.bases
         }
         records = {candidate.name: self._evaluate(candidate, facts) for candidate in candidates}
-        phase_s["candidates"] = round(time.monotonic() - started - sum(phase_s.values()), 1)
+        phase_ends("candidates")
         self._measure(records, limit_ms, budget)
-        phase_s["timing"] = round(time.monotonic() - started - sum(phase_s.values()), 1)
+        phase_ends("timing")
         self._calibrate(records)
-        phase_s["calibration"] = round(time.monotonic() - started - sum(phase_s.values()), 1)
+        phase_ends("calibration")
         chosen = self._choose(records, limit_ms, budget)
 
         chosen_checkpoint = self._checkpoint(chosen["candidate"])
